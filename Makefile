@@ -1,0 +1,29 @@
+# Two entry points, both self-installing into .venv from exact pins:
+#   make demo   -> data -> train -> evaluate -> convert -> validate on the built-in shapes data
+#   make test   -> the test suite
+PY      ?= python3.11
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml requirements/constraints.txt | sha256sum | cut -c1-12)
+DEMO_DIR ?= demo
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements/constraints.txt -e ".[test]"
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+demo: setup
+	$(BIN)/edgemnv2 demo --out $(DEMO_DIR)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python benchmarks/targets.py
+
+clean:
+	rm -rf $(DEMO_DIR) .pytest_cache

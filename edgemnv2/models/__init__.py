@@ -1,0 +1,54 @@
+"""One front door: `create_model(name, **kwargs)`. The registry is one dict of tiny entrypoints.
+
+A new model is one new file plus one line in MODELS.
+"""
+
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import nn
+
+from ..errors import UserError, did_you_mean
+from .centernet import CenterNet
+from .mobilenetv1 import MobileNetV1
+from .mobilenetv2 import MobileNetV2
+from .mobilenetv2_seed import SeedCenterNet, SeedMobileNetV2
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    build: Callable[..., nn.Module]
+    task: str  # "classification" | "detection"
+    default_input_size: int
+    summary: str
+    accepts_width: bool = True
+
+
+MODELS: dict[str, ModelSpec] = {
+    "mobilenet_v2": ModelSpec(MobileNetV2, "classification", 224, "MobileNetV2 as in the paper (torchvision-compatible keys)"),
+    "mobilenet_v1": ModelSpec(MobileNetV1, "classification", 224, "MobileNetV1 depthwise-separable baseline"),
+    "mobilenet_v2_seed": ModelSpec(SeedMobileNetV2, "classification", 224, "the article's code, for its checkpoints (224x224 only)", accepts_width=False),
+    "centernet": ModelSpec(CenterNet, "detection", 512, "CenterNet, MobileNetV2 (default) or MobileNetV1 backbone"),
+    "centernet_seed": ModelSpec(SeedCenterNet, "detection", 512, "the article's detection variant: load/benchmark only, not a sound detector", accepts_width=False),
+}
+
+
+def model_names() -> list[str]:
+    return sorted(MODELS)
+
+
+def get_spec(name: str) -> ModelSpec:
+    if name not in MODELS:
+        raise did_you_mean(name, model_names(), "model")
+    return MODELS[name]
+
+
+def create_model(name: str, **kwargs) -> nn.Module:
+    """Build a registered model. kwargs: num_classes, width_mult (not for *_seed), backbone (centernet)."""
+    spec = get_spec(name)
+    if not spec.accepts_width and kwargs.pop("width_mult", 1.0) != 1.0:
+        raise UserError(f"model '{name}' reproduces the article's fixed architecture: it takes no width multiplier")
+    try:
+        return spec.build(**kwargs)
+    except TypeError as exc:
+        raise UserError(f"model '{name}' does not accept these options: {exc}") from exc

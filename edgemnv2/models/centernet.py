@@ -1,0 +1,91 @@
+"""CenterNet (Zhou et al., "Objects as Points") on a MobileNet backbone.
+
+backbone `features` -> top-down neck (stride 32 -> 4, with lateral skips from strides 16/8/4)
+-> heads {"hm": classes, "wh": 2, "reg": 2}, each 3x3 conv + ReLU + 1x1 conv, at 1/4 resolution.
+A 512x512 input gives 128x128 maps. `forward` returns a tuple (hm logits, wh, reg) in HEAD order,
+which every exporter handles; decoding (edgemnv2.models.decode) stays shared post-processing.
+"""
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .layers import ConvBNAct
+from .mobilenetv1 import MobileNetV1
+from .mobilenetv2 import MobileNetV2
+
+HEAD_ORDER = ("hm", "wh", "reg")
+HEATMAP_PRIOR_BIAS = -2.19  # sigmoid(-2.19) ~= 0.1: a calm start for the focal loss (CenterNet)
+OUTPUT_STRIDE = 4
+
+BACKBONES = {"mobilenet_v2": MobileNetV2, "mobilenet_v1": MobileNetV1}
+
+
+class TopDownNeck(nn.Module):
+    """FPN-style: lateral 1x1 to a common width, nearest 2x upsample + add, depthwise-separable smooth.
+
+    Nearest upsample + add (not transposed convs) because every target quantizes and lowers it well.
+    """
+
+    def __init__(self, tap_channels: list[int], channels: int):
+        super().__init__()
+        self.laterals = nn.ModuleList(ConvBNAct(c, channels, kernel=1) for c in tap_channels)
+        self.smooths = nn.ModuleList(
+            nn.Sequential(
+                ConvBNAct(channels, channels, kernel=3, groups=channels),
+                ConvBNAct(channels, channels, kernel=1),
+            )
+            for _ in tap_channels[:-1]
+        )
+
+    def forward(self, taps: list[torch.Tensor]) -> torch.Tensor:
+        # taps are ordered fine -> coarse (stride 4, 8, 16, 32)
+        x = self.laterals[-1](taps[-1])
+        for level in range(len(taps) - 2, -1, -1):
+            x = F.interpolate(x, scale_factor=2.0, mode="nearest") + self.laterals[level](taps[level])
+            x = self.smooths[level](x)
+        return x
+
+
+class Head(nn.Sequential):
+    def __init__(self, in_ch: int, mid_ch: int, out_ch: int, bias_init: float = 0.0):
+        super().__init__(nn.Conv2d(in_ch, mid_ch, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(mid_ch, out_ch, 1))
+        nn.init.constant_(self[-1].bias, bias_init)
+
+
+class CenterNet(nn.Module):
+    def __init__(
+        self,
+        num_classes: int = 10,
+        backbone: str = "mobilenet_v2",
+        width_mult: float = 1.0,
+        neck_channels: int = 48,
+        head_channels: int = 32,
+    ):
+        super().__init__()
+        if backbone not in BACKBONES:
+            from ..errors import did_you_mean
+
+            raise did_you_mean(backbone, sorted(BACKBONES), "backbone")
+        trunk = BACKBONES[backbone](num_classes=1, width_mult=width_mult)
+        # keep strides 4, 8, 16, 32; the classifier is dropped
+        taps = [tap for tap in trunk.feature_taps if tap[2] >= OUTPUT_STRIDE]
+        self.tap_indices = [index for index, _, _ in taps]
+        self.backbone = trunk.features[: self.tap_indices[-1] + 1]
+        self.neck = TopDownNeck([c for _, c, _ in taps], neck_channels)
+        head_outputs = {"hm": num_classes, "wh": 2, "reg": 2}
+        self.heads = nn.ModuleDict(
+            {
+                name: Head(neck_channels, head_channels, out, HEATMAP_PRIOR_BIAS if name == "hm" else 0.0)
+                for name, out in head_outputs.items()
+            }
+        )
+
+    def forward(self, x):
+        taps = []
+        for index, layer in enumerate(self.backbone):
+            x = layer(x)
+            if index in self.tap_indices:
+                taps.append(x)
+        y = self.neck(taps)
+        return tuple(self.heads[name](y) for name in HEAD_ORDER)
