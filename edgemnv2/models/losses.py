@@ -89,4 +89,4 @@ def centernet_loss(outputs, heatmap, wh, offset, mask) -> tuple[torch.Tensor, di
         "reg": OFFSET_LOSS_WEIGHT * masked_l1(pred_offset, offset, mask),
     }
     total = sum(parts.values())
-    return total, {name: float(value) for name, value in parts.items()}
+    return total, {name: value.item() for name, value in parts.items()}

@@ -1,0 +1,211 @@
+"""The target contract, the target registry, and the one code path that writes an artifact.
+
+A target is one module exposing:
+    SPEC = TargetSpec(name=..., suffix=..., precisions=(...))
+    convert(job: ConversionJob, dest: Path) -> dict        # write the artifact at dest; extra manifest fields
+    load(path: Path, manifest: dict, threads: int) -> Runner
+A new target is one new file plus one line in conversion/__init__.py.
+
+Every artifact is written atomically (temp name, then rename) and gets a manifest beside it:
+`<artifact>.manifest.json`. The manifest is renamed into place last, so an artifact without a
+manifest is an interrupted write: it is never trusted and is replaced on the next run.
+"""
+
+import json
+import platform
+import time
+import traceback
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from edgemnv2.checkpoint import CheckpointMeta
+from edgemnv2.errors import UserError
+from edgemnv2.fileio import atomic_output, sha256_of, size_of
+from quantization.ptq import QuantRecipe
+
+Runner = Callable[[np.ndarray], list[np.ndarray]]
+MANIFEST_SUFFIX = ".manifest.json"
+MANIFEST_SCHEMA = "edgemnv2-artifact/1"
+TOOL_PACKAGES = ("torch", "executorch", "torchao", "coremltools", "litert-torch", "ai-edge-litert", "numpy")
+
+
+class RuntimeUnavailable(Exception):
+    """The artifact is fine but its runtime cannot run here (e.g. CoreML on Linux)."""
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    name: str
+    suffix: str
+    precisions: tuple[str, ...]
+    runtime: str  # what executes it, for reports
+    notes: str = ""
+
+
+@dataclass
+class ConversionJob:
+    """Everything a target needs. `model` is the BN-folded fp32 eval model."""
+
+    model: torch.nn.Module
+    meta: CheckpointMeta
+    precision: str
+    recipe: QuantRecipe
+    calibration_images: np.ndarray | None  # (N, 3, H, W) float32, preprocessed, real images
+    # quantized graphs shared between targets of one run (ExecuTorch int8 and CoreML W8A8 use the
+    # same XNNPACK PT2E graph: calibrate once)
+    shared_graphs: dict = field(default_factory=dict)
+
+    @property
+    def example(self) -> torch.Tensor:
+        height, width = self.meta.preprocessing.input_size
+        if self.calibration_images is not None and len(self.calibration_images):
+            return torch.from_numpy(self.calibration_images[:1].copy())
+        return torch.zeros(1, 3, height, width)
+
+    def shared(self, key: str, build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+        if key not in self.shared_graphs:
+            self.shared_graphs[key] = build()
+        return self.shared_graphs[key]
+
+    def require_calibration(self) -> np.ndarray:
+        if self.calibration_images is None or not len(self.calibration_images):
+            raise UserError(f"{self.precision} needs calibration images (--calib-data)")
+        return self.calibration_images[: self.recipe.calibration_size]
+
+
+@dataclass
+class ArtifactResult:
+    target: str
+    precision: str
+    path: Path | None
+    status: str  # "ok" | "failed" | "skipped"
+    seconds: float = 0.0
+    size_bytes: int = 0
+    message: str = ""
+    manifest: dict = field(default_factory=dict)
+
+
+def tool_versions() -> dict:
+    versions = {"python": platform.python_version()}
+    for package in TOOL_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    versions["edgemnv2"] = metadata.version("edgemnv2") if _installed("edgemnv2") else None
+    return versions
+
+
+def _installed(package: str) -> bool:
+    try:
+        metadata.version(package)
+        return True
+    except metadata.PackageNotFoundError:
+        return False
+
+
+def artifact_path(out_dir: Path, stem: str, spec: TargetSpec, precision: str) -> Path:
+    return Path(out_dir) / f"{stem}.{spec.name}.{precision}{spec.suffix}"
+
+
+def manifest_path(artifact: Path) -> Path:
+    return artifact.with_name(artifact.name + MANIFEST_SUFFIX)
+
+
+def output_names(meta: CheckpointMeta) -> list[str]:
+    return ["logits"] if meta.task == "classification" else ["hm", "wh", "reg"]
+
+
+def build_manifest(job: ConversionJob, spec: TargetSpec, artifact: Path, checkpoint_sha256: str, extra: dict, seconds: float) -> dict:
+    height, width = job.meta.preprocessing.input_size
+    quantized = job.precision.startswith("int8")
+    calibration = None
+    if quantized and job.calibration_images is not None:
+        calibration = {"images": int(min(len(job.calibration_images), job.recipe.calibration_size)), "observer": job.recipe.observer}
+    return {
+        "schema": MANIFEST_SCHEMA,
+        "artifact": artifact.name,
+        "target": spec.name,
+        "runtime": spec.runtime,
+        "precision": job.precision,
+        "arch": job.meta.arch,
+        "task": job.meta.task,
+        "model_kwargs": job.meta.model_kwargs,
+        "class_names": job.meta.class_names,
+        "input_shape": [1, 3, height, width],
+        "input_layout": "NCHW float32",
+        "preprocessing": job.meta.preprocessing.to_dict(),
+        "outputs": output_names(job.meta),
+        "quantization": ({"scheme": "int8 symmetric weights (" + ("per-channel" if job.recipe.per_channel else "per-tensor") + "), int8 activations",
+                          "recipe": job.recipe.to_dict(), "calibration": calibration} if quantized else None),
+        "checkpoint_sha256": checkpoint_sha256,
+        "artifact_sha256": sha256_of(artifact),
+        "artifact_bytes": size_of(artifact),
+        "conversion_seconds": round(seconds, 2),
+        "tool_versions": tool_versions(),
+        **extra,
+    }
+
+
+def write_artifact(target_module, job: ConversionJob, out_dir: Path, stem: str, checkpoint_sha256: str, force: bool) -> ArtifactResult:
+    """Convert with one target; never leaves a partial artifact. Errors become a failed result."""
+    spec: TargetSpec = target_module.SPEC
+    if job.precision not in spec.precisions:
+        raise UserError(f"target '{spec.name}' does not support precision '{job.precision}'; supported: {', '.join(spec.precisions)}")
+    final = artifact_path(out_dir, stem, spec, job.precision)
+    manifest_file = manifest_path(final)
+    if manifest_file.exists() and not force:
+        return ArtifactResult(spec.name, job.precision, final, "skipped", message=f"{final.name} exists (use --force to overwrite)")
+    started = time.perf_counter()
+    try:
+        with atomic_output(final, force=True) as temp:
+            extra = target_module.convert(job, temp) or {}
+            seconds = time.perf_counter() - started
+            manifest = build_manifest(job, spec, temp, checkpoint_sha256, extra, seconds)
+            manifest["artifact"] = final.name
+        with atomic_output(manifest_file, force=True) as temp_manifest:
+            temp_manifest.write_text(json.dumps(manifest, indent=2))
+    except UserError as exc:
+        return ArtifactResult(spec.name, job.precision, None, "failed", time.perf_counter() - started, message=str(exc))
+    except Exception as exc:  # a converter crash must not abort the other targets
+        detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
+        return ArtifactResult(spec.name, job.precision, None, "failed", time.perf_counter() - started, message=detail[:300])
+    return ArtifactResult(spec.name, job.precision, final, "ok", manifest["conversion_seconds"], manifest["artifact_bytes"], manifest=manifest)
+
+
+def read_manifest(artifact_or_manifest: Path) -> tuple[Path, dict]:
+    """-> (artifact path, manifest). Accepts either file."""
+    path = Path(artifact_or_manifest)
+    manifest_file = path if path.name.endswith(MANIFEST_SUFFIX) else manifest_path(path)
+    if not manifest_file.is_file():
+        raise UserError(f"no manifest for {path} (expected {manifest_file.name}); was the conversion interrupted?")
+    try:
+        manifest = json.loads(manifest_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{manifest_file} is not valid JSON: {exc}") from None
+    artifact = manifest_file.with_name(manifest["artifact"])
+    if not artifact.exists():
+        raise UserError(f"{manifest_file.name} describes {artifact.name}, which is missing")
+    return artifact, manifest
+
+
+def find_artifacts(folder: Path) -> list[tuple[Path, dict]]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"artifact folder not found: {folder}")
+    return [read_manifest(m) for m in sorted(folder.glob(f"*{MANIFEST_SUFFIX}"))]
+
+
+def per_sample(run_one: Callable[[np.ndarray], list[np.ndarray]]) -> Runner:
+    """Adapt a batch-1 runtime to the Runner contract (any batch size)."""
+
+    def run(batch: np.ndarray) -> list[np.ndarray]:
+        results = [run_one(np.ascontiguousarray(batch[i : i + 1], dtype=np.float32)) for i in range(len(batch))]
+        return [np.concatenate([r[k] for r in results]).astype(np.float32) for k in range(len(results[0]))]
+
+    return run

@@ -1,0 +1,42 @@
+"""ExecuTorch .pte with the XNNPACK delegate (fp32, or int8 via the XNNPACK PT2E quantizer)."""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from quantization.ptq import xnnpack_int8_graph
+
+from .base import ConversionJob, Runner, TargetSpec, per_sample
+
+SPEC = TargetSpec("executorch", ".pte", ("fp32", "int8"), runtime="ExecuTorch runtime, XNNPACK delegate")
+
+
+def lower(job: ConversionJob) -> bytes:
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    model = job.model
+    if job.precision == "int8":
+        model = xnnpack_int8_graph(job)
+    exported = torch.export.export(model, (job.example,))
+    edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
+    return edge.to_executorch().buffer
+
+
+def convert(job: ConversionJob, dest: Path) -> dict:
+    dest.write_bytes(lower(job))
+    return {}
+
+
+def load(path: Path, manifest: dict, threads: int = 2) -> Runner:
+    from executorch.runtime import Runtime
+
+    # XNNPACK sizes its thread pool from the process; torch's setting is what it reads here.
+    torch.set_num_threads(threads)
+    method = Runtime.get().load_program(str(path)).load_method("forward")
+
+    def run_one(sample: np.ndarray) -> list[np.ndarray]:
+        return [o.float().numpy() for o in method.execute([torch.from_numpy(sample)])]
+
+    return per_sample(run_one)

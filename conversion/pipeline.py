@@ -1,0 +1,98 @@
+"""checkpoint -> fold BN (verified on real images) -> per target x precision: quantize + convert."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgemnv2.checkpoint import CheckpointMeta, load_checkpoint
+from edgemnv2.data.datasets import _evenly_spaced
+from edgemnv2.data.images import is_image_file, load_rgb
+from edgemnv2.data.preprocess import Preprocessing
+from edgemnv2.errors import UserError
+from edgemnv2.fileio import sha256_of
+from edgemnv2.progress import progress
+from quantization.fuse import fold_batchnorm, verify_fold
+from quantization.ptq import QuantRecipe
+
+from . import TARGETS, get_target
+from .base import ArtifactResult, ConversionJob, write_artifact
+
+ALL = "all"
+
+
+@dataclass
+class ConversionPlan:
+    pairs: list[tuple[str, str]]  # (target, precision)
+    skipped: list[tuple[str, str, str]]  # (target, precision, reason)
+
+
+def plan(targets: list[str], precisions: list[str]) -> ConversionPlan:
+    """Expand 'all' and refuse combinations no requested target supports."""
+    names = list(TARGETS) if ALL in targets else [get_target(t).SPEC.name for t in targets]
+    pairs, skipped = [], []
+    for name in names:
+        supported = TARGETS[name].SPEC.precisions
+        wanted = supported if ALL in precisions else precisions
+        for precision in wanted:
+            if precision in supported:
+                pairs.append((name, precision))
+            else:
+                skipped.append((name, precision, f"not supported (supported: {', '.join(supported)})"))
+    if not pairs:
+        detail = "; ".join(f"{t}: {', '.join(TARGETS[t].SPEC.precisions)}" for t in names)
+        raise UserError(f"nothing to convert: precision {', '.join(precisions)} is not supported by {', '.join(names)} ({detail})")
+    return ConversionPlan(pairs, skipped)
+
+
+def calibration_images(folder: Path, preprocessing: Preprocessing, count: int) -> np.ndarray:
+    """`count` real images from `folder` (its calib/ split if it has one), preprocessed, float32 NCHW.
+
+    Labels are not needed: any folder tree of images works. The subset is evenly spaced over the
+    sorted file list, so it is deterministic and covers every class folder.
+    """
+    if count < 1:
+        raise UserError("--calib-size must be at least 1 (int8 needs real calibration images)")
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"calibration folder not found: {folder}")
+    if (folder / "calib").is_dir():
+        folder = folder / "calib"
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))
+    if not files:
+        raise UserError(f"no images found under {folder} for calibration")
+    chosen = _evenly_spaced(files, count)
+    return np.stack([preprocessing(load_rgb(p)) for p in progress(chosen, "loading calibration images")])
+
+
+def prepare_model(model: torch.nn.Module, meta: CheckpointMeta, check_images: np.ndarray) -> tuple[torch.nn.Module, float]:
+    """Fold conv+BN and check, on real images, that the folded model computes the same thing."""
+    folded = fold_batchnorm(model)
+    error = verify_fold(model, folded, torch.from_numpy(check_images[:4].copy()))
+    return folded, error
+
+
+def run_conversion(
+    checkpoint: Path, targets: list[str], precisions: list[str], calib_data: Path | None, out_dir: Path,
+    recipe: QuantRecipe = QuantRecipe(), force: bool = False, arch: str | None = None,
+    on_result=None,
+) -> tuple[list[ArtifactResult], ConversionPlan, dict]:
+    work = plan(targets, precisions)
+    model, meta = load_checkpoint(checkpoint, arch)
+    needs_int8 = any(p.startswith("int8") for _, p in work.pairs)
+    if needs_int8 and calib_data is None:
+        raise UserError("int8 conversion needs --calib-data: a folder of real images (random tensors give broken int8 models)")
+    images = calibration_images(calib_data, meta.preprocessing, recipe.calibration_size) if calib_data else None
+    check = images if images is not None else np.zeros((1, 3, *meta.preprocessing.input_size), np.float32)
+    folded, fold_error = prepare_model(model, meta, check)
+    checkpoint_hash = sha256_of(checkpoint)
+    stem = Path(checkpoint).stem
+    results, shared_graphs = [], {}
+    for target, precision in work.pairs:
+        job = ConversionJob(folded, meta, precision, recipe, images, shared_graphs)
+        result = write_artifact(TARGETS[target], job, out_dir, stem, checkpoint_hash, force)
+        results.append(result)
+        if on_result:
+            on_result(result)
+    return results, work, {"fold_max_relative_error": fold_error, "calibration_images": 0 if images is None else len(images)}

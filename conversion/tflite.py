@@ -1,0 +1,81 @@
+"""TFLite (LiteRT) via litert-torch: fp32, or full int8 (int8 weights, activations, inputs and outputs).
+
+The graph keeps PyTorch's NCHW input. For int8 artifacts the runner quantizes the float input and
+dequantizes each output with the tensor's own (scale, zero_point), so callers only see float32.
+Interpreters: ai_edge_litert (maintained), else tflite_runtime (what many boards still have).
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from quantization.ptq import litert_quantizer, pt2e_quantize
+
+from .base import ConversionJob, Runner, TargetSpec, per_sample
+
+SPEC = TargetSpec("tflite", ".tflite", ("fp32", "int8"), runtime="LiteRT interpreter (ai-edge-litert)")
+
+
+def convert(job: ConversionJob, dest: Path) -> dict:
+    import litert_torch
+
+    if job.precision == "fp32":
+        edge_model = litert_torch.convert(job.model.eval(), (job.example,))
+    else:
+        from litert_torch.quantize.quant_config import QuantConfig
+
+        quantizer = litert_quantizer(job.recipe)
+        quantized = pt2e_quantize(job.model, job.example, quantizer, job.require_calibration(), fold_quantize=False)
+        edge_model = litert_torch.convert(quantized, (job.example,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
+    edge_model.export(str(dest))
+    return {}
+
+
+def make_interpreter(path: Path, threads: int):
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        from tflite_runtime.interpreter import Interpreter
+    interpreter = Interpreter(model_path=str(path), num_threads=threads)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def _to_input(sample: np.ndarray, detail: dict) -> np.ndarray:
+    if detail["dtype"] == np.float32:
+        return sample.astype(np.float32)
+    scale, zero_point = detail["quantization"]
+    info = np.iinfo(detail["dtype"])
+    return np.clip(np.round(sample / scale + zero_point), info.min, info.max).astype(detail["dtype"])
+
+
+def _from_output(values: np.ndarray, detail: dict) -> np.ndarray:
+    if values.dtype == np.float32:
+        return values
+    scale, zero_point = detail["quantization"]
+    return ((values.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+
+def output_order(interpreter) -> list[dict]:
+    """Output details in the PyTorch model's output order (the signature names them output_0..N)."""
+    signature = interpreter.get_signature_list()
+    key = next(iter(signature))
+    names = signature[key]["outputs"]
+    runner = interpreter.get_signature_runner(key)
+    details = runner.get_output_details()
+    ordered = sorted(names, key=lambda n: int(n.rsplit("_", 1)[-1]) if n.rsplit("_", 1)[-1].isdigit() else n)
+    return [dict(details[n], name=n) for n in ordered]
+
+
+def load(path: Path, manifest: dict, threads: int = 2) -> Runner:
+    interpreter = make_interpreter(path, threads)
+    key = next(iter(interpreter.get_signature_list()))
+    signature_runner = interpreter.get_signature_runner(key)
+    (input_name, input_detail), = signature_runner.get_input_details().items()
+    outputs = output_order(interpreter)
+
+    def run_one(sample: np.ndarray) -> list[np.ndarray]:
+        result = signature_runner(**{input_name: _to_input(sample, input_detail)})
+        return [_from_output(result[o["name"]], o) for o in outputs]
+
+    return per_sample(run_one)

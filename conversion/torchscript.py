@@ -1,0 +1,43 @@
+"""TorchScript: frozen trace (fp32) or FX-quantized int8 with the x86 engine (servers)."""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from quantization.ptq import fx_quantize
+
+from .base import ConversionJob, Runner, TargetSpec
+
+SPEC = TargetSpec("torchscript", ".pt", ("fp32", "int8"), runtime="torch.jit (x86 quantized engine for int8)")
+
+
+def script_model(job: ConversionJob) -> torch.jit.ScriptModule:
+    model = job.model
+    if job.precision == "int8":
+        model = fx_quantize(model, job.example, job.require_calibration(), job.recipe)
+    with torch.no_grad():
+        traced = torch.jit.trace(model, job.example, check_trace=False)
+    return torch.jit.freeze(traced.eval())
+
+
+def convert(job: ConversionJob, dest: Path) -> dict:
+    torch.jit.save(script_model(job), str(dest))
+    return {"quantized_engine": job.recipe.engine if job.precision == "int8" else None}
+
+
+def torch_module_runner(module) -> Runner:
+    def run(batch: np.ndarray) -> list[np.ndarray]:
+        with torch.no_grad():
+            out = module(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)))
+        out = out if isinstance(out, (tuple, list)) else (out,)
+        return [o.float().numpy() for o in out]
+
+    return run
+
+
+def load(path: Path, manifest: dict, threads: int = 2) -> Runner:
+    torch.set_num_threads(threads)
+    if manifest.get("quantized_engine"):
+        torch.backends.quantized.engine = manifest["quantized_engine"]
+    return torch_module_runner(torch.jit.load(str(path)).eval())

@@ -1,0 +1,38 @@
+"""TorchScript for phones: a lite-interpreter `.ptl`, int8 on the qnnpack engine.
+
+qnnpack is the ARM engine; on an x86 host it runs (slowly) so accuracy can still be checked here.
+`optimize_for_mobile` is applied when this torch build has XNNPACK; the pinned x86 wheel does not,
+so the frozen graph is saved for the lite interpreter as it is (the manifest records which).
+"""
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from .base import ConversionJob, Runner, TargetSpec
+from .torchscript import script_model, torch_module_runner
+
+SPEC = TargetSpec("torchscript_mobile", ".ptl", ("fp32", "int8"), runtime="PyTorch lite interpreter (qnnpack engine for int8)")
+
+
+def convert(job: ConversionJob, dest: Path) -> dict:
+    if job.precision == "int8":
+        job = dataclasses.replace(job, recipe=dataclasses.replace(job.recipe, engine="qnnpack"))
+    scripted = script_model(job)
+    mobile_optimized = torch.backends.xnnpack.enabled
+    if mobile_optimized:
+        from torch.utils.mobile_optimizer import optimize_for_mobile
+
+        scripted = optimize_for_mobile(scripted)
+    scripted._save_for_lite_interpreter(str(dest))
+    return {"quantized_engine": "qnnpack" if job.precision == "int8" else None, "optimize_for_mobile": mobile_optimized}
+
+
+def load(path: Path, manifest: dict, threads: int = 2) -> Runner:
+    from torch.jit.mobile import _load_for_lite_interpreter
+
+    torch.set_num_threads(threads)
+    if manifest.get("quantized_engine"):
+        torch.backends.quantized.engine = manifest["quantized_engine"]
+    return torch_module_runner(_load_for_lite_interpreter(str(path)))

@@ -1,0 +1,53 @@
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from .common import console, out, set_threads
+
+
+def _split(values: list[str]) -> list[str]:
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
+def convert(
+    checkpoint: Annotated[Path, typer.Option(help="Trained checkpoint (.pt/.safetensors, or a bare state dict with --arch).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder for artifacts and their manifests.")],
+    target: Annotated[list[str], typer.Option(help="torchscript, torchscript_mobile, executorch, coreml, tflite, or all (repeat or comma-separate).")] = ["all"],
+    precision: Annotated[list[str], typer.Option(help="fp32, fp16, int8, int8_weights, or all.")] = ["all"],
+    calib_data: Annotated[Optional[Path], typer.Option(help="Folder of real images for int8 calibration (its calib/ split is used if present).")] = None,
+    calib_size: Annotated[int, typer.Option(help="Number of calibration images.")] = 128,
+    observer: Annotated[str, typer.Option(help="Activation observer: histogram, minmax, moving_average.")] = "histogram",
+    per_tensor: Annotated[bool, typer.Option("--per-tensor", help="Per-tensor weights instead of per-channel (usually worse).")] = False,
+    arch: Annotated[Optional[str], typer.Option(help="Model name, only for bare state dicts (e.g. mobilenet_v2_seed).")] = None,
+    threads: Annotated[int, typer.Option(help="CPU threads.")] = 2,
+    force: Annotated[bool, typer.Option(help="Overwrite existing artifacts.")] = False,
+) -> None:
+    """Fold, quantize (calibrated on real images) and export to every requested target."""
+    from conversion.pipeline import run_conversion
+    from quantization.ptq import QuantRecipe
+
+    from ..errors import UserError
+
+    set_threads(threads)
+    recipe = QuantRecipe(observer=observer, per_channel=not per_tensor, calibration_size=calib_size)
+
+    def report(result):
+        colour = {"ok": "green", "failed": "red", "skipped": "yellow"}[result.status]
+        console.print(f"[{colour}]{result.status:>7}[/] {result.target} {result.precision} {result.message or (result.path.name if result.path else '')}")
+
+    results, plan, info = run_conversion(checkpoint, _split(target), _split(precision), calib_data, out_dir, recipe, force, arch, on_result=report)
+    table = Table("target", "precision", "status", "size", "time", "artifact / reason", title=f"conversion of {checkpoint.name}")
+    for r in results:
+        size = f"{r.size_bytes / 1e6:.2f} MB" if r.size_bytes else "-"
+        table.add_row(r.target, r.precision, r.status, size, f"{r.seconds:.1f} s", r.message or (r.path.name if r.path else ""))
+    for t, p, reason in plan.skipped:
+        table.add_row(t, p, "unsupported", "-", "-", reason)
+    out.print(table)
+    console.print(f"BN folding verified: max relative error {info['fold_max_relative_error']:.1e}; calibration images: {info['calibration_images']}")
+    if any("coreml" == r.target and r.status == "ok" for r in results):
+        console.print("note: CoreML artifacts were converted here but can only run on macOS.")
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        raise UserError(f"{len(failed)} of {len(results)} conversions failed: " + "; ".join(f"{r.target}/{r.precision}: {r.message}" for r in failed))

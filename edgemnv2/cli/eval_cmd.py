@@ -1,0 +1,24 @@
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..checkpoint import load_checkpoint
+from ..evaluate import evaluate_runner, torch_runner
+from .common import load_split, out, set_threads
+
+
+def evaluate(
+    checkpoint: Annotated[Path, typer.Option(help="Checkpoint to evaluate.")],
+    data: Annotated[Path, typer.Option(help="Dataset root (as for `train`).")],
+    split: Annotated[str, typer.Option(help="Split to evaluate on.")] = "val",
+    arch: Annotated[Optional[str], typer.Option(help="Model name, only for bare state dicts (e.g. the article's).")] = None,
+    threads: Annotated[int, typer.Option(help="CPU threads.")] = 2,
+) -> None:
+    """Top-1/top-5 for classifiers; COCO mAP@[.5:.95] and mAP@.5 for detectors (pycocotools)."""
+    set_threads(threads)
+    model, meta = load_checkpoint(checkpoint, arch)
+    dataset = load_split(meta.task, data, split, meta.preprocessing, class_names=meta.class_names)
+    metrics, _ = evaluate_runner(torch_runner(model), dataset, meta.preprocessing)
+    out.print_json(json.dumps({"checkpoint": str(checkpoint), "split": split, "images": len(dataset.images), **metrics}))

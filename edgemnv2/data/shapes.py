@@ -1,0 +1,259 @@
+"""The built-in demo data: a deterministic synthetic "shapes" dataset written as real PNG files.
+
+Hard on purpose, so a trained model stays below 100% and quantization drift can show: random
+colours (above a contrast floor), sizes, rotations and aspect jitter; gradient, striped and noisy
+backgrounds; clutter (lines and small distractor shapes); occluding patches; sensor noise and blur.
+Look-alike pairs (pentagon/hexagon, circle/ellipse, ring/crescent at small sizes) add honest
+confusion. Every image has its own RNG seeded by (seed, split, index): output is byte-identical
+run to run and independent of generation order.
+
+Layout written under ROOT:
+  classification/{train,val,calib}/<class>/<index>.png          (an ImageFolder tree)
+  detection/{train,val,calib}/<index>.png
+  detection/annotations/instances_{train,val,calib}.json         (COCO format)
+"""
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+from ..progress import progress
+
+CLASSIFICATION_CLASSES = (
+    "circle", "ellipse", "triangle", "square", "pentagon", "hexagon", "star", "cross", "ring", "crescent",
+)
+DETECTION_CLASSES = ("circle", "triangle", "square", "star", "cross", "ring")
+SPLITS = ("train", "val", "calib")
+SUPERSAMPLE = 2  # draw at 2x then downsample: anti-aliased edges like a real camera
+
+
+@dataclass(frozen=True)
+class ShapesConfig:
+    seed: int = 0
+    classification_size: int = 64
+    classification_counts: tuple[int, int, int] = (5000, 1000, 500)  # train, val, calib
+    detection_size: int = 128
+    detection_counts: tuple[int, int, int] = (2000, 300, 100)
+    max_objects: int = 8
+
+
+def _regular_polygon(sides: int, radius: float, phase: float = -math.pi / 2):
+    return [(radius * math.cos(phase + 2 * math.pi * k / sides), radius * math.sin(phase + 2 * math.pi * k / sides)) for k in range(sides)]
+
+
+def _shape_mask(kind: str, radius: float, angle: float, rng: np.random.Generator) -> Image.Image:
+    """A white-on-black mask of one shape, centred in a square canvas, rotated by `angle` degrees."""
+    side = int(math.ceil(radius * 2 + 4))
+    canvas = Image.new("L", (side, side), 0)
+    draw = ImageDraw.Draw(canvas)
+    c = side / 2
+    r = radius
+
+    def poly(points):
+        draw.polygon([(c + x, c + y) for x, y in points], fill=255)
+
+    if kind == "circle":
+        draw.ellipse([c - r, c - r, c + r, c + r], fill=255)
+    elif kind == "ellipse":
+        ry = r * rng.uniform(0.45, 0.7)
+        draw.ellipse([c - r, c - ry, c + r, c + ry], fill=255)
+    elif kind in ("triangle", "square", "pentagon", "hexagon"):
+        sides = {"triangle": 3, "square": 4, "pentagon": 5, "hexagon": 6}[kind]
+        poly(_regular_polygon(sides, r))
+    elif kind == "star":
+        inner = r * rng.uniform(0.38, 0.5)
+        pts = []
+        for k in range(10):
+            rad = r if k % 2 == 0 else inner
+            a = -math.pi / 2 + math.pi * k / 5
+            pts.append((rad * math.cos(a), rad * math.sin(a)))
+        poly(pts)
+    elif kind == "cross":
+        arm = r * rng.uniform(0.28, 0.42)
+        draw.rectangle([c - r, c - arm, c + r, c + arm], fill=255)
+        draw.rectangle([c - arm, c - r, c + arm, c + r], fill=255)
+    elif kind == "ring":
+        inner = r * rng.uniform(0.45, 0.65)
+        draw.ellipse([c - r, c - r, c + r, c + r], fill=255)
+        draw.ellipse([c - inner, c - inner, c + inner, c + inner], fill=0)
+    elif kind == "crescent":
+        shift = r * rng.uniform(0.35, 0.6)
+        draw.ellipse([c - r, c - r, c + r, c + r], fill=255)
+        draw.ellipse([c - r + shift, c - r, c + r + shift, c + r], fill=0)
+    else:
+        raise ValueError(kind)
+    return canvas.rotate(angle, resample=Image.BILINEAR)
+
+
+def _random_colour(rng):
+    return tuple(int(v) for v in rng.integers(0, 256, 3))
+
+
+def _contrasting_colour(image: Image.Image, box, rng, min_distance: float = 90.0):
+    """A colour at least `min_distance` (RGB Euclidean) from the mean background under `box`.
+
+    Keeps the task about shape, not about finding a shape that matches its background; contrast
+    still varies widely above the floor.
+    """
+    region = np.asarray(image.crop(tuple(int(v) for v in box)), np.float32).reshape(-1, 3)
+    mean = region.mean(axis=0) if len(region) else np.full(3, 128.0, np.float32)
+    colour = np.array(_random_colour(rng), np.float32)
+    for _ in range(20):
+        if np.linalg.norm(colour - mean) >= min_distance:
+            break
+        colour = np.array(_random_colour(rng), np.float32)
+    else:  # push away from the background mean
+        colour = np.where(mean > 127, 0.0, 255.0)
+    return tuple(int(v) for v in colour)
+
+
+def _background(size: int, rng) -> Image.Image:
+    style = rng.integers(0, 3)
+    a, b = np.array(_random_colour(rng), np.float32), np.array(_random_colour(rng), np.float32)
+    if style == 0:  # linear gradient at a random angle
+        theta = rng.uniform(0, 2 * math.pi)
+        yy, xx = np.mgrid[0:size, 0:size] / size
+        t = (np.cos(theta) * xx + np.sin(theta) * yy)
+        t = (t - t.min()) / max(t.max() - t.min(), 1e-6)
+        pixels = a * (1 - t[..., None]) + b * t[..., None]
+    elif style == 1:  # stripes
+        period = rng.uniform(4, 16) * SUPERSAMPLE
+        theta = rng.uniform(0, math.pi)
+        yy, xx = np.mgrid[0:size, 0:size]
+        t = (np.sin((np.cos(theta) * xx + np.sin(theta) * yy) / period * 2 * math.pi) > 0).astype(np.float32)
+        pixels = a * (1 - t[..., None]) + (a * 0.6 + b * 0.4) * t[..., None]
+    else:  # blotchy low-frequency noise
+        coarse = rng.uniform(0, 1, (6, 6, 1)).astype(np.float32)
+        t = np.array(Image.fromarray((coarse[..., 0] * 255).astype(np.uint8)).resize((size, size), Image.BICUBIC), np.float32)[..., None] / 255
+        pixels = a * (1 - t) + b * t
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+
+
+def _add_clutter(image: Image.Image, rng, count: int, max_radius: float, kinds) -> None:
+    draw = ImageDraw.Draw(image)
+    size = image.size[0]
+    for _ in range(count):
+        if rng.uniform() < 0.5:
+            pts = [tuple(rng.uniform(0, size, 2)) for _ in range(2)]
+            draw.line(pts, fill=_random_colour(rng), width=int(rng.integers(1, 3 * SUPERSAMPLE)))
+        else:
+            radius = rng.uniform(0.15, 0.4) * max_radius
+            mask = _shape_mask(kinds[rng.integers(len(kinds))], radius, rng.uniform(0, 360), rng)
+            xy = tuple(int(v) for v in rng.uniform(-radius, size - radius, 2))
+            image.paste(Image.new("RGB", mask.size, _random_colour(rng)), xy, mask)
+
+
+def _paste_shape(image: Image.Image, kind: str, cx: float, cy: float, radius: float, rng) -> tuple[float, float, float, float]:
+    """Draw one shape; return its tight box (x1, y1, x2, y2) in the canvas pixels."""
+    mask = _shape_mask(kind, radius, rng.uniform(0, 360), rng)
+    left, top = int(round(cx - mask.size[0] / 2)), int(round(cy - mask.size[1] / 2))
+    colour = _contrasting_colour(image, (left, top, left + mask.size[0], top + mask.size[1]), rng)
+    if rng.uniform() < 0.3:  # a shaded fill instead of a flat one
+        shade = np.linspace(0.6, 1.2, mask.size[0], dtype=np.float32)[None, :, None] * np.array(colour, np.float32)
+        fill = Image.fromarray(np.clip(np.repeat(shade, mask.size[1], axis=0), 0, 255).astype(np.uint8), "RGB")
+    else:
+        fill = Image.new("RGB", mask.size, colour)
+    image.paste(fill, (left, top), mask)
+    x1, y1, x2, y2 = mask.getbbox() or (0, 0, mask.size[0], mask.size[1])
+    return left + x1, top + y1, left + x2, top + y2
+
+
+def _occlude(image: Image.Image, box, rng) -> None:
+    """Cover part of an object with a patch, as real objects get occluded."""
+    x1, y1, x2, y2 = box
+    w, h = x2 - x1, y2 - y1
+    pw, ph = w * rng.uniform(0.2, 0.45), h * rng.uniform(0.2, 0.45)
+    px, py = rng.uniform(x1 - pw / 2, x2 - pw / 2), rng.uniform(y1 - ph / 2, y2 - ph / 2)
+    ImageDraw.Draw(image).rectangle([px, py, px + pw, py + ph], fill=_random_colour(rng))
+
+
+def _finish(image: Image.Image, size: int, rng) -> Image.Image:
+    """Downsample to the final size, maybe blur, add sensor noise."""
+    image = image.resize((size, size), Image.BILINEAR)
+    if rng.uniform() < 0.3:
+        image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.4, 1.0)))
+    pixels = np.asarray(image, np.float32) + rng.normal(0, rng.uniform(0, 12), (size, size, 3))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+
+
+def _rng(seed: int, task: int, split: str, index: int) -> np.random.Generator:
+    return np.random.default_rng([seed, task, SPLITS.index(split), index])
+
+
+def render_classification(config: ShapesConfig, split: str, index: int) -> tuple[Image.Image, int]:
+    rng = _rng(config.seed, 0, split, index)
+    label = int(rng.integers(len(CLASSIFICATION_CLASSES)))
+    canvas = config.classification_size * SUPERSAMPLE
+    image = _background(canvas, rng)
+    _add_clutter(image, rng, int(rng.integers(0, 4)), canvas * 0.25, CLASSIFICATION_CLASSES)
+    radius = canvas * rng.uniform(0.24, 0.42)
+    cx, cy = rng.uniform(radius * 0.8, canvas - radius * 0.8, 2)
+    box = _paste_shape(image, CLASSIFICATION_CLASSES[label], cx, cy, radius, rng)
+    if rng.uniform() < 0.4:
+        _occlude(image, box, rng)
+    return _finish(image, config.classification_size, rng), label
+
+
+def render_detection(config: ShapesConfig, split: str, index: int) -> tuple[Image.Image, list[tuple[list[float], int]]]:
+    rng = _rng(config.seed, 1, split, index)
+    canvas = config.detection_size * SUPERSAMPLE
+    image = _background(canvas, rng)
+    _add_clutter(image, rng, int(rng.integers(0, 6)), canvas * 0.08, DETECTION_CLASSES)
+    objects: list[tuple[list[float], int]] = []
+    for _ in range(int(rng.integers(1, config.max_objects + 1))):
+        label = int(rng.integers(len(DETECTION_CLASSES)))
+        radius = canvas * rng.uniform(0.05, 0.17)
+        cx, cy = rng.uniform(radius * 0.6, canvas - radius * 0.6, 2)
+        box = _paste_shape(image, DETECTION_CLASSES[label], cx, cy, radius, rng)
+        if rng.uniform() < 0.2:
+            _occlude(image, box, rng)
+        # clip to the canvas and go to final-image pixels
+        x1, y1, x2, y2 = (max(0, min(canvas, v)) / SUPERSAMPLE for v in box)
+        if x2 - x1 >= 2 and y2 - y1 >= 2:
+            objects.append(([x1, y1, x2, y2], label))
+    return _finish(image, config.detection_size, rng), objects
+
+
+def _save_png(image: Image.Image, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format="PNG", optimize=False)
+
+
+def generate(root: Path, config: ShapesConfig = ShapesConfig(), tasks=("classification", "detection")) -> dict:
+    """Write the dataset under root; returns a summary. Re-running rewrites identical files."""
+    root = Path(root)
+    summary = {}
+    if "classification" in tasks:
+        for split, count in zip(SPLITS, config.classification_counts):
+            for name in CLASSIFICATION_CLASSES:
+                (root / "classification" / split / name).mkdir(parents=True, exist_ok=True)
+            for index in progress(range(count), f"classification/{split}"):
+                image, label = render_classification(config, split, index)
+                _save_png(image, root / "classification" / split / CLASSIFICATION_CLASSES[label] / f"{index:05d}.png")
+            summary[f"classification/{split}"] = count
+    if "detection" in tasks:
+        categories = [{"id": i + 1, "name": name} for i, name in enumerate(DETECTION_CLASSES)]
+        for split, count in zip(SPLITS, config.detection_counts):
+            images, annotations = [], []
+            for index in progress(range(count), f"detection/{split}"):
+                image, objects = render_detection(config, split, index)
+                file_name = f"{index:05d}.png"
+                _save_png(image, root / "detection" / split / file_name)
+                images.append({"id": index + 1, "file_name": file_name, "width": image.width, "height": image.height})
+                for (x1, y1, x2, y2), label in objects:
+                    w, h = x2 - x1, y2 - y1
+                    annotations.append({
+                        "id": len(annotations) + 1, "image_id": index + 1, "category_id": label + 1,
+                        "bbox": [round(x1, 2), round(y1, 2), round(w, 2), round(h, 2)],
+                        "area": round(w * h, 2), "iscrowd": 0,
+                    })
+            coco = {"images": images, "annotations": annotations, "categories": categories}
+            ann_path = root / "detection" / "annotations" / f"instances_{split}.json"
+            ann_path.parent.mkdir(parents=True, exist_ok=True)
+            ann_path.write_text(json.dumps(coco))
+            summary[f"detection/{split}"] = count
+    return summary

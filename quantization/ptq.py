@@ -1,0 +1,124 @@
+"""Post-training int8 quantization: one recipe, calibrated on real images, one quantizer per target.
+
+  * ExecuTorch  -> XNNPACKQuantizer (PT2E), lowered to the XNNPACK delegate
+  * TFLite      -> litert-torch's PT2EQuantizer (full int8, int8 I/O)
+  * CoreML W8A8 -> the XNNPACK PT2E graph, converted by coremltools (calibrated in PyTorch, because
+                   CoreML cannot predict, hence cannot calibrate, on Linux)
+  * TorchScript -> FX graph-mode quantization with the `x86` engine (servers) or `qnnpack` (ARM)
+
+Calibration never uses random tensors: a randomly calibrated model has wrong activation ranges on
+real inputs, a known cause of broken int8 models.
+"""
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgemnv2.errors import UserError, did_you_mean
+from edgemnv2.progress import progress
+
+OBSERVER_NAMES = ("histogram", "minmax", "moving_average")
+ENGINES = ("x86", "qnnpack")
+
+
+@dataclass(frozen=True)
+class QuantRecipe:
+    """How to quantize. The defaults are the well-behaved recipe; the fields exist so a user (or a
+    test) can also build a deliberately bad one and watch the gates catch it."""
+
+    observer: str = "histogram"  # activation observer
+    per_channel: bool = True  # per-channel symmetric weights (per-tensor hurts depthwise convs)
+    calibration_size: int = 128  # images from the calibration set
+    engine: str = "x86"  # TorchScript kernels: x86 (servers) or qnnpack (ARM phones)
+
+    def __post_init__(self):
+        if self.observer not in OBSERVER_NAMES:
+            raise did_you_mean(self.observer, OBSERVER_NAMES, "observer")
+        if self.engine not in ENGINES:
+            raise did_you_mean(self.engine, ENGINES, "quantization engine")
+        if self.calibration_size < 1:
+            raise UserError("calibration size must be at least 1 image")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _pt2e_observer(name: str):
+    from torchao.quantization.pt2e import observer
+
+    return {"histogram": observer.HistogramObserver, "minmax": observer.MinMaxObserver, "moving_average": observer.MovingAverageMinMaxObserver}[name]
+
+
+def _with_activation_observer(config, recipe: QuantRecipe):
+    """Swap the activation observer of a PT2E QuantizationConfig (both quantizers use dataclasses)."""
+    ctor = _pt2e_observer(recipe.observer).with_args(eps=2**-12)
+    replace = {}
+    for field_name in ("input_activation", "output_activation"):
+        spec = getattr(config, field_name)
+        if spec is not None:
+            replace[field_name] = dataclasses.replace(spec, observer_or_fake_quant_ctr=ctor)
+    return dataclasses.replace(config, **replace)
+
+
+def xnnpack_quantizer(recipe: QuantRecipe):
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
+
+    config = get_symmetric_quantization_config(is_per_channel=recipe.per_channel)
+    return XNNPACKQuantizer().set_global(_with_activation_observer(config, recipe))
+
+
+def litert_quantizer(recipe: QuantRecipe):
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+
+    config = get_symmetric_quantization_config(is_per_channel=recipe.per_channel, is_dynamic=False)
+    return PT2EQuantizer().set_global(_with_activation_observer(config, recipe))
+
+
+def xnnpack_int8_graph(job) -> torch.fx.GraphModule:
+    """The XNNPACK-quantized PT2E graph of a conversion job, built once per run and shared."""
+    return job.shared(
+        f"xnnpack-int8-{job.recipe}",
+        lambda: pt2e_quantize(job.model, job.example, xnnpack_quantizer(job.recipe), job.require_calibration()),
+    )
+
+
+def calibrate(model, calibration_images: np.ndarray, description: str = "calibrating") -> None:
+    """Feed calibration images one at a time (exported graphs are specialised to batch 1)."""
+    with torch.no_grad():
+        for image in progress(calibration_images, description):
+            model(torch.from_numpy(image[None]))
+
+
+def pt2e_quantize(model: nn.Module, example: torch.Tensor, quantizer, calibration_images: np.ndarray, fold_quantize: bool = True) -> torch.fx.GraphModule:
+    """export -> prepare_pt2e -> calibrate -> convert_pt2e: a graph with quantize/dequantize pairs."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    graph = torch.export.export(model.eval(), (example,)).module()
+    prepared = prepare_pt2e(graph, quantizer)
+    calibrate(prepared, calibration_images)
+    return convert_pt2e(prepared, fold_quantize=fold_quantize)
+
+
+def fx_quantize(model: nn.Module, example: torch.Tensor, calibration_images: np.ndarray, recipe: QuantRecipe) -> torch.fx.GraphModule:
+    """FX graph-mode static quantization for TorchScript (fuses conv+BN+ReLU itself)."""
+    from torch.ao.quantization import QConfig, QConfigMapping, observer
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    torch.backends.quantized.engine = recipe.engine
+    # x86 kernels need reduce_range (7-bit activations) to avoid int16 overflow without VNNI;
+    # qnnpack computes in full 8 bits.
+    reduce_range = recipe.engine == "x86"
+    activation = {"histogram": observer.HistogramObserver, "minmax": observer.MinMaxObserver, "moving_average": observer.MovingAverageMinMaxObserver}[recipe.observer]
+    weight = (
+        observer.PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
+        if recipe.per_channel
+        else observer.MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric)
+    )
+    qconfig = QConfig(activation=activation.with_args(reduce_range=reduce_range), weight=weight)
+    mapping = QConfigMapping().set_global(qconfig)
+    prepared = prepare_fx(model.eval(), mapping, (example,))
+    calibrate(prepared, calibration_images)
+    return convert_fx(prepared)
