@@ -7,6 +7,9 @@ from typing import Annotated
 
 import typer
 
+from conversion.pipeline import run_conversion
+from quantization.ptq import QuantRecipe
+
 from ..checkpoint import CheckpointMeta, load_checkpoint
 from ..data.preprocess import Preprocessing
 from ..data.shapes import ShapesConfig, generate
@@ -16,7 +19,7 @@ from ..train import TrainConfig, train_classifier, train_detector
 from .common import console, load_split, set_threads
 
 # Demo budgets on a 2-core CPU: the classifier ~5 min, the detector ~10 min.
-CLASSIFIER = {"arch": "mobilenet_v2", "width_mult": 1.0, "input": 64, "epochs": 12, "batch": 64, "lr": 3e-3}
+CLASSIFIER = {"arch": "mobilenet_v2", "width_mult": 0.5, "input": 64, "epochs": 20, "batch": 32, "lr": 3e-3}
 DETECTOR = {"arch": "centernet", "width_mult": 0.5, "input": 128, "epochs": 25, "batch": 16, "lr": 3e-3}
 
 
@@ -30,7 +33,10 @@ def demo(
     epoch_scale: Annotated[float, typer.Option(help="Training epochs multiplier (1.0 = full demo).")] = 1.0,
     threads: Annotated[int, typer.Option(help="CPU threads.")] = 2,
 ) -> None:
-    """Make data -> train classifier and detector -> evaluate. Re-running reuses finished stages."""
+    """Make data -> train classifier and detector -> evaluate -> convert to every target.
+
+    Re-running reuses finished stages (data, checkpoints, artifacts).
+    """
     set_threads(threads)
     started = time.perf_counter()
     data_root = out / "data"
@@ -67,5 +73,13 @@ def demo(
         metrics, _ = evaluate_runner(torch_runner(model), val_data, meta.preprocessing)
         summary[name] = {"checkpoint": str(checkpoint), **metrics}
         console.print(f"{name}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+        _stage(f"4. convert {name} to every target")
+        results, _, _ = run_conversion(checkpoint, ["all"], ["all"], root, out / "artifacts", QuantRecipe(), force=False)
+        summary[name]["artifacts"] = [
+            {"target": r.target, "precision": r.precision, "status": r.status, "bytes": r.size_bytes, "seconds": round(r.seconds, 1), "message": r.message}
+            for r in results
+        ]
+        for r in results:
+            console.print(f"  {r.status:>7} {r.target:<19} {r.precision:<13} {r.size_bytes / 1e6:6.2f} MB {r.seconds:6.1f} s {r.message}")
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=2))
     console.print(f"demo finished in {time.perf_counter() - started:.0f} s; summary in {out / 'demo_summary.json'}")

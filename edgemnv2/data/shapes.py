@@ -1,7 +1,8 @@
 """The built-in demo data: a deterministic synthetic "shapes" dataset written as real PNG files.
 
-Hard on purpose, so a trained model stays below 100% and quantization drift can show: random
-colours (above a contrast floor), sizes, rotations and aspect jitter; gradient, striped and noisy
+Hard on purpose, so a trained model stays below 100% and quantization drift can show: colours
+(each class has a typical hue 60% of the time, as real objects do; any colour otherwise; always
+above a contrast floor), sizes, rotations and aspect jitter; gradient, striped and noisy
 backgrounds; clutter (lines and small distractor shapes); occluding patches; sensor noise and blur.
 Look-alike pairs (pentagon/hexagon, circle/ellipse, ring/crescent at small sizes) add honest
 confusion. Every image has its own RNG seeded by (seed, split, index): output is byte-identical
@@ -13,6 +14,7 @@ Layout written under ROOT:
   detection/annotations/instances_{train,val,calib}.json         (COCO format)
 """
 
+import colorsys
 import json
 import math
 from dataclasses import dataclass
@@ -93,7 +95,22 @@ def _random_colour(rng):
     return tuple(int(v) for v in rng.integers(0, 256, 3))
 
 
-def _contrasting_colour(image: Image.Image, box, rng, min_distance: float = 90.0):
+TYPICAL_COLOUR_PROBABILITY = 0.6
+
+
+def _class_colour(label: int, num_classes: int, rng):
+    """Like real objects, each class has a typical hue most of the time, and any colour otherwise.
+
+    The typical hue gives learning an early foothold; the random rest keeps shape necessary.
+    """
+    if rng.uniform() >= TYPICAL_COLOUR_PROBABILITY:
+        return _random_colour(rng)
+    hue = (label / num_classes + rng.normal(0, 0.03)) % 1.0
+    red, green, blue = colorsys.hsv_to_rgb(hue, rng.uniform(0.5, 1.0), rng.uniform(0.55, 1.0))
+    return int(red * 255), int(green * 255), int(blue * 255)
+
+
+def _contrasting_colour(image: Image.Image, box, rng, min_distance: float = 90.0, first_choice=None):
     """A colour at least `min_distance` (RGB Euclidean) from the mean background under `box`.
 
     Keeps the task about shape, not about finding a shape that matches its background; contrast
@@ -101,7 +118,7 @@ def _contrasting_colour(image: Image.Image, box, rng, min_distance: float = 90.0
     """
     region = np.asarray(image.crop(tuple(int(v) for v in box)), np.float32).reshape(-1, 3)
     mean = region.mean(axis=0) if len(region) else np.full(3, 128.0, np.float32)
-    colour = np.array(_random_colour(rng), np.float32)
+    colour = np.array(first_choice if first_choice is not None else _random_colour(rng), np.float32)
     for _ in range(20):
         if np.linalg.norm(colour - mean) >= min_distance:
             break
@@ -147,11 +164,11 @@ def _add_clutter(image: Image.Image, rng, count: int, max_radius: float, kinds) 
             image.paste(Image.new("RGB", mask.size, _random_colour(rng)), xy, mask)
 
 
-def _paste_shape(image: Image.Image, kind: str, cx: float, cy: float, radius: float, rng) -> tuple[float, float, float, float]:
+def _paste_shape(image: Image.Image, kind: str, cx: float, cy: float, radius: float, rng, preferred=None) -> tuple[float, float, float, float]:
     """Draw one shape; return its tight box (x1, y1, x2, y2) in the canvas pixels."""
     mask = _shape_mask(kind, radius, rng.uniform(0, 360), rng)
     left, top = int(round(cx - mask.size[0] / 2)), int(round(cy - mask.size[1] / 2))
-    colour = _contrasting_colour(image, (left, top, left + mask.size[0], top + mask.size[1]), rng)
+    colour = _contrasting_colour(image, (left, top, left + mask.size[0], top + mask.size[1]), rng, first_choice=preferred)
     if rng.uniform() < 0.3:  # a shaded fill instead of a flat one
         shade = np.linspace(0.6, 1.2, mask.size[0], dtype=np.float32)[None, :, None] * np.array(colour, np.float32)
         fill = Image.fromarray(np.clip(np.repeat(shade, mask.size[1], axis=0), 0, 255).astype(np.uint8), "RGB")
@@ -192,7 +209,8 @@ def render_classification(config: ShapesConfig, split: str, index: int) -> tuple
     _add_clutter(image, rng, int(rng.integers(0, 4)), canvas * 0.25, CLASSIFICATION_CLASSES)
     radius = canvas * rng.uniform(0.24, 0.42)
     cx, cy = rng.uniform(radius * 0.8, canvas - radius * 0.8, 2)
-    box = _paste_shape(image, CLASSIFICATION_CLASSES[label], cx, cy, radius, rng)
+    preferred = _class_colour(label, len(CLASSIFICATION_CLASSES), rng)
+    box = _paste_shape(image, CLASSIFICATION_CLASSES[label], cx, cy, radius, rng, preferred)
     if rng.uniform() < 0.4:
         _occlude(image, box, rng)
     return _finish(image, config.classification_size, rng), label

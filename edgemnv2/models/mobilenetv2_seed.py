@@ -15,17 +15,10 @@ Parameter counts (checked in tests): 4,320,301 at 5 classes; `SeedCenterNet` 4,3
 import torch
 from torch import nn
 
-# The article's table: (expansion, output channels, block_num, first stride). Stages build
-# block_num + 1 blocks, as its make_layer does.
-SEED_SETTING = (
-    (1, 16, 1, 1),
-    (6, 24, 2, 2),
-    (6, 32, 3, 2),
-    (6, 64, 4, 2),
-    (6, 96, 3, 1),
-    (6, 160, 3, 2),
-    (6, 320, 1, 1),
-)
+from .mobilenetv2 import INVERTED_RESIDUAL_SETTING
+
+# The article uses the paper's table, but its make_layer builds block_num + 1 blocks per stage.
+SEED_SETTING = INVERTED_RESIDUAL_SETTING
 SEED_INPUT_SIZE = 224
 
 

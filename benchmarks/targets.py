@@ -1,0 +1,86 @@
+"""Latency and size of every artifact of MobileNetV2 1.0 at 224x224, batch 1, beside eager fp32.
+
+    python benchmarks/targets.py [--checkpoint CKPT] [--threads 2] [--runs 30]
+
+Without a checkpoint a 10-class MobileNetV2 1.0 is built (speed does not depend on the weights);
+int8 is still calibrated on real images (the built-in shapes, generated on the fly).
+One run, same threads for every row; ratios are computed within this run.
+"""
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import machine, time_runner  # noqa: E402
+from conversion import TARGETS  # noqa: E402
+from conversion.base import RuntimeUnavailable, find_artifacts  # noqa: E402
+from conversion.pipeline import run_conversion  # noqa: E402
+from edgemnv2.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint  # noqa: E402
+from edgemnv2.data.preprocess import Preprocessing  # noqa: E402
+from edgemnv2.data.shapes import ShapesConfig, generate  # noqa: E402
+from edgemnv2.evaluate import torch_runner  # noqa: E402
+from edgemnv2.models import create_model  # noqa: E402
+from quantization.ptq import QuantRecipe  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--calib-size", type=int, default=32)
+    parser.add_argument("--json", type=Path, help="also write the table as JSON")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    work = Path(tempfile.mkdtemp(prefix="edgemnv2-bench-"))
+    generate(work / "data", ShapesConfig(classification_counts=(1, 1, args.calib_size), detection_counts=(0, 0, 0)), tasks=("classification",))
+    checkpoint = args.checkpoint
+    if checkpoint is None:
+        checkpoint = work / "mobilenet_v2_224.pt"
+        meta = CheckpointMeta("mobilenet_v2", "classification", [f"class_{i}" for i in range(10)], Preprocessing((224, 224)), {"width_mult": 1.0})
+        save_checkpoint(checkpoint, create_model("mobilenet_v2", num_classes=10), meta)
+    model, meta = load_checkpoint(checkpoint)
+    started = time.perf_counter()
+    results, _, _ = run_conversion(checkpoint, ["all"], ["all"], work / "data" / "classification", work / "artifacts", QuantRecipe(calibration_size=args.calib_size))
+    conversion_seconds = time.perf_counter() - started
+    sample = np.random.default_rng(0).standard_normal((1, 3, *meta.preprocessing.input_size)).astype(np.float32)
+    eager = time_runner(torch_runner(model), sample, runs=args.runs)
+    rows = [{"target": "pytorch eager", "precision": "fp32", "bytes": sum(p.numel() * 4 for p in model.parameters()), **eager, "status": "measured"}]
+    for artifact, manifest in find_artifacts(work / "artifacts"):
+        row = {"target": manifest["target"], "precision": manifest["precision"], "bytes": manifest["artifact_bytes"]}
+        try:
+            row.update(time_runner(TARGETS[manifest["target"]].load(artifact, manifest, args.threads), sample, runs=args.runs), status="measured")
+        except RuntimeUnavailable as exc:
+            row.update(median_ms=None, p90_ms=None, min_ms=None, status=f"not run: {exc}")
+        rows.append(row)
+    own_fp32 = {r["target"]: r["median_ms"] for r in rows if r["precision"] == "fp32" and r["median_ms"]}
+    print(f"\nMobileNetV2 1.0, {meta.preprocessing.input_size[0]}x{meta.preprocessing.input_size[1]}, batch 1, {args.threads} threads, {args.runs} timed runs")
+    print(f"machine: {machine()}")
+    print(f"conversion of all targets x precisions: {conversion_seconds:.0f} s "
+          f"({', '.join(f'{r.target}/{r.precision} {r.seconds:.0f}s' for r in results)})\n")
+    header = f"{'target':<20}{'precision':<14}{'size MB':>9}{'median ms':>11}{'p90 ms':>9}{'vs eager':>10}{'vs own fp32':>13}  status"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        median = r["median_ms"]
+        vs_eager = f"{eager['median_ms'] / median:.2f}x" if median else "n/a"
+        vs_fp32 = f"{own_fp32[r['target']] / median:.2f}x" if median and r["target"] in own_fp32 and r["precision"] != "fp32" else ""
+        median_text = f"{median:.2f}" if median else "n/a"
+        p90_text = f"{r['p90_ms']:.2f}" if r["p90_ms"] else "n/a"
+        print(f"{r['target']:<20}{r['precision']:<14}{r['bytes'] / 1e6:>9.2f}{median_text:>11}{p90_text:>9}{vs_eager:>10}{vs_fp32:>13}  {r['status']}")
+    print("\nCoreML: converted on this machine, runs only on macOS: no latency is shown for it here.")
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine(), "threads": args.threads, "conversion_seconds": conversion_seconds, "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

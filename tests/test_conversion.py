@@ -1,0 +1,143 @@
+"""Every target x precision converted from a really trained small model and run in its real runtime."""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from conversion import TARGETS
+from conversion.base import RuntimeUnavailable, find_artifacts, read_manifest
+from conversion.coreml import op_types
+from conversion.pipeline import calibration_images, run_conversion
+from edgemnv2.checkpoint import load_checkpoint
+from edgemnv2.evaluate import torch_runner
+from quantization.ptq import QuantRecipe
+
+pytestmark = pytest.mark.slow
+FP32_TOLERANCE = 1e-4  # relative to the output scale
+INT8_MIN_COSINE = 0.99
+INT8_MIN_AGREEMENT = 0.97
+
+
+@pytest.fixture(scope="module")
+def classifier_artifacts(trained_classifier, shapes_root, tmp_path_factory):
+    checkpoint, _ = trained_classifier
+    out = tmp_path_factory.mktemp("artifacts")
+    results, plan, info = run_conversion(checkpoint, ["all"], ["all"], shapes_root / "classification", out, QuantRecipe(calibration_size=32))
+    return checkpoint, out, results, info
+
+
+def _val_images(shapes_root, meta, count=200):
+    return calibration_images(shapes_root / "classification" / "val", meta.preprocessing, count)
+
+
+def cosine(a, b):
+    return float((a * b).sum() / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_every_target_and_precision_converts(classifier_artifacts):
+    _, out, results, info = classifier_artifacts
+    expected = {(name, p) for name, module in TARGETS.items() for p in module.SPEC.precisions}
+    assert {(r.target, r.precision) for r in results} == expected
+    failed = [(r.target, r.precision, r.message) for r in results if r.status != "ok"]
+    assert not failed
+    assert info["fold_max_relative_error"] < 1e-4
+    assert not list(out.glob(".partial-*"))
+
+
+def test_manifests_describe_their_artifacts(classifier_artifacts):
+    checkpoint, out, results, _ = classifier_artifacts
+    from edgemnv2.fileio import sha256_of
+
+    for artifact, manifest in find_artifacts(out):
+        assert manifest["artifact_sha256"] == sha256_of(artifact)
+        assert manifest["checkpoint_sha256"] == sha256_of(checkpoint)
+        assert manifest["input_shape"] == [1, 3, 32, 32] and manifest["outputs"] == ["logits"]
+        assert len(manifest["class_names"]) == 10 and manifest["preprocessing"]["mean"]
+        assert manifest["tool_versions"]["torch"].startswith("2.14.1")
+        if manifest["precision"].startswith("int8") and manifest["precision"] != "int8_weights":
+            assert manifest["quantization"]["calibration"] == {"images": 32, "observer": "histogram"}
+
+
+def _runnable(out):
+    for artifact, manifest in find_artifacts(out):
+        try:
+            yield artifact, manifest, TARGETS[manifest["target"]].load(artifact, manifest, 2)
+        except RuntimeUnavailable:
+            assert manifest["target"] == "coreml" and sys.platform != "darwin"
+
+
+def test_fp32_artifacts_match_eager(classifier_artifacts, shapes_root):
+    checkpoint, out, _, _ = classifier_artifacts
+    model, meta = load_checkpoint(checkpoint)
+    images = _val_images(shapes_root, meta, 16)
+    reference = torch_runner(model)(images)[0]
+    checked = 0
+    for artifact, manifest, runner in _runnable(out):
+        if manifest["precision"] == "fp32":
+            result = runner(images)[0]
+            assert np.abs(result - reference).max() / np.abs(reference).max() < FP32_TOLERANCE, artifact.name
+            checked += 1
+    assert checked >= 4  # torchscript, torchscript_mobile, executorch, tflite
+
+
+def test_int8_artifacts_agree_with_fp32(classifier_artifacts, shapes_root):
+    checkpoint, out, _, _ = classifier_artifacts
+    model, meta = load_checkpoint(checkpoint)
+    images = _val_images(shapes_root, meta)
+    reference = torch_runner(model)(images)[0]
+    checked = []
+    for artifact, manifest, runner in _runnable(out):
+        if manifest["precision"] == "int8":
+            result = runner(images)[0]
+            agreement = float(np.mean(result.argmax(1) == reference.argmax(1)))
+            assert cosine(result, reference) >= INT8_MIN_COSINE, artifact.name
+            assert agreement >= INT8_MIN_AGREEMENT, (artifact.name, agreement)
+            checked.append(manifest["target"])
+    assert set(checked) == {"torchscript", "torchscript_mobile", "executorch", "tflite"}
+
+
+def test_coreml_w8a8_is_structurally_quantized(classifier_artifacts):
+    _, out, _, _ = classifier_artifacts
+    ops = op_types(out / "tiny_classifier.coreml.int8.mlpackage")
+    assert ops.get("quantize", 0) > 0 and ops.get("dequantize", 0) > 0
+    assert ops.get("constexpr_affine_dequantize", 0) > 0  # int8 weights
+    weights_only = op_types(out / "tiny_classifier.coreml.int8_weights.mlpackage")
+    assert weights_only.get("constexpr_affine_dequantize", 0) > 0 and "quantize" not in weights_only
+    assert "constexpr_affine_dequantize" not in op_types(out / "tiny_classifier.coreml.fp32.mlpackage")
+
+
+@pytest.mark.skipif(sys.platform != "darwin", reason="CoreML prediction exists only on macOS")
+def test_coreml_predicts_on_macos(classifier_artifacts, shapes_root):
+    checkpoint, out, _, _ = classifier_artifacts
+    model, meta = load_checkpoint(checkpoint)
+    images = _val_images(shapes_root, meta, 8)
+    artifact, manifest = read_manifest(out / "tiny_classifier.coreml.fp32.mlpackage")
+    result = TARGETS["coreml"].load(artifact, manifest)(images)[0]
+    assert cosine(result, torch_runner(model)(images)[0]) > 0.999
+
+
+def test_existing_artifacts_are_kept_without_force(classifier_artifacts, shapes_root):
+    checkpoint, out, _, _ = classifier_artifacts
+    before = (out / "tiny_classifier.torchscript.fp32.pt").stat().st_mtime_ns
+    results, _, _ = run_conversion(checkpoint, ["torchscript"], ["fp32"], None, out)
+    assert results[0].status == "skipped" and "--force" in results[0].message
+    assert (out / "tiny_classifier.torchscript.fp32.pt").stat().st_mtime_ns == before
+
+
+def test_detector_converts_and_runs(trained_detector, shapes_root, tmp_path):
+    checkpoint, _ = trained_detector
+    results, _, _ = run_conversion(checkpoint, ["executorch", "tflite", "torchscript"], ["fp32", "int8"], shapes_root / "detection", tmp_path, QuantRecipe(calibration_size=16))
+    assert all(r.status == "ok" for r in results), [(r.target, r.precision, r.message) for r in results]
+    model, meta = load_checkpoint(checkpoint)
+    images = calibration_images(shapes_root / "detection" / "val", meta.preprocessing, 8)
+    reference = torch_runner(model)(images)
+    for artifact, manifest, runner in _runnable(tmp_path):
+        outputs = runner(images)
+        assert [o.shape for o in outputs] == [r.shape for r in reference], artifact.name
+        if manifest["precision"] == "fp32":
+            for got, want in zip(outputs, reference):
+                assert np.abs(got - want).max() / np.abs(want).max() < FP32_TOLERANCE, artifact.name
+        else:
+            assert cosine(outputs[0], reference[0]) > INT8_MIN_COSINE, artifact.name
