@@ -13,13 +13,18 @@ import torch
 from .base import ConversionJob, Runner, TargetSpec
 from .torchscript import script_model, torch_module_runner
 
-SPEC = TargetSpec("torchscript_mobile", ".ptl", ("fp32", "int8"), runtime="PyTorch lite interpreter (qnnpack engine for int8)")
+# int8 (FX quantization on the qnnpack engine) is withheld: on this x86 host its .ptl gave outputs
+# unrelated to fp32 (cosine 0.04 on a trained model) and the cause is not yet found. The code path
+# stays so the fix is one line here once tests pass.
+SPEC = TargetSpec("torchscript_mobile", ".ptl", ("fp32",), runtime="PyTorch lite interpreter")
 
 
 def convert(job: ConversionJob, dest: Path) -> dict:
     if job.precision == "int8":
         job = dataclasses.replace(job, recipe=dataclasses.replace(job.recipe, engine="qnnpack"))
     scripted = script_model(job)
+    import torch.backends.xnnpack  # not imported by `import torch`
+
     mobile_optimized = torch.backends.xnnpack.enabled
     if mobile_optimized:
         from torch.utils.mobile_optimizer import optimize_for_mobile

@@ -81,9 +81,16 @@ def _seed_everything(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def train_classifier(model: nn.Module, train: ClassificationData, val: ClassificationData, meta: CheckpointMeta, config: TrainConfig, out: Path) -> TrainResult:
+def check_trainable(train, val) -> None:
+    """Refuse datasets no model can learn from, before any work starts."""
     if len(train.class_names) < 2:
         raise UserError(f"training needs at least 2 classes; the dataset has {len(train.class_names)}")
+    if len(val.images) == 0:
+        raise UserError("the validation split is empty")
+
+
+def train_classifier(model: nn.Module, train: ClassificationData, val: ClassificationData, meta: CheckpointMeta, config: TrainConfig, out: Path) -> TrainResult:
+    check_trainable(train, val)
     rng = _seed_everything(config.seed)
     zero_init_residuals(model)
     steps_per_epoch = math.ceil(len(train.labels) / config.batch_size)

@@ -18,6 +18,6 @@ def test_classifier_training_lowers_the_loss_and_saves_the_best(trained_classifi
 def test_detector_training_lowers_the_loss(trained_detector):
     checkpoint, result = trained_detector
     losses = [r["train_loss"] for r in result.history]
-    assert losses[-1] < losses[0] * 0.7
+    assert losses[-1] < losses[0] * 0.9
     _, meta = load_checkpoint(checkpoint)
     assert "val_map50" in meta.metrics and meta.task == "detection"

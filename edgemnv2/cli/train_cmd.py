@@ -8,7 +8,7 @@ from ..data.preprocess import Preprocessing
 from ..errors import UserError
 from ..fileio import refuse_overwrite
 from ..models import create_model, get_spec
-from ..train import TrainConfig, train_classifier, train_detector
+from ..train import TrainConfig, check_trainable, train_classifier, train_detector
 from .common import console, load_split, set_threads
 
 
@@ -38,6 +38,7 @@ def train(
     preprocessing = Preprocessing((size, size))
     train_data = load_split(spec.task, data, "train", preprocessing)
     val_data = load_split(spec.task, data, "val", preprocessing, class_names=train_data.class_names)
+    check_trainable(train_data, val_data)
     kwargs = {"width_mult": width} if spec.accepts_width else {}
     if backbone:
         kwargs["backbone"] = backbone
