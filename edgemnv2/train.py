@@ -110,15 +110,8 @@ def train_classifier(model: nn.Module, train: ClassificationData, val: Classific
             loss = criterion(model(x), labels[idx])
             losses.append(_optimizer_step(model, optimizer, schedule, loss, epoch))
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "seconds": round(time.perf_counter() - started, 1)}
-        if epoch % config.eval_every == 0 or epoch == config.epochs:
-            metrics, _ = evaluate_runner(torch_runner(model), val, meta.preprocessing, batch_size=128)
-            record.update({f"val_{k}": v for k, v in metrics.items()})
-            if best is None or metrics["top1"] > best["val_top1"]:
-                best = dict(record)
-                meta.metrics = best
-                save_checkpoint(out, model, meta)
+        best = _end_epoch(record, best, "top1", model, val, meta, config, out, batch_size=128)
         history.append(record)
-        _report(record)
     return TrainResult(Path(out), best or {}, history, time.perf_counter() - started)
 
 
@@ -156,16 +149,22 @@ def train_detector(model: nn.Module, train: DetectionData, val: DetectionData, m
                 parts_sum[k] = parts_sum.get(k, 0.0) + v
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "seconds": round(time.perf_counter() - started, 1)}
         record.update({f"loss_{k}": v / steps_per_epoch for k, v in parts_sum.items()})
-        if epoch % config.eval_every == 0 or epoch == config.epochs:
-            metrics, _ = evaluate_runner(torch_runner(model), val, meta.preprocessing, batch_size=32)
-            record.update({f"val_{k}": v for k, v in metrics.items()})
-            if best is None or metrics["map50"] > best["val_map50"]:
-                best = dict(record)
-                meta.metrics = best
-                save_checkpoint(out, model, meta)
+        best = _end_epoch(record, best, "map50", model, val, meta, config, out, batch_size=32)
         history.append(record)
-        _report(record)
     return TrainResult(Path(out), best or {}, history, time.perf_counter() - started)
+
+
+def _end_epoch(record: dict, best: dict | None, metric: str, model, val, meta: CheckpointMeta, config: TrainConfig, out: Path, batch_size: int) -> dict | None:
+    """Evaluate when due, save the checkpoint if `metric` improved, print the epoch line; -> best record."""
+    if record["epoch"] % config.eval_every == 0 or record["epoch"] == config.epochs:
+        metrics, _ = evaluate_runner(torch_runner(model), val, meta.preprocessing, batch_size=batch_size)
+        record.update({f"val_{k}": v for k, v in metrics.items()})
+        if best is None or metrics[metric] > best[f"val_{metric}"]:
+            best = dict(record)
+            meta.metrics = best
+            save_checkpoint(out, model, meta)
+    _report(record)
+    return best
 
 
 def _report(record: dict) -> None:
