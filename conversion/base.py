@@ -31,7 +31,7 @@ from quantization.ptq import QuantRecipe
 Runner = Callable[[np.ndarray], list[np.ndarray]]
 MANIFEST_SUFFIX = ".manifest.json"
 MANIFEST_SCHEMA = "edgemnv2-artifact/1"
-TOOL_PACKAGES = ("torch", "executorch", "torchao", "coremltools", "litert-torch", "ai-edge-litert", "numpy")
+TOOL_PACKAGES = ("edgemnv2", "torch", "executorch", "torchao", "coremltools", "litert-torch", "ai-edge-litert", "numpy")
 
 
 class RuntimeUnavailable(Exception):
@@ -97,16 +97,7 @@ def tool_versions() -> dict:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = None
-    versions["edgemnv2"] = metadata.version("edgemnv2") if _installed("edgemnv2") else None
     return versions
-
-
-def _installed(package: str) -> bool:
-    try:
-        metadata.version(package)
-        return True
-    except metadata.PackageNotFoundError:
-        return False
 
 
 def artifact_path(out_dir: Path, stem: str, spec: TargetSpec, precision: str) -> Path:

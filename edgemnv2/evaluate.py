@@ -70,10 +70,10 @@ def _ground_truth(data: DetectionData):
     from pycocotools.coco import COCO
 
     images, annotations = [], []
+    height, width = data.images.shape[1:3]
     for i, image_id in enumerate(data.image_ids):
         orig_h, orig_w = data.original_sizes[i]
         images.append({"id": int(image_id), "width": orig_w, "height": orig_h})
-        height, width = data.images.shape[1:3]
         scale = np.array([orig_w / width, orig_h / height] * 2, np.float32)
         for box, label in zip(data.boxes[i] * scale, data.labels[i]):
             x1, y1, x2, y2 = (float(v) for v in box)
