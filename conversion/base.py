@@ -12,6 +12,7 @@ manifest is an interrupted write: it is never trusted and is replaced on the nex
 """
 
 import json
+import os
 import platform
 import time
 import traceback
@@ -153,12 +154,15 @@ def write_artifact(target_module, job: ConversionJob, out_dir: Path, stem: str, 
     if manifest_file.exists() and not force:
         return ArtifactResult(spec.name, job.precision, final, "skipped", message=f"{final.name} exists (use --force to overwrite)")
     started = time.perf_counter()
+    sidecars: dict[str, Path] = {}
     try:
         with atomic_output(final, force=True) as temp:
             extra = target_module.convert(job, temp) or {}
+            sidecars = extra.pop(SIDECARS, {})
             seconds = time.perf_counter() - started
             manifest = build_manifest(job, spec, temp, checkpoint_sha256, extra, seconds)
             manifest["artifact"] = final.name
+        manifest["sidecars"] = _place_sidecars(final, sidecars)
         with atomic_output(manifest_file, force=True) as temp_manifest:
             temp_manifest.write_text(json.dumps(manifest, indent=2))
     except UserError as exc:
@@ -166,7 +170,42 @@ def write_artifact(target_module, job: ConversionJob, out_dir: Path, stem: str, 
     except Exception as exc:  # a converter crash must not abort the other targets
         detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
         return ArtifactResult(spec.name, job.precision, None, "failed", time.perf_counter() - started, message=detail[:300])
+    finally:
+        for temp_sidecar in sidecars.values():
+            Path(temp_sidecar).unlink(missing_ok=True)
     return ArtifactResult(spec.name, job.precision, final, "ok", manifest["conversion_seconds"], manifest["artifact_bytes"], manifest=manifest)
+
+
+SIDECARS = "_sidecars"  # key a target's convert() may return: {suffix: temp file written beside dest}
+
+
+def sidecar_temp(dest: Path, suffix: str) -> Path:
+    """Where a target writes a companion file during convert (renamed into place with the artifact)."""
+    return dest.with_name(dest.name + suffix)
+
+
+def _place_sidecars(final: Path, sidecars: dict[str, Path]) -> dict:
+    placed = {}
+    for suffix, temp in sidecars.items():
+        target = final.with_name(final.name + suffix)
+        os.replace(temp, target)
+        placed[suffix] = {"file": target.name, "sha256": sha256_of(target)}
+    return placed
+
+
+def sidecar_path(artifact: Path, manifest: dict, suffix: str) -> Path | None:
+    entry = (manifest.get("sidecars") or {}).get(suffix)
+    return artifact.with_name(entry["file"]) if entry else None
+
+
+def verify_artifact(artifact: Path, manifest: dict) -> None:
+    """Refuse an artifact (or a sidecar) whose bytes are not the ones its manifest recorded."""
+    if sha256_of(artifact) != manifest.get("artifact_sha256"):
+        raise UserError(f"{artifact.name} does not match the sha256 in its manifest: it was modified or corrupted after conversion; re-run convert")
+    for suffix, entry in (manifest.get("sidecars") or {}).items():
+        path = artifact.with_name(entry["file"])
+        if not path.is_file() or sha256_of(path) != entry["sha256"]:
+            raise UserError(f"{entry['file']} is missing or does not match the sha256 in {artifact.name}'s manifest; re-run convert")
 
 
 def read_manifest(artifact_or_manifest: Path) -> tuple[Path, dict]:

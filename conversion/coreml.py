@@ -16,7 +16,7 @@ import torch
 
 from quantization.ptq import xnnpack_int8_graph
 
-from .base import ConversionJob, Runner, RuntimeUnavailable, TargetSpec, per_sample
+from .base import SIDECARS, ConversionJob, Runner, RuntimeUnavailable, TargetSpec, per_sample, sidecar_path, sidecar_temp
 
 SPEC = TargetSpec(
     "coreml", ".mlpackage", ("fp32", "fp16", "int8", "int8_weights"),
@@ -36,10 +36,19 @@ def _quiet_coremltools():
     return ct
 
 
-def to_mlmodel(job: ConversionJob):
-    ct = _quiet_coremltools()
+SIMULATION_SUFFIX = ".simulation.pt2"  # the exact torch program that was converted, for Linux reports
+WEIGHT_THRESHOLD = 2048  # coremltools leaves smaller weights in float (OpLinearQuantizerConfig default)
+
+
+def source_program(job: ConversionJob) -> torch.export.ExportedProgram:
+    """The torch program handed to coremltools (the XNNPACK PT2E graph for W8A8)."""
     model = xnnpack_int8_graph(job) if job.precision == "int8" else job.model
-    exported = torch.export.export(model, (job.example,)).run_decompositions({})
+    return torch.export.export(model, (job.example,))
+
+
+def to_mlmodel(job: ConversionJob, program: torch.export.ExportedProgram | None = None):
+    ct = _quiet_coremltools()
+    exported = (program or source_program(job)).run_decompositions({})
     precision = ct.precision.FLOAT16 if job.precision == "fp16" else ct.precision.FLOAT32
     mlmodel = ct.convert(
         exported, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS17,
@@ -48,15 +57,60 @@ def to_mlmodel(job: ConversionJob):
     if job.precision == "int8_weights":
         from coremltools.optimize.coreml import OpLinearQuantizerConfig, OptimizationConfig, linear_quantize_weights
 
-        config = OptimizationConfig(global_config=OpLinearQuantizerConfig(mode="linear_symmetric", granularity="per_channel"))
+        config = OptimizationConfig(global_config=OpLinearQuantizerConfig(mode="linear_symmetric", granularity="per_channel", weight_threshold=WEIGHT_THRESHOLD))
         mlmodel = linear_quantize_weights(mlmodel, config)
     return mlmodel
 
 
 def convert(job: ConversionJob, dest: Path) -> dict:
-    mlmodel = to_mlmodel(job)
+    program = source_program(job)
+    mlmodel = to_mlmodel(job, program)
     mlmodel.save(str(dest))
-    return {"runs_on": "macOS only", "simulated_on_linux": job.precision != "int8_weights"}
+    simulation = sidecar_temp(dest, SIMULATION_SUFFIX)
+    torch.export.save(program, str(simulation))
+    return {"runs_on": "macOS only", "simulation": SIMULATION_DESCRIPTION[job.precision], SIDECARS: {SIMULATION_SUFFIX: simulation}}
+
+
+SIMULATION_DESCRIPTION = {
+    "fp32": "the converted fp32 torch program",
+    "fp16": "the converted torch program run in float16",
+    "int8": "the converted W8A8 PT2E torch program (same quantize/dequantize as the .mlpackage)",
+    "int8_weights": "the converted fp32 program with weights rounded to per-channel symmetric int8, as coremltools does",
+}
+
+
+def _round_weights_int8(module: torch.nn.Module) -> None:
+    """Per-output-channel symmetric int8 rounding of conv/linear weights (coremltools' linear_symmetric)."""
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            if param.ndim >= 2 and param.numel() >= WEIGHT_THRESHOLD:
+                scale = param.abs().amax(dim=tuple(range(1, param.ndim)), keepdim=True).clamp_min(1e-12) / 127.0
+                param.copy_(torch.clamp(torch.round(param / scale), -127, 127) * scale)
+
+
+def simulation_runner(path: Path, manifest: dict) -> Runner:
+    """Run, in PyTorch, the exact program that was converted: the CoreML figures on Linux are
+    *simulated* and must be labelled so. fp16 runs the program in float16 on CPU."""
+    simulation = sidecar_path(path, manifest, SIMULATION_SUFFIX)
+    if simulation is None or not simulation.is_file():
+        raise RuntimeUnavailable(f"{MACOS_ONLY}, and {path.name} has no simulation program beside it")
+    import torch.ao.quantization.fx._decomposed  # noqa: F401  registers quantized_decomposed ops for loading
+
+    module = torch.export.load(str(simulation)).module()
+    precision = manifest["precision"]
+    dtype = torch.float16 if precision == "fp16" else torch.float32
+    if precision == "int8_weights":
+        _round_weights_int8(module)
+    if precision == "fp16":
+        module = module.to(torch.float16)
+
+    def run(batch: np.ndarray) -> list[np.ndarray]:
+        with torch.no_grad():
+            out = module(torch.from_numpy(np.ascontiguousarray(batch)).to(dtype))
+        out = out if isinstance(out, (tuple, list)) else (out,)
+        return [o.float().numpy() for o in out]
+
+    return per_sample(run)
 
 
 def op_types(path: Path) -> dict[str, int]:

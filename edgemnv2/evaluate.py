@@ -112,3 +112,16 @@ def evaluate_runner(runner: Runner, data, preprocessing: Preprocessing, batch_si
     if isinstance(data, ClassificationData):
         return classification_metrics(outputs[0], data.labels), outputs
     return coco_map(detections_to_coco(outputs, data, preprocessing.input_size), data), outputs
+
+
+CONFIDENT_SCORE = 0.3  # detections at or above this score are what a user would draw and count
+
+
+def confident_detections(outputs: list[np.ndarray], input_size: tuple[int, int], threshold: float = CONFIDENT_SCORE, top_k: int = 100) -> list[list[tuple]]:
+    """Per image: [(box x1y1x2y2 in input pixels, score, label)] with score >= threshold."""
+    boxes, scores, labels = decode(*outputs[:3], top_k=top_k, input_size=input_size)
+    per_image = []
+    for b, s, l in zip(boxes.numpy(), scores.numpy(), labels.numpy()):
+        keep = s >= threshold
+        per_image.append([(box, float(score), int(label)) for box, score, label in zip(b[keep], s[keep], l[keep])])
+    return per_image

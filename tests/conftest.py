@@ -44,7 +44,32 @@ def trained_classifier(shapes_root, tmp_path_factory):
     meta = CheckpointMeta("mobilenet_v2", "classification", train.class_names, preprocessing, {"width_mult": 0.35})
     model = create_model("mobilenet_v2", num_classes=10, width_mult=0.35)
     out = tmp_path_factory.mktemp("ckpt") / "tiny_classifier.pt"
-    result = train_classifier(model, train, val, meta, TrainConfig(**TEST_CLASSIFIER_TRAINING), out)
+    result = train_classifier(model, train, val, meta, TrainConfig(**@pytest.fixture(scope="session")
+def classifier_artifacts(trained_classifier, shapes_root, tmp_path_factory):
+    """Every target x precision of the trained test classifier, converted once per session."""
+    from conversion.pipeline import run_conversion
+    from quantization.ptq import QuantRecipe
+
+    checkpoint, _ = trained_classifier
+    out = tmp_path_factory.mktemp("artifacts")
+    results, plan, info = run_conversion(checkpoint, ["all"], ["all"], shapes_root / "classification", out, QuantRecipe(calibration_size=60))
+    return checkpoint, out, results, info
+
+
+@pytest.fixture(scope="session")
+def detector_artifacts(trained_detector, shapes_root, tmp_path_factory):
+    """The trained test detector in fp32 and int8 for the runnable targets, plus CoreML W8A8."""
+    from conversion.pipeline import run_conversion
+    from quantization.ptq import QuantRecipe
+
+    checkpoint, _ = trained_detector
+    out = tmp_path_factory.mktemp("det_artifacts")
+    results, _, _ = run_conversion(checkpoint, ["executorch", "tflite", "torchscript"], ["fp32", "int8"], shapes_root / "detection", out, QuantRecipe(calibration_size=16))
+    results += run_conversion(checkpoint, ["coreml"], ["int8"], shapes_root / "detection", out, QuantRecipe(calibration_size=16))[0]
+    return checkpoint, out, results
+
+
+TEST_CLASSIFIER_TRAINING), out)
     return out, result
 
 

@@ -25,14 +25,6 @@ INT8_MIN_COSINE = 0.97
 INT8_MIN_AGREEMENT = 0.75
 
 
-@pytest.fixture(scope="module")
-def classifier_artifacts(trained_classifier, shapes_root, tmp_path_factory):
-    checkpoint, _ = trained_classifier
-    out = tmp_path_factory.mktemp("artifacts")
-    results, plan, info = run_conversion(checkpoint, ["all"], ["all"], shapes_root / "classification", out, QuantRecipe(calibration_size=60))
-    return checkpoint, out, results, info
-
-
 def _val_images(shapes_root, meta, count=200):
     return calibration_images(shapes_root / "classification" / "val", meta.preprocessing, count)
 
@@ -131,14 +123,13 @@ def test_existing_artifacts_are_kept_without_force(classifier_artifacts, shapes_
     assert (out / "tiny_classifier.torchscript.fp32.pt").stat().st_mtime_ns == before
 
 
-def test_detector_converts_and_runs(trained_detector, shapes_root, tmp_path):
-    checkpoint, _ = trained_detector
-    results, _, _ = run_conversion(checkpoint, ["executorch", "tflite", "torchscript"], ["fp32", "int8"], shapes_root / "detection", tmp_path, QuantRecipe(calibration_size=16))
+def test_detector_converts_and_runs(detector_artifacts, shapes_root):
+    checkpoint, out, results = detector_artifacts
     assert all(r.status == "ok" for r in results), [(r.target, r.precision, r.message) for r in results]
     model, meta = load_checkpoint(checkpoint)
     images = calibration_images(shapes_root / "detection" / "val", meta.preprocessing, 8)
     reference = torch_runner(model)(images)
-    for artifact, manifest, runner in _runnable(tmp_path):
+    for artifact, manifest, runner in _runnable(out):
         outputs = runner(images)
         assert [o.shape for o in outputs] == [r.shape for r in reference], artifact.name
         if manifest["precision"] == "fp32":

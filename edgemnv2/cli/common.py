@@ -1,5 +1,6 @@
 """Helpers shared by CLI commands: thread setup, console, and dataset loading by task."""
 
+import sys
 from pathlib import Path
 
 import torch
@@ -9,8 +10,9 @@ from ..data.datasets import load_coco, load_image_folder, resolve_detection_spli
 from ..data.preprocess import Preprocessing
 from ..errors import UserError
 
-console = Console(stderr=True)
-out = Console()
+# Piped output (CI logs, files) gets wide tables instead of rich's 80-column default.
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+out = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def set_threads(threads: int) -> int:

@@ -9,7 +9,7 @@ import click
 import typer
 
 from ..errors import UserError
-from . import convert_cmd, data_cmd, demo_cmd, eval_cmd, info_cmd, train_cmd
+from . import bundle_cmd, convert_cmd, data_cmd, demo_cmd, eval_cmd, info_cmd, predict_cmd, sensitivity_cmd, train_cmd, validate_cmd
 
 app = typer.Typer(
     name="edgemnv2",
@@ -23,6 +23,10 @@ app.command("train")(train_cmd.train)
 app.command("eval")(eval_cmd.evaluate)
 app.command("info")(info_cmd.info)
 app.command("convert")(convert_cmd.convert)
+app.command("validate")(validate_cmd.validate)
+app.command("sensitivity")(sensitivity_cmd.sensitivity)
+app.command("predict")(predict_cmd.predict)
+app.command("bundle")(bundle_cmd.bundle)
 app.command("demo")(demo_cmd.demo)
 
 

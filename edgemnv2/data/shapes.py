@@ -96,6 +96,9 @@ def _random_colour(rng):
 
 
 TYPICAL_COLOUR_PROBABILITY = 0.6
+OCCLUSION_PROBABILITY = 0.3  # classification; detection uses 0.2
+OCCLUDER_SIZE = (0.2, 0.4)  # fraction of the object's box per side
+CLUTTER_SHAPE_SCALE = (0.15, 0.4)  # distractor radius as a fraction of the clutter budget
 
 
 def _class_colour(label: int, num_classes: int, rng):
@@ -158,7 +161,7 @@ def _add_clutter(image: Image.Image, rng, count: int, max_radius: float, kinds) 
             pts = [tuple(rng.uniform(0, size, 2)) for _ in range(2)]
             draw.line(pts, fill=_random_colour(rng), width=int(rng.integers(1, 3 * SUPERSAMPLE)))
         else:
-            radius = rng.uniform(0.15, 0.4) * max_radius
+            radius = rng.uniform(*CLUTTER_SHAPE_SCALE) * max_radius
             mask = _shape_mask(kinds[rng.integers(len(kinds))], radius, rng.uniform(0, 360), rng)
             xy = tuple(int(v) for v in rng.uniform(-radius, size - radius, 2))
             image.paste(Image.new("RGB", mask.size, _random_colour(rng)), xy, mask)
@@ -180,12 +183,20 @@ def _paste_shape(image: Image.Image, kind: str, cx: float, cy: float, radius: fl
 
 
 def _occlude(image: Image.Image, box, rng) -> None:
-    """Cover part of an object with a patch, as real objects get occluded."""
+    """Cover part of an object with a textured blob, as real objects get occluded.
+
+    A blob of noise, not a flat rectangle: a flat coloured square on top of a shape would itself
+    look like the 'square' class and teach the model a contradiction.
+    """
     x1, y1, x2, y2 = box
     w, h = x2 - x1, y2 - y1
-    pw, ph = w * rng.uniform(0.2, 0.45), h * rng.uniform(0.2, 0.45)
-    px, py = rng.uniform(x1 - pw / 2, x2 - pw / 2), rng.uniform(y1 - ph / 2, y2 - ph / 2)
-    ImageDraw.Draw(image).rectangle([px, py, px + pw, py + ph], fill=_random_colour(rng))
+    pw, ph = max(2, int(w * rng.uniform(*OCCLUDER_SIZE))), max(2, int(h * rng.uniform(*OCCLUDER_SIZE)))
+    px, py = int(rng.uniform(x1 - pw / 2, x2 - pw / 2)), int(rng.uniform(y1 - ph / 2, y2 - ph / 2))
+    base = np.array(_random_colour(rng), np.float32)
+    texture = np.clip(base + rng.normal(0, 40, (ph, pw, 3)), 0, 255).astype(np.uint8)
+    mask = Image.new("L", (pw, ph), 0)
+    ImageDraw.Draw(mask).ellipse([0, 0, pw - 1, ph - 1], fill=255)
+    image.paste(Image.fromarray(texture, "RGB"), (px, py), mask)
 
 
 def _finish(image: Image.Image, size: int, rng) -> Image.Image:
@@ -211,7 +222,7 @@ def render_classification(config: ShapesConfig, split: str, index: int) -> tuple
     cx, cy = rng.uniform(radius * 0.8, canvas - radius * 0.8, 2)
     preferred = _class_colour(label, len(CLASSIFICATION_CLASSES), rng)
     box = _paste_shape(image, CLASSIFICATION_CLASSES[label], cx, cy, radius, rng, preferred)
-    if rng.uniform() < 0.4:
+    if rng.uniform() < OCCLUSION_PROBABILITY:
         _occlude(image, box, rng)
     return _finish(image, config.classification_size, rng), label
 

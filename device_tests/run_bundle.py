@@ -1,0 +1,1 @@
+../edgemnv2/device/run_bundle.py

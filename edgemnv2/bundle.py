@@ -1,0 +1,91 @@
+"""On-device bundles: one self-contained folder per artifact that runs with numpy + one runtime.
+
+    <bundle>/<artifact stem>/
+        <artifact> + <artifact>.manifest.json     verified by sha256 before it runs
+        inputs.npy                                N preprocessed real images, float32 NCHW
+        reference_<k>.npy                         fp32 eager outputs for the same inputs
+        labels.npy                                ground truth (classifiers)
+        bundle.json                               tolerances from the gates, provenance
+        run_bundle.py                             the device runner (device_tests/run_bundle.py)
+
+Tolerances are the gates that a sample set can judge: agreement and SQNR. Metric drops need the
+whole validation set (one flip in 64 images is 1.6 points), and latency limits belong to the host,
+so those stay in `validate`.
+"""
+
+import json
+import shutil
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import load_checkpoint
+from .data.datasets import ClassificationData
+from .errors import UserError
+from .evaluate import run_dataset, torch_runner
+from .fileio import atomic_output, refuse_overwrite, sha256_of
+from .validation.gates import GATE_KINDS, Gates
+
+SCHEMA = "edgemnv2-bundle/1"
+BUNDLE_GATES = ("min_top1_agreement", "min_sqnr_db", "max_abs_error")
+
+
+def runner_script() -> Path:
+    """device_tests/run_bundle.py, shipped inside the package as edgemnv2/device/run_bundle.py."""
+    return Path(str(resources.files("edgemnv2.device").joinpath("run_bundle.py")))
+
+
+def tolerances(gates: Gates, task: str, precision: str, target: str) -> list[dict]:
+    limits = gates.limits(task, precision, target)
+    return [
+        {"gate": name, "measure": GATE_KINDS[task][name].measure, "bound": GATE_KINDS[task][name].bound, "limit": limit}
+        for name, limit in sorted(limits.items()) if name in BUNDLE_GATES
+    ]
+
+
+def write_bundle(artifact: Path, manifest: dict, inputs: np.ndarray, references: list[np.ndarray], labels: np.ndarray | None,
+                 gates: Gates, dest: Path, force: bool) -> Path:
+    """Build the folder under a temporary name and rename it into place: never half a bundle."""
+    refuse_overwrite(dest, force)
+    with atomic_output(dest, force=True) as temp:
+        temp.mkdir(parents=True)
+        copy = shutil.copytree if artifact.is_dir() else shutil.copy2
+        copy(artifact, temp / artifact.name)
+        (temp / (artifact.name + ".manifest.json")).write_text(json.dumps(manifest, indent=2))
+        np.save(temp / "inputs.npy", inputs.astype(np.float32), allow_pickle=False)
+        for k, reference in enumerate(references):
+            np.save(temp / f"reference_{k}.npy", reference.astype(np.float32), allow_pickle=False)
+        if labels is not None:
+            np.save(temp / "labels.npy", labels.astype(np.int64), allow_pickle=False)
+        shutil.copy2(runner_script(), temp / "run_bundle.py")
+        info = {
+            "schema": SCHEMA, "manifest": artifact.name + ".manifest.json", "samples": int(len(inputs)),
+            "outputs": manifest["outputs"], "tolerances": tolerances(gates, manifest["task"], manifest["precision"], manifest["target"]),
+            "gates_source": gates.source, "runtime_needed": manifest["runtime"],
+            "runs_on": "macOS only" if manifest["target"] == "coreml" else "any",
+            "inputs_sha256": sha256_of(temp / "inputs.npy"),
+        }
+        (temp / "bundle.json").write_text(json.dumps(info, indent=2))
+    return dest
+
+
+def make_bundles(checkpoint: Path, artifacts_dir: Path, data, samples: int, out_dir: Path, gates: Gates, force: bool, arch: str | None = None) -> list[Path]:
+    from conversion.base import find_artifacts, verify_artifact
+
+    if samples < 1:
+        raise UserError("--samples must be at least 1")
+    model, meta = load_checkpoint(checkpoint, arch)
+    checkpoint_sha = sha256_of(checkpoint)
+    found = [(p, m) for p, m in find_artifacts(artifacts_dir) if m.get("checkpoint_sha256") == checkpoint_sha]
+    if not found:
+        raise UserError(f"no artifact in {artifacts_dir} was converted from {Path(checkpoint).name}")
+    inputs = meta.preprocessing.normalize(data.images)
+    references = run_dataset(torch_runner(model), data.images, meta.preprocessing, 16, "fp32 references")
+    labels = data.labels if isinstance(data, ClassificationData) else None
+    written = []
+    for artifact, manifest in found:
+        verify_artifact(artifact, manifest)
+        stem = artifact.name.replace(".", "_")
+        written.append(write_bundle(artifact, manifest, inputs, references, labels, gates, Path(out_dir) / stem, force))
+    return written

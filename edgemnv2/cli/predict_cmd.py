@@ -1,0 +1,86 @@
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .common import console, out, set_threads
+
+
+def _images_in(path: Path) -> list[Path]:
+    from ..data.images import is_image_file
+    from ..errors import UserError
+
+    if not path.exists():
+        raise UserError(f"image or folder not found: {path}")
+    if path.is_file():
+        return [path]
+    files = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p))
+    if not files:
+        raise UserError(f"no images found under {path}")
+    return files
+
+
+def predict(
+    model: Annotated[Path, typer.Option(help="A checkpoint, or any artifact (its manifest must be beside it).")],
+    images: Annotated[Path, typer.Argument(help="An image file or a folder of images.")],
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for annotated PNGs and detections.json (detectors).")] = None,
+    threshold: Annotated[float, typer.Option(help="Detector: minimum score to draw and report.")] = 0.3,
+    compare: Annotated[Optional[Path], typer.Option(help="Another artifact: write side-by-side images, --model left, this right.")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Only the first N images.")] = None,
+    arch: Annotated[Optional[str], typer.Option(help="Model name, only for bare state dicts.")] = None,
+    threads: Annotated[int, typer.Option(help="CPU threads.")] = 2,
+    force: Annotated[bool, typer.Option(help="Overwrite existing outputs.")] = False,
+) -> None:
+    """Predict with a checkpoint or artifact: top-5 for classifiers, annotated images for detectors."""
+    from ..errors import UserError
+    from ..fileio import atomic_output, refuse_overwrite
+    from ..predict.compare import compare_images
+    from ..predict.draw import draw_detections
+    from ..predict.sources import open_source, predict_image
+
+    set_threads(threads)
+    if not 0.0 <= threshold <= 1.0:
+        raise UserError("--threshold must be between 0 and 1")
+    files = _images_in(images)[: limit or None]
+    source = open_source(model, threads, arch)
+    if compare is not None:
+        other = open_source(compare, threads)
+        if other.task != source.task or other.class_names != source.class_names:
+            raise UserError(f"{compare.name} is a different model (task or classes differ from {model.name})")
+        if source.task != "detection":
+            raise UserError("--compare draws boxes, so it needs detector models; for classifiers use `edgemnv2 validate`")
+        out_dir = out_dir or Path("predictions")
+        written = compare_images(source, other, files, out_dir, threshold)
+        differing = sum(1 for _, n in written if n)
+        console.print(f"{len(written)} comparison images in {out_dir}; {differing} show a disagreement (dashed magenta boxes)")
+        return
+    if source.task == "classification":
+        results = []
+        for path in files:
+            _, top5 = predict_image(source, path, threshold)
+            out.print(f"{path}: " + ", ".join(f"{name} {p:.3f}" for name, p in top5))
+            results.append({"file": str(path), "top5": [{"label": n, "score": p} for n, p in top5]})
+        if out_dir is not None:
+            dest = out_dir / "predictions.json"
+            refuse_overwrite(dest, force)
+            with atomic_output(dest, force=True) as temp:
+                temp.write_text(json.dumps(results, indent=2))
+        return
+    out_dir = out_dir or Path("predictions")
+    detections_file = out_dir / "detections.json"
+    refuse_overwrite(detections_file, force)
+    coco_results = []
+    for image_id, path in enumerate(files, start=1):
+        image, detections = predict_image(source, path, threshold)
+        picture = draw_detections(image, detections, source.class_names, f"{source.name}: {len(detections)} boxes >= {threshold}")
+        with atomic_output(out_dir / f"{path.stem}.png", force=True) as temp:
+            picture.save(temp, format="PNG")
+        for box, score, label in detections:
+            x1, y1, x2, y2 = (float(v) for v in box)
+            coco_results.append({"image_id": image_id, "file_name": path.name, "category_id": label + 1, "category": source.class_names[label],
+                                 "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)], "score": round(score, 4)})
+        out.print(f"{path}: {len(detections)} detections")
+    with atomic_output(detections_file, force=True) as temp:
+        temp.write_text(json.dumps(coco_results, indent=2))
+    console.print(f"annotated images and {detections_file.name} (COCO result format) in {out_dir}")

@@ -1,0 +1,296 @@
+#!/usr/bin/env python3
+"""Run one edgemnv2 bundle on a device: drift against the bundled fp32 references, and latency.
+
+Needs only numpy (1.x or 2.x) and the ONE runtime the artifact needs:
+  .tflite        ai_edge_litert, else tflite_runtime
+  .pte           executorch (its Python runtime)
+  .pt / .ptl     torch
+  .mlpackage     coremltools, on macOS
+It never imports edgemnv2. Usage, from the bundle folder or anywhere:
+
+    python run_bundle.py [BUNDLE_DIR] [--threads N] [--runs N] [--out result.json]
+
+Exit codes: 0 tolerances met; 1 a tolerance broken; 2 the runtime is not available here
+(nothing was run); 3 the bundle is broken or tampered with.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+
+SCHEMA = "edgemnv2-bundle-result/1"
+EXIT_OK, EXIT_TOLERANCE, EXIT_NO_RUNTIME, EXIT_BAD_BUNDLE = 0, 1, 2, 3
+
+
+class NoRuntime(Exception):
+    pass
+
+
+class BadBundle(Exception):
+    pass
+
+
+def sha256_of(path):
+    """Same as edgemnv2.fileio.sha256_of: a file's bytes, or a folder's relative names + bytes."""
+    digest = hashlib.sha256()
+    if os.path.isdir(path):
+        files = sorted(os.path.join(d, f) for d, _, names in os.walk(path) for f in names)
+        files = sorted(files, key=lambda p: os.path.relpath(p, path).split(os.sep))
+    else:
+        files = [path]
+    for file in files:
+        if os.path.isdir(path):
+            digest.update(os.path.relpath(file, path).replace(os.sep, "/").encode())
+        with open(file, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+# ---- runtimes: each returns (run_one(sample) -> list of float32 arrays, runtime name, version) ----
+
+def _tflite(path, threads):
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+        name, module = "ai_edge_litert", "ai_edge_litert"
+    except ImportError:
+        try:
+            from tflite_runtime.interpreter import Interpreter
+            name, module = "tflite_runtime", "tflite_runtime"
+        except ImportError:
+            raise NoRuntime("neither ai_edge_litert nor tflite_runtime is installed")
+    interpreter = Interpreter(model_path=path, num_threads=threads)
+    interpreter.allocate_tensors()
+    key = list(interpreter.get_signature_list())[0]
+    runner = interpreter.get_signature_runner(key)
+    (input_name, input_detail), = runner.get_input_details().items()
+    names = interpreter.get_signature_list()[key]["outputs"]
+    order = sorted(names, key=lambda n: int(n.rsplit("_", 1)[-1]) if n.rsplit("_", 1)[-1].isdigit() else n)
+    output_details = runner.get_output_details()
+
+    def to_input(sample):
+        if input_detail["dtype"] == np.float32:
+            return sample.astype(np.float32)
+        scale, zero = input_detail["quantization"]
+        info = np.iinfo(input_detail["dtype"])
+        return np.clip(np.round(sample / scale + zero), info.min, info.max).astype(input_detail["dtype"])
+
+    def from_output(values, detail):
+        if values.dtype == np.float32:
+            return values
+        scale, zero = detail["quantization"]
+        return ((values.astype(np.float32) - zero) * scale).astype(np.float32)
+
+    def run_one(sample):
+        result = runner(**{input_name: to_input(sample)})
+        return [from_output(result[n], output_details[n]) for n in order]
+
+    return run_one, name, _version(module)
+
+
+def _executorch(path, threads):
+    try:
+        import torch
+        from executorch.runtime import Runtime
+    except ImportError:
+        raise NoRuntime("executorch is not installed")
+    torch.set_num_threads(threads)
+    method = Runtime.get().load_program(path).load_method("forward")
+
+    def run_one(sample):
+        return [o.float().numpy() for o in method.execute([torch.from_numpy(sample)])]
+
+    return run_one, "executorch", _version("executorch")
+
+
+def _torchscript(path, threads, manifest):
+    try:
+        import torch
+    except ImportError:
+        raise NoRuntime("torch is not installed")
+    torch.set_num_threads(threads)
+    if manifest.get("quantized_engine"):
+        torch.backends.quantized.engine = manifest["quantized_engine"]
+    if path.endswith(".ptl"):
+        from torch.jit.mobile import _load_for_lite_interpreter
+        module = _load_for_lite_interpreter(path)
+    else:
+        module = torch.jit.load(path).eval()
+
+    def run_one(sample):
+        with torch.no_grad():
+            out = module(torch.from_numpy(sample))
+        out = out if isinstance(out, (tuple, list)) else (out,)
+        return [o.float().numpy() for o in out]
+
+    return run_one, "torch.jit" + (" lite interpreter" if path.endswith(".ptl") else ""), _version("torch")
+
+
+def _coreml(path, threads):
+    if sys.platform != "darwin":
+        raise NoRuntime("CoreML runs only on macOS (this is %s)" % platform.system())
+    try:
+        import coremltools as ct
+    except ImportError:
+        raise NoRuntime("coremltools is not installed")
+    model = ct.models.MLModel(path, compute_units=ct.ComputeUnit.CPU_ONLY)
+    spec = model.get_spec()
+    input_name = spec.description.input[0].name
+    outputs = [o.name for o in spec.description.output]
+
+    def run_one(sample):
+        result = model.predict({input_name: sample})
+        return [np.asarray(result[n], np.float32) for n in outputs]
+
+    return run_one, "coremltools", _version("coremltools")
+
+
+def _version(module):
+    try:
+        from importlib import metadata
+        for dist in (module, module.replace("_", "-")):
+            try:
+                return metadata.version(dist)
+            except metadata.PackageNotFoundError:
+                continue
+    except ImportError:
+        pass
+    return getattr(sys.modules.get(module), "__version__", "unknown")
+
+
+def load_runtime(artifact, manifest, threads):
+    target = manifest["target"]
+    if target == "tflite":
+        return _tflite(artifact, threads)
+    if target == "executorch":
+        return _executorch(artifact, threads)
+    if target in ("torchscript", "torchscript_mobile"):
+        return _torchscript(artifact, threads, manifest)
+    if target == "coreml":
+        return _coreml(artifact, threads)
+    raise BadBundle("unknown target %r in the manifest" % target)
+
+
+# ---- drift ----
+
+def sqnr_db(reference, output):
+    reference = reference.astype(np.float64)
+    noise = float(np.sum((reference - output.astype(np.float64)) ** 2))
+    if noise == 0.0:
+        return 200.0
+    return float(min(200.0, 10.0 * np.log10(max(float(np.sum(reference ** 2)), 1e-30) / noise)))
+
+
+def drift(references, outputs, names, labels):
+    per_output = {}
+    for name, ref, out in zip(names, references, outputs):
+        per_output[name] = {"sqnr_db": sqnr_db(ref, out), "max_abs_error": float(np.max(np.abs(ref.astype(np.float64) - out)))}
+    result = {"sqnr_db": min(v["sqnr_db"] for v in per_output.values()),
+              "max_abs_error": max(v["max_abs_error"] for v in per_output.values()), "per_output": per_output}
+    if names == ["logits"]:
+        ref_top1, top1 = references[0].argmax(1), outputs[0].argmax(1)
+        result["top1_agreement"] = float(np.mean(ref_top1 == top1) * 100.0)
+        if labels is not None:
+            result["reference_top1"] = float(np.mean(ref_top1 == labels) * 100.0)
+            result["top1"] = float(np.mean(top1 == labels) * 100.0)
+            result["top1_drop"] = result["reference_top1"] - result["top1"]
+    return result
+
+
+def check(measured, tolerances):
+    """tolerances: [{"gate", "measure", "bound": "min"|"max", "limit"}] -> failure lines."""
+    failures = []
+    for tolerance in tolerances:
+        value = measured.get(tolerance["measure"])
+        if value is None:
+            continue
+        ok = value <= tolerance["limit"] if tolerance["bound"] == "max" else value >= tolerance["limit"]
+        if not ok:
+            failures.append("%s: measured %.4g, limit %s %g" % (tolerance["gate"], value, "<=" if tolerance["bound"] == "max" else ">=", tolerance["limit"]))
+    return failures
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("bundle", nargs="?", default=os.path.dirname(os.path.abspath(__file__)))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--out", default=None, help="result JSON (default: BUNDLE/result.json)")
+    args = parser.parse_args(argv)
+    result = {"schema": SCHEMA, "bundle": os.path.abspath(args.bundle), "machine": platform.platform(),
+              "python": platform.python_version(), "numpy": np.__version__, "threads": args.threads}
+    try:
+        code = _run(args, result)
+    except NoRuntime as exc:
+        result.update(status="runtime unavailable", reason=str(exc))
+        code = EXIT_NO_RUNTIME
+    except BadBundle as exc:
+        result.update(status="bad bundle", reason=str(exc))
+        code = EXIT_BAD_BUNDLE
+    text = json.dumps(result, indent=2, sort_keys=True)
+    print(text)
+    out = args.out or os.path.join(args.bundle, "result.json")
+    try:
+        with open(out + ".tmp", "w") as handle:
+            handle.write(text + "\n")
+        os.replace(out + ".tmp", out)
+    except OSError as exc:
+        print("run_bundle: could not write %s: %s" % (out, exc), file=sys.stderr)
+    return code
+
+
+def _run(args, result):
+    bundle = args.bundle
+    try:
+        with open(os.path.join(bundle, "bundle.json")) as handle:
+            info = json.load(handle)
+        with open(os.path.join(bundle, info["manifest"])) as handle:
+            manifest = json.load(handle)
+    except (OSError, ValueError, KeyError) as exc:
+        raise BadBundle("cannot read bundle.json or the manifest in %s: %s" % (bundle, exc))
+    artifact = os.path.join(bundle, manifest["artifact"])
+    result.update(artifact=manifest["artifact"], target=manifest["target"], precision=manifest["precision"])
+    if not os.path.exists(artifact) or sha256_of(artifact) != manifest["artifact_sha256"]:
+        raise BadBundle("%s is missing or does not match the sha256 in its manifest" % manifest["artifact"])
+    try:
+        inputs = np.load(os.path.join(bundle, "inputs.npy"), allow_pickle=False)
+        references = [np.load(os.path.join(bundle, "reference_%d.npy" % i), allow_pickle=False) for i in range(len(manifest["outputs"]))]
+        labels_path = os.path.join(bundle, "labels.npy")
+        labels = np.load(labels_path, allow_pickle=False) if os.path.exists(labels_path) else None
+    except (OSError, ValueError) as exc:
+        raise BadBundle("cannot read the bundled samples: %s" % exc)
+    started = time.perf_counter()
+    run_one, runtime, version = load_runtime(artifact, manifest, args.threads)
+    result.update(runtime=runtime, runtime_version=version, load_ms=(time.perf_counter() - started) * 1000)
+    outputs = [[] for _ in manifest["outputs"]]
+    for sample in inputs:
+        for k, value in enumerate(run_one(np.ascontiguousarray(sample[None], dtype=np.float32))):
+            outputs[k].append(value)
+    outputs = [np.concatenate(o).astype(np.float32) for o in outputs]
+    measured = drift(references, outputs, manifest["outputs"], labels)
+    sample = np.ascontiguousarray(inputs[:1], dtype=np.float32)
+    for _ in range(args.warmup):
+        run_one(sample)
+    times = []
+    for _ in range(max(1, args.runs)):
+        start = time.perf_counter()
+        run_one(sample)
+        times.append((time.perf_counter() - start) * 1000)
+    times.sort()
+    measured.update(latency_median_ms=statistics.median(times), latency_p90_ms=times[int(0.9 * (len(times) - 1))], latency_min_ms=times[0])
+    failures = check(measured, info.get("tolerances", []))
+    result.update(samples=int(len(inputs)), measured=measured, tolerances=info.get("tolerances", []), failures=failures,
+                  status="passed" if not failures else "tolerance broken")
+    return EXIT_OK if not failures else EXIT_TOLERANCE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

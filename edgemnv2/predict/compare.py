@@ -1,0 +1,34 @@
+"""fp32-vs-artifact comparison images: for `predict --compare` and for validate's detector report."""
+
+from pathlib import Path
+
+from ..fileio import atomic_output
+from .draw import side_by_side
+from .sources import Source, open_source, predict_image
+
+
+def compare_images(reference: Source, other: Source, images: list[Path], out_dir: Path, threshold: float, prefix: str = "compare") -> list[tuple[Path, int]]:
+    """Write one side-by-side PNG per image; -> [(png path, disagreements)]."""
+    written = []
+    for image_path in images:
+        image, left = predict_image(reference, image_path, threshold)
+        _, right = predict_image(other, image_path, threshold)
+        picture, disagreements = side_by_side(image, left, right, reference.class_names, reference.name, other.name)
+        dest = Path(out_dir) / f"{prefix}_{Path(image_path).stem}.png"
+        with atomic_output(dest, force=True) as temp:
+            picture.save(temp, format="PNG")
+        written.append((dest, disagreements))
+    return written
+
+
+def worst_disagreements(report: dict, checkpoint: Path, artifacts_dir: Path, out_dir: Path, threads: int, threshold: float = 0.3) -> list[Path]:
+    """Comparison pictures for the int8 artifact that agrees least with fp32 (runtime rows only)."""
+    candidates = [a for a in report["artifacts"] if a["precision"].startswith("int8") and a["measured_on"] == "runtime"
+                  and a["status"] != "could not run" and a["worst_images"]]
+    if not candidates:
+        return []
+    worst = min(candidates, key=lambda a: a["measured"].get("box_agreement", 100.0))
+    reference = open_source(checkpoint, threads)
+    other = open_source(Path(artifacts_dir) / worst["artifact"], threads)
+    stem = worst["artifact"].replace(".", "_")
+    return [path for path, _ in compare_images(reference, other, [Path(p) for p in worst["worst_images"]], out_dir, threshold, f"compare_{stem}")]

@@ -1,0 +1,91 @@
+"""How far an artifact's outputs are from the fp32 reference on the same images.
+
+SQNR (signal-to-quantization-noise ratio, dB) is the standard quantization-error figure:
+10*log10(sum(ref^2) / sum((ref - out)^2)); 20 dB is ~10% relative error, 40 dB ~1%.
+"""
+
+import numpy as np
+
+PERFECT_SQNR_DB = 200.0  # reported when the outputs are bit-identical (infinite SQNR)
+
+
+def sqnr_db(reference: np.ndarray, output: np.ndarray) -> float:
+    reference = np.asarray(reference, np.float64)
+    noise = float(np.sum((reference - np.asarray(output, np.float64)) ** 2))
+    signal = float(np.sum(reference**2))
+    if noise == 0.0:
+        return PERFECT_SQNR_DB
+    if signal == 0.0:
+        return -PERFECT_SQNR_DB
+    return min(PERFECT_SQNR_DB, 10.0 * np.log10(signal / noise))
+
+
+def max_abs_error(reference: np.ndarray, output: np.ndarray) -> float:
+    return float(np.max(np.abs(np.asarray(reference, np.float64) - np.asarray(output, np.float64))))
+
+
+def top1_agreement(reference_logits: np.ndarray, logits: np.ndarray) -> float:
+    """% of images where the artifact's top-1 class equals the reference's."""
+    return float(np.mean(reference_logits.argmax(1) == logits.argmax(1)) * 100.0)
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    x1 = np.maximum(box[0], boxes[:, 0])
+    y1 = np.maximum(box[1], boxes[:, 1])
+    x2 = np.minimum(box[2], boxes[:, 2])
+    y2 = np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return inter / np.maximum(area + areas - inter, 1e-9)
+
+
+def match_detections(reference, other, iou_threshold: float = 0.5):
+    """Greedy one-to-one matching of two detection lists [(box xyxy, score, label)] by IoU and label.
+
+    -> (matched pairs as index tuples, unmatched reference indices, unmatched other indices).
+    """
+    pairs, used = [], set()
+    order = sorted(range(len(reference)), key=lambda i: -reference[i][1])
+    other_boxes = np.array([d[0] for d in other], np.float64).reshape(-1, 4)
+    for i in order:
+        box, _, label = reference[i]
+        if not len(other):
+            break
+        ious = _iou(np.asarray(box, np.float64), other_boxes)
+        best, best_iou = None, iou_threshold
+        for j in np.argsort(-ious):
+            if ious[j] < iou_threshold:
+                break
+            if j not in used and other[j][2] == label:
+                best, best_iou = int(j), ious[j]
+                break
+        if best is not None:
+            used.add(best)
+            pairs.append((i, best))
+    matched_ref = {i for i, _ in pairs}
+    return pairs, [i for i in range(len(reference)) if i not in matched_ref], [j for j in range(len(other)) if j not in used]
+
+
+def detection_agreement(reference_per_image, other_per_image, iou_threshold: float = 0.5) -> float:
+    """% of confident detections the two models share (same label, IoU >= threshold), as
+    2*matched / (n_reference + n_other) over all images: 100 means the same objects were found."""
+    matched = total = 0
+    for reference, other in zip(reference_per_image, other_per_image):
+        pairs, _, _ = match_detections(reference, other, iou_threshold)
+        matched += len(pairs)
+        total += len(reference) + len(other)
+    return 100.0 if total == 0 else 200.0 * matched / total
+
+
+def output_drift(reference: list[np.ndarray], outputs: list[np.ndarray], names: list[str]) -> dict:
+    """SQNR and max abs error per output, plus the worst (lowest) SQNR as the headline figure."""
+    per_output = {
+        name: {"sqnr_db": sqnr_db(r, o), "max_abs_error": max_abs_error(r, o)}
+        for name, r, o in zip(names, reference, outputs)
+    }
+    return {
+        "sqnr_db": min(v["sqnr_db"] for v in per_output.values()),
+        "max_abs_error": max(v["max_abs_error"] for v in per_output.values()),
+        "per_output": per_output,
+    }

@@ -1,0 +1,139 @@
+"""Quantization-accuracy gates: a versioned TOML file of limits per task, precision and target.
+
+    version = 1
+    [classification.int8]            # applies to every int8 classifier artifact
+    max_top1_drop = 0.5              # points of top-1 lost against the fp32 reference
+    min_top1_agreement = 98.0        # % of images with the same top-1 as the reference
+    [classification.int8.torchscript]
+    min_top1_agreement = 97.0        # a per-target override
+
+A typo or a key in the wrong task is an error naming the fix, never a silently ignored gate.
+"""
+
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from ..errors import UserError, did_you_mean
+
+SCHEMA_VERSION = 1
+PRECISIONS = ("fp32", "fp16", "int8", "int8_weights")
+
+
+@dataclass(frozen=True)
+class GateKind:
+    measure: str  # key in a report row's "measured" dict
+    bound: str  # "max" or "min"
+    unit: str
+
+
+COMMON = {
+    "min_sqnr_db": GateKind("sqnr_db", "min", "dB"),
+    "max_abs_error": GateKind("max_abs_error", "max", ""),
+    "max_latency_ms": GateKind("latency_median_ms", "max", "ms"),
+    "max_size_mb": GateKind("size_mb", "max", "MB"),
+}
+GATE_KINDS = {
+    "classification": {
+        "max_top1_drop": GateKind("top1_drop", "max", "points"),
+        "max_top5_drop": GateKind("top5_drop", "max", "points"),
+        "min_top1_agreement": GateKind("top1_agreement", "min", "%"),
+        **COMMON,
+    },
+    "detection": {
+        "max_map50_drop": GateKind("map50_drop", "max", "points"),
+        "max_map_drop": GateKind("map_drop", "max", "points"),
+        "min_box_agreement": GateKind("box_agreement", "min", "%"),
+        **COMMON,
+    },
+}
+
+
+@dataclass(frozen=True)
+class GateResult:
+    name: str
+    limit: float
+    value: float | None  # None: not measurable here (e.g. CoreML latency on Linux)
+    unit: str
+    passed: bool
+
+    def describe(self) -> str:
+        shown = "n/a" if self.value is None else f"{self.value:.3g}"
+        relation = "<=" if self.name.startswith("max") else ">="
+        return f"{self.name}: measured {shown}{(' ' + self.unit) if self.unit else ''}, limit {relation} {self.limit:g}"
+
+
+class Gates:
+    def __init__(self, data: dict, source: str):
+        self.source = source
+        self.data = data
+
+    def limits(self, task: str, precision: str, target: str) -> dict[str, float]:
+        section = self.data.get(task, {}).get(precision, {})
+        limits = {k: v for k, v in section.items() if not isinstance(v, dict)}
+        limits.update(section.get(target, {}))
+        return limits
+
+    def check(self, task: str, precision: str, target: str, measured: dict) -> list[GateResult]:
+        results = []
+        for name, limit in self.limits(task, precision, target).items():
+            kind = GATE_KINDS[task][name]
+            value = measured.get(kind.measure)
+            if value is None:  # cannot be measured here: recorded, not failed
+                results.append(GateResult(name, limit, None, kind.unit, True))
+                continue
+            passed = value <= limit if kind.bound == "max" else value >= limit
+            results.append(GateResult(name, limit, float(value), kind.unit, passed))
+        return results
+
+
+def _validate(data: dict, source: str, target_names: list[str]) -> None:
+    version = data.get("version")
+    if version is None:
+        raise UserError(f"{source}: missing 'version = {SCHEMA_VERSION}' at the top of the gates file")
+    if version != SCHEMA_VERSION:
+        raise UserError(f"{source}: gates schema version {version} is not supported (this edgemnv2 reads version {SCHEMA_VERSION})")
+    for task, per_task in data.items():
+        if task == "version":
+            continue
+        if task not in GATE_KINDS:
+            raise did_you_mean(task, list(GATE_KINDS), f"task in {source}")
+        if not isinstance(per_task, dict):
+            raise UserError(f"{source}: [{task}] must be a table of precisions")
+        for precision, section in per_task.items():
+            if precision not in PRECISIONS:
+                raise did_you_mean(precision, list(PRECISIONS), f"precision in [{task}] of {source}")
+            _validate_limits(section, f"[{task}.{precision}]", task, source, target_names, allow_targets=True)
+
+
+def _validate_limits(section, where: str, task: str, source: str, target_names: list[str], allow_targets: bool) -> None:
+    if not isinstance(section, dict):
+        raise UserError(f"{source}: {where} must be a table of limits")
+    known = GATE_KINDS[task]
+    for key, value in section.items():
+        if isinstance(value, dict):
+            if not allow_targets or key not in target_names:
+                raise did_you_mean(key, target_names, f"target table in {where} of {source}")
+            _validate_limits(value, f"{where[:-1]}.{key}]", task, source, target_names, allow_targets=False)
+        elif key not in known:
+            raise did_you_mean(key, list(known), f"gate for {task} in {where} of {source}")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"{source}: {where} {key} must be a number, not {value!r}")
+
+
+def load_gates(path: Path | None, target_names: list[str]) -> Gates:
+    """The user's gates file, or the defaults shipped with edgemnv2 when path is None."""
+    if path is None:
+        text, source = resources.files(__package__).joinpath("default_gates.toml").read_text(), "default gates"
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"gates file not found: {path}")
+        text, source = path.read_text(), str(path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{source} is not valid TOML: {exc}") from None
+    _validate(data, source, target_names)
+    return Gates(data, source)

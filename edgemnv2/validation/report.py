@@ -1,0 +1,136 @@
+"""The validation report, four ways: a terminal table, report.json (schema: docs/report.md),
+report.md, and a PNG of accuracy against latency. Every file is written atomically."""
+
+import json
+from pathlib import Path
+
+from rich.table import Table
+
+from ..fileio import atomic_output
+from .validate import COULD_NOT_RUN, GATE_FAILED, PASSED
+
+STATUS_STYLE = {PASSED: "green", GATE_FAILED: "red", COULD_NOT_RUN: "yellow"}
+
+
+def headline_metric(report: dict) -> str:
+    return "top1" if report["checkpoint"]["task"] == "classification" else "map50"
+
+
+def _fmt(value, digits=2, suffix=""):
+    return "n/a" if value is None else f"{value:.{digits}f}{suffix}"
+
+
+def _agreement_key(report: dict) -> str:
+    return "top1_agreement" if report["checkpoint"]["task"] == "classification" else "box_agreement"
+
+
+def rows_for_display(report: dict) -> list[list[str]]:
+    metric, agree = headline_metric(report), _agreement_key(report)
+    ref = report["reference"]
+    rows = [["eager (reference)", "fp32", "-", _fmt(ref["metrics"][metric]), "-", "-", "-", _fmt(ref["latency_median_ms"]), _fmt(ref["latency_p90_ms"]), "-", "-", "reference"]]
+    for a in report["artifacts"]:
+        m = a["measured"]
+        simulated = a["measured_on"] == "simulated"
+        status = a["status"] + (" (simulated)" if simulated and a["status"] != COULD_NOT_RUN else "")
+        rows.append([
+            a["target"], a["precision"], _fmt(m.get("size_mb")),
+            _fmt(a["metrics"].get(metric)) + (" *" if simulated else ""),
+            _fmt(m.get(f"{metric}_drop"), 2), _fmt(m.get(agree), 1), _fmt(m.get("sqnr_db"), 1),
+            _fmt(m.get("latency_median_ms")), _fmt(m.get("latency_p90_ms")), _fmt(m.get("load_ms"), 0), _fmt(m.get("peak_rss_mb"), 0),
+            status,
+        ])
+    return rows
+
+
+def columns(report: dict) -> list[str]:
+    metric = {"top1": "top-1 %", "map50": "mAP@.5 %"}[headline_metric(report)]
+    agree = "agree %" if report["checkpoint"]["task"] == "classification" else "box agree %"
+    return ["target", "precision", "size MB", metric, "drop", agree, "SQNR dB", "median ms", "p90 ms", "load ms", "peak RSS MB", "status"]
+
+
+def terminal_table(report: dict) -> Table:
+    table = Table(*columns(report), title=f"validation of {Path(report['checkpoint']['path']).name} on {report['data']['images']} {report['data']['split']} images, {report['threads']} threads")
+    for row in rows_for_display(report):
+        style = next((s for k, s in STATUS_STYLE.items() if row[-1].startswith(k)), None)
+        table.add_row(*row[:-1], f"[{style}]{row[-1]}[/]" if style else row[-1])
+    return table
+
+
+def failure_lines(report: dict) -> list[str]:
+    lines = []
+    for a in report["artifacts"]:
+        for gate in a["gates"]:
+            if not gate["passed"]:
+                lines.append(f"{a['artifact']}: gate failed: {gate['describe']}")
+        if a["status"] == COULD_NOT_RUN:
+            lines.append(f"{a['artifact']}: could not run: {a['note']}")
+    return lines
+
+
+def notes(report: dict) -> list[str]:
+    out = [f"Machine: {report['machine']}; {report['threads']} threads; latency = median of {report['timed_runs']} timed runs after warm-up, batch 1."]
+    if any(a["measured_on"] == "simulated" for a in report["artifacts"]):
+        out.append("* simulated — CoreML runs only on macOS: these rows are the exact torch program that was converted, run in PyTorch; no latency is shown because none was measured.")
+    out.append("drop = reference minus artifact, in points; SQNR of the raw outputs against the reference (worst output).")
+    return out
+
+
+def markdown(report: dict, comparison_images: list[Path] | None = None) -> str:
+    cols = columns(report)
+    lines = [f"# Validation report: {Path(report['checkpoint']['path']).name}", "",
+             f"{report['checkpoint']['arch']} ({report['checkpoint']['task']}), {report['data']['images']} images of the '{report['data']['split']}' split of `{report['data']['path']}`. Gates: {report['gates']['source'] or 'none'} -> **{'passed' if report['gates']['passed'] else 'FAILED'}**.", "",
+             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows_for_display(report)]
+    lines.append("")
+    lines += [f"- {n}" for n in notes(report)]
+    failures = failure_lines(report)
+    if failures:
+        lines += ["", "## Failures", ""] + [f"- {f}" for f in failures]
+    if comparison_images:
+        lines += ["", "## Where int8 and fp32 disagree most", "", "Left: fp32 reference; right: int8 artifact. Boxes only one side has are drawn dashed.", ""]
+        lines += [f"![{p.stem}]({p.name})" for p in comparison_images]
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict, dest: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric = headline_metric(report)
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    ref = report["reference"]
+    ax.scatter([ref["latency_median_ms"]], [ref["metrics"][metric]], marker="*", s=180, color="black", label="eager fp32 (reference)", zorder=3)
+    left_out = []
+    for a in report["artifacts"]:
+        latency = a["measured"].get("latency_median_ms")
+        if latency is None or a["metrics"].get(metric) is None:
+            left_out.append(f"{a['target']} {a['precision']}")
+            continue
+        marker = "o" if a["precision"] == "fp32" else "s"
+        ax.scatter([latency], [a["metrics"][metric]], marker=marker, s=50, label=f"{a['target']} {a['precision']}", zorder=2)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"median latency, ms (batch 1, {report['threads']} threads, log scale)")
+    ax.set_ylabel({"top1": "top-1 accuracy %", "map50": "mAP@.5 %"}[metric])
+    title = "accuracy vs latency per target x precision"
+    if left_out:
+        title += "\nnot plotted (no measured latency): " + ", ".join(left_out)
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    with atomic_output(dest, force=True) as temp:
+        fig.savefig(temp, format="png")
+    plt.close(fig)
+
+
+def write_reports(report: dict, out_dir: Path, comparison_images: list[Path] | None = None) -> dict[str, Path]:
+    out_dir = Path(out_dir)
+    paths = {"json": out_dir / "report.json", "md": out_dir / "report.md", "png": out_dir / "accuracy_latency.png"}
+    with atomic_output(paths["json"], force=True) as temp:
+        temp.write_text(json.dumps(report, indent=2, default=float))
+    with atomic_output(paths["md"], force=True) as temp:
+        temp.write_text(markdown(report, comparison_images))
+    plot(report, paths["png"])
+    return paths

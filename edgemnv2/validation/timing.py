@@ -1,0 +1,75 @@
+"""Latency, load time and memory, measured the same way everywhere (validate, bundles, benchmarks).
+
+Absolute milliseconds depend on the machine and its load; compare ratios measured in one run.
+"""
+
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def machine() -> str:
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{model}, {os.cpu_count()} logical cores, {platform.system()} {platform.machine()}, Python {platform.python_version()}"
+
+
+def time_runner(runner, sample: np.ndarray, warmup: int = 5, runs: int = 30) -> dict:
+    """Warm up, then time `runs` calls on one sample: median, p90 and min in milliseconds."""
+    for _ in range(warmup):
+        runner(sample)
+    times = []
+    for _ in range(max(runs, 1)):
+        start = time.perf_counter()
+        runner(sample)
+        times.append((time.perf_counter() - start) * 1000)
+    times.sort()
+    return {"median_ms": statistics.median(times), "p90_ms": times[int(0.9 * (len(times) - 1))], "min_ms": times[0], "runs": len(times)}
+
+
+def _status_kb(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+class PeakMemory:
+    """Peak resident memory (MB) of this process while the block runs.
+
+    On Linux the kernel's high-water mark (VmHWM) is reset on entry (clear_refs 5), so the figure
+    belongs to this block, not to whatever ran before. Elsewhere it falls back to ru_maxrss, a
+    lifetime peak, and says so.
+    """
+
+    def __enter__(self):
+        self.exact = False
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+            self.exact = _status_kb("VmHWM") is not None
+        except OSError:
+            pass
+        self.baseline_mb = (_status_kb("VmRSS") or 0) / 1024
+        return self
+
+    def __exit__(self, *exc):
+        if self.exact:
+            self.peak_mb = _status_kb("VmHWM") / 1024
+        else:
+            scale = 1 if sys.platform == "darwin" else 1024  # macOS reports bytes, Linux KiB
+            self.peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale / 1024
+        return False

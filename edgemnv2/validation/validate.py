@@ -1,0 +1,179 @@
+"""Validate every artifact in a folder against the fp32 eager reference on the same images.
+
+Per artifact: the task metric through its real runtime, drift against the reference (metric delta,
+agreement, SQNR, max abs error), latency (warm-up, then N timed runs), load time, size, peak RSS,
+and the gates. CoreML on Linux cannot run: its row carries the figures of the exact torch graph
+that was converted, labelled simulated, and no latency.
+"""
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..checkpoint import load_checkpoint
+from ..data.datasets import ClassificationData
+from ..errors import UserError
+from ..evaluate import classification_metrics, confident_detections, coco_map, detections_to_coco, run_dataset, torch_runner
+from ..fileio import sha256_of
+from .drift import detection_agreement, match_detections, output_drift, top1_agreement
+from .gates import Gates
+from .timing import PeakMemory, machine, time_runner
+
+PASSED, GATE_FAILED, COULD_NOT_RUN = "passed", "gate failed", "could not run"
+SIMULATED_NOTE = "simulated — CoreML runs only on macOS"
+WORST_IMAGES = 4  # detector images kept per artifact for the report's comparison pictures
+
+
+@dataclass
+class ValidationSettings:
+    threads: int = 2
+    runs: int = 20
+    warmup: int = 3
+    batch_size: int = 16
+
+
+@dataclass
+class ArtifactRow:
+    artifact: str
+    target: str
+    precision: str
+    runtime: str
+    status: str
+    measured_on: str = "runtime"  # "runtime" or "simulated"
+    note: str = ""
+    metrics: dict = field(default_factory=dict)
+    measured: dict = field(default_factory=dict)
+    drift: dict = field(default_factory=dict)
+    gates: list = field(default_factory=list)
+    worst_images: list = field(default_factory=list)  # detector: image paths where it disagrees most
+
+    @property
+    def failed_gates(self):
+        return [g for g in self.gates if not g["passed"]]
+
+
+def task_metrics(outputs: list[np.ndarray], data, input_size) -> dict:
+    if isinstance(data, ClassificationData):
+        return {k: v * 100 for k, v in classification_metrics(outputs[0], data.labels).items()}
+    return {k: v * 100 for k, v in coco_map(detections_to_coco(outputs, data, input_size), data).items()}
+
+
+def _drift_measures(reference: dict, outputs: list[np.ndarray], metrics: dict, data, input_size, output_names) -> tuple[dict, dict, list]:
+    measured = {f"{k}_drop": reference["metrics"][k] - v for k, v in metrics.items()}
+    drift = output_drift(reference["outputs"], outputs, output_names)
+    measured.update(sqnr_db=drift["sqnr_db"], max_abs_error=drift["max_abs_error"])
+    worst = []
+    if isinstance(data, ClassificationData):
+        measured["top1_agreement"] = top1_agreement(reference["outputs"][0], outputs[0])
+    else:
+        mine = confident_detections(outputs, input_size)
+        measured["box_agreement"] = detection_agreement(reference["detections"], mine)
+        disagreements = []
+        for i, (ref, other) in enumerate(zip(reference["detections"], mine)):
+            _, missed, extra = match_detections(ref, other)
+            disagreements.append((len(missed) + len(extra), i))
+        worst = [str(data.paths[i]) for count, i in sorted(disagreements, key=lambda t: (-t[0], t[1]))[:WORST_IMAGES] if count > 0 and i < len(data.paths)]
+    return measured, drift, worst
+
+
+def reference_results(model, meta, data, settings: ValidationSettings) -> dict:
+    runner = torch_runner(model)
+    outputs = run_dataset(runner, data.images, meta.preprocessing, settings.batch_size, "fp32 eager reference")
+    reference = {"outputs": outputs, "metrics": task_metrics(outputs, data, meta.preprocessing.input_size)}
+    if not isinstance(data, ClassificationData):
+        reference["detections"] = confident_detections(outputs, meta.preprocessing.input_size)
+    sample = meta.preprocessing.normalize(data.images[:1])
+    reference["latency"] = time_runner(runner, sample, settings.warmup, settings.runs)
+    return reference
+
+
+def _check_matches_checkpoint(manifest: dict, meta, checkpoint_sha: str) -> str:
+    """An artifact converted from another checkpoint cannot be compared with this reference."""
+    if manifest.get("checkpoint_sha256") not in (None, checkpoint_sha):
+        return "converted from a different checkpoint (sha256 differs); pass the checkpoint it came from"
+    if manifest.get("class_names") != meta.class_names or manifest.get("task") != meta.task:
+        return "task or class names differ from the checkpoint"
+    return ""
+
+
+def validate_artifact(artifact: Path, manifest: dict, reference: dict, meta, data, settings: ValidationSettings, gates: Gates | None, checkpoint_sha: str) -> ArtifactRow:
+    from conversion import get_target
+    from conversion.base import RuntimeUnavailable, verify_artifact
+
+    target = get_target(manifest["target"])
+    row = ArtifactRow(artifact.name, manifest["target"], manifest["precision"], target.SPEC.runtime, COULD_NOT_RUN)
+    row.measured["size_mb"] = manifest.get("artifact_bytes", 0) / 1e6
+    mismatch = _check_matches_checkpoint(manifest, meta, checkpoint_sha)
+    if mismatch:
+        row.note = mismatch
+        return row
+    try:
+        verify_artifact(artifact, manifest)
+        with PeakMemory() as memory:
+            started = time.perf_counter()
+            try:
+                runner = target.load(artifact, manifest, settings.threads)
+                row.measured["load_ms"] = (time.perf_counter() - started) * 1000
+            except RuntimeUnavailable as exc:
+                simulate = getattr(target, "simulation_runner", None)
+                if simulate is None:
+                    raise
+                runner = simulate(artifact, manifest)
+                row.measured_on, row.note = "simulated", f"{SIMULATED_NOTE} ({exc})"
+            outputs = run_dataset(runner, data.images, meta.preprocessing, settings.batch_size, f"{artifact.name}")
+            if row.measured_on == "runtime":
+                timing = time_runner(runner, meta.preprocessing.normalize(data.images[:1]), settings.warmup, settings.runs)
+                row.measured.update(latency_median_ms=timing["median_ms"], latency_p90_ms=timing["p90_ms"], latency_min_ms=timing["min_ms"])
+        row.measured["peak_rss_mb"] = memory.peak_mb if row.measured_on == "runtime" else None
+    except UserError as exc:
+        row.note = str(exc)
+        return row
+    except RuntimeUnavailable as exc:
+        row.note = str(exc)
+        return row
+    except Exception as exc:  # one broken runtime must not hide the other artifacts' results
+        row.note = f"{type(exc).__name__}: {str(exc)[:300]}"
+        return row
+    row.metrics = task_metrics(outputs, data, meta.preprocessing.input_size)
+    measured, row.drift, row.worst_images = _drift_measures(reference, outputs, row.metrics, data, meta.preprocessing.input_size, manifest["outputs"])
+    row.measured.update(measured)
+    if gates is not None:
+        row.gates = [vars(g) | {"describe": g.describe()} for g in gates.check(meta.task, row.precision, row.target, row.measured)]
+    row.status = GATE_FAILED if row.failed_gates else PASSED
+    return row
+
+
+def validate(checkpoint: Path, artifacts_dir: Path, data_root: Path, split: str, settings: ValidationSettings, gates: Gates | None, arch: str | None = None, limit: int | None = None, load_split=None) -> dict:
+    """-> the report dict (schema in docs/report.md)."""
+    from conversion.base import find_artifacts
+
+    model, meta = load_checkpoint(checkpoint, arch)
+    found = find_artifacts(artifacts_dir)
+    if not found:
+        raise UserError(f"no artifacts (with manifests) in {artifacts_dir}; run `edgemnv2 convert` first")
+    data = load_split(meta.task, data_root, split, meta.preprocessing, limit=limit, class_names=meta.class_names)
+    if len(data.images) == 0:
+        raise UserError(f"the '{split}' split of {data_root} has no images")
+    checkpoint_sha = sha256_of(checkpoint)
+    mine = [(path, manifest) for path, manifest in found if manifest.get("checkpoint_sha256") == checkpoint_sha]
+    if not mine:
+        raise UserError(f"none of the {len(found)} artifacts in {artifacts_dir} was converted from {Path(checkpoint).name} (sha256 differs); pass the checkpoint they came from")
+    reference = reference_results(model, meta, data, settings)
+    rows = [validate_artifact(path, manifest, reference, meta, data, settings, gates, checkpoint_sha) for path, manifest in mine]
+    return {
+        "schema": "edgemnv2-report/1",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine(),
+        "threads": settings.threads,
+        "timed_runs": settings.runs,
+        "checkpoint": {"path": str(checkpoint), "sha256": checkpoint_sha, "arch": meta.arch, "task": meta.task},
+        "data": {"path": str(data_root), "split": split, "images": int(len(data.images))},
+        "metric_names": list(reference["metrics"]),
+        "gates": {"source": gates.source if gates else None, "passed": all(r.status != GATE_FAILED for r in rows)},
+        "reference": {"name": "PyTorch eager fp32", "metrics": reference["metrics"], "latency_median_ms": reference["latency"]["median_ms"],
+                      "latency_p90_ms": reference["latency"]["p90_ms"], "latency_min_ms": reference["latency"]["min_ms"]},
+        "artifacts": [vars(r) for r in rows],
+        "ignored_artifacts": [path.name for path, manifest in found if manifest.get("checkpoint_sha256") != checkpoint_sha],
+    }

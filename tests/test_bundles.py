@@ -1,0 +1,104 @@
+"""Device bundles, run by their own run_bundle.py exactly as on a device: in the main environment,
+and (TFLite) in a separate minimal venv with only numpy<2 + tflite-runtime 2.14.0."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgemnv2.cli.main import run
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bundles(classifier_artifacts, shapes_root, tmp_path_factory):
+    checkpoint, artifacts, _, _ = classifier_artifacts
+    out = tmp_path_factory.mktemp("bundles")
+    assert run(["bundle", "--checkpoint", str(checkpoint), "--artifacts", str(artifacts), "--data", str(shapes_root / "classification"),
+                "--out", str(out), "--samples", "48"]) == 0
+    return out
+
+
+def run_bundle(python: str, bundle: Path) -> tuple[int, dict]:
+    result_file = bundle.parent / f"{bundle.name}.{Path(python).parent.parent.name}.json"
+    done = subprocess.run([python, str(bundle / "run_bundle.py"), str(bundle), "--runs", "5", "--out", str(result_file)],
+                          capture_output=True, text=True, timeout=600)
+    return done.returncode, json.loads(result_file.read_text())
+
+
+def test_bundle_is_self_contained(bundles):
+    bundle = bundles / "tiny_classifier_tflite_int8_tflite"
+    names = {p.name for p in bundle.iterdir()}
+    assert {"tiny_classifier.tflite.int8.tflite", "tiny_classifier.tflite.int8.tflite.manifest.json", "inputs.npy",
+            "reference_0.npy", "labels.npy", "bundle.json", "run_bundle.py"} <= names
+    tolerances = {t["gate"] for t in json.loads((bundle / "bundle.json").read_text())["tolerances"]}
+    assert {"min_top1_agreement", "min_sqnr_db"} <= tolerances
+    source = (bundle / "run_bundle.py").read_text()
+    assert "import edgemnv2" not in source and "import torch\n" not in source.split("def ")[0]  # numpy + one runtime
+
+
+@pytest.mark.parametrize("name, runtime", [
+    ("tiny_classifier_tflite_fp32_tflite", "ai_edge_litert"), ("tiny_classifier_tflite_int8_tflite", "ai_edge_litert"),
+    ("tiny_classifier_executorch_fp32_pte", "executorch"), ("tiny_classifier_executorch_int8_pte", "executorch"),
+    ("tiny_classifier_torchscript_fp32_pt", "torch.jit"), ("tiny_classifier_torchscript_int8_pt", "torch.jit"),
+    ("tiny_classifier_torchscript_mobile_fp32_ptl", "torch.jit lite interpreter"),
+])
+def test_bundles_pass_in_the_main_environment(bundles, name, runtime):
+    code, result = run_bundle(sys.executable, bundles / name)
+    assert code == 0, result
+    assert result["runtime"] == runtime and result["status"] == "passed" and result["samples"] == 48
+    assert result["measured"]["latency_median_ms"] > 0
+
+
+def test_coreml_bundle_is_made_and_marked_macos_only(bundles):
+    bundle = bundles / "tiny_classifier_coreml_int8_mlpackage"
+    assert json.loads((bundle / "bundle.json").read_text())["runs_on"] == "macOS only"
+    if sys.platform != "darwin":
+        code, result = run_bundle(sys.executable, bundle)
+        assert code == 2 and result["status"] == "runtime unavailable" and "macOS" in result["reason"]
+
+
+@pytest.fixture(scope="module")
+def tflite_runtime_python():
+    """The minimal board-like venv (numpy 1.26 + tflite-runtime 2.14.0), built once and cached."""
+    done = subprocess.run(["bash", str(REPO / "device_tests" / "tflite_runtime_env.sh")], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_tflite_bundles_pass_under_tflite_runtime_with_numpy1(bundles, tflite_runtime_python, precision):
+    bundle = bundles / f"tiny_classifier_tflite_{precision}_tflite"
+    code, board = run_bundle(tflite_runtime_python, bundle)
+    assert code == 0, board
+    assert board["runtime"] == "tflite_runtime" and board["runtime_version"] == "2.14.0" and board["numpy"].startswith("1.")
+    _, host = run_bundle(sys.executable, bundle)
+    assert host["runtime"] == "ai_edge_litert"
+    # the two interpreters agree on the figures
+    assert board["measured"]["top1_agreement"] == pytest.approx(host["measured"]["top1_agreement"], abs=2.1)
+    assert abs(board["measured"]["sqnr_db"] - host["measured"]["sqnr_db"]) < (1.0 if precision == "fp32" else 3.0) or min(board["measured"]["sqnr_db"], host["measured"]["sqnr_db"]) > 100
+
+
+def test_tampered_bundle_is_refused(bundles, tmp_path):
+    import shutil
+
+    bundle = tmp_path / "tampered"
+    shutil.copytree(bundles / "tiny_classifier_tflite_int8_tflite", bundle)
+    artifact = bundle / "tiny_classifier.tflite.int8.tflite"
+    artifact.write_bytes(artifact.read_bytes()[:-16] + b"\x00" * 16)
+    code, result = run_bundle(sys.executable, bundle)
+    assert code == 3 and "sha256" in result["reason"]
+
+
+def test_device_suite_runs_the_bundles(bundles):
+    """device_tests/ is the suite a user runs on a board; here it must pass or skip by runtime name."""
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(REPO / "device_tests"), "--bundles", str(bundles), "-rs"],
+                          capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "passed" in done.stdout
+    if sys.platform != "darwin":
+        assert "CoreML bundles run only on macOS" in done.stdout

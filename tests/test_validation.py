@@ -1,0 +1,161 @@
+"""validate: drift, gates, reports and per-layer sensitivity, on really trained models and real runtimes."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conversion import target_names
+from edgemnv2.cli.main import run
+from edgemnv2.errors import UserError
+from edgemnv2.validation.drift import detection_agreement, sqnr_db, top1_agreement
+from edgemnv2.validation.gates import load_gates
+
+pytestmark = pytest.mark.slow
+
+
+def test_sqnr_and_agreement_formulas():
+    reference = np.array([[3.0, 4.0]])
+    assert sqnr_db(reference, reference) == 200.0
+    noisy = reference + np.array([[0.3, 0.4]])  # noise energy = 1% of the signal's -> 20 dB
+    assert sqnr_db(reference, noisy) == pytest.approx(20.0)
+    assert top1_agreement(np.array([[1, 0], [0, 1]]), np.array([[1, 0], [1, 0]])) == 50.0
+    box = (np.array([0, 0, 10, 10]), 0.9, 1)
+    shifted = (np.array([1, 0, 11, 10]), 0.8, 1)  # IoU 0.82: the same object
+    relabelled = (np.array([0, 0, 10, 10]), 0.8, 2)
+    assert detection_agreement([[box]], [[shifted]]) == 100.0
+    assert detection_agreement([[box]], [[relabelled]]) == 0.0
+    assert detection_agreement([[box], []], [[shifted], [box]]) == pytest.approx(200 * 1 / 3)
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "gates.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[classification.int8]\nmax_top1_drop = 1\n", "missing 'version"),
+    ("version = 2\n", "version 2 is not supported"),
+    ("version = 1\n[classification.int8]\nmax_top1_dorp = 1\n", "Did you mean 'max_top1_drop'"),
+    ("version = 1\n[classification.int9]\nmax_top1_drop = 1\n", "Did you mean 'int8'"),
+    ("version = 1\n[classification.int8]\nmax_map50_drop = 1\n", "unknown gate for classification"),
+    ("version = 1\n[classification.int8.tflight]\nmin_sqnr_db = 1\n", "Did you mean 'tflite'"),
+    ("version = 1\n[classification.int8]\nmin_sqnr_db = 'high'\n", "must be a number"),
+    ("version = 1\n[classification.int8\n", "not valid TOML"),
+])
+def test_gates_file_mistakes_are_named(tmp_path, text, message):
+    with pytest.raises(UserError, match=message):
+        load_gates(_write(tmp_path, text), target_names())
+
+
+def test_default_gates_load_and_target_overrides_win(tmp_path):
+    defaults = load_gates(None, target_names())
+    assert defaults.limits("classification", "int8", "tflite")["min_top1_agreement"] > 90
+    gates = load_gates(_write(tmp_path, "version = 1\n[classification.int8]\nmin_sqnr_db = 10\n[classification.int8.tflite]\nmin_sqnr_db = 20\n"), target_names())
+    assert gates.limits("classification", "int8", "tflite") == {"min_sqnr_db": 20}
+    assert gates.limits("classification", "int8", "executorch") == {"min_sqnr_db": 10}
+    failed = [g for g in gates.check("classification", "int8", "tflite", {"sqnr_db": 15.0}) if not g.passed]
+    assert failed and "measured 15 dB, limit >= 20" in failed[0].describe()
+
+
+def test_validate_passes_default_gates_on_every_classifier_artifact(classifier_artifacts, shapes_root, tmp_path, capsys):
+    checkpoint, artifacts, results, _ = classifier_artifacts
+    code = run(["validate", "--checkpoint", str(checkpoint), "--artifacts", str(artifacts), "--data", str(shapes_root / "classification"),
+                "--gates", "default", "--runs", "3", "--out", str(tmp_path)])
+    out, err = capsys.readouterr()
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert code == 0, err
+    assert len(report["artifacts"]) == len(results)  # every artifact the pipeline produced
+    rows = {(a["target"], a["precision"]): a for a in report["artifacts"]}
+    for (target, precision), row in rows.items():
+        assert row["status"] == "passed", (target, precision, row["note"], row["gates"])
+        if target == "coreml":
+            assert row["measured_on"] == "simulated" and row["measured"].get("latency_median_ms") is None
+        else:
+            assert row["measured"]["latency_median_ms"] > 0 and row["measured"]["peak_rss_mb"] > 0
+    assert rows[("tflite", "fp32")]["measured"]["sqnr_db"] > 60
+    assert rows[("executorch", "int8")]["measured"]["top1_agreement"] >= 97.0
+    assert "simulated — CoreML runs only on macOS" in (tmp_path / "report.md").read_text()
+    assert (tmp_path / "accuracy_latency.png").stat().st_size > 10_000
+
+
+def test_a_known_bad_recipe_fails_its_gate(classifier_artifacts, shapes_root, tmp_path, capsys):
+    """Per-tensor weights + min-max observer + ONE calibration image: the gate must catch it."""
+    checkpoint, _, _, _ = classifier_artifacts
+    bad = tmp_path / "bad"
+    assert run(["convert", "--checkpoint", str(checkpoint), "--target", "executorch", "--precision", "int8", "--out", str(bad),
+                "--calib-data", str(shapes_root / "classification"), "--calib-size", "1", "--per-tensor", "--observer", "minmax"]) == 0
+    gates = _write(tmp_path, "version = 1\n[classification.int8]\nmin_sqnr_db = 20.0\nmin_top1_agreement = 97.0\n")
+    capsys.readouterr()
+    code = run(["validate", "--checkpoint", str(checkpoint), "--artifacts", str(bad), "--data", str(shapes_root / "classification"),
+                "--gates", str(gates), "--runs", "1"])
+    _, err = capsys.readouterr()
+    assert code == 1
+    assert "tiny_classifier.executorch.int8.pte: gate failed: min_" in err
+    assert "failed their gates" in err.strip().splitlines()[-1]
+
+
+def test_validate_refuses_to_overwrite_a_report(classifier_artifacts, shapes_root, tmp_path, capsys):
+    checkpoint, artifacts, _, _ = classifier_artifacts
+    (tmp_path / "report.json").write_text("{}")
+    code = run(["validate", "--checkpoint", str(checkpoint), "--artifacts", str(artifacts), "--data", str(shapes_root / "classification"), "--out", str(tmp_path)])
+    assert code == 1 and "--force" in capsys.readouterr().err
+    assert (tmp_path / "report.json").read_text() == "{}"
+
+
+def test_tampered_artifact_is_refused_not_run(classifier_artifacts, shapes_root, tmp_path):
+    import shutil
+
+    from edgemnv2.validation.validate import COULD_NOT_RUN, ValidationSettings, validate
+    from edgemnv2.cli.common import load_split
+
+    checkpoint, artifacts, _, _ = classifier_artifacts
+    copy = tmp_path / "artifacts"
+    copy.mkdir()
+    for name in ("tiny_classifier.tflite.int8.tflite", "tiny_classifier.tflite.int8.tflite.manifest.json"):
+        shutil.copy2(artifacts / name, copy / name)
+    with open(copy / "tiny_classifier.tflite.int8.tflite", "r+b") as handle:
+        handle.seek(-100, 2)
+        handle.write(b"\x00" * 8)
+    report = validate(checkpoint, copy, shapes_root / "classification", "val", ValidationSettings(runs=1), None, limit=8, load_split=load_split)
+    row = report["artifacts"][0]
+    assert row["status"] == COULD_NOT_RUN and "sha256" in row["note"]
+
+
+def test_detector_validation_reports_map_and_box_agreement(detector_artifacts, shapes_root, tmp_path, capsys):
+    checkpoint, artifacts, _ = detector_artifacts
+    code = run(["validate", "--checkpoint", str(checkpoint), "--artifacts", str(artifacts), "--data", str(shapes_root / "detection"),
+                "--runs", "2", "--out", str(tmp_path)])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["metric_names"] == ["map", "map50"]
+    for row in report["artifacts"]:
+        assert row["status"] != "could not run", row["note"]
+        assert "map50_drop" in row["measured"] and "box_agreement" in row["measured"]
+    fp32 = [r for r in report["artifacts"] if r["precision"] == "fp32"]
+    assert all(r["measured"]["box_agreement"] == 100.0 for r in fp32)
+
+
+def test_per_layer_sensitivity_names_the_worst_layer(classifier_artifacts, shapes_root):
+    import torch
+
+    from conversion.pipeline import calibration_images, prepare_model
+    from edgemnv2.checkpoint import load_checkpoint
+    from quantization.ptq import QuantRecipe, pt2e_quantize, xnnpack_quantizer
+    from quantization.sensitivity import layer_sensitivity
+
+    checkpoint, _, _, _ = classifier_artifacts
+    model, meta = load_checkpoint(checkpoint)
+    calib = calibration_images(shapes_root / "classification", meta.preprocessing, 32)
+    folded, _ = prepare_model(model, meta, calib)
+    example = torch.from_numpy(calib[:1].copy())
+    float_graph = torch.export.export(folded, (example,)).module()
+    images = calibration_images(shapes_root / "classification" / "val", meta.preprocessing, 8)
+    good = layer_sensitivity(float_graph, pt2e_quantize(folded, example, xnnpack_quantizer(QuantRecipe()), calib), images)
+    bad_recipe = QuantRecipe(observer="minmax", per_channel=False, calibration_size=1)
+    bad = layer_sensitivity(float_graph, pt2e_quantize(folded, example, xnnpack_quantizer(bad_recipe), calib[:1]), images)
+    assert len(good) == len(bad) == 53  # 52 convs + the classifier
+    assert [r.isolated_sqnr_db for r in good] == sorted(r.isolated_sqnr_db for r in good)  # worst first
+    assert bad[0].isolated_sqnr_db < good[0].isolated_sqnr_db
+    assert all(r.module.startswith(("features", "classifier")) for r in good)
