@@ -31,14 +31,14 @@ from edgemnv2.models import create_model  # noqa: E402
 from quantization.ptq import QuantRecipe  # noqa: E402
 
 
-def main() -> int:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--calib-size", type=int, default=32)
     parser.add_argument("--json", type=Path, help="also write the table as JSON")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="edgemnv2-bench-"))
     generate(work / "data", ShapesConfig(classification_counts=(1, 1, args.calib_size), detection_counts=(0, 0, 0)), tasks=("classification",))

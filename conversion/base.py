@@ -26,7 +26,7 @@ import torch
 
 from edgemnv2.checkpoint import CheckpointMeta
 from edgemnv2.errors import UserError
-from edgemnv2.fileio import atomic_output, sha256_of, size_of
+from edgemnv2.fileio import commit, discard, folder_lock, remove_stale_temps, sha256_of, size_of, temp_path
 from quantization.ptq import QuantRecipe
 
 Runner = Callable[[np.ndarray], list[np.ndarray]]
@@ -46,6 +46,10 @@ class TargetSpec:
     precisions: tuple[str, ...]
     runtime: str  # what executes it, for reports
     notes: str = ""
+    # Same checkpoint + recipe -> byte-identical artifact? Measured by tests/test_reproducibility.py;
+    # when False, `nondeterminism` says why (recorded in every manifest).
+    deterministic: bool = True
+    nondeterminism: str = ""
 
 
 @dataclass
@@ -140,40 +144,63 @@ def build_manifest(job: ConversionJob, spec: TargetSpec, artifact: Path, checkpo
         "artifact_bytes": size_of(artifact),
         "conversion_seconds": round(seconds, 2),
         "tool_versions": tool_versions(),
+        "byte_reproducible": spec.deterministic,
+        **({"nondeterminism": spec.nondeterminism} if not spec.deterministic else {}),
         **extra,
     }
 
 
 def write_artifact(target_module, job: ConversionJob, out_dir: Path, stem: str, checkpoint_sha256: str, force: bool) -> ArtifactResult:
-    """Convert with one target; never leaves a partial artifact. Errors become a failed result."""
+    """Convert with one target; never leaves a partial artifact. Errors become a failed result.
+
+    The artifact is built under a temporary name; then, holding the folder lock, the artifact, its
+    sidecars and last its manifest are renamed into place. Two converts into one folder therefore
+    never interleave: every artifact matches its manifest. A manifest is the commit mark.
+    """
     spec: TargetSpec = target_module.SPEC
     if job.precision not in spec.precisions:
         raise UserError(f"target '{spec.name}' does not support precision '{job.precision}'; supported: {', '.join(spec.precisions)}")
     final = artifact_path(out_dir, stem, spec, job.precision)
     manifest_file = manifest_path(final)
     if manifest_file.exists() and not force:
-        return ArtifactResult(spec.name, job.precision, final, "skipped", message=f"{final.name} exists (use --force to overwrite)")
-    started = time.perf_counter()
-    sidecars: dict[str, Path] = {}
+        return _skipped(spec, job, final)
     try:
-        with atomic_output(final, force=True) as temp:
-            extra = target_module.convert(job, temp) or {}
-            sidecars = extra.pop(SIDECARS, {})
-            seconds = time.perf_counter() - started
-            manifest = build_manifest(job, spec, temp, checkpoint_sha256, extra, seconds)
-            manifest["artifact"] = final.name
-        manifest["sidecars"] = _place_sidecars(final, sidecars)
-        with atomic_output(manifest_file, force=True) as temp_manifest:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create output folder {out_dir}: {exc.strerror}") from None
+    remove_stale_temps(out_dir)
+    started = time.perf_counter()
+    temp, sidecars = temp_path(final), {}
+    try:
+        extra = target_module.convert(job, temp) or {}
+        sidecars = extra.pop(SIDECARS, {})
+        seconds = time.perf_counter() - started
+        manifest = build_manifest(job, spec, temp, checkpoint_sha256, extra, seconds)
+        manifest["artifact"] = final.name
+        temp_manifest = temp_path(manifest_file)
+        with folder_lock(out_dir):
+            if manifest_file.exists() and not force:  # another process finished it meanwhile
+                return _skipped(spec, job, final)
+            manifest_file.unlink(missing_ok=True)  # uncommit the old artifact before replacing it
+            commit(temp, final)
+            manifest["sidecars"] = _place_sidecars(final, sidecars)
             temp_manifest.write_text(json.dumps(manifest, indent=2))
+            commit(temp_manifest, manifest_file)
     except UserError as exc:
         return ArtifactResult(spec.name, job.precision, None, "failed", time.perf_counter() - started, message=str(exc))
+    except OSError as exc:
+        return ArtifactResult(spec.name, job.precision, None, "failed", time.perf_counter() - started, message=f"could not write {final.name}: {exc.strerror or exc}")
     except Exception as exc:  # a converter crash must not abort the other targets
         detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
         return ArtifactResult(spec.name, job.precision, None, "failed", time.perf_counter() - started, message=detail[:300])
     finally:
-        for temp_sidecar in sidecars.values():
-            Path(temp_sidecar).unlink(missing_ok=True)
+        for leftover in [temp, *sidecars.values()] + ([temp_manifest] if "temp_manifest" in locals() else []):
+            discard(Path(leftover))
     return ArtifactResult(spec.name, job.precision, final, "ok", manifest["conversion_seconds"], manifest["artifact_bytes"], manifest=manifest)
+
+
+def _skipped(spec, job, final: Path) -> ArtifactResult:
+    return ArtifactResult(spec.name, job.precision, final, "skipped", message=f"{final.name} exists (use --force to overwrite)")
 
 
 SIDECARS = "_sidecars"  # key a target's convert() may return: {suffix: temp file written beside dest}
@@ -218,7 +245,10 @@ def read_manifest(artifact_or_manifest: Path) -> tuple[Path, dict]:
         manifest = json.loads(manifest_file.read_text())
     except json.JSONDecodeError as exc:
         raise UserError(f"{manifest_file} is not valid JSON: {exc}") from None
-    artifact = manifest_file.with_name(manifest["artifact"])
+    name = manifest.get("artifact") if isinstance(manifest, dict) else None
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name:
+        raise UserError(f"{manifest_file.name} names its artifact {name!r}, which is not a plain file name beside it; refusing it")
+    artifact = manifest_file.with_name(name)
     if not artifact.exists():
         raise UserError(f"{manifest_file.name} describes {artifact.name}, which is missing")
     return artifact, manifest

@@ -21,6 +21,8 @@ from .base import SIDECARS, ConversionJob, Runner, RuntimeUnavailable, TargetSpe
 SPEC = TargetSpec(
     "coreml", ".mlpackage", ("fp32", "fp16", "int8", "int8_weights"),
     runtime="Core ML (macOS/iOS only)", notes="converts on Linux; runs only on macOS",
+    deterministic=False,
+    nondeterminism="coremltools names the .mlpackage's items with fresh UUIDs in Manifest.json; the program and weights are the same",
 )
 MACOS_ONLY = "CoreML runs only on macOS"
 

@@ -7,7 +7,7 @@ import torch
 
 from quantization.ptq import xnnpack_int8_graph
 
-from .base import ConversionJob, Runner, TargetSpec, per_sample
+from .base import ConversionJob, Runner, RuntimeUnavailable, TargetSpec, per_sample
 
 SPEC = TargetSpec("executorch", ".pte", ("fp32", "int8"), runtime="ExecuTorch runtime, XNNPACK delegate")
 
@@ -30,7 +30,10 @@ def convert(job: ConversionJob, dest: Path) -> dict:
 
 
 def load(path: Path, manifest: dict, threads: int = 2) -> Runner:
-    from executorch.runtime import Runtime
+    try:
+        from executorch.runtime import Runtime
+    except ImportError:
+        raise RuntimeUnavailable("the ExecuTorch runtime is not installed here (pip install executorch)") from None
 
     # XNNPACK sizes its thread pool from the process; torch's setting is what it reads here.
     torch.set_num_threads(threads)

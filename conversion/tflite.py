@@ -11,7 +11,7 @@ import numpy as np
 
 from quantization.ptq import litert_quantizer, pt2e_quantize
 
-from .base import ConversionJob, Runner, TargetSpec, per_sample
+from .base import ConversionJob, Runner, RuntimeUnavailable, TargetSpec, per_sample
 
 SPEC = TargetSpec("tflite", ".tflite", ("fp32", "int8"), runtime="LiteRT interpreter (ai-edge-litert)")
 
@@ -27,7 +27,9 @@ def convert(job: ConversionJob, dest: Path) -> dict:
         quantizer = litert_quantizer(job.recipe)
         quantized = pt2e_quantize(job.model, job.example, quantizer, job.require_calibration(), fold_quantize=False)
         edge_model = litert_torch.convert(quantized, (job.example,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
-    edge_model.export(str(dest))
+    # Write from Python, not through the converter's own file writer: on a full disk LLVM's writer
+    # aborts the whole process, while Python raises an OSError that fails just this artifact.
+    dest.write_bytes(edge_model.model_content())
     return {}
 
 
@@ -35,7 +37,10 @@ def make_interpreter(path: Path, threads: int):
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
-        from tflite_runtime.interpreter import Interpreter
+        try:
+            from tflite_runtime.interpreter import Interpreter
+        except ImportError:
+            raise RuntimeUnavailable("no TFLite interpreter here: install ai-edge-litert (or tflite-runtime)") from None
     interpreter = Interpreter(model_path=str(path), num_threads=threads)
     interpreter.allocate_tensors()
     return interpreter

@@ -1,5 +1,6 @@
 """TorchScript: frozen trace (fp32) or FX-quantized int8 with the x86 engine (servers)."""
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,11 @@ def script_model(job: ConversionJob) -> torch.jit.ScriptModule:
 
 
 def convert(job: ConversionJob, dest: Path) -> dict:
-    torch.jit.save(script_model(job), str(dest))
+    # Save through a buffer: a file path would name the archive's root folder after the (random)
+    # temporary file name, and the artifact would differ byte-wise on every conversion.
+    buffer = io.BytesIO()
+    torch.jit.save(script_model(job), buffer)
+    dest.write_bytes(buffer.getvalue())
     return {"quantized_engine": job.recipe.engine if job.precision == "int8" else None}
 
 

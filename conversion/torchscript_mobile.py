@@ -30,7 +30,8 @@ def convert(job: ConversionJob, dest: Path) -> dict:
         from torch.utils.mobile_optimizer import optimize_for_mobile
 
         scripted = optimize_for_mobile(scripted)
-    scripted._save_for_lite_interpreter(str(dest))
+    # through a buffer, so the archive is not named after the random temporary file (reproducible bytes)
+    dest.write_bytes(scripted._save_to_buffer_for_lite_interpreter())
     return {"quantized_engine": "qnnpack" if job.precision == "int8" else None, "optimize_for_mobile": mobile_optimized}
 
 

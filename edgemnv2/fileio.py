@@ -31,7 +31,7 @@ def atomic_output(path: Path, force: bool = False) -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create output folder {path.parent}: {exc.strerror}") from None
-    temp = path.with_name(f"{TEMP_MARKER}{uuid.uuid4().hex[:8]}-{path.name}")
+    temp = temp_path(path)
     try:
         yield temp
         _replace(temp, path)
@@ -39,6 +39,56 @@ def atomic_output(path: Path, force: bool = False) -> Iterator[Path]:
         raise UserError(f"could not write {path}: {exc.strerror or exc}") from None
     finally:
         _remove(temp)
+
+
+def temp_path(path: Path) -> Path:
+    """A temporary sibling of `path` that names the writing process, so leftovers of a killed
+    process (SIGKILL gives no chance to clean up) can be told apart from a live writer's."""
+    return path.with_name(f"{TEMP_MARKER}{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Delete temporary files left by writers that no longer run (e.g. a SIGKILLed convert)."""
+    removed = []
+    for temp in Path(folder).glob(f"{TEMP_MARKER}*"):
+        pid_text = temp.name[len(TEMP_MARKER):].split("-", 1)[0]
+        if pid_text.isdigit() and int(pid_text) != os.getpid() and not _pid_alive(int(pid_text)):
+            _remove(temp)
+            removed.append(temp)
+    return removed
+
+
+@contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive advisory lock on an output folder: concurrent writers commit one at a time."""
+    import fcntl
+
+    lock_file = Path(folder) / ".edgemnv2.lock"
+    with open(lock_file, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def commit(temp: Path, path: Path) -> None:
+    """Move a finished temporary file or folder into place in one rename."""
+    _replace(temp, path)
+
+
+def discard(temp: Path) -> None:
+    _remove(temp)
 
 
 def _replace(temp: Path, path: Path) -> None:

@@ -25,13 +25,13 @@ def shapes_root(tmp_path_factory):
     from edgemnv2.data.shapes import ShapesConfig, generate
 
     root = tmp_path_factory.mktemp("shapes")
-    generate(root, ShapesConfig(classification_counts=(2000, 300, 60), classification_size=32, detection_counts=(160, 40, 16), detection_size=64))
+    generate(root, ShapesConfig(classification_counts=(4000, 300, 60), classification_size=32, detection_counts=(160, 40, 16), detection_size=64))
     return root
 
 
 @pytest.fixture(scope="session")
 def trained_classifier(shapes_root, tmp_path_factory):
-    """A small MobileNetV2 classifier really trained on the shapes data (32x32, width 0.35)."""
+    """A small MobileNetV2 classifier really trained on the shapes data (32x32, width 0.5)."""
     from edgemnv2.checkpoint import CheckpointMeta
     from edgemnv2.data.datasets import load_image_folder
     from edgemnv2.data.preprocess import Preprocessing
@@ -41,10 +41,34 @@ def trained_classifier(shapes_root, tmp_path_factory):
     preprocessing = Preprocessing((32, 32))
     train = load_image_folder(shapes_root / "classification" / "train", preprocessing)
     val = load_image_folder(shapes_root / "classification" / "val", preprocessing)
-    meta = CheckpointMeta("mobilenet_v2", "classification", train.class_names, preprocessing, {"width_mult": 0.35})
-    model = create_model("mobilenet_v2", num_classes=10, width_mult=0.35)
+    meta = CheckpointMeta("mobilenet_v2", "classification", train.class_names, preprocessing, {"width_mult": 0.5})
+    model = create_model("mobilenet_v2", num_classes=10, width_mult=0.5)
     out = tmp_path_factory.mktemp("ckpt") / "tiny_classifier.pt"
-    result = train_classifier(model, train, val, meta, TrainConfig(**@pytest.fixture(scope="session")
+    result = train_classifier(model, train, val, meta, TrainConfig(**TEST_CLASSIFIER_TRAINING), out)
+    return out, result
+
+
+@pytest.fixture(scope="session")
+def trained_detector(shapes_root, tmp_path_factory):
+    """A small MobileNetV2 CenterNet really trained on the shapes detection data (64x64, width 0.35)."""
+    from edgemnv2.checkpoint import CheckpointMeta
+    from edgemnv2.data.datasets import load_coco, resolve_detection_split
+    from edgemnv2.data.preprocess import Preprocessing
+    from edgemnv2.models import create_model
+    from edgemnv2.train import TrainConfig, train_detector
+
+    preprocessing = Preprocessing((64, 64))
+    train = load_coco(*resolve_detection_split(shapes_root / "detection", "train"), preprocessing)
+    val = load_coco(*resolve_detection_split(shapes_root / "detection", "val"), preprocessing)
+    kwargs = {"width_mult": 0.35, "neck_channels": 32, "head_channels": 32}
+    meta = CheckpointMeta("centernet", "detection", train.class_names, preprocessing, kwargs)
+    model = create_model("centernet", num_classes=len(train.class_names), **kwargs)
+    out = tmp_path_factory.mktemp("ckpt") / "tiny_detector.pt"
+    result = train_detector(model, train, val, meta, TrainConfig(epochs=6, batch_size=16, lr=3e-3), out)
+    return out, result
+
+
+@pytest.fixture(scope="session")
 def classifier_artifacts(trained_classifier, shapes_root, tmp_path_factory):
     """Every target x precision of the trained test classifier, converted once per session."""
     from conversion.pipeline import run_conversion
@@ -69,28 +93,4 @@ def detector_artifacts(trained_detector, shapes_root, tmp_path_factory):
     return checkpoint, out, results
 
 
-TEST_CLASSIFIER_TRAINING), out)
-    return out, result
-
-
-@pytest.fixture(scope="session")
-def trained_detector(shapes_root, tmp_path_factory):
-    """A small MobileNetV2 CenterNet really trained on the shapes detection data (64x64, width 0.35)."""
-    from edgemnv2.checkpoint import CheckpointMeta
-    from edgemnv2.data.datasets import load_coco, resolve_detection_split
-    from edgemnv2.data.preprocess import Preprocessing
-    from edgemnv2.models import create_model
-    from edgemnv2.train import TrainConfig, train_detector
-
-    preprocessing = Preprocessing((64, 64))
-    train = load_coco(*resolve_detection_split(shapes_root / "detection", "train"), preprocessing)
-    val = load_coco(*resolve_detection_split(shapes_root / "detection", "val"), preprocessing)
-    kwargs = {"width_mult": 0.35, "neck_channels": 32, "head_channels": 32}
-    meta = CheckpointMeta("centernet", "detection", train.class_names, preprocessing, kwargs)
-    model = create_model("centernet", num_classes=len(train.class_names), **kwargs)
-    out = tmp_path_factory.mktemp("ckpt") / "tiny_detector.pt"
-    result = train_detector(model, train, val, meta, TrainConfig(epochs=6, batch_size=16, lr=3e-3), out)
-    return out, result
-
-
-TEST_CLASSIFIER_TRAINING = {"epochs": 15, "batch_size": 32, "lr": 3e-3}
+TEST_CLASSIFIER_TRAINING = {"epochs": 6, "batch_size": 32, "lr": 4e-3}

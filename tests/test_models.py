@@ -70,7 +70,7 @@ def test_article_checkpoint_loads_strict_and_matches():
         torch.testing.assert_close(ours(x), article(x), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("backbone", ["mobilenet_v2", "mobilenet_v1"])
+@pytest.mark.parametrize("backbone", ["mobilenet_v2", "mobilenet_v1", "dla34"])
 @pytest.mark.parametrize("size", [128, 256, 512])
 def test_centernet_maps_are_quarter_resolution(backbone, size):
     model = create_model("centernet", num_classes=6, backbone=backbone, width_mult=0.35 if size == 512 else 0.5).eval()

@@ -62,7 +62,9 @@ def test_classifier_predict_prints_top5(trained_classifier, shapes_root, capsys)
 
 def test_predict_errors_are_one_line(tmp_path, capsys, trained_classifier):
     checkpoint, _ = trained_classifier
-    assert run(["predict", "--model", str(tmp_path / "nope.tflite"), str(tmp_path)]) == 1
+    image = tmp_path / "one.png"
+    Image.new("RGB", (32, 32)).save(image)
+    assert run(["predict", "--model", str(tmp_path / "nope.tflite"), str(image)]) == 1
     assert "model not found" in capsys.readouterr().err
     empty = tmp_path / "empty"
     empty.mkdir()

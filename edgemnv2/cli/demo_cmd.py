@@ -16,10 +16,11 @@ from ..data.shapes import ShapesConfig, generate
 from ..evaluate import evaluate_runner, torch_runner
 from ..models import create_model
 from ..train import TrainConfig, train_classifier, train_detector
+from . import bundle_cmd, validate_cmd
 from .common import console, load_split, set_threads
 
 # Demo budgets on a 2-core CPU: the classifier ~5 min, the detector ~10 min.
-CLASSIFIER = {"arch": "mobilenet_v2", "width_mult": 0.5, "input": 64, "epochs": 20, "batch": 32, "lr": 3e-3}
+CLASSIFIER = {"arch": "mobilenet_v2", "width_mult": 0.5, "input": 64, "epochs": 5, "batch": 32, "lr": 4e-3}
 DETECTOR = {"arch": "centernet", "width_mult": 0.5, "input": 128, "epochs": 25, "batch": 16, "lr": 3e-3}
 
 
@@ -33,7 +34,7 @@ def demo(
     epoch_scale: Annotated[float, typer.Option(help="Training epochs multiplier (1.0 = full demo).")] = 1.0,
     threads: Annotated[int, typer.Option(help="CPU threads.")] = 2,
 ) -> None:
-    """Make data -> train classifier and detector -> evaluate -> convert to every target.
+    """Make data -> train classifier and detector -> evaluate -> convert to every target -> validate -> bundles.
 
     Re-running reuses finished stages (data, checkpoints, artifacts).
     """
@@ -74,12 +75,21 @@ def demo(
         summary[name] = {"checkpoint": str(checkpoint), **metrics}
         console.print(f"{name}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
         _stage(f"4. convert {name} to every target")
-        results, _, _ = run_conversion(checkpoint, ["all"], ["all"], root, out / "artifacts", QuantRecipe(), force=False)
+        artifacts = out / "artifacts" / name
+        results, _, _ = run_conversion(checkpoint, ["all"], ["all"], root, artifacts, QuantRecipe(), force=False)
         summary[name]["artifacts"] = [
             {"target": r.target, "precision": r.precision, "status": r.status, "bytes": r.size_bytes, "seconds": round(r.seconds, 1), "message": r.message}
             for r in results
         ]
         for r in results:
             console.print(f"  {r.status:>7} {r.target:<19} {r.precision:<13} {r.size_bytes / 1e6:6.2f} MB {r.seconds:6.1f} s {r.message}")
+        _stage(f"5. validate {name}: every artifact in its runtime against fp32, default gates")
+        reports = out / "reports" / name
+        validate_cmd.validate(checkpoint, artifacts, root, gates=None, report_dir=reports, force=True, threads=threads)
+        report = json.loads((reports / "report.json").read_text())
+        summary[name]["gates_passed"] = report["gates"]["passed"]
+        summary[name]["report"] = str(reports / "report.md")
+        _stage(f"6. device bundles for {name}")
+        bundle_cmd.bundle(checkpoint, artifacts, root, out / "bundles" / name, samples=64, force=True, threads=threads)
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=2))
     console.print(f"demo finished in {time.perf_counter() - started:.0f} s; summary in {out / 'demo_summary.json'}")

@@ -5,11 +5,15 @@ known errors into one line (exit 1) unless EDGEMNV2_DEBUG=1 asks for the traceba
 import os
 import sys
 
-import click
 import typer
 
+try:  # typer >= 0.20 ships its own copy of click: its exceptions are not the click package's
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - older typer
+    from click import ClickException
+
 from ..errors import UserError
-from . import bundle_cmd, convert_cmd, data_cmd, demo_cmd, eval_cmd, info_cmd, predict_cmd, sensitivity_cmd, train_cmd, validate_cmd
+from . import bench_cmd, bundle_cmd, convert_cmd, data_cmd, demo_cmd, eval_cmd, info_cmd, predict_cmd, sensitivity_cmd, train_cmd, validate_cmd
 
 app = typer.Typer(
     name="edgemnv2",
@@ -19,6 +23,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(data_cmd.app, name="data")
+app.add_typer(bench_cmd.app, name="bench")
 app.command("train")(train_cmd.train)
 app.command("eval")(eval_cmd.evaluate)
 app.command("info")(info_cmd.info)
@@ -43,12 +48,12 @@ def run(argv: list[str] | None = None) -> int:
             raise
         print(f"edgemnv2: error: {exc}", file=sys.stderr)
         return 1
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return exc.exit_code
-    except click.ClickException as exc:  # bad options: click's own one-line message, exit 2
+    except ClickException as exc:  # bad options: click's own one-line message, exit 2
         exc.show()
         return exc.exit_code
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, typer.Abort):
         print("edgemnv2: interrupted; nothing partial was left behind", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug, not a user mistake: say so in one line, keep the traceback opt-in

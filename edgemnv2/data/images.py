@@ -22,6 +22,10 @@ def load_rgb(path: Path) -> Image.Image:
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     try:
         with Image.open(path) as image:
+            # Pillow only raises above 2x its limit (it merely warns between 1x and 2x): check the
+            # header's size ourselves, before any pixel is decoded.
+            if image.width * image.height > MAX_IMAGE_PIXELS:
+                raise Image.DecompressionBombError(f"{image.width}x{image.height}")
             image.load()
             return _to_rgb8(image)
     except FileNotFoundError:
@@ -32,6 +36,8 @@ def load_rgb(path: Path) -> Image.Image:
         raise UserError(f"{path} is not an image file (or a format Pillow cannot read)") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise UserError(f"cannot read image {path}: {exc} (truncated or corrupt file?)") from None
+    except Exception as exc:  # decoders raise many types on hostile bytes; all mean "corrupt file"
+        raise UserError(f"cannot read image {path}: {type(exc).__name__} (corrupt file?)") from None
     finally:
         Image.MAX_IMAGE_PIXELS = previous_limit
 

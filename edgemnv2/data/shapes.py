@@ -37,7 +37,7 @@ SUPERSAMPLE = 2  # draw at 2x then downsample: anti-aliased edges like a real ca
 class ShapesConfig:
     seed: int = 0
     classification_size: int = 64
-    classification_counts: tuple[int, int, int] = (5000, 1000, 500)  # train, val, calib
+    classification_counts: tuple[int, int, int] = (18000, 1000, 500)  # train, val, calib
     detection_size: int = 128
     detection_counts: tuple[int, int, int] = (2000, 300, 100)
     max_objects: int = 8
@@ -95,7 +95,10 @@ def _random_colour(rng):
     return tuple(int(v) for v in rng.integers(0, 256, 3))
 
 
-TYPICAL_COLOUR_PROBABILITY = 0.6
+TYPICAL_COLOUR_PROBABILITY = 0.85
+BLUR_PROBABILITY = 0.15
+BACKGROUND_CONTRAST = 0.5  # how far a background's second colour may be from its first (0..1)
+CLASSIFICATION_CLUTTER = 2  # up to this many distractors (lines, small shapes) per image
 OCCLUSION_PROBABILITY = 0.3  # classification; detection uses 0.2
 OCCLUDER_SIZE = (0.2, 0.4)  # fraction of the object's box per side
 CLUTTER_SHAPE_SCALE = (0.15, 0.4)  # distractor radius as a fraction of the clutter budget
@@ -134,6 +137,7 @@ def _contrasting_colour(image: Image.Image, box, rng, min_distance: float = 90.0
 def _background(size: int, rng) -> Image.Image:
     style = rng.integers(0, 3)
     a, b = np.array(_random_colour(rng), np.float32), np.array(_random_colour(rng), np.float32)
+    b = a + (b - a) * BACKGROUND_CONTRAST
     if style == 0:  # linear gradient at a random angle
         theta = rng.uniform(0, 2 * math.pi)
         yy, xx = np.mgrid[0:size, 0:size] / size
@@ -202,7 +206,7 @@ def _occlude(image: Image.Image, box, rng) -> None:
 def _finish(image: Image.Image, size: int, rng) -> Image.Image:
     """Downsample to the final size, maybe blur, add sensor noise."""
     image = image.resize((size, size), Image.BILINEAR)
-    if rng.uniform() < 0.3:
+    if rng.uniform() < BLUR_PROBABILITY:
         image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.4, 1.0)))
     pixels = np.asarray(image, np.float32) + rng.normal(0, rng.uniform(0, 12), (size, size, 3))
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
@@ -217,7 +221,7 @@ def render_classification(config: ShapesConfig, split: str, index: int) -> tuple
     label = int(rng.integers(len(CLASSIFICATION_CLASSES)))
     canvas = config.classification_size * SUPERSAMPLE
     image = _background(canvas, rng)
-    _add_clutter(image, rng, int(rng.integers(0, 4)), canvas * 0.25, CLASSIFICATION_CLASSES)
+    _add_clutter(image, rng, int(rng.integers(0, CLASSIFICATION_CLUTTER + 1)), canvas * 0.25, CLASSIFICATION_CLASSES)
     radius = canvas * rng.uniform(0.24, 0.42)
     cx, cy = rng.uniform(radius * 0.8, canvas - radius * 0.8, 2)
     preferred = _class_colour(label, len(CLASSIFICATION_CLASSES), rng)

@@ -256,7 +256,10 @@ def _run(args, result):
             manifest = json.load(handle)
     except (OSError, ValueError, KeyError) as exc:
         raise BadBundle("cannot read bundle.json or the manifest in %s: %s" % (bundle, exc))
-    artifact = os.path.join(bundle, manifest["artifact"])
+    name = manifest.get("artifact")
+    if not isinstance(name, str) or os.path.basename(name) != name or name in ("", ".", ".."):
+        raise BadBundle("the manifest names its artifact %r, which is not a plain file name in the bundle" % (name,))
+    artifact = os.path.join(bundle, name)
     result.update(artifact=manifest["artifact"], target=manifest["target"], precision=manifest["precision"])
     if not os.path.exists(artifact) or sha256_of(artifact) != manifest["artifact_sha256"]:
         raise BadBundle("%s is missing or does not match the sha256 in its manifest" % manifest["artifact"])

@@ -1,4 +1,4 @@
-"""CenterNet (Zhou et al., "Objects as Points") on a MobileNet backbone.
+"""CenterNet (Zhou et al., "Objects as Points") on a MobileNetV2 (default), MobileNetV1 or DLA-34 backbone.
 
 backbone `features` -> top-down neck (stride 32 -> 4, with lateral skips from strides 16/8/4)
 -> heads {"hm": classes, "wh": 2, "reg": 2}, each 3x3 conv + ReLU + 1x1 conv, at 1/4 resolution.
@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .dla import DLA34
 from .layers import ConvBNAct
 from .mobilenetv1 import MobileNetV1
 from .mobilenetv2 import MobileNetV2
@@ -18,7 +19,7 @@ HEAD_ORDER = ("hm", "wh", "reg")
 HEATMAP_PRIOR_BIAS = -2.19  # sigmoid(-2.19) ~= 0.1: a calm start for the focal loss (CenterNet)
 OUTPUT_STRIDE = 4
 
-BACKBONES = {"mobilenet_v2": MobileNetV2, "mobilenet_v1": MobileNetV1}
+BACKBONES = {"mobilenet_v2": MobileNetV2, "mobilenet_v1": MobileNetV1, "dla34": DLA34}
 
 
 class TopDownNeck(nn.Module):

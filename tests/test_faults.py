@@ -1,0 +1,131 @@
+"""Faults during conversion: interrupts, a full disk, a read-only destination, concurrent writers.
+
+Each runs the real `edgemnv2 convert` in a subprocess and then checks the invariant the product
+promises: every manifest describes a whole artifact (sha256 matches), nothing half-written is
+trusted, earlier artifacts are intact, and rerunning the same command succeeds.
+"""
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conversion.base import find_artifacts
+from edgemnv2.fileio import TEMP_MARKER, sha256_of
+
+pytestmark = pytest.mark.slow
+
+
+def convert_command(checkpoint, data, out, *extra):
+    return [sys.executable, "-m", "edgemnv2.cli.main", "convert", "--checkpoint", str(checkpoint), "--out", str(out),
+            "--calib-data", str(data), "--calib-size", "8", *extra]
+
+
+def _env():
+    return dict(os.environ, EDGEMNV2_NO_PROGRESS="1")
+
+
+def assert_consistent(out: Path) -> list[str]:
+    """Every committed artifact matches its manifest; returns the committed artifact names."""
+    names = []
+    for artifact, manifest in find_artifacts(out):
+        assert sha256_of(artifact) == manifest["artifact_sha256"], artifact.name
+        names.append(artifact.name)
+    return names
+
+
+@pytest.mark.parametrize("sig, delay", [(signal.SIGKILL, 6.0), (signal.SIGKILL, 14.0), (signal.SIGINT, 10.0)])
+def test_interrupted_conversion_leaves_nothing_partial_and_reruns(trained_classifier, shapes_root, tmp_path, sig, delay):
+    checkpoint, _ = trained_classifier
+    data = shapes_root / "classification"
+    command = convert_command(checkpoint, data, tmp_path, "--target", "torchscript,tflite", "--precision", "fp32,int8")
+    process = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    process.send_signal(sig)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode != 0 or "interrupted" not in err
+    if sig == signal.SIGINT and process.returncode == 130:
+        assert "nothing partial was left behind" in err
+        assert not list(tmp_path.glob(f"{TEMP_MARKER}*"))  # Ctrl-C cleans up after itself
+    committed = assert_consistent(tmp_path)  # whatever finished before the signal is whole
+    rerun = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-1500:]
+    assert len(assert_consistent(tmp_path)) == 4 >= len(committed)
+    assert not list(tmp_path.glob(f"{TEMP_MARKER}*"))  # the killed writer's temp files were swept
+
+
+def _limit_file_size(limit):
+    def apply():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def test_full_disk_gives_one_line_and_keeps_earlier_artifacts(trained_classifier, shapes_root, tmp_path):
+    checkpoint, _ = trained_classifier
+    data = shapes_root / "classification"
+    first = subprocess.run(convert_command(checkpoint, data, tmp_path, "--target", "torchscript", "--precision", "fp32"), env=_env(), capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    before = {p.name: sha256_of(p) for p in tmp_path.iterdir() if not p.name.startswith(".")}
+    # 64 KB per file: smaller than any artifact, like a disk that fills up mid-write
+    full = subprocess.run(convert_command(checkpoint, data, tmp_path, "--target", "torchscript,tflite", "--precision", "fp32,int8", "--force"),
+                          env=_env(), capture_output=True, text=True, timeout=600, preexec_fn=_limit_file_size(64 * 1024))
+    assert full.returncode == 1
+    error_lines = [line for line in full.stderr.splitlines() if line.startswith("edgemnv2: error:")]
+    assert len(error_lines) == 1 and "conversions failed" in error_lines[0]
+    assert "Traceback" not in full.stderr
+    after = {p.name: sha256_of(p) for p in tmp_path.iterdir() if p.name in before}
+    assert after == before  # the earlier artifact and manifest are untouched
+    assert assert_consistent(tmp_path) == ["tiny_classifier.torchscript.fp32.pt"]
+
+
+def test_read_only_destination_gives_one_line(trained_classifier, shapes_root, tmp_path):
+    checkpoint, _ = trained_classifier
+    if os.geteuid() == 0:  # root ignores permission bits: use a read-only filesystem instead
+        out = Path("/proc/edgemnv2-artifacts")
+    else:
+        out = tmp_path / "ro"
+        out.mkdir()
+        out.chmod(0o555)
+    done = subprocess.run(convert_command(checkpoint, shapes_root / "classification", out, "--target", "torchscript", "--precision", "fp32"),
+                          env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("edgemnv2: error:")]
+    assert len(lines) == 1 and ("cannot create output folder" in lines[0] or "could not write" in lines[0] or "conversions failed" in lines[0])
+
+
+def test_two_concurrent_converts_into_one_folder_corrupt_nothing(trained_classifier, shapes_root, tmp_path):
+    checkpoint, _ = trained_classifier
+    command = convert_command(checkpoint, shapes_root / "classification", tmp_path, "--target", "torchscript,executorch", "--precision", "fp32,int8", "--force")
+    processes = [subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for process in processes:
+        _, err = process.communicate(timeout=600)
+        assert process.returncode == 0, err[-1500:]
+    assert len(assert_consistent(tmp_path)) == 4
+    assert not list(tmp_path.glob(f"{TEMP_MARKER}*"))
+
+
+def test_missing_runtime_is_reported_per_target(classifier_artifacts, shapes_root, tmp_path):
+    """Hide the TFLite interpreters: the TFLite rows say why they could not run; the rest still run."""
+    checkpoint, artifacts, _, _ = classifier_artifacts
+    blocker = tmp_path / "block"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(
+        "import sys\nclass _Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('ai_edge_litert', 'tflite_runtime'):\n"
+        "            raise ImportError('hidden by the test: ' + name)\n"
+        "sys.meta_path.insert(0, _Block())\n")
+    env = dict(_env(), PYTHONPATH=f"{blocker}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    done = subprocess.run([sys.executable, "-m", "edgemnv2.cli.main", "validate", "--checkpoint", str(checkpoint), "--artifacts", str(artifacts),
+                           "--data", str(shapes_root / "classification"), "--runs", "1", "--limit", "16", "--out", str(tmp_path / "report")],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {(a["target"], a["precision"]): a for a in json.loads((tmp_path / "report" / "report.json").read_text())["artifacts"]}
+    assert rows[("tflite", "int8")]["status"] == "could not run" and "no TFLite interpreter" in rows[("tflite", "int8")]["note"]
+    assert rows[("executorch", "int8")]["status"] == "passed" and rows[("torchscript", "fp32")]["status"] == "passed"

@@ -1,0 +1,39 @@
+"""Converting the same checkpoint twice with the same recipe (two separate `edgemnv2 convert` runs,
+as a user or CI would): byte-identical artifacts, or the target declares, and every manifest
+records, that it is not, and why."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conversion import TARGETS
+from conversion.base import find_artifacts
+from edgemnv2.fileio import sha256_of
+
+pytestmark = pytest.mark.slow
+
+
+def _convert(checkpoint, data, out):
+    done = subprocess.run([sys.executable, "-m", "edgemnv2.cli.main", "convert", "--checkpoint", str(checkpoint), "--out", str(out),
+                           "--calib-data", str(data), "--calib-size", "8"], env=dict(os.environ, EDGEMNV2_NO_PROGRESS="1"),
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return {manifest["artifact"]: (artifact, manifest) for artifact, manifest in find_artifacts(out)}
+
+
+def test_same_input_same_bytes_or_declared(trained_classifier, shapes_root, tmp_path):
+    checkpoint, _ = trained_classifier
+    first = _convert(checkpoint, shapes_root / "classification", tmp_path / "a")
+    second = _convert(checkpoint, shapes_root / "classification", tmp_path / "b")
+    observed = {}
+    for name, (artifact, manifest) in first.items():
+        spec = TARGETS[manifest["target"]].SPEC
+        identical = sha256_of(artifact) == sha256_of(second[name][0])
+        observed[f"{manifest['target']}/{manifest['precision']}"] = identical
+        assert manifest["byte_reproducible"] == spec.deterministic
+        assert spec.deterministic or manifest["nondeterminism"]
+    print("\nbyte-identical on reconversion:", observed)
+    mismatched = {k: v for k, v in observed.items() if v != TARGETS[k.split("/")[0]].SPEC.deterministic}
+    assert not mismatched, f"declared determinism is wrong for {mismatched}"
