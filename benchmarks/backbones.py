@@ -119,6 +119,8 @@ def run(args) -> dict:
         article_model = create_model(arch, num_classes=ARTICLE_CLASSES, **kwargs)
         eager = time_runner(torch_runner(model), sample, warmup=2, runs=args.runs)["median_ms"]
         int8 = deployed_int8(Path(trained["checkpoint"]), data, work, args.threads, args.runs, sample)
+        if not int8:
+            raise SystemExit(f"{name}: no int8 artifact converted; see the conversion messages above")
         best_target = min(int8, key=int8.get)
         rows.append({
             "row": name, "params_10_classes": _params(article_model), "params_trained": _params(model),
@@ -158,8 +160,9 @@ def markdown(result: dict) -> str:
     ]
     seed_eager = next(r["eager_fp32_ms"] for r in result["rows"] if r["row"] == "centernet_seed")
     for r in result["rows"]:
-        lines.append(f"| {r['row']} | {r['params_10_classes'] / 1e6:.2f} M | {r['fp32_mb']:.1f} | {r['eager_fp32_ms']:.1f} | {r['executorch_int8_ms']:.1f} | "
-                     f"{r['tflite_int8_ms']:.1f} | {seed_eager / r['best_int8_ms']:.1f}x | {r['train_loss']:.3f} | {r['map50']:.1f} | "
+        ms = {k: ("n/a" if r[k] is None else f"{r[k]:.1f}") for k in ("executorch_int8_ms", "tflite_int8_ms")}
+        lines.append(f"| {r['row']} | {r['params_10_classes'] / 1e6:.2f} M | {r['fp32_mb']:.1f} | {r['eager_fp32_ms']:.1f} | {ms['executorch_int8_ms']} | "
+                     f"{ms['tflite_int8_ms']} | {seed_eager / r['best_int8_ms']:.1f}x | {r['train_loss']:.3f} | {r['map50']:.1f} | "
                      f"{r['article']['params']} | {r['article']['cpu_time']} |")
     lines += ["", "The article's columns are its own figures, measured on its unknown CPU; they are quoted, not reproduced.",
               "DLA-34 here uses edgemnv2's nearest-upsample top-down neck, not DLASeg's deformable IDA-up (no export path for DCN).",

@@ -25,7 +25,7 @@ def shapes_root(tmp_path_factory):
     from edgemnv2.data.shapes import ShapesConfig, generate
 
     root = tmp_path_factory.mktemp("shapes")
-    generate(root, ShapesConfig(classification_counts=(4000, 300, 60), classification_size=32, detection_counts=(160, 40, 16), detection_size=64))
+    generate(root, ShapesConfig(classification_counts=(4000, 300, 60), classification_size=32, detection_counts=(600, 60, 16), detection_size=64))
     return root
 
 
@@ -64,7 +64,7 @@ def trained_detector(shapes_root, tmp_path_factory):
     meta = CheckpointMeta("centernet", "detection", train.class_names, preprocessing, kwargs)
     model = create_model("centernet", num_classes=len(train.class_names), **kwargs)
     out = tmp_path_factory.mktemp("ckpt") / "tiny_detector.pt"
-    result = train_detector(model, train, val, meta, TrainConfig(epochs=6, batch_size=16, lr=3e-3), out)
+    result = train_detector(model, train, val, meta, TrainConfig(epochs=8, batch_size=16, lr=3e-3), out)
     return out, result
 
 
@@ -93,4 +93,4 @@ def detector_artifacts(trained_detector, shapes_root, tmp_path_factory):
     return checkpoint, out, results
 
 
-TEST_CLASSIFIER_TRAINING = {"epochs": 6, "batch_size": 32, "lr": 4e-3}
+TEST_CLASSIFIER_TRAINING = {"epochs": 10, "batch_size": 32, "lr": 4e-3}

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 def _convert(checkpoint, data, out):
     done = subprocess.run([sys.executable, "-m", "edgemnv2.cli.main", "convert", "--checkpoint", str(checkpoint), "--out", str(out),
-                           "--calib-data", str(data), "--calib-size", "8"], env=dict(os.environ, EDGEMNV2_NO_PROGRESS="1"),
+                           "--calib-data", str(data), "--calib-size", "8", "--precision", "fp32,int8"], env=dict(os.environ, EDGEMNV2_NO_PROGRESS="1"),
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     return {manifest["artifact"]: (artifact, manifest) for artifact, manifest in find_artifacts(out)}

@@ -11,7 +11,7 @@ def bundle(
     artifacts: Annotated[Path, typer.Option(help="Folder of artifacts with manifests.")],
     data: Annotated[Path, typer.Option(help="Dataset root; sample inputs come from its validation split.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder that receives one bundle folder per artifact.")],
-    samples: Annotated[int, typer.Option(help="Sample inputs per bundle (evenly spaced over the split).")] = 64,
+    samples: Annotated[int, typer.Option(help="Sample inputs per bundle (evenly spaced over the split); agreement on few samples is noisy.")] = 200,
     split: Annotated[str, typer.Option(help="Split to take samples from.")] = "val",
     gates: Annotated[Optional[Path], typer.Option(help="Gates TOML whose tolerances the bundles carry (default: shipped gates).")] = None,
     arch: Annotated[Optional[str], typer.Option(help="Model name, only for bare state dicts.")] = None,

@@ -20,8 +20,8 @@ from . import bundle_cmd, validate_cmd
 from .common import console, load_split, set_threads
 
 # Demo budgets on a 2-core CPU: the classifier ~5 min, the detector ~10 min.
-CLASSIFIER = {"arch": "mobilenet_v2", "width_mult": 0.5, "input": 64, "epochs": 5, "batch": 32, "lr": 4e-3}
-DETECTOR = {"arch": "centernet", "width_mult": 0.5, "input": 128, "epochs": 25, "batch": 16, "lr": 3e-3}
+CLASSIFIER = {"arch": "mobilenet_v2", "width_mult": 0.5, "input": 64, "epochs": 7, "batch": 32, "lr": 4e-3}
+DETECTOR = {"arch": "centernet", "width_mult": 0.5, "input": 128, "epochs": 20, "batch": 16, "lr": 3e-3}
 
 
 def _stage(title: str) -> None:
@@ -90,6 +90,6 @@ def demo(
         summary[name]["gates_passed"] = report["gates"]["passed"]
         summary[name]["report"] = str(reports / "report.md")
         _stage(f"6. device bundles for {name}")
-        bundle_cmd.bundle(checkpoint, artifacts, root, out / "bundles" / name, samples=64, force=True, threads=threads)
+        bundle_cmd.bundle(checkpoint, artifacts, root, out / "bundles" / name, samples=200, force=True, threads=threads)
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=2))
     console.print(f"demo finished in {time.perf_counter() - started:.0f} s; summary in {out / 'demo_summary.json'}")

@@ -20,6 +20,12 @@ def _fmt(value, digits=2, suffix=""):
     return "n/a" if value is None else f"{value:.{digits}f}{suffix}"
 
 
+def _rss(measured: dict) -> str:
+    if measured.get("peak_rss_mb") is None:
+        return "n/a"
+    return f"{measured['peak_rss_mb']:.0f} (+{measured.get('rss_increase_mb') or 0:.0f})"
+
+
 def _agreement_key(report: dict) -> str:
     return "top1_agreement" if report["checkpoint"]["task"] == "classification" else "box_agreement"
 
@@ -36,7 +42,7 @@ def rows_for_display(report: dict) -> list[list[str]]:
             a["target"], a["precision"], _fmt(m.get("size_mb")),
             _fmt(a["metrics"].get(metric)) + (" *" if simulated else ""),
             _fmt(m.get(f"{metric}_drop"), 2), _fmt(m.get(agree), 1), _fmt(m.get("sqnr_db"), 1),
-            _fmt(m.get("latency_median_ms")), _fmt(m.get("latency_p90_ms")), _fmt(m.get("load_ms"), 0), _fmt(m.get("peak_rss_mb"), 0),
+            _fmt(m.get("latency_median_ms")), _fmt(m.get("latency_p90_ms")), _fmt(m.get("load_ms"), 0), _rss(m),
             status,
         ])
     return rows
@@ -45,7 +51,7 @@ def rows_for_display(report: dict) -> list[list[str]]:
 def columns(report: dict) -> list[str]:
     metric = {"top1": "top-1 %", "map50": "mAP@.5 %"}[headline_metric(report)]
     agree = "agree %" if report["checkpoint"]["task"] == "classification" else "box agree %"
-    return ["target", "precision", "size MB", metric, "drop", agree, "SQNR dB", "median ms", "p90 ms", "load ms", "peak RSS MB", "status"]
+    return ["target", "precision", "size MB", metric, "drop", agree, "SQNR dB", "median ms", "p90 ms", "load ms", "peak RSS MB (+artifact)", "status"]
 
 
 def terminal_table(report: dict) -> Table:

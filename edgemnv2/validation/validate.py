@@ -126,7 +126,10 @@ def validate_artifact(artifact: Path, manifest: dict, reference: dict, meta, dat
             if row.measured_on == "runtime":
                 timing = time_runner(runner, meta.preprocessing.normalize(data.images[:1]), settings.warmup, settings.runs)
                 row.measured.update(latency_median_ms=timing["median_ms"], latency_p90_ms=timing["p90_ms"], latency_min_ms=timing["min_ms"])
-        row.measured["peak_rss_mb"] = memory.peak_mb if row.measured_on == "runtime" else None
+        runtime = row.measured_on == "runtime"
+        row.measured["peak_rss_mb"] = memory.peak_mb if runtime else None
+        # what loading and running this artifact added on top of the process (data, torch, ...)
+        row.measured["rss_increase_mb"] = max(0.0, memory.peak_mb - memory.baseline_mb) if runtime else None
     except UserError as exc:
         row.note = str(exc)
         return row
