@@ -15,18 +15,23 @@ from edgemnv2.fileio import sha256_of
 pytestmark = pytest.mark.slow
 
 
-def _convert(checkpoint, data, out):
-    done = subprocess.run([sys.executable, "-m", "edgemnv2.cli.main", "convert", "--checkpoint", str(checkpoint), "--out", str(out),
-                           "--calib-data", str(data), "--calib-size", "8", "--precision", "fp32,int8"], env=dict(os.environ, EDGEMNV2_NO_PROGRESS="1"),
-                          capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return {manifest["artifact"]: (artifact, manifest) for artifact, manifest in find_artifacts(out)}
+def _convert_twice(checkpoint, data, outs):
+    """Two independent `convert` processes (run side by side: the machine has two cores)."""
+    processes = [subprocess.Popen([sys.executable, "-m", "edgemnv2.cli.main", "convert", "--checkpoint", str(checkpoint), "--out", str(out),
+                                   "--calib-data", str(data), "--calib-size", "8", "--precision", "fp32,int8", "--threads", "1"],
+                                  env=dict(os.environ, EDGEMNV2_NO_PROGRESS="1"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                 for out in outs]
+    found = []
+    for process, out in zip(processes, outs):
+        _, err = process.communicate(timeout=900)
+        assert process.returncode == 0, err[-2000:]
+        found.append({manifest["artifact"]: (artifact, manifest) for artifact, manifest in find_artifacts(out)})
+    return found
 
 
 def test_same_input_same_bytes_or_declared(trained_classifier, shapes_root, tmp_path):
     checkpoint, _ = trained_classifier
-    first = _convert(checkpoint, shapes_root / "classification", tmp_path / "a")
-    second = _convert(checkpoint, shapes_root / "classification", tmp_path / "b")
+    first, second = _convert_twice(checkpoint, shapes_root / "classification", [tmp_path / "a", tmp_path / "b"])
     observed = {}
     for name, (artifact, manifest) in first.items():
         spec = TARGETS[manifest["target"]].SPEC

@@ -35,6 +35,10 @@ app.command("bundle")(bundle_cmd.bundle)
 app.command("demo")(demo_cmd.demo)
 
 
+INTERRUPTED = 130  # the shell's code for SIGINT
+INTERRUPTED_MESSAGE = "edgemnv2: interrupted; nothing partial was left behind"
+
+
 def _debug() -> bool:
     return os.environ.get("EDGEMNV2_DEBUG", "") not in ("", "0")
 
@@ -42,6 +46,8 @@ def _debug() -> bool:
 def run(argv: list[str] | None = None) -> int:
     try:
         code = app(args=argv, standalone_mode=False)
+        if code == INTERRUPTED:  # typer turns Ctrl-C into exit code 130 and returns it
+            print(INTERRUPTED_MESSAGE, file=sys.stderr)
         return code if isinstance(code, int) else 0
     except UserError as exc:
         if _debug():
@@ -54,8 +60,8 @@ def run(argv: list[str] | None = None) -> int:
         exc.show()
         return exc.exit_code
     except (KeyboardInterrupt, typer.Abort):
-        print("edgemnv2: interrupted; nothing partial was left behind", file=sys.stderr)
-        return 130
+        print(INTERRUPTED_MESSAGE, file=sys.stderr)
+        return INTERRUPTED
     except Exception as exc:  # a bug, not a user mistake: say so in one line, keep the traceback opt-in
         if _debug():
             raise
