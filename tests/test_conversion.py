@@ -16,16 +16,16 @@ from quantization.ptq import QuantRecipe
 
 pytestmark = pytest.mark.slow
 FP32_TOLERANCE = 1e-4  # relative to the output scale
-# Regression bounds for the tiny test model (width 0.35, 32x32, ~30% top-1 after 45 s of training).
-# Its logit margins are small, so int8 flips more argmaxes than on a well-trained model; measured
-# here: cosine 0.98-0.995, top-1 agreement 0.82-0.92. A broken quantizer (random calibration, bad
-# scales) lands near 0.1 agreement. The product acceptance (cosine >= 0.99, agreement >= 97%) is
-# for trained demo models and is NOT shown by this test.
-INT8_MIN_COSINE = 0.97
-INT8_MIN_AGREEMENT = 0.75
+# int8 acceptance on the small trained test model (width 0.5, 32x32, ~1.5 min of training): cosine
+# >= 0.99 to fp32 and top-1 agreement >= 97% on the val split. TorchScript int8 runs on the x86
+# FBGEMM engine, whose 7-bit activations (reduce_range, for CPUs without VNNI) double the rounding
+# error: measured ~95% agreement here, 97.3% on the demo classifier; its bound says so.
+INT8_MIN_COSINE = 0.99
+INT8_MIN_AGREEMENT = {"executorch": 0.97, "tflite": 0.97, "torchscript": 0.93}
+DETECTOR_INT8_MIN_COSINE = 0.97  # heatmap logits of the tiny detector (demo detector: SQNR 25 dB)
 
 
-def _val_images(shapes_root, meta, count=200):
+def _val_images(shapes_root, meta, count=300):
     return calibration_images(shapes_root / "classification" / "val", meta.preprocessing, count)
 
 
@@ -90,7 +90,7 @@ def test_int8_artifacts_agree_with_fp32(classifier_artifacts, shapes_root):
             result = runner(images)[0]
             agreement = float(np.mean(result.argmax(1) == reference.argmax(1)))
             assert cosine(result, reference) >= INT8_MIN_COSINE, artifact.name
-            assert agreement >= INT8_MIN_AGREEMENT, (artifact.name, agreement)
+            assert agreement >= INT8_MIN_AGREEMENT[manifest["target"]], (artifact.name, agreement)
             checked.append(manifest["target"])
     assert set(checked) == {"torchscript", "executorch", "tflite"}
 
@@ -136,4 +136,4 @@ def test_detector_converts_and_runs(detector_artifacts, shapes_root):
             for got, want in zip(outputs, reference):
                 assert np.abs(got - want).max() / np.abs(want).max() < FP32_TOLERANCE, artifact.name
         else:
-            assert cosine(outputs[0], reference[0]) > INT8_MIN_COSINE, artifact.name
+            assert cosine(outputs[0], reference[0]) > DETECTOR_INT8_MIN_COSINE, artifact.name
