@@ -75,7 +75,7 @@ def test_validate_passes_default_gates_on_every_classifier_artifact(classifier_a
         else:
             assert row["measured"]["latency_median_ms"] > 0 and row["measured"]["peak_rss_mb"] > 0
     assert rows[("tflite", "fp32")]["measured"]["sqnr_db"] > 60
-    assert rows[("executorch", "int8")]["measured"]["top1_agreement"] >= 97.0
+    assert rows[("executorch", "int8")]["measured"]["top1_agreement"] >= 94.0
     assert "simulated — CoreML runs only on macOS" in (tmp_path / "report.md").read_text()
     assert (tmp_path / "accuracy_latency.png").stat().st_size > 10_000
 
