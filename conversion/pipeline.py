@@ -8,7 +8,7 @@ import torch
 
 from edgemnv2.checkpoint import CheckpointMeta, load_checkpoint
 from edgemnv2.data.datasets import _evenly_spaced
-from edgemnv2.data.images import is_image_file, load_rgb
+from edgemnv2.data.images import list_images, load_rgb
 from edgemnv2.data.preprocess import Preprocessing
 from edgemnv2.errors import UserError
 from edgemnv2.fileio import sha256_of
@@ -59,7 +59,7 @@ def calibration_images(folder: Path, preprocessing: Preprocessing, count: int) -
         raise UserError(f"calibration folder not found: {folder}")
     if (folder / "calib").is_dir():
         folder = folder / "calib"
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))
+    files = list_images(folder)
     if not files:
         raise UserError(f"no images found under {folder} for calibration")
     chosen = _evenly_spaced(files, count)

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import load_checkpoint
 from .data.datasets import ClassificationData
 from .errors import UserError
 from .evaluate import run_dataset, torch_runner
@@ -70,12 +69,10 @@ def write_bundle(artifact: Path, manifest: dict, inputs: np.ndarray, references:
     return dest
 
 
-def make_bundles(checkpoint: Path, artifacts_dir: Path, data, samples: int, out_dir: Path, gates: Gates, force: bool, arch: str | None = None) -> list[Path]:
+def make_bundles(checkpoint: Path, model, meta, artifacts_dir: Path, data, out_dir: Path, gates: Gates, force: bool) -> list[Path]:
+    """`model`/`meta`: the loaded checkpoint (the caller already needed its preprocessing)."""
     from conversion.base import find_artifacts, verify_artifact
 
-    if samples < 1:
-        raise UserError("--samples must be at least 1")
-    model, meta = load_checkpoint(checkpoint, arch)
     checkpoint_sha = sha256_of(checkpoint)
     found = [(p, m) for p, m in find_artifacts(artifacts_dir) if m.get("checkpoint_sha256") == checkpoint_sha]
     if not found:

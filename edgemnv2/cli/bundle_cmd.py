@@ -29,9 +29,9 @@ def bundle(
     set_threads(threads)
     if samples < 1:
         raise UserError("--samples must be at least 1")
-    _, meta = load_checkpoint(checkpoint, arch)
+    model, meta = load_checkpoint(checkpoint, arch)
     dataset = load_split(meta.task, data, split, meta.preprocessing, limit=samples, class_names=meta.class_names)
-    written = make_bundles(checkpoint, artifacts, dataset, samples, out_dir, load_gates(gates, target_names()), force, arch)
+    written = make_bundles(checkpoint, model, meta, artifacts, dataset, out_dir, load_gates(gates, target_names()), force)
     for path in written:
         console.print(f"bundle: {path}")
     console.print(f"{len(written)} bundles; on a device run: python <bundle>/run_bundle.py <bundle>")

@@ -8,14 +8,14 @@ from .common import console, out, set_threads
 
 
 def _images_in(path: Path) -> list[Path]:
-    from ..data.images import is_image_file
+    from ..data.images import list_images
     from ..errors import UserError
 
     if not path.exists():
         raise UserError(f"image or folder not found: {path}")
     if path.is_file():
         return [path]
-    files = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p))
+    files = list_images(path)
     if not files:
         raise UserError(f"no images found under {path}")
     return files

@@ -60,3 +60,8 @@ def _to_rgb8(image: Image.Image) -> Image.Image:
 
 def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Every image file under folder, recursively, in a stable (sorted) order."""
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and is_image_file(p))

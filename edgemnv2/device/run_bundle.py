@@ -41,8 +41,8 @@ def sha256_of(path):
     """Same as edgemnv2.fileio.sha256_of: a file's bytes, or a folder's relative names + bytes."""
     digest = hashlib.sha256()
     if os.path.isdir(path):
-        files = sorted(os.path.join(d, f) for d, _, names in os.walk(path) for f in names)
-        files = sorted(files, key=lambda p: os.path.relpath(p, path).split(os.sep))
+        files = sorted((os.path.join(d, f) for d, _, names in os.walk(path) for f in names),
+                       key=lambda p: os.path.relpath(p, path).split(os.sep))  # by path parts, as pathlib sorts
     else:
         files = [path]
     for file in files:

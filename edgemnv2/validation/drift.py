@@ -53,12 +53,12 @@ def match_detections(reference, other, iou_threshold: float = 0.5):
         if not len(other):
             break
         ious = _iou(np.asarray(box, np.float64), other_boxes)
-        best, best_iou = None, iou_threshold
+        best = None
         for j in np.argsort(-ious):
             if ious[j] < iou_threshold:
                 break
             if j not in used and other[j][2] == label:
-                best, best_iou = int(j), ious[j]
+                best = int(j)
                 break
         if best is not None:
             used.add(best)
