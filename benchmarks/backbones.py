@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import machine, time_runner  # noqa: E402
+from benchmarks.common import machine, time_interleaved  # noqa: E402
 
 ARTICLE = {  # the article's table: its CPU is unknown
     "centernet_seed": {"params": "4.3 M (17 MB)", "cpu_time": "600 ms"},
@@ -45,6 +45,25 @@ def _params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def _gmacs(model) -> float:
+    """Multiply-accumulates of conv and linear layers for one 512x512 image, in billions."""
+    total = 0
+
+    def count(module, _inputs, output):
+        nonlocal total
+        if isinstance(module, torch.nn.Conv2d):
+            total += output.numel() * module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+        else:
+            total += module.in_features * module.out_features
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, 3, LATENCY_INPUT, LATENCY_INPUT))
+    for hook in hooks:
+        hook.remove()
+    return total / 1e9
+
+
 def ensure_data(root: Path, train_images: int) -> Path:
     from edgemnv2.data.shapes import ShapesConfig, generate
 
@@ -55,23 +74,35 @@ def ensure_data(root: Path, train_images: int) -> Path:
     return root / "detection"
 
 
-def train_row(name, arch, kwargs, data, work: Path, epochs: int, train_size: int) -> dict:
-    """Train under the shared budget (cached). -> {checkpoint, train_loss, map50, seconds}."""
+def _architecture_key(model) -> str:
+    """Changes whenever the architecture does (names and shapes of every tensor)."""
+    import hashlib
+
+    layout = repr([(k, tuple(v.shape)) for k, v in model.state_dict().items()])
+    return hashlib.sha256(layout.encode()).hexdigest()[:8]
+
+
+def train_row(name, arch, kwargs, data, work: Path, epochs: int, train_size: int, train_images: int) -> dict:
+    """Train under the shared budget. -> {checkpoint, train_loss, map50, seconds}.
+
+    Cached under a key of the budget and the architecture, so a rerun resumes, and a changed model
+    or budget retrains instead of silently reusing stale weights."""
     from edgemnv2.checkpoint import CheckpointMeta
     from edgemnv2.cli.common import load_split
     from edgemnv2.data.preprocess import Preprocessing
     from edgemnv2.models import create_model
     from edgemnv2.train import TrainConfig, train_detector
 
-    cache = work / f"{name}.train.json"
-    if cache.exists():
-        return json.loads(cache.read_text())
     preprocessing = Preprocessing((train_size, train_size))
     train = load_split("detection", data, "train", preprocessing)
+    model = create_model(arch, num_classes=len(train.class_names), **kwargs)
+    key = f"{name}-e{epochs}-n{train_images}-s{train_size}-{_architecture_key(model)}"
+    cache = work / f"{key}.train.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
     val = load_split("detection", data, "val", preprocessing, class_names=train.class_names)
     meta = CheckpointMeta(arch, "detection", train.class_names, preprocessing, dict(kwargs))
-    model = create_model(arch, num_classes=len(train.class_names), **kwargs)
-    checkpoint = work / f"{name}.pt"
+    checkpoint = work / f"{key}.pt"
     result = train_detector(model, train, val, meta, TrainConfig(epochs=epochs, batch_size=16, lr=3e-3), checkpoint)
     record = {"checkpoint": str(checkpoint), "train_loss": result.history[-1]["train_loss"],
               "map50": result.best_metrics.get("val_map50", 0.0), "seconds": result.seconds, "epochs": epochs}
@@ -79,8 +110,8 @@ def train_row(name, arch, kwargs, data, work: Path, epochs: int, train_size: int
     return record
 
 
-def deployed_int8(checkpoint: Path, data: Path, work: Path, threads: int, runs: int, sample: np.ndarray) -> dict:
-    """Convert the trained weights at 512x512 to ExecuTorch and TFLite int8 and time them."""
+def int8_runners(checkpoint: Path, data: Path, work: Path, threads: int) -> dict:
+    """Convert the trained weights at 512x512 to ExecuTorch and TFLite int8: target -> loaded runner."""
     from conversion import TARGETS
     from conversion.base import find_artifacts
     from conversion.pipeline import run_conversion
@@ -88,20 +119,19 @@ def deployed_int8(checkpoint: Path, data: Path, work: Path, threads: int, runs: 
     from edgemnv2.data.preprocess import Preprocessing
     from quantization.ptq import QuantRecipe
 
-    model, meta = load_checkpoint(checkpoint)
-    meta.preprocessing = Preprocessing((LATENCY_INPUT, LATENCY_INPUT))
-    at_512 = work / f"{checkpoint.stem}_512.pt"
-    save_checkpoint(at_512, model, meta)
     out = work / f"{checkpoint.stem}_artifacts"
-    run_conversion(at_512, ["executorch", "tflite"], ["int8"], data, out, QuantRecipe(calibration_size=32))
-    timings = {}
-    for artifact, manifest in find_artifacts(out):
-        runner = TARGETS[manifest["target"]].load(artifact, manifest, threads)
-        timings[manifest["target"]] = time_runner(runner, sample, warmup=2, runs=runs)["median_ms"]
-    return timings
+    if not (out.exists() and list(find_artifacts(out))):  # converted in an earlier run: reuse
+        model, meta = load_checkpoint(checkpoint)
+        meta.preprocessing = Preprocessing((LATENCY_INPUT, LATENCY_INPUT))
+        at_512 = work / f"{checkpoint.stem}_512.pt"
+        save_checkpoint(at_512, model, meta)
+        run_conversion(at_512, ["executorch", "tflite"], ["int8"], data, out, QuantRecipe(calibration_size=32), force=True)
+    return {manifest["target"]: TARGETS[manifest["target"]].load(artifact, manifest, threads) for artifact, manifest in find_artifacts(out)}
 
 
 def run(args) -> dict:
+    """Three phases, so that every latency in the table comes from one interleaved timing pass:
+    train every row (cached), convert every row (cached), then time all runners round-robin."""
     from edgemnv2.checkpoint import load_checkpoint
     from edgemnv2.evaluate import torch_runner
     from edgemnv2.models import create_model
@@ -111,26 +141,35 @@ def run(args) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     data = ensure_data(work / "data", args.train_images)
     sample = np.random.default_rng(0).standard_normal((1, 3, LATENCY_INPUT, LATENCY_INPUT)).astype(np.float32)
-    rows = []
+    trained, runners = {}, {}
     for name, arch, kwargs in ROWS:
-        print(f"== {name}", file=sys.stderr, flush=True)
-        trained = train_row(name, arch, kwargs, data, work, args.epochs, args.train_size)
-        model, meta = load_checkpoint(Path(trained["checkpoint"]))
-        article_model = create_model(arch, num_classes=ARTICLE_CLASSES, **kwargs)
-        eager = time_runner(torch_runner(model), sample, warmup=2, runs=args.runs)["median_ms"]
-        int8 = deployed_int8(Path(trained["checkpoint"]), data, work, args.threads, args.runs, sample)
+        print(f"== train {name}", file=sys.stderr, flush=True)
+        trained[name] = train_row(name, arch, kwargs, data, work, args.epochs, args.train_size, args.train_images)
+    for name, arch, kwargs in ROWS:
+        print(f"== convert {name}", file=sys.stderr, flush=True)
+        checkpoint = Path(trained[name]["checkpoint"])
+        int8 = int8_runners(checkpoint, data, work, args.threads)
         if not int8:
             raise SystemExit(f"{name}: no int8 artifact converted; see the conversion messages above")
+        runners[(name, "eager")] = torch_runner(load_checkpoint(checkpoint)[0])
+        runners.update({(name, target): runner for target, runner in int8.items()})
+    print(f"== timing {len(runners)} runners interleaved, {args.runs} rounds", file=sys.stderr, flush=True)
+    timed = {key: stats["median_ms"] for key, stats in time_interleaved(runners, sample, warmup=2, runs=args.runs).items()}
+    rows = []
+    for name, arch, kwargs in ROWS:
+        model, _ = load_checkpoint(Path(trained[name]["checkpoint"]))
+        article_model = create_model(arch, num_classes=ARTICLE_CLASSES, **kwargs)
+        int8 = {target: ms for (row, target), ms in timed.items() if row == name and target != "eager"}
         best_target = min(int8, key=int8.get)
         rows.append({
             "row": name, "params_10_classes": _params(article_model), "params_trained": _params(model),
-            "fp32_mb": _params(model) * 4 / 1e6, "eager_fp32_ms": eager,
+            "gmacs_512": _gmacs(article_model), "fp32_mb": _params(model) * 4 / 1e6, "eager_fp32_ms": timed[(name, "eager")],
             "executorch_int8_ms": int8.get("executorch"), "tflite_int8_ms": int8.get("tflite"),
             "best_int8_ms": int8[best_target], "best_int8_target": best_target,
-            "train_loss": trained["train_loss"], "map50": trained["map50"] * 100, "train_seconds": trained["seconds"],
+            "train_loss": trained[name]["train_loss"], "map50": trained[name]["map50"] * 100, "train_seconds": trained[name]["seconds"],
             "article": ARTICLE[name],
         })
-    return {"machine": machine(), "threads": args.threads, "runs": args.runs, "latency_input": LATENCY_INPUT,
+    return {"machine": machine(), "threads": args.threads, "runs": args.runs, "latency_input": LATENCY_INPUT, "timing": "interleaved round-robin",
             "training": {"epochs": args.epochs, "batch_size": 16, "input": args.train_size, "train_images": args.train_images, "classes": 6},
             "rows": rows, "goals": goals(rows)}
 
@@ -152,16 +191,17 @@ def markdown(result: dict) -> str:
     lines = [
         f"# CenterNet backbones on this machine",
         "",
-        f"Machine: {result['machine']}; {result['threads']} threads; latency = median of {result['runs']} runs, batch 1, {result['latency_input']}x{result['latency_input']} input.",
+        f"Machine: {result['machine']}; {result['threads']} threads; latency = median of {result['runs']} runs, batch 1, {result['latency_input']}x{result['latency_input']} input; "
+        f"all runners timed round-robin in one pass, so machine drift hits every row alike.",
         f"Training budget (same for every row): {t['epochs']} epochs, batch {t['batch_size']}, {t['input']}x{t['input']} input, {t['train_images']} shapes images, {t['classes']} classes.",
         "",
-        "| detector | params (10 cls) | fp32 MB | eager fp32 ms | ExecuTorch int8 ms | TFLite int8 ms | best int8 vs seed eager | train loss | mAP@.5 % | article: params | article: CPU time |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| detector | params (10 cls) | GMACs @512 | fp32 MB | eager fp32 ms | ExecuTorch int8 ms | TFLite int8 ms | best int8 vs seed eager | train loss | mAP@.5 % | article: params | article: CPU time |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     seed_eager = next(r["eager_fp32_ms"] for r in result["rows"] if r["row"] == "centernet_seed")
     for r in result["rows"]:
         ms = {k: ("n/a" if r[k] is None else f"{r[k]:.1f}") for k in ("executorch_int8_ms", "tflite_int8_ms")}
-        lines.append(f"| {r['row']} | {r['params_10_classes'] / 1e6:.2f} M | {r['fp32_mb']:.1f} | {r['eager_fp32_ms']:.1f} | {ms['executorch_int8_ms']} | "
+        lines.append(f"| {r['row']} | {r['params_10_classes'] / 1e6:.2f} M | {r['gmacs_512']:.2f} | {r['fp32_mb']:.1f} | {r['eager_fp32_ms']:.1f} | {ms['executorch_int8_ms']} | "
                      f"{ms['tflite_int8_ms']} | {seed_eager / r['best_int8_ms']:.1f}x | {r['train_loss']:.3f} | {r['map50']:.1f} | "
                      f"{r['article']['params']} | {r['article']['cpu_time']} |")
     lines += ["", "The article's columns are its own figures, measured on its unknown CPU; they are quoted, not reproduced.",

@@ -10,6 +10,8 @@ import pytest
 
 from edgemnv2.cli.main import run
 
+from .conftest import SMALL_MODEL_GATES, TEST_VAL_SIZE
+
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 
@@ -19,7 +21,7 @@ def bundles(classifier_artifacts, shapes_root, tmp_path_factory):
     checkpoint, artifacts, _, _ = classifier_artifacts
     out = tmp_path_factory.mktemp("bundles")
     assert run(["bundle", "--checkpoint", str(checkpoint), "--artifacts", str(artifacts), "--data", str(shapes_root / "classification"),
-                "--out", str(out), "--samples", "300"]) == 0  # the whole val split: agreement is not a 1-flip lottery
+                "--out", str(out), "--samples", str(TEST_VAL_SIZE), "--gates", SMALL_MODEL_GATES]) == 0  # the whole val split: agreement is not a 1-flip lottery
     return out
 
 
@@ -50,7 +52,7 @@ def test_bundle_is_self_contained(bundles):
 def test_bundles_pass_in_the_main_environment(bundles, name, runtime):
     code, result = run_bundle(sys.executable, bundles / name)
     assert code == 0, result
-    assert result["runtime"] == runtime and result["status"] == "passed" and result["samples"] == 300
+    assert result["runtime"] == runtime and result["status"] == "passed" and result["samples"] == TEST_VAL_SIZE
     assert result["measured"]["latency_median_ms"] > 0
 
 
@@ -78,8 +80,11 @@ def test_tflite_bundles_pass_under_tflite_runtime_with_numpy1(bundles, tflite_ru
     assert board["runtime"] == "tflite_runtime" and board["runtime_version"] == "2.14.0" and board["numpy"].startswith("1.")
     _, host = run_bundle(sys.executable, bundle)
     assert host["runtime"] == "ai_edge_litert"
-    # the two interpreters agree on the figures
-    assert board["measured"]["top1_agreement"] == pytest.approx(host["measured"]["top1_agreement"], abs=2.1)
+    # The two interpreters agree on the figures. In int8 they run different kernels (tflite-runtime
+    # 2.14's built-in int8 ops vs LiteRT 2.3's XNNPACK) with different requantization rounding, so
+    # borderline images may flip differently: a few points of agreement apart, not identical.
+    tolerance = 0.5 if precision == "fp32" else 4.0
+    assert board["measured"]["top1_agreement"] == pytest.approx(host["measured"]["top1_agreement"], abs=tolerance)
     assert abs(board["measured"]["sqnr_db"] - host["measured"]["sqnr_db"]) < (1.0 if precision == "fp32" else 3.0) or min(board["measured"]["sqnr_db"], host["measured"]["sqnr_db"]) > 100
 
 

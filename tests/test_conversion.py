@@ -14,20 +14,23 @@ from edgemnv2.checkpoint import load_checkpoint
 from edgemnv2.evaluate import torch_runner
 from quantization.ptq import QuantRecipe
 
+from .conftest import TEST_CALIBRATION_SIZE, TEST_CLASSIFIER_INPUT, TEST_VAL_SIZE
+
 pytestmark = pytest.mark.slow
 FP32_TOLERANCE = 1e-4  # relative to the output scale
-# int8 on the small trained test model (width 0.5, 32x32, ~1.5 min of training): cosine >= 0.99 to
-# fp32 holds for every target (measured 0.994-0.999). Top-1 agreement depends on how confident the
-# model is: this small one lands at 95-97% for ExecuTorch/TFLite (training on 2 threads is not
-# bit-reproducible, so it moves run to run) and is bounded below at 94%; the demo classifier
-# reaches 98.3-99.4% (report in the closing note). TorchScript int8 runs on x86 FBGEMM with 7-bit
-# activations (reduce_range, for CPUs without VNNI): ~95% here, 97.3% on the demo classifier.
+# int8 on the small trained test model (48x48, width 0.35, ~1 min of training, ~70% top-1):
+# cosine >= 0.99 to fp32 holds for every target. Top-1 agreement depends on how confident the model
+# is: measured 97.2-97.9% for ExecuTorch/TFLite on such models (training on 2 threads is not
+# bit-reproducible, so it moves run to run), bounded below at 95% for >3 sigma of margin on 600
+# images; the demo classifier reaches 98.3-99.4% (report in the closing note). TorchScript int8 runs
+# on x86 FBGEMM with 7-bit activations (reduce_range, for CPUs without VNNI): ~95.7% here, 97.3% on
+# the demo classifier.
 INT8_MIN_COSINE = 0.99
-INT8_MIN_AGREEMENT = {"executorch": 0.94, "tflite": 0.94, "torchscript": 0.92}
+INT8_MIN_AGREEMENT = {"executorch": 0.95, "tflite": 0.95, "torchscript": 0.93}
 DETECTOR_INT8_MIN_COSINE = 0.97  # heatmap logits of the tiny detector (demo detector: SQNR 25 dB)
 
 
-def _val_images(shapes_root, meta, count=300):
+def _val_images(shapes_root, meta, count=TEST_VAL_SIZE):
     return calibration_images(shapes_root / "classification" / "val", meta.preprocessing, count)
 
 
@@ -52,11 +55,11 @@ def test_manifests_describe_their_artifacts(classifier_artifacts):
     for artifact, manifest in find_artifacts(out):
         assert manifest["artifact_sha256"] == sha256_of(artifact)
         assert manifest["checkpoint_sha256"] == sha256_of(checkpoint)
-        assert manifest["input_shape"] == [1, 3, 32, 32] and manifest["outputs"] == ["logits"]
+        assert manifest["input_shape"] == [1, 3, TEST_CLASSIFIER_INPUT, TEST_CLASSIFIER_INPUT] and manifest["outputs"] == ["logits"]
         assert len(manifest["class_names"]) == 10 and manifest["preprocessing"]["mean"]
         assert manifest["tool_versions"]["torch"].startswith("2.14.1")
         if manifest["precision"].startswith("int8") and manifest["precision"] != "int8_weights":
-            assert manifest["quantization"]["calibration"] == {"images": 60, "observer": "histogram"}
+            assert manifest["quantization"]["calibration"] == {"images": TEST_CALIBRATION_SIZE, "observer": "histogram"}
 
 
 def _runnable(out):

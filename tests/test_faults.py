@@ -128,4 +128,5 @@ def test_missing_runtime_is_reported_per_target(classifier_artifacts, shapes_roo
     assert done.returncode == 0, done.stderr[-2000:]
     rows = {(a["target"], a["precision"]): a for a in json.loads((tmp_path / "report" / "report.json").read_text())["artifacts"]}
     assert rows[("tflite", "int8")]["status"] == "could not run" and "no TFLite interpreter" in rows[("tflite", "int8")]["note"]
-    assert rows[("executorch", "int8")]["status"] == "passed" and rows[("torchscript", "fp32")]["status"] == "passed"
+    # the other targets still ran (on 16 images their int8 gates may pass or fail; that is not this test's subject)
+    assert rows[("executorch", "int8")]["status"] in ("passed", "gate failed") and rows[("torchscript", "fp32")]["status"] == "passed"

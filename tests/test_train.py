@@ -2,6 +2,8 @@ import pytest
 
 from edgemnv2.checkpoint import load_checkpoint
 
+from .conftest import TEST_CLASSIFIER_INPUT
+
 pytestmark = pytest.mark.slow
 
 
@@ -12,7 +14,7 @@ def test_classifier_training_lowers_the_loss_and_saves_the_best(trained_classifi
     best = max(r["val_top1"] for r in result.history)
     model, meta = load_checkpoint(checkpoint)
     assert meta.metrics["val_top1"] == best and best > 0.2  # 10 classes: chance is 0.1
-    assert meta.preprocessing.input_size == (32, 32) and meta.versions["torch"].startswith("2.14")
+    assert meta.preprocessing.input_size == (TEST_CLASSIFIER_INPUT, TEST_CLASSIFIER_INPUT) and meta.versions["torch"].startswith("2.14")
 
 
 def test_detector_training_lowers_the_loss(trained_detector):

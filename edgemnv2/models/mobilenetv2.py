@@ -55,6 +55,9 @@ class MobileNetV2(nn.Module):
         last_ch = make_divisible(LAST_CHANNELS * max(1.0, width_mult))
         layers: list[nn.Module] = [ConvBNAct(3, in_ch, stride=2)]
         # (index in features, channels, stride) of the last layer at each output stride: detector taps.
+        # The stride-32 tap is the last bottleneck (320 channels at width 1), not the 1x1 expansion
+        # to 1280 after it: that conv only widens features for the classifier's pooling; a detector
+        # would pay ~105 MMACs at 512x512 and a 1280-wide lateral for it.
         self.feature_taps: list[tuple[int, int, int]] = []
         stride = 2
         for t, c, n, s in INVERTED_RESIDUAL_SETTING:
@@ -65,8 +68,8 @@ class MobileNetV2(nn.Module):
             for i in range(n):
                 layers.append(InvertedResidual(in_ch, out_ch, s if i == 0 else 1, t))
                 in_ch = out_ch
+        self.feature_taps.append((len(layers) - 1, in_ch, stride))
         layers.append(ConvBNAct(in_ch, last_ch, kernel=1))
-        self.feature_taps.append((len(layers) - 1, last_ch, stride))
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(last_ch, num_classes))
         init_weights(self)

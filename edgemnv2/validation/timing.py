@@ -38,6 +38,29 @@ def time_runner(runner, sample: np.ndarray, warmup: int = 5, runs: int = 30) -> 
     return {"median_ms": statistics.median(times), "p90_ms": times[int(0.9 * (len(times) - 1))], "min_ms": times[0], "runs": len(times)}
 
 
+def time_interleaved(runners: dict, sample: np.ndarray, warmup: int = 2, runs: int = 10) -> dict[str, dict]:
+    """Time several runners round-robin (A, B, C, A, B, C, ...) on one sample: name -> stats.
+
+    On a shared or throttling machine, speed drifts over minutes (measured here: the same model
+    from 102 to 135 ms between two passes). Timing rows one after another puts that drift into the
+    ratios between rows; interleaving spreads it evenly, so the ratios stay comparable.
+    """
+    for runner in runners.values():
+        for _ in range(warmup):
+            runner(sample)
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(max(runs, 1)):
+        for name, runner in runners.items():
+            start = time.perf_counter()
+            runner(sample)
+            times[name].append((time.perf_counter() - start) * 1000)
+    stats = {}
+    for name, values in times.items():
+        values.sort()
+        stats[name] = {"median_ms": statistics.median(values), "p90_ms": values[int(0.9 * (len(values) - 1))], "min_ms": values[0], "runs": len(values)}
+    return stats
+
+
 def _status_kb(field: str) -> int | None:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
