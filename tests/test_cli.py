@@ -37,6 +37,12 @@ def test_unknown_model(capsys):
     assert_one_line_error(code, err, "Did you mean 'mobilenet_v2'")
 
 
+def test_unknown_data_difficulty(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "data", "shapes", "--out", tmp_path, "--difficulty", "gentel")
+    assert_one_line_error(code, err, "Did you mean 'gentle'")
+    assert not (tmp_path / "classification").exists()
+
+
 def test_missing_checkpoint(capsys, tmp_path):
     code, _, err = run_cli(capsys, "eval", "--checkpoint", tmp_path / "nope.pt", "--data", tmp_path)
     assert_one_line_error(code, err, "checkpoint not found")

@@ -50,6 +50,7 @@ class Difficulty:
 # model is confident enough that int8 flips are rare and tolerances can be tight. Colour still
 # misleads 15% of the time, so shape must be learned and fp32 stays below 100%.
 GENTLE = Difficulty(blur_probability=0.0, classification_clutter=0, classification_occlusion=0.0, detection_occlusion=0.1)
+DIFFICULTIES = {"standard": Difficulty(), "gentle": GENTLE}
 
 
 @dataclass(frozen=True)
