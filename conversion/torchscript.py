@@ -31,8 +31,13 @@ def convert(job: ConversionJob, dest: Path) -> dict:
     return {"quantized_engine": job.recipe.engine if job.precision == "int8" else None}
 
 
-def torch_module_runner(module) -> Runner:
+def torch_module_runner(module, quantized_engine: str | None = None) -> Runner:
+    """Runner for a TorchScript module. The quantized engine is process-global in torch, so it is
+    set on every call: an x86 `.pt` and a qnnpack `.ptl` loaded side by side each get their own."""
+
     def run(batch: np.ndarray) -> list[np.ndarray]:
+        if quantized_engine:
+            torch.backends.quantized.engine = quantized_engine
         with torch.no_grad():
             out = module(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)))
         out = out if isinstance(out, (tuple, list)) else (out,)
@@ -43,6 +48,7 @@ def torch_module_runner(module) -> Runner:
 
 def load(path: Path, manifest: dict, threads: int = 2) -> Runner:
     torch.set_num_threads(threads)
-    if manifest.get("quantized_engine"):
-        torch.backends.quantized.engine = manifest["quantized_engine"]
-    return torch_module_runner(torch.jit.load(str(path)).eval())
+    engine = manifest.get("quantized_engine")
+    if engine:  # packed weights are unpacked for the engine current at load time
+        torch.backends.quantized.engine = engine
+    return torch_module_runner(torch.jit.load(str(path)).eval(), engine)

@@ -13,10 +13,10 @@ import torch
 from .base import ConversionJob, Runner, TargetSpec
 from .torchscript import script_model, torch_module_runner
 
-# int8 (FX quantization on the qnnpack engine) is withheld: on this x86 host its .ptl gave outputs
-# unrelated to fp32 (cosine 0.04 on a trained model) and the cause is not yet found. The code path
-# stays so the fix is one line here once tests pass.
-SPEC = TargetSpec("torchscript_mobile", ".ptl", ("fp32",), runtime="PyTorch lite interpreter")
+# int8 is FX quantization on the qnnpack engine with full 8-bit activations. It needs the
+# `contiguous_before_clamps` workaround in quantization/ptq.py (qnnpack's quantized clamp misreads
+# its convs' channels-last outputs); without it the model computes garbage.
+SPEC = TargetSpec("torchscript_mobile", ".ptl", ("fp32", "int8"), runtime="PyTorch lite interpreter")
 
 
 def convert(job: ConversionJob, dest: Path) -> dict:
@@ -39,6 +39,7 @@ def load(path: Path, manifest: dict, threads: int = 2) -> Runner:
     from torch.jit.mobile import _load_for_lite_interpreter
 
     torch.set_num_threads(threads)
-    if manifest.get("quantized_engine"):
-        torch.backends.quantized.engine = manifest["quantized_engine"]
-    return torch_module_runner(_load_for_lite_interpreter(str(path)))
+    engine = manifest.get("quantized_engine")
+    if engine:  # packed weights are unpacked for the engine current at load time
+        torch.backends.quantized.engine = engine
+    return torch_module_runner(_load_for_lite_interpreter(str(path)), engine)

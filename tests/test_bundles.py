@@ -48,6 +48,7 @@ def test_bundle_is_self_contained(bundles):
     ("tiny_classifier_executorch_fp32_pte", "executorch"), ("tiny_classifier_executorch_int8_pte", "executorch"),
     ("tiny_classifier_torchscript_fp32_pt", "torch.jit"), ("tiny_classifier_torchscript_int8_pt", "torch.jit"),
     ("tiny_classifier_torchscript_mobile_fp32_ptl", "torch.jit lite interpreter"),
+    ("tiny_classifier_torchscript_mobile_int8_ptl", "torch.jit lite interpreter"),
 ])
 def test_bundles_pass_in_the_main_environment(bundles, name, runtime):
     code, result = run_bundle(sys.executable, bundles / name)

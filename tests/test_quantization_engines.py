@@ -1,0 +1,62 @@
+"""The qnnpack engine's quantized-clamp bug, and the graph pass that works around it.
+
+On torch 2.14.1, qnnpack's quantized hardtanh/clamp (ReLU6) reads a channels-last tensor as NCHW.
+qnnpack convs return channels-last tensors, so conv -> ReLU6, MobileNetV2's basic unit, came out
+scrambled. `contiguous_before_clamps` fixes it; the canary below says when an upgrade fixes torch.
+"""
+
+import pytest
+import torch
+from torch import nn
+
+from quantization.ptq import QuantRecipe, contiguous_before_clamps, fx_quantize
+
+
+@pytest.fixture(autouse=True)
+def restore_quantized_engine():
+    """fx_quantize sets torch's process-global engine; leave it as found for the other tests."""
+    before = torch.backends.quantized.engine
+    yield
+    torch.backends.quantized.engine = before
+
+
+def _conv_relu6_outputs(engine: str, patch: bool):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU6()).eval()
+    images = torch.randn(32, 8, 12, 12) * 2  # a layer's input activations, not images: no training involved
+    quantized = fx_quantize(model, images[:1], images.numpy(), QuantRecipe(engine=engine))
+    if not patch and engine == "qnnpack":  # undo the workaround fx_quantize applied
+        for node in list(quantized.graph.nodes):
+            if node.op == "call_method" and node.target == "contiguous":
+                node.replace_all_uses_with(node.args[0])
+                quantized.graph.erase_node(node)
+        quantized.recompile()
+    with torch.no_grad():
+        return model(images), quantized(images)
+
+
+def cosine(a, b):
+    return float((a * b).sum() / (a.norm() * b.norm()))
+
+
+def test_qnnpack_conv_relu6_is_right_with_the_workaround():
+    reference, quantized = _conv_relu6_outputs("qnnpack", patch=True)
+    assert cosine(reference, quantized) > 0.999
+
+
+def test_x86_needs_no_workaround():
+    reference, quantized = _conv_relu6_outputs("x86", patch=False)
+    assert cosine(reference, quantized) > 0.999
+
+
+def test_canary_qnnpack_clamp_bug_is_still_there():
+    """If this fails, torch fixed qnnpack's clamp on channels-last: drop contiguous_before_clamps."""
+    reference, quantized = _conv_relu6_outputs("qnnpack", patch=False)
+    assert cosine(reference, quantized) < 0.9
+
+
+def test_the_pass_counts_every_clamp():
+    graph = torch.fx.symbolic_trace(nn.Sequential(nn.ReLU6(), nn.Hardtanh(0, 6), nn.ReLU()))
+    assert contiguous_before_clamps(graph) == 2
+    x = torch.randn(2, 3, 4, 4)
+    assert torch.equal(graph(x), torch.clamp(x, 0, 6))
