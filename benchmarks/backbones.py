@@ -1,6 +1,6 @@
 """The article's CenterNet backbone comparison, reproduced on this machine, plus what deployment buys.
 
-    python benchmarks/backbones.py [--epochs 4] [--train-images 2000] [--threads 2] [--runs 10] [--out benchmarks/results]
+    python benchmarks/backbones.py [--epochs 6] [--train-images 1000] [--threads 2] [--runs 20] [--out benchmarks/results]
     edgemnv2 bench backbones ...   (same thing)
 
 Rows: the article-code `centernet_seed`, and `centernet` with MobileNetV1, MobileNetV2, DLA-34.
@@ -141,7 +141,7 @@ def run(args) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     data = ensure_data(work / "data", args.train_images)
     sample = np.random.default_rng(0).standard_normal((1, 3, LATENCY_INPUT, LATENCY_INPUT)).astype(np.float32)
-    trained, runners = {}, {}
+    trained, models, runners = {}, {}, {}
     for name, arch, kwargs in ROWS:
         print(f"== train {name}", file=sys.stderr, flush=True)
         trained[name] = train_row(name, arch, kwargs, data, work, args.epochs, args.train_size, args.train_images)
@@ -151,13 +151,14 @@ def run(args) -> dict:
         int8 = int8_runners(checkpoint, data, work, args.threads)
         if not int8:
             raise SystemExit(f"{name}: no int8 artifact converted; see the conversion messages above")
-        runners[(name, "eager")] = torch_runner(load_checkpoint(checkpoint)[0])
+        models[name] = load_checkpoint(checkpoint)[0]
+        runners[(name, "eager")] = torch_runner(models[name])
         runners.update({(name, target): runner for target, runner in int8.items()})
     print(f"== timing {len(runners)} runners interleaved, {args.runs} rounds", file=sys.stderr, flush=True)
     timed = {key: stats["median_ms"] for key, stats in time_interleaved(runners, sample, warmup=2, runs=args.runs).items()}
     rows = []
     for name, arch, kwargs in ROWS:
-        model, _ = load_checkpoint(Path(trained[name]["checkpoint"]))
+        model = models[name]
         article_model = create_model(arch, num_classes=ARTICLE_CLASSES, **kwargs)
         int8 = {target: ms for (row, target), ms in timed.items() if row == name and target != "eager"}
         best_target = min(int8, key=int8.get)
@@ -235,11 +236,11 @@ def plot(result: dict, dest: Path) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--train-images", type=int, default=2000)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--train-images", type=int, default=1000)
     parser.add_argument("--train-size", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
     result = run(args)

@@ -1,6 +1,8 @@
-"""TorchScript: frozen trace (fp32) or FX-quantized int8 with the x86 engine (servers)."""
+"""TorchScript: frozen trace (fp32) or FX-quantized int8 for servers: the `x86` engine (default,
+runs on any x86 CPU) or `onednn` (full 8-bit activations; needs a CPU with VNNI)."""
 
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +12,7 @@ from quantization.ptq import fx_quantize
 
 from .base import ConversionJob, Runner, TargetSpec
 
-SPEC = TargetSpec("torchscript", ".pt", ("fp32", "int8"), runtime="torch.jit (x86 quantized engine for int8)")
+SPEC = TargetSpec("torchscript", ".pt", ("fp32", "int8"), runtime="torch.jit (x86 or onednn quantized engine for int8)")
 
 
 def script_model(job: ConversionJob) -> torch.jit.ScriptModule:
@@ -49,6 +51,9 @@ def torch_module_runner(module, quantized_engine: str | None = None) -> Runner:
 def load(path: Path, manifest: dict, threads: int = 2) -> Runner:
     torch.set_num_threads(threads)
     engine = manifest.get("quantized_engine")
+    if engine == "onednn" and not torch.cpu._is_vnni_supported():
+        warnings.warn(f"{Path(path).name}: quantized for onednn (8-bit activations), but this CPU has no VNNI: "
+                      "int16 overflow may cost accuracy here; convert with --server-engine x86 for such CPUs", stacklevel=2)
     if engine:  # packed weights are unpacked for the engine current at load time
         torch.backends.quantized.engine = engine
     return torch_module_runner(torch.jit.load(str(path)).eval(), engine)

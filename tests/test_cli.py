@@ -43,6 +43,13 @@ def test_unknown_data_difficulty(capsys, tmp_path):
     assert not (tmp_path / "classification").exists()
 
 
+def test_unknown_server_engine(capsys, trained_classifier, tmp_path):
+    checkpoint, _ = trained_classifier
+    code, _, err = run_cli(capsys, "convert", "--checkpoint", checkpoint, "--target", "torchscript", "--precision", "int8",
+                           "--server-engine", "onedn", "--out", tmp_path / "a")
+    assert_one_line_error(code, err, "Did you mean 'onednn'")
+
+
 def test_missing_checkpoint(capsys, tmp_path):
     code, _, err = run_cli(capsys, "eval", "--checkpoint", tmp_path / "nope.pt", "--data", tmp_path)
     assert_one_line_error(code, err, "checkpoint not found")

@@ -100,6 +100,21 @@ def test_int8_artifacts_agree_with_fp32(classifier_artifacts, shapes_root):
     assert set(checked) == {"torchscript", "torchscript_mobile", "executorch", "tflite"}
 
 
+def test_onednn_server_engine_keeps_8_bit_activations(classifier_artifacts, shapes_root, tmp_path):
+    """`--server-engine onednn`: TorchScript int8 without x86's 7-bit reduce_range (VNNI CPUs)."""
+    checkpoint, _, _, _ = classifier_artifacts
+    model, meta = load_checkpoint(checkpoint)
+    results, _, _ = run_conversion(checkpoint, ["torchscript"], ["int8"], shapes_root / "classification", tmp_path,
+                                   QuantRecipe(calibration_size=TEST_CALIBRATION_SIZE, engine="onednn"))
+    (artifact, manifest), = find_artifacts(tmp_path)
+    assert manifest["quantized_engine"] == "onednn"
+    images = _val_images(shapes_root, meta)
+    reference = torch_runner(model)(images)[0]
+    result = TARGETS["torchscript"].load(artifact, manifest, 2)(images)[0]
+    assert cosine(result, reference) >= INT8_MIN_COSINE
+    assert float(np.mean(result.argmax(1) == reference.argmax(1))) >= INT8_MIN_AGREEMENT["torchscript_mobile"]  # 8-bit, like the .ptl
+
+
 def test_coreml_w8a8_is_structurally_quantized(classifier_artifacts):
     _, out, _, _ = classifier_artifacts
     ops = op_types(out / "tiny_classifier.coreml.int8.mlpackage")

@@ -44,8 +44,9 @@ def test_qnnpack_conv_relu6_is_right_with_the_workaround():
     assert cosine(reference, quantized) > 0.999
 
 
-def test_x86_needs_no_workaround():
-    reference, quantized = _conv_relu6_outputs("x86", patch=False)
+@pytest.mark.parametrize("engine", ["x86", "onednn"])
+def test_x86_engines_need_no_workaround(engine):
+    reference, quantized = _conv_relu6_outputs(engine, patch=False)
     assert cosine(reference, quantized) > 0.999
 
 

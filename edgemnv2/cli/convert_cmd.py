@@ -20,6 +20,7 @@ def convert(
     calib_size: Annotated[int, typer.Option(help="Number of calibration images.")] = 128,
     observer: Annotated[str, typer.Option(help="Activation observer: histogram, minmax, moving_average.")] = "histogram",
     per_tensor: Annotated[bool, typer.Option("--per-tensor", help="Per-tensor weights instead of per-channel (usually worse).")] = False,
+    server_engine: Annotated[str, typer.Option(help="TorchScript (.pt) int8 engine: x86 (any x86 CPU, 7-bit activations), onednn (8-bit, CPUs with VNNI: Ice Lake, Zen 4 or newer), or qnnpack (ARM servers). The .ptl always uses qnnpack.")] = "x86",
     arch: Annotated[Optional[str], typer.Option(help="Model name, only for bare state dicts (e.g. mobilenet_v2_seed).")] = None,
     threads: Annotated[int, typer.Option(help="CPU threads.")] = 2,
     force: Annotated[bool, typer.Option(help="Overwrite existing artifacts.")] = False,
@@ -31,7 +32,7 @@ def convert(
     from ..errors import UserError
 
     set_threads(threads)
-    recipe = QuantRecipe(observer=observer, per_channel=not per_tensor, calibration_size=calib_size)
+    recipe = QuantRecipe(observer=observer, per_channel=not per_tensor, calibration_size=calib_size, engine=server_engine)
 
     def report(result):
         colour = {"ok": "green", "failed": "red", "skipped": "yellow"}[result.status]
