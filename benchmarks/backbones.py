@@ -15,7 +15,6 @@ Every figure in one table comes from one run; stages are cached in --out/work so
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -90,16 +89,18 @@ def train_row(name, arch, kwargs, data, work: Path, epochs: int, train_size: int
     from edgemnv2.checkpoint import CheckpointMeta
     from edgemnv2.cli.common import load_split
     from edgemnv2.data.preprocess import Preprocessing
+    from edgemnv2.data.shapes import DETECTION_CLASSES
     from edgemnv2.models import create_model
     from edgemnv2.train import TrainConfig, train_detector
 
-    preprocessing = Preprocessing((train_size, train_size))
-    train = load_split("detection", data, "train", preprocessing)
-    model = create_model(arch, num_classes=len(train.class_names), **kwargs)
+    # the data is always the built-in shapes (ensure_data): its classes are known without loading it
+    model = create_model(arch, num_classes=len(DETECTION_CLASSES), **kwargs)
     key = f"{name}-e{epochs}-n{train_images}-s{train_size}-{_architecture_key(model)}"
     cache = work / f"{key}.train.json"
     if cache.exists():
         return json.loads(cache.read_text())
+    preprocessing = Preprocessing((train_size, train_size))
+    train = load_split("detection", data, "train", preprocessing)
     val = load_split("detection", data, "val", preprocessing, class_names=train.class_names)
     meta = CheckpointMeta(arch, "detection", train.class_names, preprocessing, dict(kwargs))
     checkpoint = work / f"{key}.pt"

@@ -48,12 +48,19 @@ def torch_module_runner(module, quantized_engine: str | None = None) -> Runner:
     return run
 
 
-def load(path: Path, manifest: dict, threads: int = 2) -> Runner:
-    torch.set_num_threads(threads)
+def use_quantized_engine(path: Path, manifest: dict) -> str | None:
+    """Switch torch to the artifact's quantized engine before loading it (packed weights are
+    unpacked for the engine current at load time); returns the engine, None for float artifacts."""
     engine = manifest.get("quantized_engine")
     if engine == "onednn" and not torch.cpu._is_vnni_supported():
         warnings.warn(f"{Path(path).name}: quantized for onednn (8-bit activations), but this CPU has no VNNI: "
-                      "int16 overflow may cost accuracy here; convert with --server-engine x86 for such CPUs", stacklevel=2)
-    if engine:  # packed weights are unpacked for the engine current at load time
+                      "int16 overflow may cost accuracy here; convert with --server-engine x86 for such CPUs", stacklevel=3)
+    if engine:
         torch.backends.quantized.engine = engine
+    return engine
+
+
+def load(path: Path, manifest: dict, threads: int = 2) -> Runner:
+    torch.set_num_threads(threads)
+    engine = use_quantized_engine(path, manifest)
     return torch_module_runner(torch.jit.load(str(path)).eval(), engine)

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from .base import ConversionJob, Runner, TargetSpec
-from .torchscript import script_model, torch_module_runner
+from .torchscript import script_model, torch_module_runner, use_quantized_engine
 
 # int8 is FX quantization on the qnnpack engine with full 8-bit activations. It needs the
 # `contiguous_before_clamps` workaround in quantization/ptq.py (qnnpack's quantized clamp misreads
@@ -39,7 +39,5 @@ def load(path: Path, manifest: dict, threads: int = 2) -> Runner:
     from torch.jit.mobile import _load_for_lite_interpreter
 
     torch.set_num_threads(threads)
-    engine = manifest.get("quantized_engine")
-    if engine:  # packed weights are unpacked for the engine current at load time
-        torch.backends.quantized.engine = engine
+    engine = use_quantized_engine(path, manifest)
     return torch_module_runner(_load_for_lite_interpreter(str(path)), engine)

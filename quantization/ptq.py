@@ -138,14 +138,23 @@ CLAMP_MODULES = (nn.ReLU6, nn.Hardtanh)
 CLAMP_FUNCTIONS = (torch.nn.functional.hardtanh, torch.nn.functional.relu6, torch.clamp)
 
 
+CLAMP_METHODS = ("clamp", "hardtanh")
+
+
+def _is_clamp(node: torch.fx.Node, modules: dict) -> bool:
+    if node.op == "call_module":
+        return isinstance(modules.get(node.target), CLAMP_MODULES)
+    if node.op == "call_function":
+        return node.target in CLAMP_FUNCTIONS
+    return node.op == "call_method" and node.target in CLAMP_METHODS
+
+
 def contiguous_before_clamps(graph_module: torch.fx.GraphModule) -> int:
     """Insert `.contiguous()` before every clamp-like op of a quantized FX graph; returns how many."""
     modules = dict(graph_module.named_modules())
     patched = 0
     for node in list(graph_module.graph.nodes):
-        is_clamp = (node.op == "call_module" and isinstance(modules.get(node.target), CLAMP_MODULES)) or (
-            node.op == "call_function" and node.target in CLAMP_FUNCTIONS) or (node.op == "call_method" and node.target in ("clamp", "hardtanh"))
-        if not is_clamp or not node.args:
+        if not node.args or not _is_clamp(node, modules):
             continue
         with graph_module.graph.inserting_before(node):
             contiguous = graph_module.graph.call_method("contiguous", (node.args[0],))

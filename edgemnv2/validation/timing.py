@@ -34,8 +34,12 @@ def time_runner(runner, sample: np.ndarray, warmup: int = 5, runs: int = 30) -> 
         start = time.perf_counter()
         runner(sample)
         times.append((time.perf_counter() - start) * 1000)
-    times.sort()
-    return {"median_ms": statistics.median(times), "p90_ms": times[int(0.9 * (len(times) - 1))], "min_ms": times[0], "runs": len(times)}
+    return _latency_stats(times)
+
+
+def _latency_stats(times_ms: list[float]) -> dict:
+    ordered = sorted(times_ms)
+    return {"median_ms": statistics.median(ordered), "p90_ms": ordered[int(0.9 * (len(ordered) - 1))], "min_ms": ordered[0], "runs": len(ordered)}
 
 
 def time_interleaved(runners: dict, sample: np.ndarray, warmup: int = 2, runs: int = 10, rewarm: int = 1) -> dict[str, dict]:
@@ -59,11 +63,7 @@ def time_interleaved(runners: dict, sample: np.ndarray, warmup: int = 2, runs: i
             start = time.perf_counter()
             runner(sample)
             times[name].append((time.perf_counter() - start) * 1000)
-    stats = {}
-    for name, values in times.items():
-        values.sort()
-        stats[name] = {"median_ms": statistics.median(values), "p90_ms": values[int(0.9 * (len(values) - 1))], "min_ms": values[0], "runs": len(values)}
-    return stats
+    return {name: _latency_stats(values) for name, values in times.items()}
 
 
 def _status_kb(field: str) -> int | None:
