@@ -30,7 +30,28 @@ def convert(job: ConversionJob, dest: Path) -> dict:
     # Write from Python, not through the converter's own file writer: on a full disk LLVM's writer
     # aborts the whole process, while Python raises an OSError that fails just this artifact.
     dest.write_bytes(edge_model.model_content())
-    return {}
+    # The operator census goes in the manifest: "full int8" is then checkable without tooling.
+    return {"operators": operator_census(dest)}
+
+
+def operator_census(path: Path) -> dict:
+    """{"counts": {op: n}, "float_ops": [op, ...]}: float_ops are operators that read or write a
+    float32 tensor, so for a full-int8 model it must be empty (int8 I/O, no QUANTIZE/DEQUANTIZE)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    op_names = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
+    model = schema.Model.GetRootAsModel(path.read_bytes(), 0)
+    graph = model.Subgraphs(0)
+    counts, float_ops = {}, []
+    for i in range(graph.OperatorsLength()):
+        op = graph.Operators(i)
+        opcode = model.OperatorCodes(op.OpcodeIndex())
+        name = op_names.get(max(opcode.BuiltinCode(), opcode.DeprecatedBuiltinCode()), "CUSTOM")
+        counts[name] = counts.get(name, 0) + 1
+        tensors = [op.Inputs(j) for j in range(op.InputsLength())] + [op.Outputs(j) for j in range(op.OutputsLength())]
+        if any(t >= 0 and graph.Tensors(t).Type() == schema.TensorType.FLOAT32 for t in tensors):
+            float_ops.append(name)
+    return {"counts": counts, "float_ops": float_ops}
 
 
 def make_interpreter(path: Path, threads: int):

@@ -72,10 +72,12 @@ def xnnpack_quantizer(recipe: QuantRecipe):
 
 
 def litert_quantizer(recipe: QuantRecipe):
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from litert_torch.quantize.pt2e_quantizer import get_symmetric_quantization_config
+
+    from .litert_annotations import full_int8_litert_quantizer
 
     config = get_symmetric_quantization_config(is_per_channel=recipe.per_channel, is_dynamic=False)
-    return PT2EQuantizer().set_global(_with_activation_observer(config, recipe))
+    return full_int8_litert_quantizer(_with_activation_observer(config, recipe))
 
 
 def xnnpack_int8_graph(job) -> torch.fx.GraphModule:

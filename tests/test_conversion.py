@@ -100,6 +100,22 @@ def test_int8_artifacts_agree_with_fp32(classifier_artifacts, shapes_root):
     assert set(checked) == {"torchscript", "torchscript_mobile", "executorch", "tflite"}
 
 
+def test_tflite_int8_is_int8_end_to_end(classifier_artifacts, detector_artifacts):
+    """No float op inside: litert-torch alone left chained residual adds and upsamples float."""
+    from conversion.tflite import operator_census
+
+    for out in (classifier_artifacts[1], detector_artifacts[1]):
+        for artifact, manifest in find_artifacts(out):
+            if manifest["target"] == "tflite":
+                census = operator_census(artifact)
+                assert manifest["operators"] == census
+                if manifest["precision"] == "int8":
+                    assert census["float_ops"] == [], artifact.name
+                    assert census["counts"]["ADD"] >= 1 and "DEQUANTIZE" not in census["counts"], artifact.name
+                else:
+                    assert "QUANTIZE" not in census["counts"], artifact.name
+
+
 def test_onednn_server_engine_keeps_8_bit_activations(classifier_artifacts, shapes_root, tmp_path):
     """`--server-engine onednn`: TorchScript int8 without x86's 7-bit reduce_range (VNNI CPUs)."""
     checkpoint, _, _, _ = classifier_artifacts
