@@ -7,6 +7,9 @@
   * TorchScript -> FX graph-mode quantization: `x86` (any x86 server, 7-bit activations), `onednn`
                    (x86 with VNNI, 8-bit activations) or `qnnpack` (ARM; always for the `.ptl`)
 
+Both PT2E quantizers run with the annotation fixes of annotations.py (ReLU6 quantized over its own
+range; the adds and upsamples litert-torch misses) and with dropout removed first.
+
 Calibration never uses random tensors: a randomly calibrated model has wrong activation ranges on
 real inputs, a known cause of broken int8 models.
 """
@@ -67,17 +70,21 @@ def _with_activation_observer(config, recipe: QuantRecipe):
 def xnnpack_quantizer(recipe: QuantRecipe):
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
 
+    from .annotations import quantize_clamps_after_their_producer, with_annotation_fixes
+
     config = get_symmetric_quantization_config(is_per_channel=recipe.per_channel)
-    return XNNPACKQuantizer().set_global(_with_activation_observer(config, recipe))
+    quantizer = XNNPACKQuantizer().set_global(_with_activation_observer(config, recipe))
+    return with_annotation_fixes(quantizer, quantize_clamps_after_their_producer)
 
 
 def litert_quantizer(recipe: QuantRecipe):
-    from litert_torch.quantize.pt2e_quantizer import get_symmetric_quantization_config
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
 
-    from .litert_annotations import full_int8_litert_quantizer
+    from .annotations import annotate_missed_ops, quantize_clamps_after_their_producer, with_annotation_fixes
 
     config = get_symmetric_quantization_config(is_per_channel=recipe.per_channel, is_dynamic=False)
-    return full_int8_litert_quantizer(_with_activation_observer(config, recipe))
+    quantizer = PT2EQuantizer().set_global(_with_activation_observer(config, recipe))
+    return with_annotation_fixes(quantizer, quantize_clamps_after_their_producer, annotate_missed_ops)
 
 
 def xnnpack_int8_graph(job) -> torch.fx.GraphModule:
@@ -100,9 +107,28 @@ def pt2e_quantize(model: nn.Module, example: torch.Tensor, quantizer, calibratio
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     graph = torch.export.export(model.eval(), (example,)).module()
+    remove_dropout(graph)
     prepared = prepare_pt2e(graph, quantizer)
     calibrate(prepared, calibration_images)
     return convert_pt2e(prepared, fold_quantize=fold_quantize)
+
+
+DROPOUT_OPS = (torch.ops.aten.dropout.default, torch.ops.aten.dropout_.default)
+
+
+def remove_dropout(graph_module: torch.fx.GraphModule) -> int:
+    """Drop eval-mode dropout (an identity) from an exported graph before quantization: an observer
+    on it misleads litert-torch's converter into a wrongly scaled bias (see annotations.py)."""
+    removed = 0
+    for node in list(graph_module.graph.nodes):
+        if node.op == "call_function" and node.target in DROPOUT_OPS:
+            node.replace_all_uses_with(node.args[0])
+            graph_module.graph.erase_node(node)
+            removed += 1
+    if removed:
+        graph_module.graph.lint()
+        graph_module.recompile()
+    return removed
 
 
 def fx_quantize(model: nn.Module, example: torch.Tensor, calibration_images: np.ndarray, recipe: QuantRecipe) -> torch.fx.GraphModule:

@@ -18,15 +18,15 @@ from .conftest import TEST_CALIBRATION_SIZE, TEST_CLASSIFIER_INPUT, TEST_VAL_SIZ
 
 pytestmark = pytest.mark.slow
 FP32_TOLERANCE = 1e-4  # relative to the output scale
-# int8 on the small trained test model (48x48, width 0.35, ~1 min of training, ~70% top-1):
-# cosine >= 0.99 to fp32 holds for every target. Top-1 agreement depends on how confident the model
-# is: measured 97.2-97.9% for ExecuTorch/TFLite on such models (training on 2 threads is not
-# bit-reproducible, so it moves run to run), bounded below at 95% for >3 sigma of margin on 600
-# images; the demo classifier reaches 98.3-99.4% (report in the closing note). TorchScript int8 runs
-# on x86 FBGEMM with 7-bit activations (reduce_range, for CPUs without VNNI): ~95.7% here, 97.3% on
-# the demo classifier.
+# The acceptance figures, on the committed test classifier (tests/fixtures: 48x48, width
+# 0.35, 96.0% top-1; the same bytes every run, and conversion is byte-reproducible, so these figures
+# do not move between runs). Measured on its 600 val images: ExecuTorch 99.2%, TFLite 98.8%,
+# .ptl 99.0%, TorchScript x86 97.8% (FBGEMM's 7-bit activations cost it the most).
 INT8_MIN_COSINE = 0.99
-INT8_MIN_AGREEMENT = {"executorch": 0.95, "tflite": 0.95, "torchscript": 0.93, "torchscript_mobile": 0.95}
+INT8_MIN_AGREEMENT = 0.97
+# The PT2E targets with quantization/annotations.py's fixes measure 29.7 dB here; without the ReLU6
+# fix 26.5 (ExecuTorch), without all three 15.2 (TFLite). The floor catches those regressions.
+PT2E_INT8_MIN_SQNR_DB = {"executorch": 28.0, "tflite": 28.0}
 DETECTOR_INT8_MIN_COSINE = 0.97  # heatmap logits of the tiny detector (demo detector: SQNR 25 dB)
 
 
@@ -95,7 +95,9 @@ def test_int8_artifacts_agree_with_fp32(classifier_artifacts, shapes_root):
             result = runner(images)[0]
             agreement = float(np.mean(result.argmax(1) == reference.argmax(1)))
             assert cosine(result, reference) >= INT8_MIN_COSINE, artifact.name
-            assert agreement >= INT8_MIN_AGREEMENT[manifest["target"]], (artifact.name, agreement)
+            assert agreement >= INT8_MIN_AGREEMENT, (artifact.name, agreement)
+            sqnr = 10 * np.log10((reference ** 2).sum() / ((reference - result) ** 2).sum())
+            assert sqnr >= PT2E_INT8_MIN_SQNR_DB.get(manifest["target"], 0.0), (artifact.name, sqnr)
             checked.append(manifest["target"])
     assert set(checked) == {"torchscript", "torchscript_mobile", "executorch", "tflite"}
 
@@ -128,7 +130,7 @@ def test_onednn_server_engine_keeps_8_bit_activations(classifier_artifacts, shap
     reference = torch_runner(model)(images)[0]
     result = TARGETS["torchscript"].load(artifact, manifest, 2)(images)[0]
     assert cosine(result, reference) >= INT8_MIN_COSINE
-    assert float(np.mean(result.argmax(1) == reference.argmax(1))) >= INT8_MIN_AGREEMENT["torchscript_mobile"]  # 8-bit, like the .ptl
+    assert float(np.mean(result.argmax(1) == reference.argmax(1))) >= INT8_MIN_AGREEMENT
 
 
 def test_coreml_w8a8_is_structurally_quantized(classifier_artifacts):
