@@ -13,7 +13,7 @@ def bundle(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder that receives one bundle folder per artifact.")],
     samples: Annotated[int, typer.Option(help="Sample inputs per bundle (evenly spaced over the split); agreement on few samples is noisy.")] = 200,
     split: Annotated[str, typer.Option(help="Split to take samples from.")] = "val",
-    gates: Annotated[Optional[Path], typer.Option(help="Gates TOML whose tolerances the bundles carry (default: shipped gates).")] = None,
+    gates: Annotated[Optional[str], typer.Option(help="Gates TOML whose tolerances the bundles carry, or 'default' (the shipped gates, also when omitted).")] = None,
     arch: Annotated[Optional[str], typer.Option(help="Model name, only for bare state dicts.")] = None,
     threads: Annotated[int, typer.Option(help="CPU threads.")] = 2,
     force: Annotated[bool, typer.Option(help="Overwrite existing bundles.")] = False,

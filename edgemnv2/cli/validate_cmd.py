@@ -5,8 +5,6 @@ import typer
 
 from .common import console, load_split, out, set_threads
 
-DEFAULT_GATES = "default"
-
 
 def validate(
     checkpoint: Annotated[Path, typer.Option(help="The checkpoint the artifacts were converted from (the fp32 reference).")],
@@ -40,7 +38,7 @@ def validate(
     report_dir = report_dir or artifacts
     refuse_overwrite(report_dir / "report.json", force)
     enforce = gates is not None
-    loaded_gates = load_gates(None if gates in (None, DEFAULT_GATES) else Path(gates), target_names())
+    loaded_gates = load_gates(gates, target_names())
     report = run_validation(checkpoint, artifacts, data, split, ValidationSettings(threads=threads, runs=runs), loaded_gates, arch, limit, load_split)
     comparisons = []
     if report["checkpoint"]["task"] == "detection":

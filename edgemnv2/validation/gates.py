@@ -126,9 +126,12 @@ def _validate_limits(section, where: str, task: str, source: str, target_names: 
             raise UserError(f"{source}: {where} {key} must be a number, not {value!r}")
 
 
-def load_gates(path: Path | None, target_names: list[str]) -> Gates:
-    """The user's gates file, or the defaults shipped with edgemnv2 when path is None."""
-    if path is None:
+SHIPPED_GATES = "default"  # what a user types for the shipped gates file
+
+
+def load_gates(path: Path | str | None, target_names: list[str]) -> Gates:
+    """The user's gates file, or the defaults shipped with edgemnv2 when path is None or 'default'."""
+    if path is None or str(path) == SHIPPED_GATES:
         text, source = resources.files(__package__).joinpath("default_gates.toml").read_text(), "default gates"
     else:
         path = Path(path)
