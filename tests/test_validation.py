@@ -99,6 +99,22 @@ def test_a_known_bad_recipe_fails_its_gate(classifier_artifacts, shapes_root, tm
     assert "failed their gates" in err.strip().splitlines()[-1]
 
 
+def test_a_failed_torchscript_x86_gate_suggests_onednn(classifier_artifacts, shapes_root, tmp_path, capsys):
+    import shutil
+
+    checkpoint, artifacts, _, _ = classifier_artifacts
+    only = tmp_path / "ts"
+    only.mkdir()
+    for name in ("tiny_classifier.torchscript.int8.pt", "tiny_classifier.torchscript.int8.pt.manifest.json"):
+        shutil.copy(artifacts / name, only / name)
+    gates = _write(tmp_path, "version = 1\n[classification.int8.torchscript]\nmin_sqnr_db = 60.0\n")
+    capsys.readouterr()
+    code = run(["validate", "--checkpoint", str(checkpoint), "--artifacts", str(only), "--data", str(shapes_root / "classification"),
+                "--gates", str(gates), "--runs", "1", "--limit", "50"])
+    _, err = capsys.readouterr()
+    assert code == 1 and "tiny_classifier.torchscript.int8.pt: hint: " in err and "--server-engine onednn" in err
+
+
 def test_validate_refuses_to_overwrite_a_report(classifier_artifacts, shapes_root, tmp_path, capsys):
     checkpoint, artifacts, _, _ = classifier_artifacts
     (tmp_path / "report.json").write_text("{}")

@@ -68,6 +68,8 @@ def failure_lines(report: dict) -> list[str]:
         for gate in a["gates"]:
             if not gate["passed"]:
                 lines.append(f"{a['artifact']}: gate failed: {gate['describe']}")
+        if a["status"] == GATE_FAILED and a["note"]:
+            lines.append(f"{a['artifact']}: hint: {a['note']}")
         if a["status"] == COULD_NOT_RUN:
             lines.append(f"{a['artifact']}: could not run: {a['note']}")
     return lines

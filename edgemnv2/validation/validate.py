@@ -132,6 +132,9 @@ def validate_artifact(artifact: Path, manifest: dict, reference: dict, meta, dat
     if gates is not None:
         row.gates = [vars(g) | {"describe": g.describe()} for g in gates.check(meta.task, row.precision, row.target, row.measured)]
     row.status = GATE_FAILED if row.failed_gates else PASSED
+    hint = getattr(target, "gate_failure_hint", None)  # optional per-target advice
+    if row.failed_gates and hint is not None:
+        row.note = hint(manifest) or row.note
     return row
 
 
