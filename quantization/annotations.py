@@ -28,7 +28,8 @@ ADD_OPS = (torch.ops.aten.add.Tensor, torch.ops.aten.add_.Tensor)
 # Resizes move values without computing new ones: TFLite's int8 RESIZE_NEAREST_NEIGHBOR needs the
 # output to share the input's scale and zero point.
 SHARED_SCALE_OPS = (torch.ops.aten.upsample_nearest2d.vec, torch.ops.aten.upsample_nearest2d.default)
-CLAMP_OPS = (torch.ops.aten.hardtanh.default, torch.ops.aten.hardtanh_.default, torch.ops.aten.relu.default, torch.ops.aten.relu_.default)
+RELU_OPS = (torch.ops.aten.relu.default, torch.ops.aten.relu_.default)
+HARDTANH_OPS = (torch.ops.aten.hardtanh.default, torch.ops.aten.hardtanh_.default)
 FUSABLE_PRODUCERS = (torch.ops.aten.conv2d.default, torch.ops.aten.linear.default)
 
 
@@ -65,6 +66,14 @@ def annotate_missed_ops(graph_module: GraphModule, config) -> int:
     return annotated
 
 
+def _is_fusable_clamp(node: Node) -> bool:
+    """ReLU, or ReLU6 as hardtanh(0, 6): the activations a conv can carry fused (TFLite RELU/RELU6,
+    an XNNPACK output clamp). Other hardtanh bounds (default -1, 1) stay as the quantizer left them."""
+    if node.target in RELU_OPS:
+        return True
+    return node.target in HARDTANH_OPS and tuple(float(v) for v in node.args[1:3]) == (0.0, 6.0)
+
+
 def quantize_clamps_after_their_producer(graph_module: GraphModule, config) -> int:
     """conv/linear -> ReLU6/ReLU: observe the clamp's output (its real, non-negative range) instead of
     sharing the conv's signed one; leave the conv's output unobserved so the pair stays fusable."""
@@ -72,7 +81,7 @@ def quantize_clamps_after_their_producer(graph_module: GraphModule, config) -> i
 
     fused = 0
     for node in graph_module.graph.nodes:
-        if node.op != "call_function" or node.target not in CLAMP_OPS:
+        if node.op != "call_function" or not _is_fusable_clamp(node):
             continue
         producer = node.args[0]
         if not (isinstance(producer, Node) and producer.target in FUSABLE_PRODUCERS and len(producer.users) == 1 and _is_annotated(producer)):
