@@ -26,10 +26,6 @@ def convert(job: ConversionJob, dest: Path) -> dict:
 
         quantizer = litert_quantizer(job.recipe)
         quantized = pt2e_quantize(job.model, job.example, quantizer, job.require_calibration(), fold_quantize=False)
-        # The exported graph was captured in eval mode (BN folded, dropout removed), but exported modules
-        # refuse .eval() and keep training=True, which only makes litert-torch warn "converted in
-        # training mode". The flag changes no op.
-        quantized.training = False
         edge_model = litert_torch.convert(quantized, (job.example,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
     # Write from Python, not through the converter's own file writer: on a full disk LLVM's writer
     # aborts the whole process, while Python raises an OSError that fails just this artifact.

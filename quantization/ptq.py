@@ -110,7 +110,11 @@ def pt2e_quantize(model: nn.Module, example: torch.Tensor, quantizer, calibratio
     remove_dropout(graph)
     prepared = prepare_pt2e(graph, quantizer)
     calibrate(prepared, calibration_images)
-    return convert_pt2e(prepared, fold_quantize=fold_quantize)
+    quantized = convert_pt2e(prepared, fold_quantize=fold_quantize)
+    # Captured in eval mode (BN folded, dropout removed), but exported modules refuse .eval() and
+    # keep training=True, which changes no op and only makes converters (litert-torch) warn.
+    quantized.training = False
+    return quantized
 
 
 DROPOUT_OPS = (torch.ops.aten.dropout.default, torch.ops.aten.dropout_.default)

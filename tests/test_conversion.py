@@ -12,6 +12,7 @@ from conversion.coreml import op_types
 from conversion.pipeline import calibration_images, run_conversion
 from edgemnv2.checkpoint import load_checkpoint
 from edgemnv2.evaluate import torch_runner
+from edgemnv2.validation.drift import sqnr_db
 from quantization.ptq import QuantRecipe
 
 from .conftest import TEST_CALIBRATION_SIZE, TEST_CLASSIFIER_INPUT, TEST_VAL_SIZE
@@ -96,7 +97,7 @@ def test_int8_artifacts_agree_with_fp32(classifier_artifacts, shapes_root):
             agreement = float(np.mean(result.argmax(1) == reference.argmax(1)))
             assert cosine(result, reference) >= INT8_MIN_COSINE, artifact.name
             assert agreement >= INT8_MIN_AGREEMENT, (artifact.name, agreement)
-            sqnr = 10 * np.log10((reference ** 2).sum() / ((reference - result) ** 2).sum())
+            sqnr = sqnr_db(reference, result)
             assert sqnr >= PT2E_INT8_MIN_SQNR_DB.get(manifest["target"], 0.0), (artifact.name, sqnr)
             checked.append(manifest["target"])
     assert set(checked) == {"torchscript", "torchscript_mobile", "executorch", "tflite"}
