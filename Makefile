@@ -5,16 +5,25 @@ PY      ?= python3.11
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml requirements/constraints.txt | sha256sum | cut -c1-12)
+# model-signing cannot share .venv (edgemnv2/signing.py says why): its own pinned venv
+SIGN_VENV  := .venv-signing
+SIGN_STAMP := $(SIGN_VENV)/.installed-$(shell cat requirements/model-signing.txt | sha256sum | cut -c1-12)
 DEMO_DIR ?= demo
 
 .PHONY: setup demo test bench clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(SIGN_STAMP)
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements/constraints.txt -e ".[test]"
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+$(SIGN_STAMP): requirements/model-signing.txt
+	test -x $(SIGN_VENV)/bin/python || $(PY) -m venv $(SIGN_VENV)
+	$(SIGN_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -r requirements/model-signing.txt
+	$(SIGN_VENV)/bin/python -c "import model_signing, numpy, ai_edge_litert.interpreter"
+	rm -f $(SIGN_VENV)/.installed-* && touch $(SIGN_STAMP)
 
 demo: setup
 	$(BIN)/edgemnv2 demo --out $(DEMO_DIR)

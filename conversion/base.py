@@ -1,4 +1,4 @@
-"""The target contract, the target registry, and the one code path that writes an artifact.
+"""The target contract, and the one code path that writes an artifact.
 
 A target is one module exposing:
     SPEC = TargetSpec(name=..., suffix=..., precisions=(...))
@@ -8,11 +8,12 @@ A new target is one new file plus one line in conversion/__init__.py.
 
 Every artifact is written atomically (temp name, then rename) and gets a manifest beside it:
 `<artifact>.manifest.json`. The manifest is renamed into place last, so an artifact without a
-manifest is an interrupted write: it is never trusted and is replaced on the next run.
+manifest is an interrupted write: it is never trusted and is replaced on the next run. Reading,
+verifying and the Runner contract live one layer down, in edgemnv2.artifacts.
 """
 
+import hashlib
 import json
-import os
 import platform
 import time
 import traceback
@@ -24,19 +25,18 @@ from typing import Callable
 import numpy as np
 import torch
 
+from edgemnv2.artifacts import (  # noqa: F401  (re-exported for the target modules)
+    MANIFEST_SCHEMA, MANIFEST_SUFFIX, Runner, RuntimeUnavailable, find_artifacts, manifest_path, per_sample,
+    read_manifest, scan_artifacts, verify_artifact,
+)
 from edgemnv2.checkpoint import CheckpointMeta
 from edgemnv2.errors import UserError
 from edgemnv2.fileio import commit, discard, folder_lock, remove_stale_temps, sha256_of, size_of, temp_path
+from edgemnv2.precision import Precision
+from edgemnv2.signing import sign_files, signature_path
 from quantization.ptq import QuantRecipe
 
-Runner = Callable[[np.ndarray], list[np.ndarray]]
-MANIFEST_SUFFIX = ".manifest.json"
-MANIFEST_SCHEMA = "edgemnv2-artifact/1"
 TOOL_PACKAGES = ("edgemnv2", "torch", "executorch", "torchao", "coremltools", "litert-torch", "ai-edge-litert", "numpy")
-
-
-class RuntimeUnavailable(Exception):
-    """The artifact is fine but its runtime cannot run here (e.g. CoreML on Linux)."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class ConversionJob:
 
     model: torch.nn.Module
     meta: CheckpointMeta
-    precision: str
+    precision: Precision
     recipe: QuantRecipe
     calibration_images: np.ndarray | None  # (N, 3, H, W) float32, preprocessed, real images
     # quantized graphs shared between targets of one run (ExecuTorch int8 and CoreML W8A8 use the
@@ -82,11 +82,22 @@ class ConversionJob:
             raise UserError(f"{self.precision} needs calibration images (--calib-data)")
         return self.calibration_images[: self.recipe.calibration_size]
 
+    def provenance(self, checkpoint_sha256: str) -> dict:
+        """What this artifact is a function of. An existing artifact is reused only when its
+        manifest records the same; otherwise convert refuses (or, with --force, rebuilds)."""
+        record = {"checkpoint_sha256": checkpoint_sha256, "precision": self.precision.name, "tool_versions": tool_versions()}
+        if self.precision.quantized:
+            record["recipe"] = self.recipe.to_dict()
+        if self.precision.needs_calibration:
+            images = self.require_calibration()
+            record["calibration_sha256"] = hashlib.sha256(np.ascontiguousarray(images, np.float32).tobytes()).hexdigest()
+        return record
+
 
 @dataclass
 class ArtifactResult:
     target: str
-    precision: str
+    precision: str  # the precision's name
     path: Path | None
     status: str  # "ok" | "failed" | "skipped"
     seconds: float = 0.0
@@ -105,30 +116,35 @@ def tool_versions() -> dict:
     return versions
 
 
-def artifact_path(out_dir: Path, stem: str, spec: TargetSpec, precision: str) -> Path:
-    return Path(out_dir) / f"{stem}.{spec.name}.{precision}{spec.suffix}"
-
-
-def manifest_path(artifact: Path) -> Path:
-    return artifact.with_name(artifact.name + MANIFEST_SUFFIX)
+def artifact_path(out_dir: Path, stem: str, spec: TargetSpec, precision: Precision) -> Path:
+    return Path(out_dir) / f"{stem}.{spec.name}.{precision.name}{spec.suffix}"
 
 
 def output_names(meta: CheckpointMeta) -> list[str]:
     return ["logits"] if meta.task == "classification" else ["hm", "wh", "reg"]
 
 
-def build_manifest(job: ConversionJob, spec: TargetSpec, artifact: Path, checkpoint_sha256: str, extra: dict, seconds: float) -> dict:
-    height, width = job.meta.preprocessing.input_size
-    quantized = job.precision.startswith("int8")
+def _quantization_record(job: ConversionJob) -> dict | None:
+    precision = job.precision
+    if not precision.quantized:
+        return None
+    weights = "int8 symmetric weights (" + ("per-channel" if job.recipe.per_channel else "per-tensor") + ")"
     calibration = None
-    if quantized and job.calibration_images is not None:
+    if precision.needs_calibration and job.calibration_images is not None:
         calibration = {"images": int(min(len(job.calibration_images), job.recipe.calibration_size)), "observer": job.recipe.observer}
+    return {"scheme": weights + (", int8 activations" if precision.quantizes_activations else f", {precision.float_dtype} activations"),
+            "weights_quantized": precision.quantizes_weights, "activations_quantized": precision.quantizes_activations,
+            "recipe": job.recipe.to_dict(), "calibration": calibration}
+
+
+def build_manifest(job: ConversionJob, spec: TargetSpec, artifact: Path, provenance: dict, extra: dict, seconds: float) -> dict:
+    height, width = job.meta.preprocessing.input_size
     return {
         "schema": MANIFEST_SCHEMA,
         "artifact": artifact.name,
         "target": spec.name,
         "runtime": spec.runtime,
-        "precision": job.precision,
+        "precision": job.precision.name,
         "arch": job.meta.arch,
         "task": job.meta.task,
         "model_kwargs": job.meta.model_kwargs,
@@ -137,70 +153,103 @@ def build_manifest(job: ConversionJob, spec: TargetSpec, artifact: Path, checkpo
         "input_layout": "NCHW float32",
         "preprocessing": job.meta.preprocessing.to_dict(),
         "outputs": output_names(job.meta),
-        "quantization": ({"scheme": "int8 symmetric weights (" + ("per-channel" if job.recipe.per_channel else "per-tensor") + "), int8 activations",
-                          "recipe": job.recipe.to_dict(), "calibration": calibration} if quantized else None),
-        "checkpoint_sha256": checkpoint_sha256,
+        "quantization": _quantization_record(job),
+        "checkpoint_sha256": provenance["checkpoint_sha256"],
+        "provenance": provenance,
         "artifact_sha256": sha256_of(artifact),
         "artifact_bytes": size_of(artifact),
         "conversion_seconds": round(seconds, 2),
-        "tool_versions": tool_versions(),
+        "tool_versions": provenance["tool_versions"],
         "byte_reproducible": spec.deterministic,
         **({"nondeterminism": spec.nondeterminism} if not spec.deterministic else {}),
         **extra,
     }
 
 
-def write_artifact(target_module, job: ConversionJob, out_dir: Path, stem: str, checkpoint_sha256: str, force: bool) -> ArtifactResult:
+def stale_reason(manifest_file: Path, provenance: dict) -> str | None:
+    """None when the artifact behind manifest_file was built from exactly `provenance`; else why not."""
+    try:
+        recorded = json.loads(manifest_file.read_text()).get("provenance")
+    except (OSError, ValueError, AttributeError):
+        return "its manifest is unreadable"
+    if not isinstance(recorded, dict):
+        return "its manifest records no provenance (an older edgemnv2 wrote it)"
+    labels = {"checkpoint_sha256": "another checkpoint", "precision": "another precision", "recipe": "another quantization recipe",
+              "calibration_sha256": "another calibration set", "tool_versions": "other tool versions"}
+    changed = [label for key, label in labels.items() if recorded.get(key) != provenance.get(key)]
+    return ("it was built from " + ", ".join(changed)) if changed else None
+
+
+def write_artifact(target_module, job: ConversionJob, out_dir: Path, stem: str, checkpoint_sha256: str, force: bool,
+                   sign_key: Path | None = None) -> ArtifactResult:
     """Convert with one target; never leaves a partial artifact. Errors become a failed result.
 
-    The artifact is built under a temporary name; then, holding the folder lock, the artifact, its
-    sidecars and last its manifest are renamed into place. Two converts into one folder therefore
-    never interleave: every artifact matches its manifest. A manifest is the commit mark.
+    The artifact, its sidecars and its manifest are built under temporary names (and signed, with
+    sign_key, as one set under their final names); then, holding the folder lock, they are renamed
+    into place, the manifest last. Two converts into one folder therefore never interleave: every
+    artifact matches its manifest. A manifest is the commit mark.
     """
     spec: TargetSpec = target_module.SPEC
-    if job.precision not in spec.precisions:
+    if job.precision.name not in spec.precisions:
         raise UserError(f"target '{spec.name}' does not support precision '{job.precision}'; supported: {', '.join(spec.precisions)}")
     final = artifact_path(out_dir, stem, spec, job.precision)
     manifest_file = manifest_path(final)
+    provenance = job.provenance(checkpoint_sha256)
     if manifest_file.exists() and not force:
-        return _skipped(spec, job, final)
+        return _existing(spec, job, final, provenance)
     try:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create output folder {out_dir}: {exc.strerror}") from None
     remove_stale_temps(out_dir)
     started = time.perf_counter()
-    temp, sidecars = temp_path(final), {}
+    temp, sidecars, temp_manifest, temp_signature = temp_path(final), {}, temp_path(manifest_file), temp_path(signature_path(final))
     try:
         extra = target_module.convert(job, temp) or {}
         sidecars = extra.pop(SIDECARS, {})
         seconds = time.perf_counter() - started
-        manifest = build_manifest(job, spec, temp, checkpoint_sha256, extra, seconds)
+        manifest = build_manifest(job, spec, temp, provenance, extra, seconds)
         manifest["artifact"] = final.name
-        temp_manifest = temp_path(manifest_file)
+        manifest["sidecars"] = {suffix: {"file": final.name + suffix, "sha256": sha256_of(path)} for suffix, path in sidecars.items()}
+        manifest["signed"] = sign_key is not None
+        temp_manifest.write_text(json.dumps(manifest, indent=2))
+        if sign_key is not None:
+            members = {final.name: temp, manifest_file.name: temp_manifest, **{final.name + suffix: path for suffix, path in sidecars.items()}}
+            sign_files(members, sign_key, temp_signature)
         with folder_lock(out_dir):
             if manifest_file.exists() and not force:  # another process finished it meanwhile
-                return _skipped(spec, job, final)
+                return _existing(spec, job, final, provenance)
             manifest_file.unlink(missing_ok=True)  # uncommit the old artifact before replacing it
+            signature_path(final).unlink(missing_ok=True)  # an old signature must not outlive its artifact
             commit(temp, final)
-            manifest["sidecars"] = _place_sidecars(final, sidecars)
-            temp_manifest.write_text(json.dumps(manifest, indent=2))
+            for suffix, path in sidecars.items():
+                commit(path, final.with_name(final.name + suffix))
+            if sign_key is not None:
+                commit(temp_signature, signature_path(final))
             commit(temp_manifest, manifest_file)
     except UserError as exc:
-        return ArtifactResult(spec.name, job.precision, None, "failed", time.perf_counter() - started, message=str(exc))
+        return ArtifactResult(spec.name, job.precision.name, None, "failed", time.perf_counter() - started, message=str(exc))
     except OSError as exc:
-        return ArtifactResult(spec.name, job.precision, None, "failed", time.perf_counter() - started, message=f"could not write {final.name}: {exc.strerror or exc}")
+        return ArtifactResult(spec.name, job.precision.name, None, "failed", time.perf_counter() - started, message=f"could not write {final.name}: {exc.strerror or exc}")
     except Exception as exc:  # a converter crash must not abort the other targets
         detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
-        return ArtifactResult(spec.name, job.precision, None, "failed", time.perf_counter() - started, message=detail[:300])
+        return ArtifactResult(spec.name, job.precision.name, None, "failed", time.perf_counter() - started, message=detail[:300])
     finally:
-        for leftover in [temp, *sidecars.values()] + ([temp_manifest] if "temp_manifest" in locals() else []):
+        for leftover in [temp, temp_manifest, temp_signature, *sidecars.values()]:
             discard(Path(leftover))
-    return ArtifactResult(spec.name, job.precision, final, "ok", manifest["conversion_seconds"], manifest["artifact_bytes"], manifest=manifest)
+    return ArtifactResult(spec.name, job.precision.name, final, "ok", manifest["conversion_seconds"], manifest["artifact_bytes"], manifest=manifest)
 
 
-def _skipped(spec, job, final: Path) -> ArtifactResult:
-    return ArtifactResult(spec.name, job.precision, final, "skipped", message=f"{final.name} exists (use --force to overwrite)")
+class StaleArtifact(UserError):
+    pass
+
+
+def _existing(spec, job, final: Path, provenance: dict) -> ArtifactResult:
+    """An artifact is already there: reuse it only if it was built from the same inputs."""
+    reason = stale_reason(manifest_path(final), provenance)
+    if reason is not None:
+        raise StaleArtifact(f"{final} exists, but {reason}; pass --force to replace it (or convert into another --out)")
+    return ArtifactResult(spec.name, job.precision.name, final, "skipped", message=f"{final.name} is up to date (same checkpoint, recipe, calibration and tools)")
 
 
 SIDECARS = "_sidecars"  # key a target's convert() may return: {suffix: temp file written beside dest}
@@ -211,61 +260,6 @@ def sidecar_temp(dest: Path, suffix: str) -> Path:
     return dest.with_name(dest.name + suffix)
 
 
-def _place_sidecars(final: Path, sidecars: dict[str, Path]) -> dict:
-    placed = {}
-    for suffix, temp in sidecars.items():
-        target = final.with_name(final.name + suffix)
-        os.replace(temp, target)
-        placed[suffix] = {"file": target.name, "sha256": sha256_of(target)}
-    return placed
-
-
 def sidecar_path(artifact: Path, manifest: dict, suffix: str) -> Path | None:
     entry = (manifest.get("sidecars") or {}).get(suffix)
     return artifact.with_name(entry["file"]) if entry else None
-
-
-def verify_artifact(artifact: Path, manifest: dict) -> None:
-    """Refuse an artifact (or a sidecar) whose bytes are not the ones its manifest recorded."""
-    if sha256_of(artifact) != manifest.get("artifact_sha256"):
-        raise UserError(f"{artifact.name} does not match the sha256 in its manifest: it was modified or corrupted after conversion; re-run convert")
-    for suffix, entry in (manifest.get("sidecars") or {}).items():
-        path = artifact.with_name(entry["file"])
-        if not path.is_file() or sha256_of(path) != entry["sha256"]:
-            raise UserError(f"{entry['file']} is missing or does not match the sha256 in {artifact.name}'s manifest; re-run convert")
-
-
-def read_manifest(artifact_or_manifest: Path) -> tuple[Path, dict]:
-    """-> (artifact path, manifest). Accepts either file."""
-    path = Path(artifact_or_manifest)
-    manifest_file = path if path.name.endswith(MANIFEST_SUFFIX) else manifest_path(path)
-    if not manifest_file.is_file():
-        raise UserError(f"no manifest for {path} (expected {manifest_file.name}); was the conversion interrupted?")
-    try:
-        manifest = json.loads(manifest_file.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{manifest_file} is not valid JSON: {exc}") from None
-    name = manifest.get("artifact") if isinstance(manifest, dict) else None
-    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name:
-        raise UserError(f"{manifest_file.name} names its artifact {name!r}, which is not a plain file name beside it; refusing it")
-    artifact = manifest_file.with_name(name)
-    if not artifact.exists():
-        raise UserError(f"{manifest_file.name} describes {artifact.name}, which is missing")
-    return artifact, manifest
-
-
-def find_artifacts(folder: Path) -> list[tuple[Path, dict]]:
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise UserError(f"artifact folder not found: {folder}")
-    return [read_manifest(m) for m in sorted(folder.glob(f"*{MANIFEST_SUFFIX}"))]
-
-
-def per_sample(run_one: Callable[[np.ndarray], list[np.ndarray]]) -> Runner:
-    """Adapt a batch-1 runtime to the Runner contract (any batch size)."""
-
-    def run(batch: np.ndarray) -> list[np.ndarray]:
-        results = [run_one(np.ascontiguousarray(batch[i : i + 1], dtype=np.float32)) for i in range(len(batch))]
-        return [np.concatenate([r[k] for r in results]).astype(np.float32) for k in range(len(results[0]))]
-
-    return run

@@ -4,7 +4,9 @@ W8A8 is calibrated in PyTorch (the XNNPACK PT2E graph, then converted), because 
 predict on Linux and coremltools' own activation calibration needs prediction. CoreML artifacts
 convert everywhere but run only on macOS: on Linux `load` raises RuntimeUnavailable, and accuracy
 can only be *simulated* by running the exact quantized torch graph that was converted
-(`simulation_runner`), which reports must label as simulated.
+(`simulation_runner`), which reports must label as simulated. That graph is kept beside the
+package as `<artifact>.simulation.safetensors` (conversion/program_file.py: loads without pickle
+or exec; the .pt2 format this replaced could run code from a crafted file).
 """
 
 import platform
@@ -16,7 +18,10 @@ import torch
 
 from quantization.ptq import xnnpack_int8_graph
 
+from edgemnv2.artifacts import ArtifactRefused
+
 from .base import SIDECARS, ConversionJob, Runner, RuntimeUnavailable, TargetSpec, per_sample, sidecar_path, sidecar_temp
+from .program_file import load_program, save_program
 
 SPEC = TargetSpec(
     "coreml", ".mlpackage", ("fp32", "fp16", "int8", "int8_weights"),
@@ -38,25 +43,26 @@ def _quiet_coremltools():
     return ct
 
 
-SIMULATION_SUFFIX = ".simulation.pt2"  # the exact torch program that was converted, for Linux reports
+SIMULATION_SUFFIX = ".simulation.safetensors"  # the exact torch program that was converted, for Linux reports
+UNSAFE_OLD_SUFFIX = ".simulation.pt2"  # written by edgemnv2 before 2026-11-28; never loaded
 WEIGHT_THRESHOLD = 2048  # coremltools leaves smaller weights in float (OpLinearQuantizerConfig default)
 
 
 def source_program(job: ConversionJob) -> torch.export.ExportedProgram:
     """The torch program handed to coremltools (the XNNPACK PT2E graph for W8A8)."""
-    model = xnnpack_int8_graph(job) if job.precision == "int8" else job.model
+    model = xnnpack_int8_graph(job) if job.precision.name == "int8" else job.model
     return torch.export.export(model, (job.example,))
 
 
 def to_mlmodel(job: ConversionJob, program: torch.export.ExportedProgram | None = None):
     ct = _quiet_coremltools()
     exported = (program or source_program(job)).run_decompositions({})
-    precision = ct.precision.FLOAT16 if job.precision == "fp16" else ct.precision.FLOAT32
+    precision = ct.precision.FLOAT16 if job.precision.name == "fp16" else ct.precision.FLOAT32
     mlmodel = ct.convert(
         exported, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS17,
         compute_precision=precision, skip_model_load=True,
     )
-    if job.precision == "int8_weights":
+    if job.precision.name == "int8_weights":
         from coremltools.optimize.coreml import OpLinearQuantizerConfig, OptimizationConfig, linear_quantize_weights
 
         config = OptimizationConfig(global_config=OpLinearQuantizerConfig(mode="linear_symmetric", granularity="per_channel", weight_threshold=WEIGHT_THRESHOLD))
@@ -69,8 +75,8 @@ def convert(job: ConversionJob, dest: Path) -> dict:
     mlmodel = to_mlmodel(job, program)
     mlmodel.save(str(dest))
     simulation = sidecar_temp(dest, SIMULATION_SUFFIX)
-    torch.export.save(program, str(simulation))
-    return {"runs_on": "macOS only", "simulation": SIMULATION_DESCRIPTION[job.precision], SIDECARS: {SIMULATION_SUFFIX: simulation}}
+    save_program(program, simulation)
+    return {"runs_on": "macOS only", "simulation": SIMULATION_DESCRIPTION[job.precision.name], SIDECARS: {SIMULATION_SUFFIX: simulation}}
 
 
 SIMULATION_DESCRIPTION = {
@@ -93,12 +99,13 @@ def _round_weights_int8(module: torch.nn.Module) -> None:
 def simulation_runner(path: Path, manifest: dict) -> Runner:
     """Run, in PyTorch, the exact program that was converted: the CoreML figures on Linux are
     *simulated* and must be labelled so. fp16 runs the program in float16 on CPU."""
+    if sidecar_path(path, manifest, UNSAFE_OLD_SUFFIX) is not None:
+        raise ArtifactRefused(f"{path.name} was converted by an older edgemnv2 whose .pt2 simulation file could run code when loaded; "
+                              "it is not loaded: re-run convert --force")
     simulation = sidecar_path(path, manifest, SIMULATION_SUFFIX)
     if simulation is None or not simulation.is_file():
         raise RuntimeUnavailable(f"{MACOS_ONLY}, and {path.name} has no simulation program beside it")
-    import torch.ao.quantization.fx._decomposed  # noqa: F401  registers quantized_decomposed ops for loading
-
-    module = torch.export.load(str(simulation)).module()
+    module = load_program(simulation.read_bytes(), simulation.name)
     precision = manifest["precision"]
     dtype = torch.float16 if precision == "fp16" else torch.float32
     if precision == "int8_weights":

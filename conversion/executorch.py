@@ -17,7 +17,7 @@ def lower(job: ConversionJob) -> bytes:
     from executorch.exir import to_edge_transform_and_lower
 
     model = job.model
-    if job.precision == "int8":
+    if job.precision.name == "int8":
         model = xnnpack_int8_graph(job)
     exported = torch.export.export(model, (job.example,))
     edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])

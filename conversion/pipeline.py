@@ -12,12 +12,13 @@ from edgemnv2.data.images import list_images, load_rgb
 from edgemnv2.data.preprocess import Preprocessing
 from edgemnv2.errors import UserError
 from edgemnv2.fileio import sha256_of
+from edgemnv2.precision import get_precision
 from edgemnv2.progress import progress
 from quantization.fuse import fold_batchnorm, verify_fold
 from quantization.ptq import QuantRecipe
 
 from . import TARGETS, get_target
-from .base import ArtifactResult, ConversionJob, write_artifact
+from .base import ArtifactResult, ConversionJob, artifact_path, manifest_path, stale_reason, write_artifact
 
 ALL = "all"
 
@@ -31,6 +32,9 @@ class ConversionPlan:
 def plan(targets: list[str], precisions: list[str]) -> ConversionPlan:
     """Expand 'all' and refuse combinations no requested target supports."""
     names = list(TARGETS) if ALL in targets else [get_target(t).SPEC.name for t in targets]
+    for precision in precisions:
+        if precision != ALL:
+            get_precision(precision)  # a typo gets the valid names, not "not supported by ..."
     pairs, skipped = [], []
     for name in names:
         supported = TARGETS[name].SPEC.precisions
@@ -73,25 +77,45 @@ def prepare_model(model: torch.nn.Module, meta: CheckpointMeta, check_images: np
     return folded, error
 
 
+def refuse_stale(jobs: list[tuple[str, ConversionJob]], out_dir: Path, stem: str, checkpoint_hash: str) -> None:
+    """Before converting anything: an artifact already in out_dir that was built from other
+    inputs (checkpoint, recipe, calibration set, tools) is never silently kept or replaced."""
+    stale = []
+    for target, job in jobs:
+        final = artifact_path(out_dir, stem, TARGETS[target].SPEC, job.precision)
+        if manifest_path(final).exists():
+            reason = stale_reason(manifest_path(final), job.provenance(checkpoint_hash))
+            if reason:
+                stale.append(f"{final.name} ({reason})")
+    if stale:
+        more = f" and {len(stale) - 1} more" if len(stale) > 1 else ""
+        raise UserError(f"{out_dir} already holds {stale[0]}{more}; pass --force to replace them, or convert into another --out")
+
+
 def run_conversion(
     checkpoint: Path, targets: list[str], precisions: list[str], calib_data: Path | None, out_dir: Path,
     recipe: QuantRecipe = QuantRecipe(), force: bool = False, arch: str | None = None,
-    on_result=None,
+    on_result=None, sign_key: Path | None = None,
 ) -> tuple[list[ArtifactResult], ConversionPlan, dict]:
     work = plan(targets, precisions)
     model, meta = load_checkpoint(checkpoint, arch)
-    needs_int8 = any(p.startswith("int8") for _, p in work.pairs)
-    if needs_int8 and calib_data is None:
-        raise UserError("int8 conversion needs --calib-data: a folder of real images (random tensors give broken int8 models)")
+    needs_calibration = [p for _, p in work.pairs if get_precision(p).needs_calibration]
+    if needs_calibration and calib_data is None:
+        raise UserError(f"{needs_calibration[0]} conversion needs --calib-data: a folder of real images (random tensors give broken int8 models)")
+    if sign_key is not None and not Path(sign_key).is_file():
+        raise UserError(f"signing key not found: {sign_key}")
     images = calibration_images(calib_data, meta.preprocessing, recipe.calibration_size) if calib_data else None
     check = images if images is not None else np.zeros((1, 3, *meta.preprocessing.input_size), np.float32)
     folded, fold_error = prepare_model(model, meta, check)
     checkpoint_hash = sha256_of(checkpoint)
     stem = Path(checkpoint).stem
-    results, shared_graphs = [], {}
-    for target, precision in work.pairs:
-        job = ConversionJob(folded, meta, precision, recipe, images, shared_graphs)
-        result = write_artifact(TARGETS[target], job, out_dir, stem, checkpoint_hash, force)
+    shared_graphs: dict = {}
+    jobs = [(target, ConversionJob(folded, meta, get_precision(precision), recipe, images, shared_graphs)) for target, precision in work.pairs]
+    if not force:
+        refuse_stale(jobs, out_dir, stem, checkpoint_hash)
+    results = []
+    for target, job in jobs:
+        result = write_artifact(TARGETS[target], job, out_dir, stem, checkpoint_hash, force, sign_key)
         results.append(result)
         if on_result:
             on_result(result)

@@ -19,7 +19,7 @@ SPEC = TargetSpec("tflite", ".tflite", ("fp32", "int8"), runtime="LiteRT interpr
 def convert(job: ConversionJob, dest: Path) -> dict:
     import litert_torch
 
-    if job.precision == "fp32":
+    if job.precision.name == "fp32":
         edge_model = litert_torch.convert(job.model.eval(), (job.example,))
     else:
         from litert_torch.quantize.quant_config import QuantConfig

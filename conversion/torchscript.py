@@ -17,7 +17,7 @@ SPEC = TargetSpec("torchscript", ".pt", ("fp32", "int8"), runtime="torch.jit (x8
 
 def script_model(job: ConversionJob) -> torch.jit.ScriptModule:
     model = job.model
-    if job.precision == "int8":
+    if job.precision.name == "int8":
         model = fx_quantize(model, job.example, job.require_calibration(), job.recipe)
     with torch.no_grad():
         traced = torch.jit.trace(model, job.example, check_trace=False)
@@ -30,7 +30,7 @@ def convert(job: ConversionJob, dest: Path) -> dict:
     buffer = io.BytesIO()
     torch.jit.save(script_model(job), buffer)
     dest.write_bytes(buffer.getvalue())
-    return {"quantized_engine": job.recipe.engine if job.precision == "int8" else None}
+    return {"quantized_engine": job.recipe.engine if job.precision.name == "int8" else None}
 
 
 def gate_failure_hint(manifest: dict) -> str | None:

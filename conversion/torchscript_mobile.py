@@ -20,7 +20,7 @@ SPEC = TargetSpec("torchscript_mobile", ".ptl", ("fp32", "int8"), runtime="PyTor
 
 
 def convert(job: ConversionJob, dest: Path) -> dict:
-    if job.precision == "int8":
+    if job.precision.name == "int8":
         job = dataclasses.replace(job, recipe=dataclasses.replace(job.recipe, engine="qnnpack"))
     scripted = script_model(job)
     import torch.backends.xnnpack  # not imported by `import torch`
@@ -32,7 +32,7 @@ def convert(job: ConversionJob, dest: Path) -> dict:
         scripted = optimize_for_mobile(scripted)
     # through a buffer, so the archive is not named after the random temporary file (reproducible bytes)
     dest.write_bytes(scripted._save_to_buffer_for_lite_interpreter())
-    return {"quantized_engine": "qnnpack" if job.precision == "int8" else None, "optimize_for_mobile": mobile_optimized}
+    return {"quantized_engine": "qnnpack" if job.precision.name == "int8" else None, "optimize_for_mobile": mobile_optimized}
 
 
 def load(path: Path, manifest: dict, threads: int = 2) -> Runner:

@@ -5,7 +5,10 @@
         inputs.npy                                N preprocessed real images, float32 NCHW
         reference_<k>.npy                         fp32 eager outputs for the same inputs
         labels.npy                                ground truth (classifiers)
-        bundle.json                               tolerances from the gates, provenance
+        <artifact>.sig, signing_key.pub           the artifact's signature (if signed) and, with
+                                                  --verify-key, the key it was verified against
+        bundle.json                               tolerances from the gates, provenance, and the
+                                                  sha256 of every other file (checked before running)
         run_bundle.py                             the device runner (device_tests/run_bundle.py)
 
 Tolerances are the gates that a sample set can judge: agreement and SQNR. Metric drops need the
@@ -20,13 +23,16 @@ from pathlib import Path
 
 import numpy as np
 
+from .artifacts import VerifiedArtifact, scan_artifacts, verified_copy
 from .data.datasets import ClassificationData
 from .errors import UserError
 from .evaluate import run_dataset, torch_runner
 from .fileio import atomic_output, refuse_overwrite, sha256_of
+from .signing import signature_path
 from .validation.gates import GATE_KINDS, Gates
 
-SCHEMA = "edgemnv2-bundle/1"
+SCHEMA = "edgemnv2-bundle/2"
+PUBLIC_KEY_NAME = "signing_key.pub"
 BUNDLE_GATES = ("min_top1_agreement", "min_sqnr_db", "max_abs_error")
 
 
@@ -43,15 +49,21 @@ def tolerances(gates: Gates, task: str, precision: str, target: str) -> list[dic
     ]
 
 
-def write_bundle(artifact: Path, manifest: dict, inputs: np.ndarray, references: list[np.ndarray], labels: np.ndarray | None,
-                 gates: Gates, dest: Path, force: bool) -> Path:
-    """Build the folder under a temporary name and rename it into place: never half a bundle."""
+def write_bundle(verified: VerifiedArtifact, source_artifact: Path, inputs: np.ndarray, references: list[np.ndarray], labels: np.ndarray | None,
+                 gates: Gates, dest: Path, force: bool, verify_key: Path | None = None) -> Path:
+    """Build the folder under a temporary name and rename it into place: never half a bundle.
+    The artifact files come from the verified private copy, not from the artifacts folder."""
     refuse_overwrite(dest, force)
+    manifest, artifact = verified.manifest, verified.path
     with atomic_output(dest, force=True) as temp:
         temp.mkdir(parents=True)
-        copy = shutil.copytree if artifact.is_dir() else shutil.copy2
-        copy(artifact, temp / artifact.name)
-        (temp / (artifact.name + ".manifest.json")).write_text(json.dumps(manifest, indent=2))
+        for member in sorted(artifact.parent.iterdir()):  # artifact, manifest, sidecars: the private copy holds nothing else
+            (shutil.copytree if member.is_dir() else shutil.copy2)(member, temp / member.name)
+        signature = signature_path(source_artifact)
+        if signature.is_file():
+            shutil.copy2(signature, temp / signature.name)
+        if verify_key is not None:
+            shutil.copy2(verify_key, temp / PUBLIC_KEY_NAME)
         np.save(temp / "inputs.npy", inputs.astype(np.float32), allow_pickle=False)
         for k, reference in enumerate(references):
             np.save(temp / f"reference_{k}.npy", reference.astype(np.float32), allow_pickle=False)
@@ -63,26 +75,32 @@ def write_bundle(artifact: Path, manifest: dict, inputs: np.ndarray, references:
             "outputs": manifest["outputs"], "tolerances": tolerances(gates, manifest["task"], manifest["precision"], manifest["target"]),
             "gates_source": gates.source, "runtime_needed": manifest["runtime"],
             "runs_on": "macOS only" if manifest["target"] == "coreml" else "any",
-            "inputs_sha256": sha256_of(temp / "inputs.npy"),
+            "signature": signature.name if signature.is_file() else None,
+            "public_key": PUBLIC_KEY_NAME if verify_key is not None else None,
+            # every file but bundle.json itself: the runner refuses the bundle if one differs or is missing
+            "files": {member.name: sha256_of(member) for member in sorted(temp.iterdir())},
         }
         (temp / "bundle.json").write_text(json.dumps(info, indent=2))
     return dest
 
 
-def make_bundles(checkpoint: Path, model, meta, artifacts_dir: Path, data, out_dir: Path, gates: Gates, force: bool) -> list[Path]:
+def make_bundles(checkpoint: Path, model, meta, artifacts_dir: Path, data, out_dir: Path, gates: Gates, force: bool,
+                 verify_key: Path | None = None) -> list[Path]:
     """`model`/`meta`: the loaded checkpoint (the caller already needed its preprocessing)."""
-    from conversion.base import find_artifacts, verify_artifact
-
     checkpoint_sha = sha256_of(checkpoint)
-    found = [(p, m) for p, m in find_artifacts(artifacts_dir) if m.get("checkpoint_sha256") == checkpoint_sha]
+    scan = scan_artifacts(artifacts_dir)
+    if scan.problems:
+        manifest_file, reason = scan.problems[0]
+        raise UserError(f"{reason} (bundle makes nothing while {artifacts_dir} holds an unreadable manifest)")
+    found = [(p, m) for p, m in scan.found if m.get("checkpoint_sha256") == checkpoint_sha]
     if not found:
         raise UserError(f"no artifact in {artifacts_dir} was converted from {Path(checkpoint).name}")
     inputs = meta.preprocessing.normalize(data.images)
     references = run_dataset(torch_runner(model), data.images, meta.preprocessing, 16, "fp32 references")
     labels = data.labels if isinstance(data, ClassificationData) else None
     written = []
-    for artifact, manifest in found:
-        verify_artifact(artifact, manifest)
-        stem = artifact.name.replace(".", "_")
-        written.append(write_bundle(artifact, manifest, inputs, references, labels, gates, Path(out_dir) / stem, force))
+    for artifact, _ in found:
+        with verified_copy(artifact, verify_key) as verified:
+            stem = artifact.name.replace(".", "_")
+            written.append(write_bundle(verified, artifact, inputs, references, labels, gates, Path(out_dir) / stem, force, verify_key))
     return written

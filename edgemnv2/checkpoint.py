@@ -96,7 +96,15 @@ def _read_file(path: Path) -> tuple[dict, dict | None]:
             state = load_file(str(path))
         except (SafetensorError, OSError) as exc:
             raise UserError(f"{path} is not a readable safetensors file: {exc}") from None
-        return state, json.loads(raw_meta) if raw_meta else None
+        if not raw_meta:
+            return state, None
+        try:
+            meta = json.loads(raw_meta)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}: its '{SAFETENSORS_META_KEY}' metadata is not valid JSON ({exc}); re-save it with edgemnv2 or drop the metadata and pass --arch") from None
+        if not isinstance(meta, dict):
+            raise UserError(f"{path}: its '{SAFETENSORS_META_KEY}' metadata is not a JSON object; re-save it with edgemnv2")
+        return state, meta
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -107,6 +115,8 @@ def _read_file(path: Path) -> tuple[dict, dict | None]:
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise UserError(f"{path} is not a readable PyTorch checkpoint ({str(exc).splitlines()[0][:160]})") from None
     if isinstance(payload, dict) and payload.get("format") == FORMAT:
+        if not isinstance(payload.get("state_dict"), dict) or not isinstance(payload.get("meta"), dict):
+            raise UserError(f"{path} says it is an edgemnv2 checkpoint but lacks its state_dict or meta; re-save it")
         return payload["state_dict"], payload["meta"]
     if isinstance(payload, dict) and isinstance(payload.get("state_dict"), dict):
         payload = payload["state_dict"]  # a common {"state_dict": ..., "epoch": ...} wrapper

@@ -12,6 +12,8 @@ import torch
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from edgemnv2.errors import UserError
+
 FOLD_TOLERANCE = 1e-4  # max |fused - unfused| relative to the output scale, checked by verify_fold
 
 
@@ -45,6 +47,10 @@ def count_batchnorms(model: nn.Module) -> int:
     return sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
+class FoldNotVerified(UserError):
+    """BN folding could not be shown to compute what the checkpoint computes (exit 2: the model's problem)."""
+
+
 def verify_fold(original: nn.Module, folded: nn.Module, images: torch.Tensor) -> float:
     """Max error of the folded model relative to the output scale; raises if it exceeds FOLD_TOLERANCE."""
     with torch.no_grad():
@@ -54,7 +60,10 @@ def verify_fold(original: nn.Module, folded: nn.Module, images: torch.Tensor) ->
     result = result if isinstance(result, (tuple, list)) else (result,)
     worst = max(float((a - b).abs().max() / b.abs().max().clamp(min=1e-6)) for a, b in zip(result, reference))
     if count_batchnorms(folded):
-        raise RuntimeError(f"{count_batchnorms(folded)} BatchNorm layers were not folded")
-    if worst > FOLD_TOLERANCE:
-        raise RuntimeError(f"folded model differs from the original by {worst:.2e} (limit {FOLD_TOLERANCE})")
+        raise FoldNotVerified(f"{count_batchnorms(folded)} BatchNorm layers were not folded (a BatchNorm not directly after a conv); "
+                              "this model cannot be converted as it is")
+    if not worst <= FOLD_TOLERANCE:  # also catches NaN
+        raise FoldNotVerified(f"the BN-folded model differs from the checkpoint by {worst:.2e} (limit {FOLD_TOLERANCE}) on the "
+                              "calibration images; the checkpoint's BatchNorm statistics are probably degenerate (tiny running_var "
+                              "or huge weights): retrain or re-export it")
     return worst

@@ -16,7 +16,7 @@ def run_cli(capsys, *args):
 
 
 def assert_one_line_error(code, err, pattern):
-    assert code in (1, 2), err
+    assert code == 2, err  # bad input or usage: exit 2 (1 is reserved for failed checks)
     assert "Traceback" not in err
     lines = [line for line in err.strip().splitlines() if line.strip()]
     assert len(lines) == 1, err

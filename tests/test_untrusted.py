@@ -95,9 +95,9 @@ OPTION_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(target=OPTION_TEXT, precision=OPTION_TEXT, threads=st.one_of(st.integers(-5, 0), OPTION_TEXT))
 def test_cli_option_fuzz_gives_one_line_errors(tmp_path, capsys, target, precision, threads):
-    """Any nonsense option value: exit 1 (our message) or 2 (click's), never an internal error (3)."""
+    """Any nonsense option value: exit 2 (our message or click's), never an internal error (3)."""
     code = run(["convert", "--checkpoint", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "out"),
                 "--target", target, "--precision", precision, "--threads", str(threads)])
     err = capsys.readouterr().err
-    assert code in (1, 2), err
+    assert code == 2, err
     assert "Traceback" not in err and "internal error" not in err

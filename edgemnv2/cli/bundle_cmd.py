@@ -17,6 +17,7 @@ def bundle(
     arch: Annotated[Optional[str], typer.Option(help="Model name, only for bare state dicts.")] = None,
     threads: Annotated[int, typer.Option(help="CPU threads.")] = 2,
     force: Annotated[bool, typer.Option(help="Overwrite existing bundles.")] = False,
+    verify_key: Annotated[Optional[Path], typer.Option(help="Public key (PEM): bundle only artifacts signed with its private key; the bundle carries the signature and this key for the device runner.")] = None,
 ) -> None:
     """Self-contained device bundles: artifact + samples + fp32 references + tolerances + runner."""
     from conversion import target_names
@@ -29,9 +30,11 @@ def bundle(
     set_threads(threads)
     if samples < 1:
         raise UserError("--samples must be at least 1")
+    if verify_key is not None and not verify_key.is_file():
+        raise UserError(f"verification key not found: {verify_key}")
     model, meta = load_checkpoint(checkpoint, arch)
     dataset = load_split(meta.task, data, split, meta.preprocessing, limit=samples, class_names=meta.class_names)
-    written = make_bundles(checkpoint, model, meta, artifacts, dataset, out_dir, load_gates(gates, target_names()), force)
+    written = make_bundles(checkpoint, model, meta, artifacts, dataset, out_dir, load_gates(gates, target_names()), force, verify_key)
     for path in written:
         console.print(f"bundle: {path}")
     console.print(f"{len(written)} bundles; on a device run: python <bundle>/run_bundle.py <bundle>")

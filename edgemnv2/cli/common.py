@@ -11,8 +11,10 @@ from ..data.preprocess import Preprocessing
 from ..errors import UserError
 
 # Piped output (CI logs, files) gets wide tables instead of rich's 80-column default.
-console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
-out = Console(width=None if sys.stdout.isatty() else 160)
+# markup=False: paths, class names and messages are user text; "[x]" in a path must print as it is
+# (with markup on, it vanished, and an unmatched "[/x]" crashed). Colours go through style=.
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 160, markup=False)
+out = Console(width=None if sys.stdout.isatty() else 160, markup=False)
 
 
 def set_threads(threads: int) -> int:

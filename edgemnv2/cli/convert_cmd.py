@@ -3,6 +3,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from .common import console, out, set_threads
 
@@ -15,7 +16,7 @@ def convert(
     checkpoint: Annotated[Path, typer.Option(help="Trained checkpoint (.pt/.safetensors, or a bare state dict with --arch).")],
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder for artifacts and their manifests.")],
     target: Annotated[list[str], typer.Option(help="torchscript, torchscript_mobile, executorch, coreml, tflite, or all (repeat or comma-separate).")] = ["all"],
-    precision: Annotated[list[str], typer.Option(help="fp32, fp16, int8, int8_weights, or all.")] = ["all"],
+    precision: Annotated[list[str], typer.Option(help="fp32, fp16, int8 (weights and activations; needs --calib-data), int8_weights (weights only, no calibration), or all.")] = ["all"],
     calib_data: Annotated[Optional[Path], typer.Option(help="Folder of real images for int8 calibration (its calib/ split is used if present).")] = None,
     calib_size: Annotated[int, typer.Option(help="Number of calibration images.")] = 128,
     observer: Annotated[str, typer.Option(help="Activation observer: histogram, minmax, moving_average.")] = "histogram",
@@ -23,22 +24,25 @@ def convert(
     server_engine: Annotated[str, typer.Option(help="TorchScript (.pt) int8 engine: x86 (any x86 CPU, 7-bit activations), onednn (8-bit, CPUs with VNNI: Ice Lake, Zen 4 or newer), or qnnpack (ARM servers). The .ptl always uses qnnpack.")] = "x86",
     arch: Annotated[Optional[str], typer.Option(help="Model name, only for bare state dicts (e.g. mobilenet_v2_seed).")] = None,
     threads: Annotated[int, typer.Option(help="CPU threads.")] = 2,
-    force: Annotated[bool, typer.Option(help="Overwrite existing artifacts.")] = False,
+    force: Annotated[bool, typer.Option(help="Replace existing artifacts. Without it, an artifact already built from the same checkpoint, recipe, calibration set and tools is kept, and one built from anything else is refused.")] = False,
+    sign_key: Annotated[Optional[Path], typer.Option(help="Private key (PEM, elliptic curve): sign each artifact with its manifest and sidecars (OpenSSF model signing; <artifact>.sig).")] = None,
 ) -> None:
-    """Fold, quantize (calibrated on real images) and export to every requested target."""
+    """Fold, quantize (calibrated on real images) and export to every requested target.
+
+    Exit codes: 0 every conversion succeeded; 1 a conversion failed; 2 bad input or usage; 3 internal error."""
     from conversion.pipeline import run_conversion
     from quantization.ptq import QuantRecipe
 
-    from ..errors import UserError
+    from ..errors import CheckFailed
 
     set_threads(threads)
     recipe = QuantRecipe(observer=observer, per_channel=not per_tensor, calibration_size=calib_size, engine=server_engine)
 
     def report(result):
         colour = {"ok": "green", "failed": "red", "skipped": "yellow"}[result.status]
-        console.print(f"[{colour}]{result.status:>7}[/] {result.target} {result.precision} {result.message or (result.path.name if result.path else '')}")
+        console.print(Text.assemble((f"{result.status:>7}", colour), f" {result.target} {result.precision} {result.message or (result.path.name if result.path else '')}"))
 
-    results, plan, info = run_conversion(checkpoint, _split(target), _split(precision), calib_data, out_dir, recipe, force, arch, on_result=report)
+    results, plan, info = run_conversion(checkpoint, _split(target), _split(precision), calib_data, out_dir, recipe, force, arch, on_result=report, sign_key=sign_key)
     table = Table("target", "precision", "status", "size", "time", "artifact / reason", title=f"conversion of {checkpoint.name}")
     for r in results:
         size = f"{r.size_bytes / 1e6:.2f} MB" if r.size_bytes else "-"
@@ -51,4 +55,4 @@ def convert(
         console.print("note: CoreML artifacts were converted here but can only run on macOS.")
     failed = [r for r in results if r.status == "failed"]
     if failed:
-        raise UserError(f"{len(failed)} of {len(results)} conversions failed: " + "; ".join(f"{r.target}/{r.precision}: {r.message}" for r in failed))
+        raise CheckFailed(f"{len(failed)} of {len(results)} conversions failed: " + "; ".join(f"{r.target}/{r.precision}: {r.message}" for r in failed))

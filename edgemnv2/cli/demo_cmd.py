@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from conversion.pipeline import run_conversion
 from quantization.ptq import QuantRecipe
@@ -25,7 +26,7 @@ DETECTOR = {"arch": "centernet", "width_mult": 0.5, "input": 128, "epochs": 20, 
 
 
 def _stage(title: str) -> None:
-    console.rule(f"[bold]{title}")
+    console.rule(Text(title, style="bold"))
 
 
 def demo(

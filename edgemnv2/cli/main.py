@@ -1,9 +1,12 @@
 """The `edgemnv2` command. Commands live one group per module; this file only wires them and turns
-known errors into one line (exit 1) unless EDGEMNV2_DEBUG=1 asks for the traceback.
+known errors into one line with an exit code CI can tell apart (edgemnv2.errors), unless
+EDGEMNV2_DEBUG=1 asks for the traceback.
 """
 
 import os
+import signal
 import sys
+from contextlib import contextmanager
 
 import typer
 
@@ -12,12 +15,12 @@ try:  # typer >= 0.20 ships its own copy of click: its exceptions are not the cl
 except ImportError:  # pragma: no cover - older typer
     from click import ClickException
 
-from ..errors import UserError
+from ..errors import EXIT_CODES_HELP, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED, CheckFailed, Terminated, UserError
 from . import bench_cmd, bundle_cmd, convert_cmd, data_cmd, demo_cmd, eval_cmd, info_cmd, predict_cmd, sensitivity_cmd, train_cmd, validate_cmd
 
 app = typer.Typer(
     name="edgemnv2",
-    help="Deploy MobileNetV2 classifiers and CenterNet detectors to edge runtimes, with measured int8 drift.",
+    help="Deploy MobileNetV2 classifiers and CenterNet detectors to edge runtimes, with measured int8 drift.\n\n" + EXIT_CODES_HELP,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -35,38 +38,70 @@ app.command("bundle")(bundle_cmd.bundle)
 app.command("demo")(demo_cmd.demo)
 
 
-INTERRUPTED = 130  # the shell's code for SIGINT
 INTERRUPTED_MESSAGE = "edgemnv2: interrupted; nothing partial was left behind"
+TERMINATED_MESSAGE = "edgemnv2: terminated; nothing partial was left behind"
 
 
 def _debug() -> bool:
     return os.environ.get("EDGEMNV2_DEBUG", "") not in ("", "0")
 
 
-def run(argv: list[str] | None = None) -> int:
+_signal_seen: list[int] = []  # typer turns any KeyboardInterrupt into exit 130; this says which signal it was
+
+
+def _raise_terminated(signum, frame):
+    _signal_seen.append(signum)
+    raise Terminated()
+
+
+def _interrupted(code: int) -> int:
+    if _signal_seen and _signal_seen[-1] == signal.SIGTERM:
+        print(TERMINATED_MESSAGE, file=sys.stderr)
+        return EXIT_TERMINATED
+    print(INTERRUPTED_MESSAGE, file=sys.stderr)
+    return code
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (CI cancelling a job, `kill`, a container stopping) unwinds like Ctrl-C, so every
+    `finally` that removes temporary files runs. Only the main thread may install a handler."""
     try:
-        code = app(args=argv, standalone_mode=False)
-        if code == INTERRUPTED:  # typer turns Ctrl-C into exit code 130 and returns it
-            print(INTERRUPTED_MESSAGE, file=sys.stderr)
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread (e.g. called from a library user's worker)
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run(argv: list[str] | None = None) -> int:
+    _signal_seen.clear()
+    try:
+        with _sigterm_as_interrupt():
+            code = app(args=argv, standalone_mode=False)
+        if code == EXIT_INTERRUPTED:  # typer turns Ctrl-C (and our SIGTERM) into exit code 130
+            return _interrupted(code)
         return code if isinstance(code, int) else 0
-    except UserError as exc:
+    except (UserError, CheckFailed) as exc:
         if _debug():
             raise
         print(f"edgemnv2: error: {exc}", file=sys.stderr)
-        return 1
-    except typer.Exit as exc:
         return exc.exit_code
+    except typer.Exit as exc:
+        return _interrupted(exc.exit_code) if exc.exit_code == EXIT_INTERRUPTED else exc.exit_code
     except ClickException as exc:  # bad options: click's own one-line message, exit 2
         exc.show()
         return exc.exit_code
-    except (KeyboardInterrupt, typer.Abort):
-        print(INTERRUPTED_MESSAGE, file=sys.stderr)
-        return INTERRUPTED
+    except (KeyboardInterrupt, typer.Abort):  # Terminated included
+        return _interrupted(EXIT_INTERRUPTED)
     except Exception as exc:  # a bug, not a user mistake: say so in one line, keep the traceback opt-in
         if _debug():
             raise
         print(f"edgemnv2: internal error: {type(exc).__name__}: {exc} (EDGEMNV2_DEBUG=1 shows the traceback)", file=sys.stderr)
-        return 3
+        return EXIT_INTERNAL
 
 
 def main() -> None:

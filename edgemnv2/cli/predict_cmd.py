@@ -31,6 +31,7 @@ def predict(
     arch: Annotated[Optional[str], typer.Option(help="Model name, only for bare state dicts.")] = None,
     threads: Annotated[int, typer.Option(help="CPU threads.")] = 2,
     force: Annotated[bool, typer.Option(help="Overwrite existing outputs.")] = False,
+    verify_key: Annotated[Optional[Path], typer.Option(help="Public key (PEM): refuse an artifact not signed with its private key.")] = None,
 ) -> None:
     """Predict with a checkpoint or artifact: top-5 for classifiers, annotated images for detectors."""
     from ..errors import UserError
@@ -43,9 +44,9 @@ def predict(
     if not 0.0 <= threshold <= 1.0:
         raise UserError("--threshold must be between 0 and 1")
     files = _images_in(images)[: limit or None]
-    source = open_source(model, threads, arch)
+    source = open_source(model, threads, arch, verify_key)
     if compare is not None:
-        other = open_source(compare, threads)
+        other = open_source(compare, threads, verify_key=verify_key)
         if other.task != source.task or other.class_names != source.class_names:
             raise UserError(f"{compare.name} is a different model (task or classes differ from {model.name})")
         if source.task != "detection":

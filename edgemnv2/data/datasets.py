@@ -106,39 +106,47 @@ def load_coco(annotations: Path, image_dir: Path, preprocessing: Preprocessing, 
         anns = coco.get("annotations", [])
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise UserError(f"{annotations} is not COCO detection JSON ({exc})") from None
-    if not entries:
+    if not isinstance(entries, list) or not entries:
         raise UserError(f"{annotations} lists no images")
-    if not categories:
+    if not isinstance(categories, list) or not categories:
         raise UserError(f"{annotations} lists no categories")
-    label_of = {c["id"]: i for i, c in enumerate(categories)}
-    by_image: dict[int, list] = {}
-    for ann in anns:
-        if ann.get("iscrowd", 0) == 0:
-            by_image.setdefault(ann["image_id"], []).append(ann)
-    if limit is not None:
-        entries = entries[:limit]
-    height, width = preprocessing.input_size
-    pixels, boxes, labels, ids, sizes, paths = [], [], [], [], [], []
-    for entry in progress(entries, f"loading {annotations.name}"):
-        path = _safe_member(image_dir, entry["file_name"])
-        image = load_rgb(path)
-        orig_w, orig_h = image.size
-        scale = np.array([width / orig_w, height / orig_h] * 2, np.float32)
-        image_boxes, image_labels = [], []
-        for ann in by_image.get(entry["id"], []):
-            x, y, w, h = ann["bbox"]
-            if ann["category_id"] not in label_of:
-                raise UserError(f"{annotations}: annotation {ann.get('id')} has unknown category_id {ann['category_id']}")
-            image_boxes.append(np.array([x, y, x + w, y + h], np.float32) * scale)
-            image_labels.append(label_of[ann["category_id"]])
-        pixels.append(preprocessing.resize_uint8(image))
-        boxes.append(np.array(image_boxes, np.float32).reshape(-1, 4))
-        labels.append(np.array(image_labels, np.int64))
-        ids.append(entry["id"])
-        sizes.append((orig_h, orig_w))
-        paths.append(path)
+    try:
+        label_of = {c["id"]: i for i, c in enumerate(categories)}
+        names = [str(c["name"]) for c in categories]
+        by_image: dict[int, list] = {}
+        for ann in anns:
+            if ann.get("iscrowd", 0) == 0:
+                by_image.setdefault(ann["image_id"], []).append(ann)
+        if limit is not None:
+            entries = entries[:limit]
+        height, width = preprocessing.input_size
+        pixels, boxes, labels, ids, sizes, paths = [], [], [], [], [], []
+        for entry in progress(entries, f"loading {annotations.name}"):
+            path = _safe_member(image_dir, entry["file_name"])
+            image = load_rgb(path)
+            orig_w, orig_h = image.size
+            scale = np.array([width / orig_w, height / orig_h] * 2, np.float32)
+            image_boxes, image_labels = [], []
+            for ann in by_image.get(entry["id"], []):
+                x, y, w, h = (float(v) for v in ann["bbox"])
+                if ann["category_id"] not in label_of:
+                    raise UserError(f"{annotations}: annotation {ann.get('id')} has unknown category_id {ann['category_id']}")
+                image_boxes.append(np.array([x, y, x + w, y + h], np.float32) * scale)
+                image_labels.append(label_of[ann["category_id"]])
+            pixels.append(preprocessing.resize_uint8(image))
+            boxes.append(np.array(image_boxes, np.float32).reshape(-1, 4))
+            labels.append(np.array(image_labels, np.int64))
+            ids.append(entry["id"])
+            sizes.append((orig_h, orig_w))
+            paths.append(path)
+    except KeyError as exc:
+        raise UserError(f"{annotations}: an entry lacks the COCO key {exc} (images need id and file_name; annotations need "
+                        "image_id, bbox [x, y, w, h] and category_id; categories need id and name)") from None
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise UserError(f"{annotations}: a COCO entry has a value of the wrong type ({exc}); bbox must be 4 numbers, "
+                        "file_name a string, ids numbers") from None
     return DetectionData(
-        np.stack(pixels), boxes, labels, [c["name"] for c in categories], ids, sizes,
+        np.stack(pixels), boxes, labels, names, ids, sizes,
         [c["id"] for c in categories], annotations, paths,
     )
 

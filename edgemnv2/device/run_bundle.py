@@ -8,10 +8,15 @@ Needs only numpy (1.x or 2.x) and the ONE runtime the artifact needs:
   .mlpackage     coremltools, on macOS
 It never imports edgemnv2. Usage, from the bundle folder or anywhere:
 
-    python run_bundle.py [BUNDLE_DIR] [--threads N] [--runs N] [--out result.json]
+    python run_bundle.py [BUNDLE_DIR] [--threads N] [--runs N] [--out result.json] [--verify-key PUB]
 
-Exit codes: 0 tolerances met; 1 a tolerance broken; 2 the runtime is not available here
-(nothing was run); 3 the bundle is broken or tampered with.
+Before anything runs, every file listed in bundle.json is checked against its sha256. A signed
+bundle's signature is verified with `model_signing` when this Python can import it (against
+--verify-key, else the key the bundle was made with); when it cannot, result.json says so plainly.
+
+Exit codes: 0 tolerances met; 1 a tolerance broken; 2 the runtime (or, with --verify-key,
+model_signing) is not available here, nothing was run; 3 the bundle is broken, tampered with or
+wrongly signed; 4 the runner itself failed unexpectedly. result.json is written in every case.
 """
 
 import argparse
@@ -26,7 +31,7 @@ import time
 import numpy as np
 
 SCHEMA = "edgemnv2-bundle-result/1"
-EXIT_OK, EXIT_TOLERANCE, EXIT_NO_RUNTIME, EXIT_BAD_BUNDLE = 0, 1, 2, 3
+EXIT_OK, EXIT_TOLERANCE, EXIT_NO_RUNTIME, EXIT_BAD_BUNDLE, EXIT_RUNNER_ERROR = 0, 1, 2, 3, 4
 
 
 class NoRuntime(Exception):
@@ -178,6 +183,55 @@ def load_runtime(artifact, manifest, threads):
     raise BadBundle("unknown target %r in the manifest" % target)
 
 
+# ---- integrity and authenticity ----
+
+def _plain(name):
+    return isinstance(name, str) and os.path.basename(name) == name and name not in ("", ".", "..")
+
+
+def check_files(bundle, info):
+    """Every file the bundle was made with, byte for byte: inputs, references, labels, the runner,
+    the artifact, its manifest, sidecars and signature. (result.json and other new files are not
+    the bundle's; they are ignored.)"""
+    files = info.get("files")
+    if not isinstance(files, dict) or not files:
+        raise BadBundle("bundle.json lists no file hashes (made by an older edgemnv2?): re-make the bundle with `edgemnv2 bundle`")
+    for name, digest in sorted(files.items()):
+        path = os.path.join(bundle, name)
+        if not _plain(name) or not os.path.exists(path):
+            raise BadBundle("%s is missing from the bundle" % name)
+        if sha256_of(path) != digest:
+            raise BadBundle("%s does not match its sha256 in bundle.json: the bundle was modified or corrupted" % name)
+
+
+def check_signature(bundle, info, verify_key):
+    """-> a plain statement for result.json; raises when a requested check cannot be done or fails."""
+    signature = info.get("signature")
+    if not signature:
+        if verify_key:
+            raise BadBundle("the artifact is not signed, and --verify-key was given")
+        return {"status": "unsigned"}
+    key = verify_key or (os.path.join(bundle, info["public_key"]) if info.get("public_key") else None)
+    try:
+        import pathlib
+
+        from model_signing import hashing, verifying
+    except ImportError:
+        if verify_key:
+            raise NoRuntime("--verify-key needs model_signing (pip install model-signing), which is not installed here")
+        return {"status": "not verified: model_signing is not installed here (pip install model-signing to verify)", "file": signature}
+    if key is None:
+        return {"status": "not verified: no public key (pass --verify-key)", "file": signature}
+    try:
+        verifying.Config().use_elliptic_key_verifier(public_key=pathlib.Path(key)).set_hashing_config(
+            hashing.Config().set_ignored_paths(paths=[signature], ignore_git_paths=True)
+        ).set_ignore_unsigned_files(True).verify(pathlib.Path(bundle), pathlib.Path(bundle) / signature)
+    except Exception as exc:
+        raise BadBundle("signature check failed: %s" % str(exc).split(": Expected")[0][:300])
+    return {"status": "verified", "file": signature,
+            "key": "given (--verify-key)" if verify_key else "the key bundled by `edgemnv2 bundle --verify-key` (pass --verify-key to pin your own)"}
+
+
 # ---- drift ----
 
 def sqnr_db(reference, output):
@@ -224,6 +278,7 @@ def main(argv=None):
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--out", default=None, help="result JSON (default: BUNDLE/result.json)")
+    parser.add_argument("--verify-key", default=None, help="public key (PEM) the artifact must be signed with; needs model_signing")
     args = parser.parse_args(argv)
     result = {"schema": SCHEMA, "bundle": os.path.abspath(args.bundle), "machine": platform.platform(),
               "python": platform.python_version(), "numpy": np.__version__, "threads": args.threads}
@@ -235,7 +290,10 @@ def main(argv=None):
     except BadBundle as exc:
         result.update(status="bad bundle", reason=str(exc))
         code = EXIT_BAD_BUNDLE
-    text = json.dumps(result, indent=2, sort_keys=True)
+    except Exception as exc:  # a bug or a runtime crash: its own code, never "tolerance broken"
+        result.update(status="runner error", reason="%s: %s" % (type(exc).__name__, str(exc)[:500]))
+        code = EXIT_RUNNER_ERROR
+    text = json.dumps(result, indent=2, sort_keys=True, default=str)
     print(text)
     out = args.out or os.path.join(args.bundle, "result.json")
     try:
@@ -257,12 +315,14 @@ def _run(args, result):
     except (OSError, ValueError, KeyError) as exc:
         raise BadBundle("cannot read bundle.json or the manifest in %s: %s" % (bundle, exc))
     name = manifest.get("artifact")
-    if not isinstance(name, str) or os.path.basename(name) != name or name in ("", ".", ".."):
+    if not _plain(name):
         raise BadBundle("the manifest names its artifact %r, which is not a plain file name in the bundle" % (name,))
     artifact = os.path.join(bundle, name)
-    result.update(artifact=manifest["artifact"], target=manifest["target"], precision=manifest["precision"])
-    if not os.path.exists(artifact) or sha256_of(artifact) != manifest["artifact_sha256"]:
-        raise BadBundle("%s is missing or does not match the sha256 in its manifest" % manifest["artifact"])
+    result.update(artifact=manifest.get("artifact"), target=manifest.get("target"), precision=manifest.get("precision"))
+    check_files(bundle, info)
+    if not os.path.exists(artifact) or sha256_of(artifact) != manifest.get("artifact_sha256"):
+        raise BadBundle("%s is missing or does not match the sha256 in its manifest" % name)
+    result["signature"] = check_signature(bundle, info, args.verify_key)
     try:
         inputs = np.load(os.path.join(bundle, "inputs.npy"), allow_pickle=False)
         references = [np.load(os.path.join(bundle, "reference_%d.npy" % i), allow_pickle=False) for i in range(len(manifest["outputs"]))]

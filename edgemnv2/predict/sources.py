@@ -1,10 +1,13 @@
 """A prediction source: a checkpoint or any artifact, behind the same Runner as `validate`."""
 
+import weakref
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..artifacts import MANIFEST_SUFFIX, RuntimeUnavailable, manifest_path, verified_copy
 from ..data.images import load_rgb
 from ..data.preprocess import Preprocessing
 from ..errors import UserError
@@ -20,24 +23,32 @@ class Source:
     runner: Runner
 
 
-def open_source(path: Path, threads: int = 2, arch: str | None = None) -> Source:
-    """A checkpoint (.pt/.safetensors with metadata) or an artifact with its manifest beside it."""
-    from conversion.base import MANIFEST_SUFFIX, RuntimeUnavailable, manifest_path, read_manifest, verify_artifact
+def open_source(path: Path, threads: int = 2, arch: str | None = None, verify_key: Path | None = None) -> Source:
+    """A checkpoint (.pt/.safetensors with metadata) or an artifact with its manifest beside it.
 
+    An artifact runs from a private, verified copy (edgemnv2.artifacts.verified_copy) that lives as
+    long as the returned Source."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"model not found: {path}")
     if path.name.endswith(MANIFEST_SUFFIX) or manifest_path(path).exists():
         from conversion import get_target
 
-        artifact, manifest = read_manifest(path)
-        verify_artifact(artifact, manifest)
+        keep = ExitStack()
         try:
-            runner = get_target(manifest["target"]).load(artifact, manifest, threads)
+            verified = keep.enter_context(verified_copy(path, verify_key))
+            manifest = verified.manifest
+            runner = get_target(manifest["target"]).load(verified.path, manifest, threads)
         except RuntimeUnavailable as exc:
-            raise UserError(f"cannot run {artifact.name} here: {exc}") from None
-        return Source(f"{manifest['target']} {manifest['precision']}", manifest["task"], manifest["class_names"],
-                      Preprocessing.from_dict(manifest["preprocessing"]), runner)
+            keep.close()
+            raise UserError(f"cannot run {path.name} here: {exc}") from None
+        except BaseException:
+            keep.close()
+            raise
+        source = Source(f"{manifest['target']} {manifest['precision']}", manifest["task"], manifest["class_names"],
+                        Preprocessing.from_dict(manifest["preprocessing"]), runner)
+        weakref.finalize(source, keep.close)  # the private copy goes when the source does
+        return source
     if path.is_dir():
         raise UserError(f"{path} is a folder without a manifest beside it; pass a checkpoint or an artifact file")
     from ..checkpoint import load_checkpoint

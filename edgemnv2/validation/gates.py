@@ -7,6 +7,11 @@
     [classification.int8.torchscript]
     min_top1_agreement = 97.0        # a per-target override
 
+Two top-level settings say what a gate run may leave unchecked:
+    allow_not_run = ["coreml"]       # these targets' artifacts may fail to RUN here (runtime absent)
+                                     # without failing the run; tampered or crashing ones still fail
+    unmatched = "fail"               # a section that matches no artifact fails the run ("warn": listed only)
+
 A typo or a key in the wrong task is an error naming the fix, never a silently ignored gate.
 """
 
@@ -16,9 +21,12 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import UserError, did_you_mean
+from ..precision import precision_names
 
 SCHEMA_VERSION = 1
-PRECISIONS = ("fp32", "fp16", "int8", "int8_weights")
+PRECISIONS = tuple(precision_names())
+SETTINGS = ("version", "allow_not_run", "unmatched")
+UNMATCHED_POLICIES = ("fail", "warn")
 
 
 @dataclass(frozen=True)
@@ -67,7 +75,26 @@ class GateResult:
 class Gates:
     def __init__(self, data: dict, source: str):
         self.source = source
-        self.data = data
+        self.data = {k: v for k, v in data.items() if k not in SETTINGS}
+        self.allow_not_run: list[str] = list(data.get("allow_not_run", []))
+        self.unmatched: str = data.get("unmatched", "fail")
+
+    def sections(self, task: str) -> list[tuple[str, str | None]]:
+        """(precision, target or None) of every table with limits for this task."""
+        found = []
+        for precision, section in self.data.get(task, {}).items():
+            if any(not isinstance(v, dict) for v in section.values()):
+                found.append((precision, None))
+            found += [(precision, target) for target, value in section.items() if isinstance(value, dict)]
+        return found
+
+    def unmatched_sections(self, task: str, artifacts: list[tuple[str, str]]) -> list[str]:
+        """Sections that no (precision, target) among `artifacts` falls under: gates that checked nothing."""
+        unmatched = []
+        for precision, target in self.sections(task):
+            if not any(p == precision and (target is None or t == target) for p, t in artifacts):
+                unmatched.append(f"[{task}.{precision}{'.' + target if target else ''}]")
+        return unmatched
 
     def limits(self, task: str, precision: str, target: str) -> dict[str, float]:
         section = self.data.get(task, {}).get(precision, {})
@@ -98,8 +125,16 @@ def _validate(data: dict, source: str, target_names: list[str]) -> None:
         raise UserError(f"{source}: missing 'version = {SCHEMA_VERSION}' at the top of the gates file")
     if version != SCHEMA_VERSION:
         raise UserError(f"{source}: gates schema version {version} is not supported (this edgemnv2 reads version {SCHEMA_VERSION})")
+    allowed = data.get("allow_not_run", [])
+    if not isinstance(allowed, list) or not all(isinstance(t, str) for t in allowed):
+        raise UserError(f"{source}: allow_not_run must be a list of target names, e.g. [\"coreml\"]")
+    for target in allowed:
+        if target not in target_names:
+            raise did_you_mean(target, target_names, f"target in allow_not_run of {source}")
+    if data.get("unmatched", "fail") not in UNMATCHED_POLICIES:
+        raise UserError(f"{source}: unmatched must be one of {', '.join(repr(p) for p in UNMATCHED_POLICIES)}, not {data['unmatched']!r}")
     for task, per_task in data.items():
-        if task == "version":
+        if task in SETTINGS:
             continue
         if task not in GATE_KINDS:
             raise did_you_mean(task, list(GATE_KINDS), f"task in {source}")

@@ -7,9 +7,11 @@ from pathlib import Path
 from rich.table import Table
 
 from ..fileio import atomic_output
-from .validate import COULD_NOT_RUN, GATE_FAILED, PASSED
+from rich.text import Text
 
-STATUS_STYLE = {PASSED: "green", GATE_FAILED: "red", COULD_NOT_RUN: "yellow"}
+from .validate import COULD_NOT_RUN, ERROR, GATE_FAILED, NOT_CHECKED, PASSED, REFUSED
+
+STATUS_STYLE = {PASSED: "green", GATE_FAILED: "red", COULD_NOT_RUN: "yellow", REFUSED: "red", ERROR: "red"}
 
 
 def headline_metric(report: dict) -> str:
@@ -37,7 +39,7 @@ def rows_for_display(report: dict) -> list[list[str]]:
     for a in report["artifacts"]:
         m = a["measured"]
         simulated = a["measured_on"] == "simulated"
-        status = a["status"] + (" (simulated)" if simulated and a["status"] != COULD_NOT_RUN else "")
+        status = a["status"] + (" (simulated)" if simulated and a["status"] not in NOT_CHECKED else "")
         rows.append([
             a["target"], a["precision"], _fmt(m.get("size_mb")),
             _fmt(a["metrics"].get(metric)) + (" *" if simulated else ""),
@@ -55,10 +57,11 @@ def columns(report: dict) -> list[str]:
 
 
 def terminal_table(report: dict) -> Table:
-    table = Table(*columns(report), title=f"validation of {Path(report['checkpoint']['path']).name} on {report['data']['images']} {report['data']['split']} images, {report['threads']} threads")
+    # Text objects, not str: rich never parses them as markup (file names are user text)
+    table = Table(*columns(report), title=Text(f"validation of {Path(report['checkpoint']['path']).name} on {report['data']['images']} {report['data']['split']} images, {report['threads']} threads"))
     for row in rows_for_display(report):
-        style = next((s for k, s in STATUS_STYLE.items() if row[-1].startswith(k)), None)
-        table.add_row(*row[:-1], f"[{style}]{row[-1]}[/]" if style else row[-1])
+        style = next((s for k, s in STATUS_STYLE.items() if row[-1].startswith(k)), "")
+        table.add_row(*(Text(cell) for cell in row[:-1]), Text(row[-1], style=style))
     return table
 
 
@@ -70,8 +73,9 @@ def failure_lines(report: dict) -> list[str]:
                 lines.append(f"{a['artifact']}: gate failed: {gate['describe']}")
         if a["status"] == GATE_FAILED and a["note"]:
             lines.append(f"{a['artifact']}: hint: {a['note']}")
-        if a["status"] == COULD_NOT_RUN:
-            lines.append(f"{a['artifact']}: could not run: {a['note']}")
+        if a["status"] in NOT_CHECKED:
+            lines.append(f"{a['artifact']}: {a['status']}: {a['note']}")
+    lines += [r for r in report["gates"].get("reasons", []) if "checked nothing" in r]
     return lines
 
 
@@ -80,6 +84,9 @@ def notes(report: dict) -> list[str]:
     if any(a["measured_on"] == "simulated" for a in report["artifacts"]):
         out.append("* simulated — CoreML runs only on macOS: these rows are the exact torch program that was converted, run in PyTorch; no latency is shown because none was measured.")
     out.append("drop = reference minus artifact, in points; SQNR of the raw outputs against the reference (worst output).")
+    gates = report["gates"]
+    if gates.get("unchecked") and not any("checked nothing" in r for r in gates.get("reasons", [])):
+        out.append(f"gate sections with no artifact here (unmatched = \"warn\" in {gates['source']}): {', '.join(gates['unchecked'])}")
     return out
 
 

@@ -12,16 +12,21 @@ from pathlib import Path
 
 import numpy as np
 
+from ..artifacts import RuntimeUnavailable, scan_artifacts, verified_copy
 from ..checkpoint import load_checkpoint
 from ..data.datasets import ClassificationData
-from ..errors import UserError
+from ..errors import CheckFailed, UserError
 from ..evaluate import classification_metrics, confident_detections, coco_map, detections_to_coco, run_dataset, torch_runner
 from ..fileio import sha256_of
 from .drift import detection_agreement, match_detections, output_drift, top1_agreement
 from .gates import Gates
 from .timing import PeakMemory, machine, time_runner
 
-PASSED, GATE_FAILED, COULD_NOT_RUN = "passed", "gate failed", "could not run"
+PASSED, GATE_FAILED = "passed", "gate failed"
+COULD_NOT_RUN = "could not run"  # its runtime is missing here; forgiven only where the gates file allows it
+REFUSED = "refused"  # bytes, manifest or signature not trusted: never forgiven
+ERROR = "error"  # the runtime crashed on it: never forgiven
+NOT_CHECKED = (COULD_NOT_RUN, REFUSED, ERROR)
 SIMULATED_NOTE = "simulated — CoreML runs only on macOS"
 WORST_IMAGES = 4  # detector images kept per artifact for the report's comparison pictures
 
@@ -48,6 +53,7 @@ class ArtifactRow:
     drift: dict = field(default_factory=dict)
     gates: list = field(default_factory=list)
     worst_images: list = field(default_factory=list)  # detector: image paths where it disagrees most
+    signature: str = ""  # "verified", "unsigned", "signed, not verified (no --verify-key)"
 
     @property
     def failed_gates(self):
@@ -89,42 +95,30 @@ def reference_results(model, meta, data, settings: ValidationSettings) -> dict:
     return reference
 
 
-def validate_artifact(artifact: Path, manifest: dict, reference: dict, meta, data, settings: ValidationSettings, gates: Gates | None) -> ArtifactRow:
+def validate_artifact(artifact: Path, manifest: dict, reference: dict, meta, data, settings: ValidationSettings, gates: Gates | None,
+                      verify_key: Path | None = None) -> ArtifactRow:
     from conversion import get_target
-    from conversion.base import RuntimeUnavailable, verify_artifact
 
-    target = get_target(manifest["target"])
-    row = ArtifactRow(artifact.name, manifest["target"], manifest["precision"], target.SPEC.runtime, COULD_NOT_RUN)
+    row = ArtifactRow(artifact.name, str(manifest.get("target")), str(manifest.get("precision")), "", REFUSED)
     row.measured["size_mb"] = manifest.get("artifact_bytes", 0) / 1e6
     try:
-        verify_artifact(artifact, manifest)
-        with PeakMemory() as memory:
-            started = time.perf_counter()
-            try:
-                runner = target.load(artifact, manifest, settings.threads)
-                row.measured["load_ms"] = (time.perf_counter() - started) * 1000
-            except RuntimeUnavailable as exc:
-                simulate = getattr(target, "simulation_runner", None)
-                if simulate is None:
-                    raise
-                runner = simulate(artifact, manifest)
-                row.measured_on, row.note = "simulated", f"{SIMULATED_NOTE} ({exc})"
-            outputs = run_dataset(runner, data.images, meta.preprocessing, settings.batch_size, f"{artifact.name}")
-            if row.measured_on == "runtime":
-                timing = time_runner(runner, meta.preprocessing.normalize(data.images[:1]), settings.warmup, settings.runs)
-                row.measured.update(latency_median_ms=timing["median_ms"], latency_p90_ms=timing["p90_ms"], latency_min_ms=timing["min_ms"])
-        runtime = row.measured_on == "runtime"
-        row.measured["peak_rss_mb"] = memory.peak_mb if runtime else None
-        # what loading and running this artifact added on top of the process (data, torch, ...)
-        row.measured["rss_increase_mb"] = max(0.0, memory.peak_mb - memory.baseline_mb) if runtime else None
+        target = get_target(manifest["target"])
+        row.runtime = target.SPEC.runtime
+        with verified_copy(artifact, verify_key) as verified:  # checks and loads one private copy
+            row.signature = verified.signature
+            row.status = COULD_NOT_RUN
+            outputs = _run_artifact(target, verified.path, verified.manifest, meta, data, settings, row)
+    except CheckFailed as exc:  # tampered, unsigned or wrongly signed
+        row.status, row.note = REFUSED, str(exc)
+        return row
     except UserError as exc:
-        row.note = str(exc)
+        row.status, row.note = REFUSED, str(exc)
         return row
     except RuntimeUnavailable as exc:
-        row.note = str(exc)
+        row.status, row.note = COULD_NOT_RUN, str(exc)
         return row
     except Exception as exc:  # one broken runtime must not hide the other artifacts' results
-        row.note = f"{type(exc).__name__}: {str(exc)[:300]}"
+        row.status, row.note = ERROR, f"{type(exc).__name__}: {str(exc)[:300]}"
         return row
     row.metrics = task_metrics(outputs, data, meta.preprocessing.input_size)
     measured, row.drift, row.worst_images = _drift_measures(reference, outputs, row.metrics, data, meta.preprocessing.input_size, manifest["outputs"])
@@ -138,23 +132,65 @@ def validate_artifact(artifact: Path, manifest: dict, reference: dict, meta, dat
     return row
 
 
-def validate(checkpoint: Path, artifacts_dir: Path, data_root: Path, split: str, settings: ValidationSettings, gates: Gates | None, arch: str | None = None, limit: int | None = None, load_split=None) -> dict:
-    """-> the report dict (schema in docs/report.md)."""
-    from conversion.base import find_artifacts
+def _run_artifact(target, path: Path, manifest: dict, meta, data, settings: ValidationSettings, row: ArtifactRow) -> list[np.ndarray]:
+    with PeakMemory() as memory:
+        started = time.perf_counter()
+        try:
+            runner = target.load(path, manifest, settings.threads)
+            row.measured["load_ms"] = (time.perf_counter() - started) * 1000
+        except RuntimeUnavailable as exc:
+            simulate = getattr(target, "simulation_runner", None)
+            if simulate is None:
+                raise
+            runner = simulate(path, manifest)
+            row.measured_on, row.note = "simulated", f"{SIMULATED_NOTE} ({exc})"
+        outputs = run_dataset(runner, data.images, meta.preprocessing, settings.batch_size, f"{path.name}")
+        if row.measured_on == "runtime":
+            timing = time_runner(runner, meta.preprocessing.normalize(data.images[:1]), settings.warmup, settings.runs)
+            row.measured.update(latency_median_ms=timing["median_ms"], latency_p90_ms=timing["p90_ms"], latency_min_ms=timing["min_ms"])
+    runtime = row.measured_on == "runtime"
+    row.measured["peak_rss_mb"] = memory.peak_mb if runtime else None
+    # what loading and running this artifact added on top of the process (data, torch, ...)
+    row.measured["rss_increase_mb"] = max(0.0, memory.peak_mb - memory.baseline_mb) if runtime else None
+    return outputs
 
+
+def gate_verdict(rows: list[ArtifactRow], gates: Gates | None, task: str) -> dict:
+    """Passed only if every artifact asked about was checked and met its gates, and every gate in
+    the file checked something (a gate that checked nothing is not a pass)."""
+    allowed = set(gates.allow_not_run) if gates else set()
+    reasons = []
+    for row in rows:
+        if row.status == GATE_FAILED:
+            reasons.append(f"{row.artifact}: gate failed")
+        elif row.status in (REFUSED, ERROR) or (row.status == COULD_NOT_RUN and row.target not in allowed):
+            reasons.append(f"{row.artifact}: {row.status}, so not checked")
+    unchecked = gates.unmatched_sections(task, [(r.precision, r.target) for r in rows]) if gates else []
+    if unchecked and gates.unmatched == "fail":
+        reasons += [f"gates {section} checked nothing: no such artifact in the folder" for section in unchecked]
+    return {"source": gates.source if gates else None, "passed": not reasons, "reasons": reasons, "unchecked": unchecked,
+            "allow_not_run": sorted(allowed)}
+
+
+def validate(checkpoint: Path, artifacts_dir: Path, data_root: Path, split: str, settings: ValidationSettings, gates: Gates | None, arch: str | None = None, limit: int | None = None, load_split=None,
+             verify_key: Path | None = None) -> dict:
+    """-> the report dict (schema in docs/report.md)."""
     model, meta = load_checkpoint(checkpoint, arch)
-    found = find_artifacts(artifacts_dir)
-    if not found:
+    scan = scan_artifacts(artifacts_dir)
+    found = scan.found
+    if not found and not scan.problems:
         raise UserError(f"no artifacts (with manifests) in {artifacts_dir}; run `edgemnv2 convert` first")
     data = load_split(meta.task, data_root, split, meta.preprocessing, limit=limit, class_names=meta.class_names)
     if len(data.images) == 0:
         raise UserError(f"the '{split}' split of {data_root} has no images")
     checkpoint_sha = sha256_of(checkpoint)
     mine = [(path, manifest) for path, manifest in found if manifest.get("checkpoint_sha256") == checkpoint_sha]
-    if not mine:
+    if not mine and not scan.problems:
         raise UserError(f"none of the {len(found)} artifacts in {artifacts_dir} was converted from {Path(checkpoint).name} (sha256 differs); pass the checkpoint they came from")
     reference = reference_results(model, meta, data, settings)
-    rows = [validate_artifact(path, manifest, reference, meta, data, settings, gates) for path, manifest in mine]
+    rows = [validate_artifact(path, manifest, reference, meta, data, settings, gates, verify_key) for path, manifest in mine]
+    # A manifest that could not be read is an artifact nobody checked: it is a row, and it fails the gate.
+    rows += [ArtifactRow(manifest_file.name, "?", "?", "", REFUSED, note=reason) for manifest_file, reason in scan.problems]
     return {
         "schema": "edgemnv2-report/1",
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -164,7 +200,7 @@ def validate(checkpoint: Path, artifacts_dir: Path, data_root: Path, split: str,
         "checkpoint": {"path": str(checkpoint), "sha256": checkpoint_sha, "arch": meta.arch, "task": meta.task},
         "data": {"path": str(data_root), "split": split, "images": int(len(data.images))},
         "metric_names": list(reference["metrics"]),
-        "gates": {"source": gates.source if gates else None, "passed": all(r.status != GATE_FAILED for r in rows)},
+        "gates": gate_verdict(rows, gates, meta.task),
         "reference": {"name": "PyTorch eager fp32", "metrics": reference["metrics"], "latency_median_ms": reference["latency"]["median_ms"],
                       "latency_p90_ms": reference["latency"]["p90_ms"], "latency_min_ms": reference["latency"]["min_ms"]},
         "artifacts": [vars(r) for r in rows],
