@@ -30,6 +30,7 @@ from edgemnv2.artifacts import (  # noqa: F401  (re-exported for the target modu
     read_manifest, scan_artifacts, verify_artifact,
 )
 from edgemnv2.checkpoint import CheckpointMeta
+from edgemnv2 import failpoints
 from edgemnv2.errors import UserError
 from edgemnv2.fileio import commit, discard, folder_lock, remove_stale_temps, sha256_of, size_of, temp_path
 from edgemnv2.precision import Precision
@@ -216,6 +217,7 @@ def write_artifact(target_module, job: ConversionJob, out_dir: Path, stem: str, 
         if sign_key is not None:
             members = {final.name: temp, manifest_file.name: temp_manifest, **{final.name + suffix: path for suffix, path in sidecars.items()}}
             sign_files(members, sign_key, temp_signature)
+        failpoints.reached(failpoints.ARTIFACT_WRITTEN)
         with folder_lock(out_dir):
             if manifest_file.exists() and not force:  # another process finished it meanwhile
                 return _existing(spec, job, final, provenance)
@@ -227,6 +229,7 @@ def write_artifact(target_module, job: ConversionJob, out_dir: Path, stem: str, 
             if sign_key is not None:
                 commit(temp_signature, signature_path(final))
             commit(temp_manifest, manifest_file)
+        failpoints.reached(failpoints.ARTIFACT_COMMITTED)
     except UserError as exc:
         return ArtifactResult(spec.name, job.precision.name, None, "failed", time.perf_counter() - started, message=str(exc))
     except OSError as exc:

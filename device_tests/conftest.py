@@ -23,7 +23,12 @@ def find_bundles(root: Path) -> list[Path]:
     return bundles
 
 
+def pytest_configure(config):
+    # Checked before collection: pytest reports a UsageError here as one line and exit code 4.
+    config.edgemnv2_bundles = find_bundles(Path(config.getoption("--bundles")))
+
+
 def pytest_generate_tests(metafunc):
     if "bundle" in metafunc.fixturenames:
-        bundles = find_bundles(Path(metafunc.config.getoption("--bundles")))
+        bundles = metafunc.config.edgemnv2_bundles
         metafunc.parametrize("bundle", bundles, ids=[p.name for p in bundles])

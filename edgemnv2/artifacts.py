@@ -10,7 +10,6 @@ artifacts folder after the check is never what gets loaded.
 """
 
 import json
-import os
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -197,11 +196,6 @@ def per_sample(run_one: Callable[[np.ndarray], list[np.ndarray]]) -> Runner:
         return [np.concatenate([r[k] for r in results]).astype(np.float32) for k in range(len(results[0]))]
 
     return run
-
-
-def private_copy_of_signature(artifact: Path) -> Path | None:
-    sig = signature_path(artifact)
-    return sig if sig.is_file() else None
 
 
 __all__ = [

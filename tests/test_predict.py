@@ -64,9 +64,9 @@ def test_predict_errors_are_one_line(tmp_path, capsys, trained_classifier):
     checkpoint, _ = trained_classifier
     image = tmp_path / "one.png"
     Image.new("RGB", (32, 32)).save(image)
-    assert run(["predict", "--model", str(tmp_path / "nope.tflite"), str(image)]) == 1
+    assert run(["predict", "--model", str(tmp_path / "nope.tflite"), str(image)]) == 2
     assert "model not found" in capsys.readouterr().err
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert run(["predict", "--model", str(checkpoint), str(empty)]) == 1
+    assert run(["predict", "--model", str(checkpoint), str(empty)]) == 2
     assert "no images found" in capsys.readouterr().err

@@ -70,8 +70,9 @@ def test_image_loader_fuzz_never_crashes_unclearly(tmp_path, data, suffix):
         image = load_rgb(path)
     except UserError as exc:
         assert path.name in str(exc)
-    else:
-        assert image.mode == "RGB"
+    else:  # accepted: the bytes really are an image (PIL decodes them on its own) of that size
+        assert image.mode == "RGB" and image.width > 0 and image.height > 0
+        assert _decoded_independently(path).shape[:2] == (image.height, image.width)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -84,9 +85,19 @@ def test_corrupted_png_bodies(tmp_path, noise, cut):
     path = tmp_path / "corrupt.png"
     path.write_bytes(bytes(body))
     try:
-        load_rgb(path)
+        image = load_rgb(path)
     except UserError as exc:
         assert "corrupt.png" in str(exc)
+    else:  # the noise missed everything that matters (e.g. an ancillary chunk): same picture, whole
+        assert image.size == (48, 48) and image.mode == "RGB"
+        assert np.array_equal(np.asarray(image), _decoded_independently(path))
+
+
+def _decoded_independently(path) -> np.ndarray:
+    """PIL's own full decode of the file, outside edgemnv2's loader."""
+    with Image.open(path) as raw:
+        raw.load()
+        return np.asarray(raw.convert("RGB"))
 
 
 OPTION_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=20)

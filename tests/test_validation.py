@@ -96,7 +96,7 @@ def test_a_known_bad_recipe_fails_its_gate(classifier_artifacts, shapes_root, tm
     _, err = capsys.readouterr()
     assert code == 1
     assert "tiny_classifier.executorch.int8.pte: gate failed: min_" in err
-    assert "failed their gates" in err.strip().splitlines()[-1]
+    assert err.strip().splitlines()[-1].startswith("edgemnv2: error: gates not passed")
 
 
 def test_a_failed_torchscript_x86_gate_suggests_onednn(classifier_artifacts, shapes_root, tmp_path, capsys):
@@ -119,14 +119,14 @@ def test_validate_refuses_to_overwrite_a_report(classifier_artifacts, shapes_roo
     checkpoint, artifacts, _, _ = classifier_artifacts
     (tmp_path / "report.json").write_text("{}")
     code = run(["validate", "--checkpoint", str(checkpoint), "--artifacts", str(artifacts), "--data", str(shapes_root / "classification"), "--out", str(tmp_path)])
-    assert code == 1 and "--force" in capsys.readouterr().err
+    assert code == 2 and "--force" in capsys.readouterr().err  # bad usage: the report is there
     assert (tmp_path / "report.json").read_text() == "{}"
 
 
 def test_tampered_artifact_is_refused_not_run(classifier_artifacts, shapes_root, tmp_path):
     import shutil
 
-    from edgemnv2.validation.validate import COULD_NOT_RUN, ValidationSettings, validate
+    from edgemnv2.validation.validate import REFUSED, ValidationSettings, validate
     from edgemnv2.cli.common import load_split
 
     checkpoint, artifacts, _, _ = classifier_artifacts
@@ -139,7 +139,8 @@ def test_tampered_artifact_is_refused_not_run(classifier_artifacts, shapes_root,
         handle.write(b"\x00" * 8)
     report = validate(checkpoint, copy, shapes_root / "classification", "val", ValidationSettings(runs=1), None, limit=8, load_split=load_split)
     row = report["artifacts"][0]
-    assert row["status"] == COULD_NOT_RUN and "sha256" in row["note"]
+    assert row["status"] == REFUSED and "sha256" in row["note"]
+    assert report["gates"]["passed"] is False  # a tampered artifact was not checked: never a pass
 
 
 def test_detector_validation_reports_map_and_box_agreement(detector_artifacts, shapes_root, tmp_path, capsys):

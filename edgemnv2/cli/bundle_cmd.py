@@ -17,7 +17,7 @@ def bundle(
     arch: Annotated[Optional[str], typer.Option(help="Model name, only for bare state dicts.")] = None,
     threads: Annotated[int, typer.Option(help="CPU threads.")] = 2,
     force: Annotated[bool, typer.Option(help="Overwrite existing bundles.")] = False,
-    verify_key: Annotated[Optional[Path], typer.Option(help="Public key (PEM): bundle only artifacts signed with its private key; the bundle carries the signature and this key for the device runner.")] = None,
+    verify_key: Annotated[Optional[Path], typer.Option(envvar="EDGEMNV2_VERIFY_KEY", help="(or EDGEMNV2_VERIFY_KEY) Public key (PEM): bundle only artifacts signed with its private key; the bundle carries the signature and this key for the device runner.")] = None,
 ) -> None:
     """Self-contained device bundles: artifact + samples + fp32 references + tolerances + runner."""
     from conversion import target_names

@@ -5,7 +5,10 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from ..precision import PRECISIONS
 from .common import console, out, set_threads
+
+PRECISION_HELP = "; ".join(f"{p.name}: {p.summary}" + (" (needs --calib-data)" if p.needs_calibration else "") for p in PRECISIONS.values()) + "; or all."
 
 
 def _split(values: list[str]) -> list[str]:
@@ -16,7 +19,7 @@ def convert(
     checkpoint: Annotated[Path, typer.Option(help="Trained checkpoint (.pt/.safetensors, or a bare state dict with --arch).")],
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder for artifacts and their manifests.")],
     target: Annotated[list[str], typer.Option(help="torchscript, torchscript_mobile, executorch, coreml, tflite, or all (repeat or comma-separate).")] = ["all"],
-    precision: Annotated[list[str], typer.Option(help="fp32, fp16, int8 (weights and activations; needs --calib-data), int8_weights (weights only, no calibration), or all.")] = ["all"],
+    precision: Annotated[list[str], typer.Option(help=PRECISION_HELP)] = ["all"],
     calib_data: Annotated[Optional[Path], typer.Option(help="Folder of real images for int8 calibration (its calib/ split is used if present).")] = None,
     calib_size: Annotated[int, typer.Option(help="Number of calibration images.")] = 128,
     observer: Annotated[str, typer.Option(help="Activation observer: histogram, minmax, moving_average.")] = "histogram",

@@ -31,7 +31,7 @@ def predict(
     arch: Annotated[Optional[str], typer.Option(help="Model name, only for bare state dicts.")] = None,
     threads: Annotated[int, typer.Option(help="CPU threads.")] = 2,
     force: Annotated[bool, typer.Option(help="Overwrite existing outputs.")] = False,
-    verify_key: Annotated[Optional[Path], typer.Option(help="Public key (PEM): refuse an artifact not signed with its private key.")] = None,
+    verify_key: Annotated[Optional[Path], typer.Option(envvar="EDGEMNV2_VERIFY_KEY", help="(or EDGEMNV2_VERIFY_KEY) Public key (PEM): refuse an artifact not signed with its private key.")] = None,
 ) -> None:
     """Predict with a checkpoint or artifact: top-5 for classifiers, annotated images for detectors."""
     from ..errors import UserError

@@ -19,7 +19,7 @@ def validate(
     per_layer: Annotated[bool, typer.Option("--per-layer", help="Also print per-layer int8 sensitivity (SQNR per layer, worst first).")] = False,
     arch: Annotated[Optional[str], typer.Option(help="Model name, only for bare state dicts.")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing report.")] = False,
-    verify_key: Annotated[Optional[Path], typer.Option(help="Public key (PEM): refuse any artifact not signed with its private key (convert --sign-key).")] = None,
+    verify_key: Annotated[Optional[Path], typer.Option(envvar="EDGEMNV2_VERIFY_KEY", help="(or EDGEMNV2_VERIFY_KEY) Public key (PEM): refuse any artifact not signed with its private key (convert --sign-key).")] = None,
 ) -> None:
     """Run every artifact through its real runtime; compare with fp32 eager on the same images.
 

@@ -22,30 +22,53 @@ SEED_SETTING = INVERTED_RESIDUAL_SETTING
 SEED_INPUT_SIZE = 224
 
 
-class SeedBlock(nn.Module):
+# The article's building blocks, under its own names: each is an nn.Sequential(Conv2d with bias,
+# BatchNorm2d[, ReLU6]), so a checkpoint's keys read "<block>.bottleneck.<i>.<0|1>.<param>".
+def Conv3x3BNReLU(in_ch: int, out_ch: int, stride: int, groups: int = 1) -> nn.Sequential:  # noqa: N802 (the article's name)
+    return nn.Sequential(nn.Conv2d(in_ch, out_ch, 3, stride, 1, groups=groups), nn.BatchNorm2d(out_ch), nn.ReLU6(inplace=True))
+
+
+def Conv1x1BNReLU(in_ch: int, out_ch: int) -> nn.Sequential:  # noqa: N802
+    return nn.Sequential(nn.Conv2d(in_ch, out_ch, 1), nn.BatchNorm2d(out_ch), nn.ReLU6(inplace=True))
+
+
+def Conv1x1BN(in_ch: int, out_ch: int) -> nn.Sequential:  # noqa: N802
+    return nn.Sequential(nn.Conv2d(in_ch, out_ch, 1), nn.BatchNorm2d(out_ch))
+
+
+# Checkpoints that edgemnv2 itself wrote for mobilenet_v2_seed / centernet_seed before 2026-11-28
+# named the block's layers conv1/bn1/.../bn3. This is the one place that maps them, so those
+# checkpoints keep loading (strict) into the article's names.
+LEGACY_BLOCK_KEYS = {"conv1": "bottleneck.0.0", "bn1": "bottleneck.0.1", "conv2": "bottleneck.1.0",
+                     "bn2": "bottleneck.1.1", "conv3": "bottleneck.2.0", "bn3": "bottleneck.2.1"}
+
+
+class InvertedResidual(nn.Module):
+    """The article's block: 1x1 expand, 3x3 depthwise, 1x1 linear projection; and, whenever the
+    stride is 1, a 1x1 conv+BN projection shortcut (even where an identity would do)."""
+
     def __init__(self, in_ch: int, out_ch: int, expansion: int, stride: int):
         super().__init__()
         hidden = in_ch * expansion
         self.stride = stride
-        self.conv1 = nn.Conv2d(in_ch, hidden, 1)
-        self.bn1 = nn.BatchNorm2d(hidden)
-        self.relu1 = nn.ReLU6(inplace=True)
-        self.conv2 = nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden)
-        self.bn2 = nn.BatchNorm2d(hidden)
-        self.relu2 = nn.ReLU6(inplace=True)
-        self.conv3 = nn.Conv2d(hidden, out_ch, 1)
-        self.bn3 = nn.BatchNorm2d(out_ch)
-        self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1), nn.BatchNorm2d(out_ch)) if stride == 1 else None
+        self.bottleneck = nn.Sequential(
+            Conv1x1BNReLU(in_ch, hidden),
+            Conv3x3BNReLU(hidden, hidden, stride, groups=hidden),
+            Conv1x1BN(hidden, out_ch),
+        )
+        if stride == 1:
+            self.shortcut = Conv1x1BN(in_ch, out_ch)
 
     def forward(self, x):
-        out = self.relu1(self.bn1(self.conv1(x)))
-        out = self.relu2(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return out + self.shortcut(x) if self.shortcut is not None else out
+        out = self.bottleneck(x)
+        return out + self.shortcut(x) if self.stride == 1 else out
 
-
-def _conv_bn_relu6(in_ch, out_ch, kernel, stride):
-    return nn.Sequential(nn.Conv2d(in_ch, out_ch, kernel, stride, (kernel - 1) // 2), nn.BatchNorm2d(out_ch), nn.ReLU6(inplace=True))
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for key in [k for k in state_dict if k.startswith(prefix)]:
+            head, _, rest = key[len(prefix):].partition(".")
+            if head in LEGACY_BLOCK_KEYS:
+                state_dict[prefix + LEGACY_BLOCK_KEYS[head] + "." + rest] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class SeedBackbone(nn.Module):
@@ -53,13 +76,13 @@ class SeedBackbone(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.first_conv = _conv_bn_relu6(3, 32, 3, 2)
+        self.first_conv = Conv3x3BNReLU(3, 32, 2)
         in_ch = 32
         for index, (t, c, n, s) in enumerate(SEED_SETTING, start=1):
-            blocks = [SeedBlock(in_ch, c, t, s)] + [SeedBlock(c, c, t, 1) for _ in range(n)]
+            blocks = [InvertedResidual(in_ch, c, t, s)] + [InvertedResidual(c, c, t, 1) for _ in range(n)]
             setattr(self, f"layer{index}", nn.Sequential(*blocks))
             in_ch = c
-        self.last_conv = _conv_bn_relu6(in_ch, 1280, 1, 1)
+        self.last_conv = nn.Sequential(nn.Conv2d(in_ch, 1280, 1), nn.BatchNorm2d(1280), nn.ReLU6(inplace=True))
 
     def backbone_forward(self, x):
         x = self.first_conv(x)
@@ -72,10 +95,11 @@ class SeedMobileNetV2(SeedBackbone):
     def __init__(self, num_classes: int = 5):
         super().__init__()
         self.avgpool = nn.AvgPool2d(7)  # the article's fixed pool: correct only at 224x224 input
+        self.dropout = nn.Dropout2d(0.2)
         self.linear = nn.Linear(1280, num_classes)
 
     def forward(self, x):
-        x = self.avgpool(self.backbone_forward(x))
+        x = self.dropout(self.avgpool(self.backbone_forward(x)))
         return self.linear(torch.flatten(x, 1))
 
 

@@ -4,6 +4,7 @@ from pathlib import Path
 
 from ..fileio import atomic_output
 from .draw import side_by_side
+from ..precision import get_precision
 from .sources import Source, open_source, predict_image
 
 
@@ -23,8 +24,8 @@ def compare_images(reference: Source, other: Source, images: list[Path], out_dir
 
 def worst_disagreements(report: dict, checkpoint: Path, artifacts_dir: Path, out_dir: Path, threads: int, threshold: float = 0.3) -> list[Path]:
     """Comparison pictures for the int8 artifact that agrees least with fp32 (runtime rows only)."""
-    candidates = [a for a in report["artifacts"] if a["precision"].startswith("int8") and a["measured_on"] == "runtime"
-                  and a["status"] != "could not run" and a["worst_images"]]
+    checked = [a for a in report["artifacts"] if a["status"] in ("passed", "gate failed")]  # refused rows name no precision
+    candidates = [a for a in checked if get_precision(a["precision"]).quantized and a["measured_on"] == "runtime" and a["worst_images"]]
     if not candidates:
         return []
     worst = min(candidates, key=lambda a: a["measured"].get("box_agreement", 100.0))
