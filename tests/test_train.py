@@ -38,4 +38,9 @@ def test_detector_training_lowers_the_loss(trained_detector):
     losses = [r["train_loss"] for r in result.history]
     assert losses[-1] < losses[0] * 0.9
     _, meta = load_checkpoint(checkpoint)
-    assert "val_map50" in meta.metrics and meta.task == "detection"
+    assert meta.task == "detection"
+    # It learned to find objects: 8 epochs of this tiny 64x64 detector measured mAP@.5 0.113 (from 0.0
+    # after the first epoch; untrained, it finds nothing). Half of that is the floor.
+    maps = [r["val_map50"] for r in result.history if "val_map50" in r]
+    assert meta.metrics["val_map50"] == max(maps) >= 0.05
+    assert maps[-1] > maps[0] + 0.03
