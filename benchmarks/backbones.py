@@ -87,7 +87,7 @@ def train_row(name, arch, kwargs, data, work: Path, epochs: int, train_size: int
     Cached under a key of the budget and the architecture, so a rerun resumes, and a changed model
     or budget retrains instead of silently reusing stale weights."""
     from edgemnv2.checkpoint import CheckpointMeta
-    from edgemnv2.cli.common import load_split
+    from edgemnv2.tasks import DETECTION
     from edgemnv2.data.preprocess import Preprocessing
     from edgemnv2.data.shapes import DETECTION_CLASSES
     from edgemnv2.models import create_model
@@ -100,8 +100,8 @@ def train_row(name, arch, kwargs, data, work: Path, epochs: int, train_size: int
     if cache.exists():
         return json.loads(cache.read_text())
     preprocessing = Preprocessing((train_size, train_size))
-    train = load_split("detection", data, "train", preprocessing)
-    val = load_split("detection", data, "val", preprocessing, class_names=train.class_names)
+    train = DETECTION.load_split(data, "train", preprocessing)
+    val = DETECTION.load_split(data, "val", preprocessing, class_names=train.class_names)
     meta = CheckpointMeta(arch, "detection", train.class_names, preprocessing, dict(kwargs))
     checkpoint = work / f"{key}.pt"
     result = train_detector(model, train, val, meta, TrainConfig(epochs=epochs, batch_size=16, lr=3e-3), checkpoint)

@@ -1,12 +1,13 @@
-"""The target registry: one line per target. Each module follows the contract in conversion/base.py."""
+"""The target registry: one line per target. Each module exposes TARGET (the contract in conversion/base.py)."""
 
 from edgemnv2.errors import did_you_mean
 
-from . import coreml, executorch, tflite, torchscript, torchscript_mobile
+from . import coreml, executorch, onnx, tflite, torchscript, torchscript_mobile
+from .base import Target
 
-TARGETS = {
-    module.SPEC.name: module
-    for module in (torchscript, torchscript_mobile, executorch, coreml, tflite)
+TARGETS: dict[str, Target] = {
+    target.name: target
+    for target in (torchscript.TARGET, torchscript_mobile.TARGET, executorch.TARGET, coreml.TARGET, tflite.TARGET, onnx.TARGET)
 }
 
 
@@ -14,7 +15,7 @@ def target_names() -> list[str]:
     return list(TARGETS)
 
 
-def get_target(name: str):
+def get_target(name: str) -> Target:
     if name not in TARGETS:
         raise did_you_mean(name, target_names(), "target")
     return TARGETS[name]

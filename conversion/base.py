@@ -1,10 +1,14 @@
 """The target contract, and the one code path that writes an artifact.
 
-A target is one module exposing:
-    SPEC = TargetSpec(name=..., suffix=..., precisions=(...))
-    convert(job: ConversionJob, dest: Path) -> dict        # write the artifact at dest; extra manifest fields
-    load(path: Path, manifest: dict, threads: int) -> Runner
-A new target is one new file plus one line in conversion/__init__.py.
+A target is one module exposing one `TARGET = Target(spec, convert, load, ...)`:
+    spec: TargetSpec          name, suffix, precisions, runtime, runtime modules, device runtime, tool packages
+    convert(job, dest) -> dict           write the artifact at dest; return extra manifest fields
+    load(path, manifest, threads) -> Runner   run it (RuntimeUnavailable when this machine cannot)
+    simulate(path, manifest) -> Runner   optional: figures where the runtime cannot run (labelled simulated)
+    gate_failure_hint(manifest) -> str   optional: advice when its artifact fails a gate
+    options                              optional: per-target conversion options, with defaults
+A new target is one new file plus one line in conversion/__init__.py (plus, for bundles, its
+runtime family in the numpy-only device runner if it is a new family).
 
 Every artifact is written atomically (temp name, then rename) and gets a manifest beside it:
 `<artifact>.manifest.json`. The manifest is renamed into place last, so an artifact without a
@@ -31,13 +35,14 @@ from edgemnv2.artifacts import (  # noqa: F401  (re-exported for the target modu
 )
 from edgemnv2.checkpoint import CheckpointMeta
 from edgemnv2 import failpoints
-from edgemnv2.errors import UserError
+from edgemnv2.errors import UserError, did_you_mean
 from edgemnv2.fileio import commit, discard, folder_lock, remove_stale_temps, sha256_of, size_of, temp_path
 from edgemnv2.precision import Precision
 from edgemnv2.signing import sign_files, signature_path
-from quantization.ptq import QuantRecipe
+from edgemnv2.tasks import get_task
+from quantization.ptq import QuantRecipe, xnnpack_int8_graph
 
-TOOL_PACKAGES = ("edgemnv2", "torch", "executorch", "torchao", "coremltools", "litert-torch", "ai-edge-litert", "numpy")
+CORE_PACKAGES = ("edgemnv2", "torch", "torchao", "numpy")  # every artifact's manifest records these; targets add theirs
 
 
 @dataclass(frozen=True)
@@ -46,11 +51,50 @@ class TargetSpec:
     suffix: str
     precisions: tuple[str, ...]
     runtime: str  # what executes it, for reports
+    runtime_modules: tuple[str, ...]  # importable modules, any one of which runs it (device tests, bundles)
+    device_runtime: str  # the family in the numpy-only device runner (edgemnv2/device/run_bundle.py RUNTIMES)
+    tool_packages: tuple[str, ...]  # pip distributions whose versions its manifest records
     notes: str = ""
+    runs_on: str = "any"  # where its runtime exists ("macOS only" for CoreML)
     # Same checkpoint + recipe -> byte-identical artifact? Measured by tests/test_reproducibility.py;
     # when False, `nondeterminism` says why (recorded in every manifest).
     deterministic: bool = True
     nondeterminism: str = ""
+
+
+@dataclass(frozen=True)
+class TargetOption:
+    name: str
+    default: str
+    choices: tuple[str, ...]
+    help: str
+
+
+@dataclass(frozen=True)
+class Target:
+    spec: TargetSpec
+    convert: Callable
+    load: Callable
+    simulate: Callable | None = None
+    gate_failure_hint: Callable | None = None
+    options: tuple[TargetOption, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def option_values(self, given: dict | None) -> dict:
+        """This target's options: the defaults, overridden by `given` (validated)."""
+        given = dict(given or {})
+        values = {}
+        for option in self.options:
+            value = given.pop(option.name, option.default)
+            if value not in option.choices:
+                raise did_you_mean(value, option.choices, f"{self.name} option {option.name}")
+            values[option.name] = value
+        if given:
+            raise UserError(f"target {self.name} has no option {', '.join(given)}" + (f" (its options: {', '.join(o.name for o in self.options)})" if self.options else ""))
+        return values
 
 
 @dataclass
@@ -65,6 +109,8 @@ class ConversionJob:
     # quantized graphs shared between targets of one run (ExecuTorch int8 and CoreML W8A8 use the
     # same XNNPACK PT2E graph: calibrate once)
     shared_graphs: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)  # this target's options (Target.option_values)
+    tool_packages: tuple[str, ...] = ()  # this target's tools, recorded with the core packages
 
     @property
     def example(self) -> torch.Tensor:
@@ -78,6 +124,10 @@ class ConversionJob:
             self.shared_graphs[key] = build()
         return self.shared_graphs[key]
 
+    def xnnpack_int8_graph(self) -> torch.nn.Module:
+        """The XNNPACK PT2E int8 graph, calibrated once per run and shared (ExecuTorch, CoreML W8A8)."""
+        return self.shared(f"xnnpack-int8-{self.recipe}", lambda: xnnpack_int8_graph(self.model, self.example, self.require_calibration(), self.recipe))
+
     def require_calibration(self) -> np.ndarray:
         if self.calibration_images is None or not len(self.calibration_images):
             raise UserError(f"{self.precision} needs calibration images (--calib-data)")
@@ -86,7 +136,8 @@ class ConversionJob:
     def provenance(self, checkpoint_sha256: str) -> dict:
         """What this artifact is a function of. An existing artifact is reused only when its
         manifest records the same; otherwise convert refuses (or, with --force, rebuilds)."""
-        record = {"checkpoint_sha256": checkpoint_sha256, "precision": self.precision.name, "tool_versions": tool_versions()}
+        record = {"checkpoint_sha256": checkpoint_sha256, "precision": self.precision.name, "target_options": dict(self.options),
+                  "tool_versions": tool_versions(self.tool_packages)}
         if self.precision.quantized:
             record["recipe"] = self.recipe.to_dict()
         if self.precision.needs_calibration:
@@ -107,9 +158,9 @@ class ArtifactResult:
     manifest: dict = field(default_factory=dict)
 
 
-def tool_versions() -> dict:
+def tool_versions(target_packages: tuple[str, ...] = ()) -> dict:
     versions = {"python": platform.python_version()}
-    for package in TOOL_PACKAGES:
+    for package in CORE_PACKAGES + tuple(target_packages):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -122,7 +173,7 @@ def artifact_path(out_dir: Path, stem: str, spec: TargetSpec, precision: Precisi
 
 
 def output_names(meta: CheckpointMeta) -> list[str]:
-    return ["logits"] if meta.task == "classification" else ["hm", "wh", "reg"]
+    return list(get_task(meta.task).output_names)
 
 
 def _quantization_record(job: ConversionJob) -> dict | None:
@@ -155,6 +206,7 @@ def build_manifest(job: ConversionJob, spec: TargetSpec, artifact: Path, provena
         "preprocessing": job.meta.preprocessing.to_dict(),
         "outputs": output_names(job.meta),
         "quantization": _quantization_record(job),
+        "target_options": dict(job.options),
         "checkpoint_sha256": provenance["checkpoint_sha256"],
         "provenance": provenance,
         "artifact_sha256": sha256_of(artifact),
@@ -175,13 +227,14 @@ def stale_reason(manifest_file: Path, provenance: dict) -> str | None:
         return "its manifest is unreadable"
     if not isinstance(recorded, dict):
         return "its manifest records no provenance (an older edgemnv2 wrote it)"
-    labels = {"checkpoint_sha256": "another checkpoint", "precision": "another precision", "recipe": "another quantization recipe",
+    labels = {"checkpoint_sha256": "another checkpoint", "precision": "another precision", "target_options": "other target options",
+              "recipe": "another quantization recipe",
               "calibration_sha256": "another calibration set", "tool_versions": "other tool versions"}
     changed = [label for key, label in labels.items() if recorded.get(key) != provenance.get(key)]
     return ("it was built from " + ", ".join(changed)) if changed else None
 
 
-def write_artifact(target_module, job: ConversionJob, out_dir: Path, stem: str, checkpoint_sha256: str, force: bool,
+def write_artifact(target: Target, job: ConversionJob, out_dir: Path, stem: str, checkpoint_sha256: str, force: bool,
                    sign_key: Path | None = None) -> ArtifactResult:
     """Convert with one target; never leaves a partial artifact. Errors become a failed result.
 
@@ -190,7 +243,7 @@ def write_artifact(target_module, job: ConversionJob, out_dir: Path, stem: str, 
     into place, the manifest last. Two converts into one folder therefore never interleave: every
     artifact matches its manifest. A manifest is the commit mark.
     """
-    spec: TargetSpec = target_module.SPEC
+    spec: TargetSpec = target.spec
     if job.precision.name not in spec.precisions:
         raise UserError(f"target '{spec.name}' does not support precision '{job.precision}'; supported: {', '.join(spec.precisions)}")
     final = artifact_path(out_dir, stem, spec, job.precision)
@@ -206,7 +259,7 @@ def write_artifact(target_module, job: ConversionJob, out_dir: Path, stem: str, 
     started = time.perf_counter()
     temp, sidecars, temp_manifest, temp_signature = temp_path(final), {}, temp_path(manifest_file), temp_path(signature_path(final))
     try:
-        extra = target_module.convert(job, temp) or {}
+        extra = target.convert(job, temp) or {}
         sidecars = extra.pop(SIDECARS, {})
         seconds = time.perf_counter() - started
         manifest = build_manifest(job, spec, temp, provenance, extra, seconds)

@@ -16,16 +16,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from quantization.ptq import xnnpack_int8_graph
-
 from edgemnv2.artifacts import ArtifactRefused
 
-from .base import SIDECARS, ConversionJob, Runner, RuntimeUnavailable, TargetSpec, per_sample, sidecar_path, sidecar_temp
+from .base import SIDECARS, ConversionJob, Runner, RuntimeUnavailable, Target, TargetSpec, per_sample, sidecar_path, sidecar_temp
 from .program_file import load_program, save_program
 
 SPEC = TargetSpec(
     "coreml", ".mlpackage", ("fp32", "fp16", "int8", "int8_weights"),
-    runtime="Core ML (macOS/iOS only)", notes="converts on Linux; runs only on macOS",
+    runtime="Core ML (macOS/iOS only)", runtime_modules=("coremltools",), device_runtime="coreml",
+    tool_packages=("coremltools", "executorch"), notes="converts on Linux; runs only on macOS", runs_on="macOS only",
     deterministic=False,
     nondeterminism="coremltools names the .mlpackage's items with fresh UUIDs in Manifest.json; the program and weights are the same",
 )
@@ -50,7 +49,7 @@ WEIGHT_THRESHOLD = 2048  # coremltools leaves smaller weights in float (OpLinear
 
 def source_program(job: ConversionJob) -> torch.export.ExportedProgram:
     """The torch program handed to coremltools (the XNNPACK PT2E graph for W8A8)."""
-    model = xnnpack_int8_graph(job) if job.precision.name == "int8" else job.model
+    model = job.xnnpack_int8_graph() if job.precision.name == "int8" else job.model
     return torch.export.export(model, (job.example,))
 
 
@@ -148,3 +147,6 @@ def load(path: Path, manifest: dict, threads: int = 2) -> Runner:
         return [np.asarray(result[name], np.float32) for name in output_names]
 
     return per_sample(run_one)
+
+
+TARGET = Target(SPEC, convert, load, simulate=simulation_runner)

@@ -5,11 +5,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from quantization.ptq import xnnpack_int8_graph
+from .base import ConversionJob, Runner, RuntimeUnavailable, Target, TargetSpec, per_sample
 
-from .base import ConversionJob, Runner, RuntimeUnavailable, TargetSpec, per_sample
-
-SPEC = TargetSpec("executorch", ".pte", ("fp32", "int8"), runtime="ExecuTorch runtime, XNNPACK delegate")
+SPEC = TargetSpec("executorch", ".pte", ("fp32", "int8"), runtime="ExecuTorch runtime, XNNPACK delegate",
+                  runtime_modules=("executorch",), device_runtime="executorch", tool_packages=("executorch",))
 
 
 def lower(job: ConversionJob) -> bytes:
@@ -18,7 +17,7 @@ def lower(job: ConversionJob) -> bytes:
 
     model = job.model
     if job.precision.name == "int8":
-        model = xnnpack_int8_graph(job)
+        model = job.xnnpack_int8_graph()
     exported = torch.export.export(model, (job.example,))
     edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
     return edge.to_executorch().buffer
@@ -43,3 +42,6 @@ def load(path: Path, manifest: dict, threads: int = 2) -> Runner:
         return [o.float().numpy() for o in method.execute([torch.from_numpy(sample)])]
 
     return per_sample(run_one)
+
+
+TARGET = Target(SPEC, convert, load)

@@ -31,13 +31,13 @@ class ConversionPlan:
 
 def plan(targets: list[str], precisions: list[str]) -> ConversionPlan:
     """Expand 'all' and refuse combinations no requested target supports."""
-    names = list(TARGETS) if ALL in targets else [get_target(t).SPEC.name for t in targets]
+    names = list(TARGETS) if ALL in targets else [get_target(t).spec.name for t in targets]
     for precision in precisions:
         if precision != ALL:
             get_precision(precision)  # a typo gets the valid names, not "not supported by ..."
     pairs, skipped = [], []
     for name in names:
-        supported = TARGETS[name].SPEC.precisions
+        supported = TARGETS[name].spec.precisions
         wanted = supported if ALL in precisions else precisions
         for precision in wanted:
             if precision in supported:
@@ -45,7 +45,7 @@ def plan(targets: list[str], precisions: list[str]) -> ConversionPlan:
             else:
                 skipped.append((name, precision, f"not supported (supported: {', '.join(supported)})"))
     if not pairs:
-        detail = "; ".join(f"{t}: {', '.join(TARGETS[t].SPEC.precisions)}" for t in names)
+        detail = "; ".join(f"{t}: {', '.join(TARGETS[t].spec.precisions)}" for t in names)
         raise UserError(f"nothing to convert: precision {', '.join(precisions)} is not supported by {', '.join(names)} ({detail})")
     return ConversionPlan(pairs, skipped)
 
@@ -82,7 +82,7 @@ def refuse_stale(jobs: list[tuple[str, ConversionJob]], out_dir: Path, stem: str
     inputs (checkpoint, recipe, calibration set, tools) is never silently kept or replaced."""
     stale = []
     for target, job in jobs:
-        final = artifact_path(out_dir, stem, TARGETS[target].SPEC, job.precision)
+        final = artifact_path(out_dir, stem, TARGETS[target].spec, job.precision)
         if manifest_path(final).exists():
             reason = stale_reason(manifest_path(final), job.provenance(checkpoint_hash))
             if reason:
@@ -95,9 +95,14 @@ def refuse_stale(jobs: list[tuple[str, ConversionJob]], out_dir: Path, stem: str
 def run_conversion(
     checkpoint: Path, targets: list[str], precisions: list[str], calib_data: Path | None, out_dir: Path,
     recipe: QuantRecipe = QuantRecipe(), force: bool = False, arch: str | None = None,
-    on_result=None, sign_key: Path | None = None,
+    on_result=None, sign_key: Path | None = None, target_options: dict[str, dict] | None = None,
 ) -> tuple[list[ArtifactResult], ConversionPlan, dict]:
+    """target_options: {target name: {option: value}} (e.g. {"torchscript": {"engine": "onednn"}})."""
     work = plan(targets, precisions)
+    target_options = dict(target_options or {})
+    for name in target_options:
+        get_target(name)  # a typo in a target's name is not silently ignored
+    options = {name: TARGETS[name].option_values(target_options.get(name)) for name, _ in work.pairs}
     model, meta = load_checkpoint(checkpoint, arch)
     needs_calibration = [p for _, p in work.pairs if get_precision(p).needs_calibration]
     if needs_calibration and calib_data is None:
@@ -110,7 +115,8 @@ def run_conversion(
     checkpoint_hash = sha256_of(checkpoint)
     stem = Path(checkpoint).stem
     shared_graphs: dict = {}
-    jobs = [(target, ConversionJob(folded, meta, get_precision(precision), recipe, images, shared_graphs)) for target, precision in work.pairs]
+    jobs = [(target, ConversionJob(folded, meta, get_precision(precision), recipe, images, shared_graphs, options[target], TARGETS[target].spec.tool_packages))
+            for target, precision in work.pairs]
     if not force:
         refuse_stale(jobs, out_dir, stem, checkpoint_hash)
     results = []

@@ -11,9 +11,10 @@ import numpy as np
 
 from quantization.ptq import litert_quantizer, pt2e_quantize
 
-from .base import ConversionJob, Runner, RuntimeUnavailable, TargetSpec, per_sample
+from .base import ConversionJob, Runner, RuntimeUnavailable, Target, TargetSpec, per_sample
 
-SPEC = TargetSpec("tflite", ".tflite", ("fp32", "int8"), runtime="LiteRT interpreter (ai-edge-litert)")
+SPEC = TargetSpec("tflite", ".tflite", ("fp32", "int8"), runtime="LiteRT interpreter (ai-edge-litert)",
+                  runtime_modules=("ai_edge_litert", "tflite_runtime"), device_runtime="tflite", tool_packages=("litert-torch", "ai-edge-litert"))
 
 
 def convert(job: ConversionJob, dest: Path) -> dict:
@@ -105,3 +106,6 @@ def load(path: Path, manifest: dict, threads: int = 2) -> Runner:
         return [_from_output(result[o["name"]], o) for o in outputs]
 
     return per_sample(run_one)
+
+
+TARGET = Target(SPEC, convert, load)

@@ -8,17 +8,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from quantization.ptq import fx_quantize
+from quantization.ptq import ENGINES, fx_quantize
 
-from .base import ConversionJob, Runner, TargetSpec
+from .base import ConversionJob, Runner, Target, TargetOption, TargetSpec
 
-SPEC = TargetSpec("torchscript", ".pt", ("fp32", "int8"), runtime="torch.jit (x86 or onednn quantized engine for int8)")
+SPEC = TargetSpec("torchscript", ".pt", ("fp32", "int8"), runtime="torch.jit (x86 or onednn quantized engine for int8)",
+                  runtime_modules=("torch",), device_runtime="torch", tool_packages=())
+ENGINE = TargetOption("engine", "x86", ENGINES, "int8 kernels: x86 (any x86 CPU, 7-bit activations), onednn (8-bit, CPUs with VNNI: "
+                      "Ice Lake, Zen 4 or newer) or qnnpack (ARM servers)")
 
 
-def script_model(job: ConversionJob) -> torch.jit.ScriptModule:
+def script_model(job: ConversionJob, engine: str) -> torch.jit.ScriptModule:
     model = job.model
     if job.precision.name == "int8":
-        model = fx_quantize(model, job.example, job.require_calibration(), job.recipe)
+        model = fx_quantize(model, job.example, job.require_calibration(), job.recipe, engine)
     with torch.no_grad():
         traced = torch.jit.trace(model, job.example, check_trace=False)
     return torch.jit.freeze(traced.eval())
@@ -28,9 +31,10 @@ def convert(job: ConversionJob, dest: Path) -> dict:
     # Save through a buffer: a file path would name the archive's root folder after the (random)
     # temporary file name, and the artifact would differ byte-wise on every conversion.
     buffer = io.BytesIO()
-    torch.jit.save(script_model(job), buffer)
+    engine = job.options.get("engine", ENGINE.default)
+    torch.jit.save(script_model(job, engine), buffer)
     dest.write_bytes(buffer.getvalue())
-    return {"quantized_engine": job.recipe.engine if job.precision.name == "int8" else None}
+    return {"quantized_engine": engine if job.precision.name == "int8" else None}
 
 
 def gate_failure_hint(manifest: dict) -> str | None:
@@ -71,3 +75,6 @@ def load(path: Path, manifest: dict, threads: int = 2) -> Runner:
     torch.set_num_threads(threads)
     engine = use_quantized_engine(path, manifest)
     return torch_module_runner(torch.jit.load(str(path)).eval(), engine)
+
+
+TARGET = Target(SPEC, convert, load, gate_failure_hint=gate_failure_hint, options=(ENGINE,))

@@ -5,24 +5,23 @@ qnnpack is the ARM engine; on an x86 host it runs (slowly) so accuracy can still
 so the frozen graph is saved for the lite interpreter as it is (the manifest records which).
 """
 
-import dataclasses
 from pathlib import Path
 
 import torch
 
-from .base import ConversionJob, Runner, TargetSpec
+from .base import ConversionJob, Runner, Target, TargetSpec
 from .torchscript import script_model, torch_module_runner, use_quantized_engine
 
 # int8 is FX quantization on the qnnpack engine with full 8-bit activations. It needs the
 # `contiguous_before_clamps` workaround in quantization/ptq.py (qnnpack's quantized clamp misreads
 # its convs' channels-last outputs); without it the model computes garbage.
-SPEC = TargetSpec("torchscript_mobile", ".ptl", ("fp32", "int8"), runtime="PyTorch lite interpreter")
+SPEC = TargetSpec("torchscript_mobile", ".ptl", ("fp32", "int8"), runtime="PyTorch lite interpreter",
+                  runtime_modules=("torch",), device_runtime="torch", tool_packages=())
+ENGINE = "qnnpack"  # the ARM phones' engine: always, for .ptl
 
 
 def convert(job: ConversionJob, dest: Path) -> dict:
-    if job.precision.name == "int8":
-        job = dataclasses.replace(job, recipe=dataclasses.replace(job.recipe, engine="qnnpack"))
-    scripted = script_model(job)
+    scripted = script_model(job, ENGINE)
     import torch.backends.xnnpack  # not imported by `import torch`
 
     mobile_optimized = torch.backends.xnnpack.enabled
@@ -32,7 +31,7 @@ def convert(job: ConversionJob, dest: Path) -> dict:
         scripted = optimize_for_mobile(scripted)
     # through a buffer, so the archive is not named after the random temporary file (reproducible bytes)
     dest.write_bytes(scripted._save_to_buffer_for_lite_interpreter())
-    return {"quantized_engine": "qnnpack" if job.precision.name == "int8" else None, "optimize_for_mobile": mobile_optimized}
+    return {"quantized_engine": ENGINE if job.precision.name == "int8" else None, "optimize_for_mobile": mobile_optimized}
 
 
 def load(path: Path, manifest: dict, threads: int = 2) -> Runner:
@@ -41,3 +40,6 @@ def load(path: Path, manifest: dict, threads: int = 2) -> Runner:
     torch.set_num_threads(threads)
     engine = use_quantized_engine(path, manifest)
     return torch_module_runner(_load_for_lite_interpreter(str(path)), engine)
+
+
+TARGET = Target(SPEC, convert, load)

@@ -23,12 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
+from conversion import get_target
+
 from .artifacts import VerifiedArtifact, scan_artifacts, verified_copy
-from .data.datasets import ClassificationData
 from .errors import UserError
 from .evaluate import run_dataset, torch_runner
 from .fileio import atomic_output, refuse_overwrite, sha256_of
 from .signing import signature_path
+from .tasks import get_task
 from .validation.gates import GATE_KINDS, Gates
 
 SCHEMA = "edgemnv2-bundle/2"
@@ -50,9 +52,10 @@ def tolerances(gates: Gates, task: str, precision: str, target: str) -> list[dic
 
 
 def write_bundle(verified: VerifiedArtifact, source_artifact: Path, inputs: np.ndarray, references: list[np.ndarray], labels: np.ndarray | None,
-                 gates: Gates, dest: Path, force: bool, verify_key: Path | None = None) -> Path:
+                 gates: Gates, dest: Path, force: bool, runtime, verify_key: Path | None = None) -> Path:
     """Build the folder under a temporary name and rename it into place: never half a bundle.
-    The artifact files come from the verified private copy, not from the artifacts folder."""
+    The artifact files come from the verified private copy, not from the artifacts folder.
+    `runtime`: the target's spec (its device runtime and importable runtime modules)."""
     refuse_overwrite(dest, force)
     manifest, artifact = verified.manifest, verified.path
     with atomic_output(dest, force=True) as temp:
@@ -73,8 +76,11 @@ def write_bundle(verified: VerifiedArtifact, source_artifact: Path, inputs: np.n
         info = {
             "schema": SCHEMA, "manifest": artifact.name + ".manifest.json", "samples": int(len(inputs)),
             "outputs": manifest["outputs"], "tolerances": tolerances(gates, manifest["task"], manifest["precision"], manifest["target"]),
+            # the device runner never imports edgemnv2: what it needs of the task and target travels here
+            "argmax_output": get_task(manifest["task"]).argmax_output, "device_runtime": runtime.device_runtime,
+            "runtime_modules": list(runtime.runtime_modules),
             "gates_source": gates.source, "runtime_needed": manifest["runtime"],
-            "runs_on": "macOS only" if manifest["target"] == "coreml" else "any",
+            "runs_on": runtime.runs_on,
             "signature": signature.name if signature.is_file() else None,
             "public_key": PUBLIC_KEY_NAME if verify_key is not None else None,
             # every file but bundle.json itself: the runner refuses the bundle if one differs or is missing
@@ -97,10 +103,11 @@ def make_bundles(checkpoint: Path, model, meta, artifacts_dir: Path, data, out_d
         raise UserError(f"no artifact in {artifacts_dir} was converted from {Path(checkpoint).name}")
     inputs = meta.preprocessing.normalize(data.images)
     references = run_dataset(torch_runner(model), data.images, meta.preprocessing, 16, "fp32 references")
-    labels = data.labels if isinstance(data, ClassificationData) else None
+    labels = get_task(meta.task).bundle_labels(data)
     written = []
     for artifact, _ in found:
         with verified_copy(artifact, verify_key) as verified:
             stem = artifact.name.replace(".", "_")
-            written.append(write_bundle(verified, artifact, inputs, references, labels, gates, Path(out_dir) / stem, force, verify_key))
+            spec = get_target(verified.manifest["target"]).spec
+            written.append(write_bundle(verified, artifact, inputs, references, labels, gates, Path(out_dir) / stem, force, spec, verify_key))
     return written

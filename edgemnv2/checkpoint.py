@@ -127,13 +127,12 @@ def _read_file(path: Path) -> tuple[dict, dict | None]:
 
 def _meta_for_raw_state_dict(state: dict, arch: str, path: Path) -> CheckpointMeta:
     spec = get_spec(arch)
-    head_key = {"classification": ("linear.weight", "classifier.1.weight"), "detection": ("hm.weight", "heads.hm.2.weight")}[spec.task]
-    found = [k for k in head_key if k in state]
+    found = [k for k in spec.task.head_keys if k in state]
     if not found:
-        raise UserError(f"{path} does not look like a '{arch}' state dict (none of {', '.join(head_key)} present)")
+        raise UserError(f"{path} does not look like a '{arch}' state dict (none of {', '.join(spec.task.head_keys)} present)")
     num_classes = state[found[0]].shape[0]
     size = spec.default_input_size
-    return CheckpointMeta(arch, spec.task, [f"class_{i}" for i in range(num_classes)], Preprocessing((size, size)))
+    return CheckpointMeta(arch, spec.task.name, [f"class_{i}" for i in range(num_classes)], Preprocessing((size, size)))
 
 
 def load_checkpoint(path: Path, arch: str | None = None) -> tuple[nn.Module, CheckpointMeta]:

@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .data.datasets import ClassificationData, DetectionData
+from .data.datasets import DetectionData
 from .data.preprocess import Preprocessing
 from .models.decode import decode
 from .progress import progress
@@ -108,10 +108,10 @@ def coco_map(results: list[dict], data: DetectionData) -> dict[str, float]:
 
 def evaluate_runner(runner: Runner, data, preprocessing: Preprocessing, batch_size: int = 32) -> tuple[dict[str, float], list[np.ndarray]]:
     """Task metrics plus the raw outputs (kept for drift comparisons)."""
+    from .tasks import get_task
+
     outputs = run_dataset(runner, data.images, preprocessing, batch_size)
-    if isinstance(data, ClassificationData):
-        return classification_metrics(outputs[0], data.labels), outputs
-    return coco_map(detections_to_coco(outputs, data, preprocessing.input_size), data), outputs
+    return get_task(data.task).metrics(outputs, data, preprocessing.input_size), outputs
 
 
 CONFIDENT_SCORE = 0.3  # detections at or above this score are what a user would draw and count

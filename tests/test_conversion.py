@@ -41,7 +41,7 @@ def cosine(a, b):
 
 def test_every_target_and_precision_converts(classifier_artifacts):
     _, out, results, info = classifier_artifacts
-    expected = {(name, p) for name, module in TARGETS.items() for p in module.SPEC.precisions}
+    expected = {(name, p) for name, target in TARGETS.items() for p in target.spec.precisions}
     assert {(r.target, r.precision) for r in results} == expected
     failed = [(r.target, r.precision, r.message) for r in results if r.status != "ok"]
     assert not failed
@@ -124,7 +124,7 @@ def test_onednn_server_engine_keeps_8_bit_activations(classifier_artifacts, shap
     checkpoint, _, _, _ = classifier_artifacts
     model, meta = load_checkpoint(checkpoint)
     results, _, _ = run_conversion(checkpoint, ["torchscript"], ["int8"], shapes_root / "classification", tmp_path,
-                                   QuantRecipe(calibration_size=TEST_CALIBRATION_SIZE, engine="onednn"))
+                                   QuantRecipe(calibration_size=TEST_CALIBRATION_SIZE), target_options={"torchscript": {"engine": "onednn"}})
     (artifact, manifest), = find_artifacts(tmp_path)
     assert manifest["quantized_engine"] == "onednn"
     images = _val_images(shapes_root, meta)

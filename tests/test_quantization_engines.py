@@ -24,7 +24,7 @@ def _conv_relu6_outputs(engine: str, patch: bool):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU6()).eval()
     images = torch.randn(32, 8, 12, 12) * 2  # a layer's input activations, not images: no training involved
-    quantized = fx_quantize(model, images[:1], images.numpy(), QuantRecipe(engine=engine))
+    quantized = fx_quantize(model, images[:1], images.numpy(), QuantRecipe(), engine)
     if not patch and engine == "qnnpack":  # undo the workaround fx_quantize applied
         for node in list(quantized.graph.nodes):
             if node.op == "call_method" and node.target == "contiguous":

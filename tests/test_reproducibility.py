@@ -34,11 +34,11 @@ def test_same_input_same_bytes_or_declared(trained_classifier, shapes_root, tmp_
     first, second = _convert_twice(checkpoint, shapes_root / "classification", [tmp_path / "a", tmp_path / "b"])
     observed = {}
     for name, (artifact, manifest) in first.items():
-        spec = TARGETS[manifest["target"]].SPEC
+        spec = TARGETS[manifest["target"]].spec
         identical = sha256_of(artifact) == sha256_of(second[name][0])
         observed[f"{manifest['target']}/{manifest['precision']}"] = identical
         assert manifest["byte_reproducible"] == spec.deterministic
         assert spec.deterministic or manifest["nondeterminism"]
     print("\nbyte-identical on reconversion:", observed)
-    mismatched = {k: v for k, v in observed.items() if v != TARGETS[k.split("/")[0]].SPEC.deterministic}
+    mismatched = {k: v for k, v in observed.items() if v != TARGETS[k.split("/")[0]].spec.deterministic}
     assert not mismatched, f"declared determinism is wrong for {mismatched}"

@@ -127,7 +127,6 @@ def test_tampered_artifact_is_refused_not_run(classifier_artifacts, shapes_root,
     import shutil
 
     from edgemnv2.validation.validate import REFUSED, ValidationSettings, validate
-    from edgemnv2.cli.common import load_split
 
     checkpoint, artifacts, _, _ = classifier_artifacts
     copy = tmp_path / "artifacts"
@@ -137,7 +136,7 @@ def test_tampered_artifact_is_refused_not_run(classifier_artifacts, shapes_root,
     with open(copy / "tiny_classifier.tflite.int8.tflite", "r+b") as handle:
         handle.seek(-100, 2)
         handle.write(b"\x00" * 8)
-    report = validate(checkpoint, copy, shapes_root / "classification", "val", ValidationSettings(runs=1), None, limit=8, load_split=load_split)
+    report = validate(checkpoint, copy, shapes_root / "classification", "val", ValidationSettings(runs=1), None, limit=8)
     row = report["artifacts"][0]
     assert row["status"] == REFUSED and "sha256" in row["note"]
     assert report["gates"]["passed"] is False  # a tampered artifact was not checked: never a pass

@@ -3,7 +3,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import console, load_split, set_threads
+from .common import console, set_threads
 
 
 def bundle(
@@ -20,21 +20,10 @@ def bundle(
     verify_key: Annotated[Optional[Path], typer.Option(envvar="EDGEMNV2_VERIFY_KEY", help="(or EDGEMNV2_VERIFY_KEY) Public key (PEM): bundle only artifacts signed with its private key; the bundle carries the signature and this key for the device runner.")] = None,
 ) -> None:
     """Self-contained device bundles: artifact + samples + fp32 references + tolerances + runner."""
-    from conversion import target_names
-
-    from ..bundle import make_bundles
-    from ..checkpoint import load_checkpoint
-    from ..errors import UserError
-    from ..validation.gates import load_gates
+    from ..services import bundle_artifacts
 
     set_threads(threads)
-    if samples < 1:
-        raise UserError("--samples must be at least 1")
-    if verify_key is not None and not verify_key.is_file():
-        raise UserError(f"verification key not found: {verify_key}")
-    model, meta = load_checkpoint(checkpoint, arch)
-    dataset = load_split(meta.task, data, split, meta.preprocessing, limit=samples, class_names=meta.class_names)
-    written = make_bundles(checkpoint, model, meta, artifacts, dataset, out_dir, load_gates(gates, target_names()), force, verify_key)
+    written = bundle_artifacts(checkpoint, artifacts, data, out_dir, samples=samples, split=split, gates=gates, arch=arch, force=force, verify_key=verify_key)
     for path in written:
         console.print(f"bundle: {path}")
     console.print(f"{len(written)} bundles; on a device run: python <bundle>/run_bundle.py <bundle>")

@@ -6,9 +6,9 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from ..data.datasets import load_coco, load_image_folder, resolve_detection_split
 from ..data.preprocess import Preprocessing
 from ..errors import UserError
+from ..tasks import get_task
 
 # Piped output (CI logs, files) gets wide tables instead of rich's 80-column default.
 # markup=False: paths, class names and messages are user text; "[x]" in a path must print as it is
@@ -25,17 +25,5 @@ def set_threads(threads: int) -> int:
 
 
 def load_split(task: str, root: Path, split: str, preprocessing: Preprocessing, limit: int | None = None, class_names=None):
-    """classification: ROOT/<split>/<class>/*.png; detection: ROOT/annotations/instances_<split>.json + ROOT/<split>/."""
-    root = Path(root)
-    if not root.exists():
-        raise UserError(f"dataset folder not found: {root}")
-    if task == "classification":
-        split_dir = root / split
-        if not split_dir.is_dir():
-            raise UserError(f"no '{split}' split in {root} (expected {split_dir} as an ImageFolder tree)")
-        return load_image_folder(split_dir, preprocessing, limit, class_names)
-    ann, images = resolve_detection_split(root, split)
-    data = load_coco(ann, images, preprocessing, limit)
-    if class_names is not None and list(class_names) != data.class_names:
-        raise UserError(f"{ann} has categories {data.class_names}, but the model was trained on {list(class_names)}")
-    return data
+    """The task's own layout (edgemnv2.tasks): ImageFolder for classification, COCO for detection."""
+    return get_task(task).load_split(Path(root), split, preprocessing, limit, class_names)

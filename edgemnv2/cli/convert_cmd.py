@@ -5,8 +5,13 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from conversion import TARGETS
+from conversion.pipeline import run_conversion
+
 from ..precision import PRECISIONS
 from .common import console, out, set_threads
+
+TARGET_HELP = "; ".join(f"{t.name} ({t.spec.suffix}: {t.spec.runtime})" for t in TARGETS.values()) + "; or all (repeat or comma-separate)."
 
 PRECISION_HELP = "; ".join(f"{p.name}: {p.summary}" + (" (needs --calib-data)" if p.needs_calibration else "") for p in PRECISIONS.values()) + "; or all."
 
@@ -18,7 +23,7 @@ def _split(values: list[str]) -> list[str]:
 def convert(
     checkpoint: Annotated[Path, typer.Option(help="Trained checkpoint (.pt/.safetensors, or a bare state dict with --arch).")],
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder for artifacts and their manifests.")],
-    target: Annotated[list[str], typer.Option(help="torchscript, torchscript_mobile, executorch, coreml, tflite, or all (repeat or comma-separate).")] = ["all"],
+    target: Annotated[list[str], typer.Option(help=TARGET_HELP)] = ["all"],
     precision: Annotated[list[str], typer.Option(help=PRECISION_HELP)] = ["all"],
     calib_data: Annotated[Optional[Path], typer.Option(help="Folder of real images for int8 calibration (its calib/ split is used if present).")] = None,
     calib_size: Annotated[int, typer.Option(help="Number of calibration images.")] = 128,
@@ -33,19 +38,19 @@ def convert(
     """Fold, quantize (calibrated on real images) and export to every requested target.
 
     Exit codes: 0 every conversion succeeded; 1 a conversion failed; 2 bad input or usage; 3 internal error."""
-    from conversion.pipeline import run_conversion
     from quantization.ptq import QuantRecipe
 
     from ..errors import CheckFailed
 
     set_threads(threads)
-    recipe = QuantRecipe(observer=observer, per_channel=not per_tensor, calibration_size=calib_size, engine=server_engine)
+    recipe = QuantRecipe(observer=observer, per_channel=not per_tensor, calibration_size=calib_size)
 
     def report(result):
         colour = {"ok": "green", "failed": "red", "skipped": "yellow"}[result.status]
         console.print(Text.assemble((f"{result.status:>7}", colour), f" {result.target} {result.precision} {result.message or (result.path.name if result.path else '')}"))
 
-    results, plan, info = run_conversion(checkpoint, _split(target), _split(precision), calib_data, out_dir, recipe, force, arch, on_result=report, sign_key=sign_key)
+    results, plan, info = run_conversion(checkpoint, _split(target), _split(precision), calib_data, out_dir, recipe, force, arch, on_result=report, sign_key=sign_key,
+                                         target_options={"torchscript": {"engine": server_engine}})
     table = Table("target", "precision", "status", "size", "time", "artifact / reason", title=f"conversion of {checkpoint.name}")
     for r in results:
         size = f"{r.size_bytes / 1e6:.2f} MB" if r.size_bytes else "-"

@@ -27,7 +27,7 @@ def info(
     if target is None:
         table = Table("model", "task", "default input", "summary")
         for name, spec in sorted(MODELS.items()):
-            table.add_row(name, spec.task, str(spec.default_input_size), spec.summary)
+            table.add_row(name, spec.task.name, str(spec.default_input_size), spec.summary)
         out.print(table)
         return
     if Path(target).suffix in (".pt", ".pth", ".safetensors") or Path(target).is_file():
@@ -35,12 +35,12 @@ def info(
         name, size, classes = meta.arch, input_size or meta.preprocessing.input_size[0], meta.num_classes
     else:
         spec = get_spec(target)
-        classes = num_classes or (1000 if spec.task == "classification" else 80)
+        classes = num_classes or spec.task.default_num_classes
         model = create_model(target, num_classes=classes)
         name, size = target, input_size or spec.default_input_size
     params = sum(p.numel() for p in model.parameters())
     table = Table("property", "value", title=f"{name}")
-    table.add_row("task", get_spec(name).task)
+    table.add_row("task", get_spec(name).task.name)
     table.add_row("classes", str(classes))
     table.add_row("parameters", f"{params:,}")
     table.add_row("fp32 size", f"{params * 4 / 1e6:.1f} MB")

@@ -6,35 +6,14 @@ from rich.table import Table
 
 from .common import out, set_threads
 
-QUANTIZERS = ("xnnpack", "litert")
-
-
 def print_sensitivity(checkpoint: Path, data: Path, quantizer: str = "xnnpack", observer: str = "histogram", per_tensor: bool = False,
                       calib_size: int = 128, images: int = 16, top: int = 15, arch: str | None = None) -> None:
-    from conversion.pipeline import calibration_images, prepare_model
-    from quantization.ptq import QuantRecipe, litert_quantizer, pt2e_quantize, xnnpack_quantizer
-    from quantization.sensitivity import layer_sensitivity
+    from ..errors import UserError
+    from ..services import layer_sensitivity
 
-    from ..checkpoint import load_checkpoint
-    from ..errors import UserError, did_you_mean
-
-    if quantizer not in QUANTIZERS:
-        raise did_you_mean(quantizer, QUANTIZERS, "quantizer")
-    if images < 1 or top < 1:
-        raise UserError("--images and --top must be at least 1")
-    import torch
-
-    model, meta = load_checkpoint(checkpoint, arch)
-    recipe = QuantRecipe(observer=observer, per_channel=not per_tensor, calibration_size=calib_size)
-    calib = calibration_images(data, meta.preprocessing, calib_size)
-    folded, _ = prepare_model(model, meta, calib)
-    example = torch.from_numpy(calib[:1].copy())
-    build = xnnpack_quantizer if quantizer == "xnnpack" else litert_quantizer
-    quantized = pt2e_quantize(folded, example, build(recipe), calib)
-    float_graph = torch.export.export(folded.eval(), (example,)).module()
-    # evaluation images: the validation split when there is one, never the calibration images
-    eval_root = data / "val" if (data / "val").is_dir() else data
-    layers = layer_sensitivity(float_graph, quantized, calibration_images(eval_root, meta.preprocessing, images))
+    if top < 1:
+        raise UserError("--top must be at least 1")
+    layers = layer_sensitivity(checkpoint, data, quantizer=quantizer, observer=observer, per_tensor=per_tensor, calib_size=calib_size, images=images, arch=arch)
     table = Table("layer (module)", "op", "isolated SQNR dB", "cumulative SQNR dB",
                   title=f"per-layer int8 sensitivity, {quantizer} quantizer, {observer} observer, {'per-tensor' if per_tensor else 'per-channel'} weights; worst first")
     for layer in layers[:top]:

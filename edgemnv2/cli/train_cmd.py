@@ -9,7 +9,7 @@ from ..errors import UserError
 from ..fileio import refuse_overwrite
 from ..models import create_model, get_spec
 from ..train import TrainConfig, check_trainable, train_classifier, train_detector
-from .common import console, load_split, set_threads
+from .common import console, set_threads
 
 
 def train(
@@ -32,20 +32,20 @@ def train(
     if epochs < 1 or batch_size < 1:
         raise UserError("--epochs and --batch-size must be at least 1")
     spec = get_spec(arch)
-    size = input_size or (64 if spec.task == "classification" else 128)
-    if spec.task == "detection" and size % 32:
-        raise UserError(f"--input-size must be a multiple of 32 for detectors (got {size})")
+    task = spec.task
+    size = input_size or task.default_train_input_size
+    if size % task.input_multiple:
+        raise UserError(f"--input-size must be a multiple of {task.input_multiple} for {task.name} models (got {size})")
     preprocessing = Preprocessing((size, size))
-    train_data = load_split(spec.task, data, "train", preprocessing)
-    val_data = load_split(spec.task, data, "val", preprocessing, class_names=train_data.class_names)
+    train_data = task.load_split(data, "train", preprocessing)
+    val_data = task.load_split(data, "val", preprocessing, class_names=train_data.class_names)
     check_trainable(train_data, val_data)
     kwargs = {"width_mult": width} if spec.accepts_width else {}
     if backbone:
         kwargs["backbone"] = backbone
-    meta = CheckpointMeta(arch, spec.task, train_data.class_names, preprocessing, kwargs)
+    meta = CheckpointMeta(arch, task.name, train_data.class_names, preprocessing, kwargs)
     model = create_model(arch, num_classes=meta.num_classes, **kwargs)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
-    runner = train_classifier if spec.task == "classification" else train_detector
     console.print(f"training {arch} (width {width}) on {len(train_data.images)} images, {meta.num_classes} classes, input {size}x{size}")
-    result = runner(model, train_data, val_data, meta, config, out)
+    result = task.train(model, train_data, val_data, meta, config, out)
     console.print(f"best checkpoint {result.checkpoint} ({result.seconds:.0f} s): " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.best_metrics.items()))

@@ -3,7 +3,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import console, load_split, out, set_threads
+from .common import console, out, set_threads
 
 
 def validate(
@@ -25,49 +25,31 @@ def validate(
 
     Exit codes: 0 all gates passed; 1 a gate failed or an artifact could not be checked; 2 bad input
     or usage; 3 internal error; 130 interrupted; 143 terminated."""
-    from conversion import target_names
-
-    from ..errors import CheckFailed, UserError
-    from ..fileio import refuse_overwrite
-    from ..signing import tool as signing_tool
-    from ..validation.gates import load_gates
-    from ..validation.report import failure_lines, notes, terminal_table, write_reports
-    from ..validation.validate import ValidationSettings
-    from ..validation.validate import validate as run_validation
+    from ..errors import CheckFailed
+    from ..services import validate_artifacts
+    from .sensitivity_cmd import print_sensitivity
 
     set_threads(threads)
-    if runs < 1:
-        raise UserError("--runs must be at least 1")
-    if limit is not None and limit < 1:
-        raise UserError("--limit must be at least 1")
-    report_dir = report_dir or artifacts
-    refuse_overwrite(report_dir / "report.json", force)
-    enforce = gates is not None
-    loaded_gates = load_gates(gates, target_names())
-    if verify_key is not None:
-        if not verify_key.is_file():
-            raise UserError(f"verification key not found: {verify_key}")
-        signing_tool()  # no verifier installed is a setup mistake for the whole run, not per artifact
-    report = run_validation(checkpoint, artifacts, data, split, ValidationSettings(threads=threads, runs=runs), loaded_gates, arch, limit, load_split, verify_key)
-    comparisons = []
-    if report["checkpoint"]["task"] == "detection":
-        from ..predict.compare import worst_disagreements
+    outcome = validate_artifacts(checkpoint, artifacts, data, gates=gates, split=split, limit=limit, threads=threads, runs=runs,
+                                 report_dir=report_dir, arch=arch, verify_key=verify_key, force=force)
+    show_validation(outcome)
+    if per_layer:
+        print_sensitivity(checkpoint, data, arch=arch)
+    if gates is not None and not outcome.passed:
+        reasons = outcome.report["gates"]["reasons"]
+        raise CheckFailed(f"gates not passed ({outcome.gates.source}): {reasons[0]}" + (f" and {len(reasons) - 1} more; see above" if len(reasons) > 1 else ""))
 
-        comparisons = worst_disagreements(report, checkpoint, artifacts, report_dir, threads)
-    paths = write_reports(report, report_dir, comparisons)
+
+def show_validation(outcome) -> None:
+    """The table, its notes and the failure lines (also used by `demo`)."""
+    from ..validation.report import failure_lines, notes, terminal_table
+
+    report = outcome.report
     out.print(terminal_table(report))
     for line in notes(report):
         console.print(line)
     if report["ignored_artifacts"]:
         console.print(f"ignored {len(report['ignored_artifacts'])} artifacts converted from other checkpoints")
-    console.print("reports: " + ", ".join(str(p) for p in paths.values()))
-    if per_layer:
-        from .sensitivity_cmd import print_sensitivity
-
-        print_sensitivity(checkpoint, data, arch=arch)
-    failures = failure_lines(report)
-    for line in failures:
+    console.print("reports: " + ", ".join(str(p) for p in outcome.paths.values()))
+    for line in failure_lines(report):
         console.print(line, style="red")
-    if enforce and not report["gates"]["passed"]:
-        reasons = report["gates"]["reasons"]
-        raise CheckFailed(f"gates not passed ({loaded_gates.source}): {reasons[0]}" + (f" and {len(reasons) - 1} more; see above" if len(reasons) > 1 else ""))

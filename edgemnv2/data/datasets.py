@@ -7,6 +7,7 @@ with each image's original size so predictions can be mapped back.
 
 import json
 from dataclasses import dataclass, field
+from typing import ClassVar
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from .preprocess import Preprocessing
 
 @dataclass
 class ClassificationData:
+    task: ClassVar[str] = "classification"  # the edgemnv2.tasks entry that scores it
     images: np.ndarray  # (N, H, W, 3) uint8
     labels: np.ndarray  # (N,) int64
     class_names: list[str]
@@ -27,6 +29,7 @@ class ClassificationData:
 
 @dataclass
 class DetectionData:
+    task: ClassVar[str] = "detection"
     images: np.ndarray  # (N, H, W, 3) uint8
     boxes: list[np.ndarray]  # per image (M, 4) x1y1x2y2 in network-input pixels
     labels: list[np.ndarray]  # per image (M,) contiguous label ids

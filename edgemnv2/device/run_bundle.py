@@ -6,6 +6,7 @@ Needs only numpy (1.x or 2.x) and the ONE runtime the artifact needs:
   .pte           executorch (its Python runtime)
   .pt / .ptl     torch
   .mlpackage     coremltools, on macOS
+  .onnx          onnxruntime
 It never imports edgemnv2. Usage, from the bundle folder or anywhere:
 
     python run_bundle.py [BUNDLE_DIR] [--threads N] [--runs N] [--out result.json] [--verify-key PUB]
@@ -157,6 +158,24 @@ def _coreml(path, threads):
     return run_one, "coremltools", _version("coremltools")
 
 
+def _onnxruntime(path, threads):
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise NoRuntime("onnxruntime is not installed")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+    names = [o.name for o in session.get_outputs()]
+
+    def run_one(sample):
+        return [np.asarray(o, np.float32) for o in session.run(names, {input_name: sample})]
+
+    return run_one, "onnxruntime", _version("onnxruntime")
+
+
 def _version(module):
     try:
         from importlib import metadata
@@ -170,17 +189,21 @@ def _version(module):
     return getattr(sys.modules.get(module), "__version__", "unknown")
 
 
-def load_runtime(artifact, manifest, threads):
-    target = manifest["target"]
-    if target == "tflite":
-        return _tflite(artifact, threads)
-    if target == "executorch":
-        return _executorch(artifact, threads)
-    if target in ("torchscript", "torchscript_mobile"):
-        return _torchscript(artifact, threads, manifest)
-    if target == "coreml":
-        return _coreml(artifact, threads)
-    raise BadBundle("unknown target %r in the manifest" % target)
+# The runtime families this runner knows, by the `device_runtime` each target declares
+# (conversion/base.py TargetSpec); bundle.json names the family of its artifact.
+RUNTIMES = {
+    "tflite": lambda path, threads, manifest: _tflite(path, threads),
+    "executorch": lambda path, threads, manifest: _executorch(path, threads),
+    "torch": _torchscript,
+    "coreml": lambda path, threads, manifest: _coreml(path, threads),
+    "onnxruntime": lambda path, threads, manifest: _onnxruntime(path, threads),
+}
+
+
+def load_runtime(artifact, manifest, threads, family):
+    if family not in RUNTIMES:
+        raise BadBundle("this runner has no runtime %r (it knows: %s); use the run_bundle.py of the edgemnv2 that made the bundle" % (family, ", ".join(sorted(RUNTIMES))))
+    return RUNTIMES[family](artifact, threads, manifest)
 
 
 # ---- integrity and authenticity ----
@@ -242,14 +265,14 @@ def sqnr_db(reference, output):
     return float(min(200.0, 10.0 * np.log10(max(float(np.sum(reference ** 2)), 1e-30) / noise)))
 
 
-def drift(references, outputs, names, labels):
+def drift(references, outputs, names, labels, argmax_output):
     per_output = {}
     for name, ref, out in zip(names, references, outputs):
         per_output[name] = {"sqnr_db": sqnr_db(ref, out), "max_abs_error": float(np.max(np.abs(ref.astype(np.float64) - out)))}
     result = {"sqnr_db": min(v["sqnr_db"] for v in per_output.values()),
               "max_abs_error": max(v["max_abs_error"] for v in per_output.values()), "per_output": per_output}
-    if names == ["logits"]:
-        ref_top1, top1 = references[0].argmax(1), outputs[0].argmax(1)
+    if argmax_output is not None:  # a classifier: compare the top-1 class (bundle.json says which output)
+        ref_top1, top1 = references[argmax_output].argmax(1), outputs[argmax_output].argmax(1)
         result["top1_agreement"] = float(np.mean(ref_top1 == top1) * 100.0)
         if labels is not None:
             result["reference_top1"] = float(np.mean(ref_top1 == labels) * 100.0)
@@ -331,14 +354,14 @@ def _run(args, result):
     except (OSError, ValueError) as exc:
         raise BadBundle("cannot read the bundled samples: %s" % exc)
     started = time.perf_counter()
-    run_one, runtime, version = load_runtime(artifact, manifest, args.threads)
+    run_one, runtime, version = load_runtime(artifact, manifest, args.threads, info.get("device_runtime"))
     result.update(runtime=runtime, runtime_version=version, load_ms=(time.perf_counter() - started) * 1000)
     outputs = [[] for _ in manifest["outputs"]]
     for sample in inputs:
         for k, value in enumerate(run_one(np.ascontiguousarray(sample[None], dtype=np.float32))):
             outputs[k].append(value)
     outputs = [np.concatenate(o).astype(np.float32) for o in outputs]
-    measured = drift(references, outputs, manifest["outputs"], labels)
+    measured = drift(references, outputs, manifest["outputs"], labels, info.get("argmax_output"))
     sample = np.ascontiguousarray(inputs[:1], dtype=np.float32)
     for _ in range(args.warmup):
         run_one(sample)

@@ -9,6 +9,7 @@ from typing import Callable
 from torch import nn
 
 from ..errors import UserError, did_you_mean
+from ..tasks import CLASSIFICATION, DETECTION, Task
 from .centernet import CenterNet
 from .dla import DLA34
 from .mobilenetv1 import MobileNetV1
@@ -19,19 +20,19 @@ from .mobilenetv2_seed import SeedCenterNet, SeedMobileNetV2
 @dataclass(frozen=True)
 class ModelSpec:
     build: Callable[..., nn.Module]
-    task: str  # "classification" | "detection"
+    task: Task
     default_input_size: int
     summary: str
     accepts_width: bool = True
 
 
 MODELS: dict[str, ModelSpec] = {
-    "mobilenet_v2": ModelSpec(MobileNetV2, "classification", 224, "MobileNetV2 as in the paper (torchvision-compatible keys)"),
-    "mobilenet_v1": ModelSpec(MobileNetV1, "classification", 224, "MobileNetV1 depthwise-separable baseline"),
-    "mobilenet_v2_seed": ModelSpec(SeedMobileNetV2, "classification", 224, "the article's code, for its checkpoints (224x224 only)", accepts_width=False),
-    "dla34": ModelSpec(DLA34, "classification", 224, "DLA-34 (CenterNet's DLASeg backbone), for the article's comparison"),
-    "centernet": ModelSpec(CenterNet, "detection", 512, "CenterNet, backbone mobilenet_v2 (default), mobilenet_v1 or dla34"),
-    "centernet_seed": ModelSpec(SeedCenterNet, "detection", 512, "the article's detection variant: load/benchmark only, not a sound detector", accepts_width=False),
+    "mobilenet_v2": ModelSpec(MobileNetV2, CLASSIFICATION, 224, "MobileNetV2 as in the paper (torchvision-compatible keys)"),
+    "mobilenet_v1": ModelSpec(MobileNetV1, CLASSIFICATION, 224, "MobileNetV1 depthwise-separable baseline"),
+    "mobilenet_v2_seed": ModelSpec(SeedMobileNetV2, CLASSIFICATION, 224, "the article's code, for its checkpoints (224x224 only)", accepts_width=False),
+    "dla34": ModelSpec(DLA34, CLASSIFICATION, 224, "DLA-34 (CenterNet's DLASeg backbone), for the article's comparison"),
+    "centernet": ModelSpec(CenterNet, DETECTION, 512, "CenterNet, backbone mobilenet_v2 (default), mobilenet_v1 or dla34"),
+    "centernet_seed": ModelSpec(SeedCenterNet, DETECTION, 512, "the article's detection variant: load/benchmark only, not a sound detector", accepts_width=False),
 }
 
 

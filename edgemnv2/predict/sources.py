@@ -7,11 +7,14 @@ from pathlib import Path
 
 import numpy as np
 
+from conversion import get_target
+
 from ..artifacts import MANIFEST_SUFFIX, RuntimeUnavailable, manifest_path, verified_copy
 from ..data.images import load_rgb
 from ..data.preprocess import Preprocessing
 from ..errors import UserError
-from ..evaluate import Runner, confident_detections, torch_runner
+from ..evaluate import Runner, torch_runner
+from ..tasks import get_task
 
 
 @dataclass
@@ -32,8 +35,6 @@ def open_source(path: Path, threads: int = 2, arch: str | None = None, verify_ke
     if not path.exists():
         raise UserError(f"model not found: {path}")
     if path.name.endswith(MANIFEST_SUFFIX) or manifest_path(path).exists():
-        from conversion import get_target
-
         keep = ExitStack()
         try:
             verified = keep.enter_context(verified_copy(path, verify_key))
@@ -58,17 +59,8 @@ def open_source(path: Path, threads: int = 2, arch: str | None = None, verify_ke
 
 
 def predict_image(source: Source, image_path: Path, threshold: float) -> tuple:
-    """-> (PIL image, predictions). Classifier: [(class, probability)] top-5. Detector:
-    [(box x1y1x2y2 in original-image pixels, score, class index)] above `threshold`."""
+    """-> (PIL image, predictions), formatted by the task: a classifier's top-5 [(class, probability)];
+    a detector's [(box x1y1x2y2 in original-image pixels, score, class index)] above `threshold`."""
     image = load_rgb(image_path)
     outputs = source.runner(source.preprocessing(image)[None])
-    if source.task == "classification":
-        logits = outputs[0][0].astype(np.float64)
-        probs = np.exp(logits - logits.max())
-        probs /= probs.sum()
-        order = np.argsort(-probs)[:5]
-        return image, [(source.class_names[i], float(probs[i])) for i in order]
-    height, width = source.preprocessing.input_size
-    scale = np.array([image.width / width, image.height / height] * 2, np.float32)
-    detections = confident_detections(outputs, source.preprocessing.input_size, threshold)[0]
-    return image, [(box * scale, score, label) for box, score, label in detections]
+    return image, get_task(source.task).predict(outputs, source.class_names, source.preprocessing.input_size, image.size, threshold)

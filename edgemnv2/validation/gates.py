@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ..errors import UserError, did_you_mean
 from ..precision import precision_names
+from ..tasks import TASKS
 
 SCHEMA_VERSION = 1
 PRECISIONS = tuple(precision_names())
@@ -29,33 +30,7 @@ SETTINGS = ("version", "allow_not_run", "unmatched")
 UNMATCHED_POLICIES = ("fail", "warn")
 
 
-@dataclass(frozen=True)
-class GateKind:
-    measure: str  # key in a report row's "measured" dict
-    bound: str  # "max" or "min"
-    unit: str
-
-
-COMMON = {
-    "min_sqnr_db": GateKind("sqnr_db", "min", "dB"),
-    "max_abs_error": GateKind("max_abs_error", "max", ""),
-    "max_latency_ms": GateKind("latency_median_ms", "max", "ms"),
-    "max_size_mb": GateKind("size_mb", "max", "MB"),
-}
-GATE_KINDS = {
-    "classification": {
-        "max_top1_drop": GateKind("top1_drop", "max", "points"),
-        "max_top5_drop": GateKind("top5_drop", "max", "points"),
-        "min_top1_agreement": GateKind("top1_agreement", "min", "%"),
-        **COMMON,
-    },
-    "detection": {
-        "max_map50_drop": GateKind("map50_drop", "max", "points"),
-        "max_map_drop": GateKind("map_drop", "max", "points"),
-        "min_box_agreement": GateKind("box_agreement", "min", "%"),
-        **COMMON,
-    },
-}
+GATE_KINDS = {task.name: task.gate_kinds for task in TASKS.values()}  # each task owns its gate kinds
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from pathlib import Path
 from rich.table import Table
 
 from ..fileio import atomic_output
+from ..tasks import get_task
 from rich.text import Text
 
 from .validate import COULD_NOT_RUN, ERROR, GATE_FAILED, NOT_CHECKED, PASSED, REFUSED
@@ -14,8 +15,12 @@ from .validate import COULD_NOT_RUN, ERROR, GATE_FAILED, NOT_CHECKED, PASSED, RE
 STATUS_STYLE = {PASSED: "green", GATE_FAILED: "red", COULD_NOT_RUN: "yellow", REFUSED: "red", ERROR: "red"}
 
 
+def _task(report: dict):
+    return get_task(report["checkpoint"]["task"])
+
+
 def headline_metric(report: dict) -> str:
-    return "top1" if report["checkpoint"]["task"] == "classification" else "map50"
+    return _task(report).headline_metric
 
 
 def _fmt(value, digits=2, suffix=""):
@@ -29,7 +34,7 @@ def _rss(measured: dict) -> str:
 
 
 def _agreement_key(report: dict) -> str:
-    return "top1_agreement" if report["checkpoint"]["task"] == "classification" else "box_agreement"
+    return _task(report).agreement_measure
 
 
 def rows_for_display(report: dict) -> list[list[str]]:
@@ -51,9 +56,8 @@ def rows_for_display(report: dict) -> list[list[str]]:
 
 
 def columns(report: dict) -> list[str]:
-    metric = {"top1": "top-1 %", "map50": "mAP@.5 %"}[headline_metric(report)]
-    agree = "agree %" if report["checkpoint"]["task"] == "classification" else "box agree %"
-    return ["target", "precision", "size MB", metric, "drop", agree, "SQNR dB", "median ms", "p90 ms", "load ms", "peak RSS MB (+artifact)", "status"]
+    task = _task(report)
+    return ["target", "precision", "size MB", task.headline_label, "drop", task.agreement_label, "SQNR dB", "median ms", "p90 ms", "load ms", "peak RSS MB (+artifact)", "status"]
 
 
 def terminal_table(report: dict) -> Table:
@@ -127,7 +131,7 @@ def plot(report: dict, dest: Path) -> None:
         ax.scatter([latency], [a["metrics"][metric]], marker=marker, s=50, label=f"{a['target']} {a['precision']}", zorder=2)
     ax.set_xscale("log")
     ax.set_xlabel(f"median latency, ms (batch 1, {report['threads']} threads, log scale)")
-    ax.set_ylabel({"top1": "top-1 accuracy %", "map50": "mAP@.5 %"}[metric])
+    ax.set_ylabel(_task(report).headline_label)
     title = "accuracy vs latency per target x precision"
     if left_out:
         title += "\nnot plotted (no measured latency): " + ", ".join(left_out)

@@ -12,13 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
+from conversion import get_target
+
 from ..artifacts import RuntimeUnavailable, scan_artifacts, verified_copy
 from ..checkpoint import load_checkpoint
-from ..data.datasets import ClassificationData
 from ..errors import CheckFailed, UserError
-from ..evaluate import classification_metrics, confident_detections, coco_map, detections_to_coco, run_dataset, torch_runner
+from ..evaluate import run_dataset, torch_runner
 from ..fileio import sha256_of
-from .drift import detection_agreement, match_detections, output_drift, top1_agreement
+from ..tasks import Task, get_task
+from .drift import output_drift
 from .gates import Gates
 from .timing import PeakMemory, machine, time_runner
 
@@ -28,7 +30,6 @@ REFUSED = "refused"  # bytes, manifest or signature not trusted: never forgiven
 ERROR = "error"  # the runtime crashed on it: never forgiven
 NOT_CHECKED = (COULD_NOT_RUN, REFUSED, ERROR)
 SIMULATED_NOTE = "simulated — CoreML runs only on macOS"
-WORST_IMAGES = 4  # detector images kept per artifact for the report's comparison pictures
 
 
 @dataclass
@@ -60,36 +61,20 @@ class ArtifactRow:
         return [g for g in self.gates if not g["passed"]]
 
 
-def task_metrics(outputs: list[np.ndarray], data, input_size) -> dict:
-    if isinstance(data, ClassificationData):
-        return {k: v * 100 for k, v in classification_metrics(outputs[0], data.labels).items()}
-    return {k: v * 100 for k, v in coco_map(detections_to_coco(outputs, data, input_size), data).items()}
-
-
-def _drift_measures(reference: dict, outputs: list[np.ndarray], metrics: dict, data, input_size, output_names) -> tuple[dict, dict, list]:
+def _drift_measures(task: Task, reference: dict, outputs: list[np.ndarray], metrics: dict, data, input_size, output_names) -> tuple[dict, dict, list]:
     measured = {f"{k}_drop": reference["metrics"][k] - v for k, v in metrics.items()}
     drift = output_drift(reference["outputs"], outputs, output_names)
     measured.update(sqnr_db=drift["sqnr_db"], max_abs_error=drift["max_abs_error"])
-    worst = []
-    if isinstance(data, ClassificationData):
-        measured["top1_agreement"] = top1_agreement(reference["outputs"][0], outputs[0])
-    else:
-        mine = confident_detections(outputs, input_size)
-        measured["box_agreement"] = detection_agreement(reference["detections"], mine)
-        disagreements = []
-        for i, (ref, other) in enumerate(zip(reference["detections"], mine)):
-            _, missed, extra = match_detections(ref, other)
-            disagreements.append((len(missed) + len(extra), i))
-        worst = [str(data.paths[i]) for count, i in sorted(disagreements, key=lambda t: (-t[0], t[1]))[:WORST_IMAGES] if count > 0 and i < len(data.paths)]
+    measured[task.agreement_measure], worst = task.agreement(reference, outputs, data, input_size)
     return measured, drift, worst
 
 
 def reference_results(model, meta, data, settings: ValidationSettings) -> dict:
+    task = get_task(meta.task)
     runner = torch_runner(model)
     outputs = run_dataset(runner, data.images, meta.preprocessing, settings.batch_size, "fp32 eager reference")
-    reference = {"outputs": outputs, "metrics": task_metrics(outputs, data, meta.preprocessing.input_size)}
-    if not isinstance(data, ClassificationData):
-        reference["detections"] = confident_detections(outputs, meta.preprocessing.input_size)
+    reference = {"outputs": outputs, "metrics": task.percent_metrics(outputs, data, meta.preprocessing.input_size)}
+    reference.update(task.reference_extras(outputs, meta.preprocessing.input_size))
     sample = meta.preprocessing.normalize(data.images[:1])
     reference["latency"] = time_runner(runner, sample, settings.warmup, settings.runs)
     return reference
@@ -97,13 +82,11 @@ def reference_results(model, meta, data, settings: ValidationSettings) -> dict:
 
 def validate_artifact(artifact: Path, manifest: dict, reference: dict, meta, data, settings: ValidationSettings, gates: Gates | None,
                       verify_key: Path | None = None) -> ArtifactRow:
-    from conversion import get_target
-
     row = ArtifactRow(artifact.name, str(manifest.get("target")), str(manifest.get("precision")), "", REFUSED)
     row.measured["size_mb"] = manifest.get("artifact_bytes", 0) / 1e6
     try:
         target = get_target(manifest["target"])
-        row.runtime = target.SPEC.runtime
+        row.runtime = target.spec.runtime
         with verified_copy(artifact, verify_key) as verified:  # checks and loads one private copy
             row.signature = verified.signature
             row.status = COULD_NOT_RUN
@@ -120,15 +103,15 @@ def validate_artifact(artifact: Path, manifest: dict, reference: dict, meta, dat
     except Exception as exc:  # one broken runtime must not hide the other artifacts' results
         row.status, row.note = ERROR, f"{type(exc).__name__}: {str(exc)[:300]}"
         return row
-    row.metrics = task_metrics(outputs, data, meta.preprocessing.input_size)
-    measured, row.drift, row.worst_images = _drift_measures(reference, outputs, row.metrics, data, meta.preprocessing.input_size, manifest["outputs"])
+    task = get_task(meta.task)
+    row.metrics = task.percent_metrics(outputs, data, meta.preprocessing.input_size)
+    measured, row.drift, row.worst_images = _drift_measures(task, reference, outputs, row.metrics, data, meta.preprocessing.input_size, manifest["outputs"])
     row.measured.update(measured)
     if gates is not None:
         row.gates = [vars(g) | {"describe": g.describe()} for g in gates.check(meta.task, row.precision, row.target, row.measured)]
     row.status = GATE_FAILED if row.failed_gates else PASSED
-    hint = getattr(target, "gate_failure_hint", None)  # optional per-target advice
-    if row.failed_gates and hint is not None:
-        row.note = hint(manifest) or row.note
+    if row.failed_gates and target.gate_failure_hint is not None:  # optional per-target advice
+        row.note = target.gate_failure_hint(manifest) or row.note
     return row
 
 
@@ -139,10 +122,9 @@ def _run_artifact(target, path: Path, manifest: dict, meta, data, settings: Vali
             runner = target.load(path, manifest, settings.threads)
             row.measured["load_ms"] = (time.perf_counter() - started) * 1000
         except RuntimeUnavailable as exc:
-            simulate = getattr(target, "simulation_runner", None)
-            if simulate is None:
+            if target.simulate is None:
                 raise
-            runner = simulate(path, manifest)
+            runner = target.simulate(path, manifest)
             row.measured_on, row.note = "simulated", f"{SIMULATED_NOTE} ({exc})"
         outputs = run_dataset(runner, data.images, meta.preprocessing, settings.batch_size, f"{path.name}")
         if row.measured_on == "runtime":
@@ -172,7 +154,7 @@ def gate_verdict(rows: list[ArtifactRow], gates: Gates | None, task: str) -> dic
             "allow_not_run": sorted(allowed)}
 
 
-def validate(checkpoint: Path, artifacts_dir: Path, data_root: Path, split: str, settings: ValidationSettings, gates: Gates | None, arch: str | None = None, limit: int | None = None, load_split=None,
+def validate(checkpoint: Path, artifacts_dir: Path, data_root: Path, split: str, settings: ValidationSettings, gates: Gates | None, arch: str | None = None, limit: int | None = None,
              verify_key: Path | None = None) -> dict:
     """-> the report dict (schema in docs/report.md)."""
     model, meta = load_checkpoint(checkpoint, arch)
@@ -180,7 +162,7 @@ def validate(checkpoint: Path, artifacts_dir: Path, data_root: Path, split: str,
     found = scan.found
     if not found and not scan.problems:
         raise UserError(f"no artifacts (with manifests) in {artifacts_dir}; run `edgemnv2 convert` first")
-    data = load_split(meta.task, data_root, split, meta.preprocessing, limit=limit, class_names=meta.class_names)
+    data = get_task(meta.task).load_split(Path(data_root), split, meta.preprocessing, limit, meta.class_names)
     if len(data.images) == 0:
         raise UserError(f"the '{split}' split of {data_root} has no images")
     checkpoint_sha = sha256_of(checkpoint)

@@ -1,0 +1,96 @@
+"""ONNX (.onnx): fp32, and int8 in the QDQ format, run by ONNX Runtime on the CPU.
+
+QDQ (QuantizeLinear/DequantizeLinear around each float op) is what ONNX Runtime Mobile and the
+NPU toolchains that start from ONNX consume. fp32 is torch's own exporter (torch.onnx.export,
+dynamo). int8 is ONNX Runtime's static quantizer on that graph, with the same recipe as every
+target: calibrated on the real calibration images, symmetric int8 weights per channel (per tensor
+with --per-tensor), int8 activations. The recipe's observer maps onto ONNX Runtime's calibration:
+histogram -> Entropy (histogram-based), minmax -> MinMax, moving_average -> MinMax with a moving
+average. Measured on the suite's classifier (120 images): MinMax and Entropy 100% top-1 agreement,
+30.3 dB; Percentile 98.3%, 30.2 dB.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .base import ConversionJob, Runner, RuntimeUnavailable, Target, TargetSpec, output_names, per_sample
+
+SPEC = TargetSpec("onnx", ".onnx", ("fp32", "int8"), runtime="ONNX Runtime (CPU execution provider)",
+                  runtime_modules=("onnxruntime",), device_runtime="onnxruntime", tool_packages=("onnx", "onnxscript", "onnxruntime"))
+OPSET = 18
+INPUT_NAME = "input"
+
+
+def export_fp32(job: ConversionJob, dest: Path) -> None:
+    program = torch.onnx.export(job.model.eval(), (job.example,), dynamo=True, input_names=[INPUT_NAME],
+                                output_names=output_names(job.meta), opset_version=OPSET, verbose=False)
+    program.save(str(dest))
+
+
+def _calibration_method(observer: str):
+    from onnxruntime.quantization import CalibrationMethod
+
+    return {"histogram": CalibrationMethod.Entropy, "minmax": CalibrationMethod.MinMax, "moving_average": CalibrationMethod.MinMax}[observer]
+
+
+def quantize_qdq(job: ConversionJob, float_model: Path, dest: Path) -> None:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    images = job.require_calibration()
+
+    class RealImages(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{INPUT_NAME: images[i : i + 1]} for i in range(len(images))])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    quantize_static(
+        str(float_model), str(dest), RealImages(), quant_format=QuantFormat.QDQ, per_channel=job.recipe.per_channel,
+        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=_calibration_method(job.recipe.observer),
+        extra_options={"WeightSymmetric": True, "ActivationSymmetric": False, "CalibMovingAverage": job.recipe.observer == "moving_average"},
+    )
+
+
+def operator_census(path: Path) -> dict:
+    import onnx
+
+    counts: dict[str, int] = {}
+    for node in onnx.load(str(path), load_external_data=False).graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return {"counts": dict(sorted(counts.items())), "opset": OPSET}
+
+
+def convert(job: ConversionJob, dest: Path) -> dict:
+    if job.precision.name == "fp32":
+        export_fp32(job, dest)
+    else:
+        float_model = dest.with_name(dest.name + ".float.onnx")  # a temporary sibling, removed below
+        try:
+            export_fp32(job, float_model)
+            quantize_qdq(job, float_model, dest)
+        finally:
+            float_model.unlink(missing_ok=True)
+    return {"operators": operator_census(dest)}
+
+
+def load(path: Path, manifest: dict, threads: int = 2) -> Runner:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise RuntimeUnavailable("ONNX Runtime is not installed here (pip install onnxruntime)") from None
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    input_name, outputs = session.get_inputs()[0].name, list(manifest["outputs"])
+
+    def run_one(sample: np.ndarray) -> list[np.ndarray]:
+        return [np.asarray(o, np.float32) for o in session.run(outputs, {input_name: sample})]
+
+    return per_sample(run_one)
+
+
+TARGET = Target(SPEC, convert, load)

@@ -1,0 +1,61 @@
+"""What a task is to the rest of the product: one object per task, so adding a task (or changing
+one) is one file here, not branches in validation, reports, gates, bundles, predict and checkpoints.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class GateKind:
+    measure: str  # key in a report row's "measured" dict
+    bound: str  # "max" or "min"
+    unit: str
+
+
+# Gates every task has: raw-output drift, speed and size.
+COMMON_GATES = {
+    "min_sqnr_db": GateKind("sqnr_db", "min", "dB"),
+    "max_abs_error": GateKind("max_abs_error", "max", ""),
+    "max_latency_ms": GateKind("latency_median_ms", "max", "ms"),
+    "max_size_mb": GateKind("size_mb", "max", "MB"),
+}
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    output_names: tuple[str, ...]  # what every artifact returns, in order
+    metric_names: tuple[str, ...]  # task metrics, in percent in reports
+    headline_metric: str  # the report's accuracy column and plot axis
+    headline_label: str
+    agreement_measure: str  # the report row's agreement key
+    agreement_label: str
+    gate_kinds: dict[str, GateKind]
+    head_keys: tuple[str, ...]  # state-dict keys whose first dimension is the class count (bare state dicts)
+    default_num_classes: int  # for `info` on a model without a checkpoint
+    default_train_input_size: int  # `train` without --input-size (small: CPU training)
+    input_multiple: int  # input sides must be multiples of this (the detector's stride-32 features)
+    argmax_output: int | None  # output whose argmax the device runner compares (None: none)
+    # behaviour
+    load_split: Callable[..., Any]  # (root, split, preprocessing, limit, class_names) -> dataset
+    metrics: Callable[[list[np.ndarray], Any, tuple[int, int]], dict]  # fractions in [0, 1]
+    reference_extras: Callable[[list[np.ndarray], tuple[int, int]], dict]  # what agreement needs of the reference
+    agreement: Callable[[dict, list[np.ndarray], Any, tuple[int, int]], tuple[float, list[str]]]  # (%, worst image paths)
+    bundle_labels: Callable[[Any], np.ndarray | None]
+    predict: Callable[..., list]  # (outputs of one image, class_names, input_size, image size, threshold) -> predictions
+    train: Callable[..., Any]  # (model, train, val, meta, config, out) -> TrainResult
+
+    def percent_metrics(self, outputs: list[np.ndarray], data, input_size) -> dict:
+        return {k: v * 100 for k, v in self.metrics(outputs, data, input_size).items()}
+
+
+def require_dir(path: Path, what: str) -> Path:
+    from ..errors import UserError
+
+    if not Path(path).exists():
+        raise UserError(f"{what} not found: {path}")
+    return Path(path)

@@ -1,0 +1,73 @@
+"""Image classification: logits out; top-1/top-5; agreement = same top-1 as the reference."""
+
+from pathlib import Path
+
+import numpy as np
+
+from ..data.datasets import load_image_folder
+from ..errors import UserError
+from .base import COMMON_GATES, GateKind, Task, require_dir
+
+
+def _load_split(root: Path, split: str, preprocessing, limit=None, class_names=None):
+    """ROOT/<split>/<class>/*.png (an ImageFolder tree)."""
+    root = require_dir(root, "dataset folder")
+    split_dir = root / split
+    if not split_dir.is_dir():
+        raise UserError(f"no '{split}' split in {root} (expected {split_dir} as an ImageFolder tree)")
+    return load_image_folder(split_dir, preprocessing, limit, class_names)
+
+
+def _metrics(outputs, data, input_size) -> dict:
+    from ..evaluate import classification_metrics
+
+    return classification_metrics(outputs[0], data.labels)
+
+
+def _agreement(reference: dict, outputs, data, input_size) -> tuple[float, list[str]]:
+    from ..validation.drift import top1_agreement
+
+    return top1_agreement(reference["outputs"][0], outputs[0]), []
+
+
+def _predict(outputs, class_names, input_size, image_size, threshold) -> list[tuple[str, float]]:
+    """Top-5 (class, probability)."""
+    logits = outputs[0][0].astype(np.float64)
+    probs = np.exp(logits - logits.max())
+    probs /= probs.sum()
+    return [(class_names[i], float(probs[i])) for i in np.argsort(-probs)[:5]]
+
+
+def _train(model, train, val, meta, config, out):
+    from ..train import train_classifier
+
+    return train_classifier(model, train, val, meta, config, out)
+
+
+CLASSIFICATION = Task(
+    name="classification",
+    output_names=("logits",),
+    metric_names=("top1", "top5"),
+    headline_metric="top1",
+    headline_label="top-1 %",
+    agreement_measure="top1_agreement",
+    agreement_label="agree %",
+    gate_kinds={
+        "max_top1_drop": GateKind("top1_drop", "max", "points"),
+        "max_top5_drop": GateKind("top5_drop", "max", "points"),
+        "min_top1_agreement": GateKind("top1_agreement", "min", "%"),
+        **COMMON_GATES,
+    },
+    head_keys=("linear.weight", "classifier.1.weight"),
+    default_num_classes=1000,
+    default_train_input_size=64,
+    input_multiple=1,
+    argmax_output=0,
+    load_split=_load_split,
+    metrics=_metrics,
+    reference_extras=lambda outputs, input_size: {},
+    agreement=_agreement,
+    bundle_labels=lambda data: data.labels,
+    predict=_predict,
+    train=_train,
+)
