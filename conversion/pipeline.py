@@ -14,6 +14,7 @@ from edgemnv2.errors import UserError
 from edgemnv2.fileio import sha256_of
 from edgemnv2.precision import get_precision
 from edgemnv2.progress import progress
+from edgemnv2.signing import tool as signing_tool
 from quantization.fuse import fold_batchnorm, verify_fold
 from quantization.ptq import QuantRecipe
 
@@ -107,8 +108,10 @@ def run_conversion(
     needs_calibration = [p for _, p in work.pairs if get_precision(p).needs_calibration]
     if needs_calibration and calib_data is None:
         raise UserError(f"{needs_calibration[0]} conversion needs --calib-data: a folder of real images (random tensors give broken int8 models)")
-    if sign_key is not None and not Path(sign_key).is_file():
-        raise UserError(f"signing key not found: {sign_key}")
+    if sign_key is not None:
+        if not Path(sign_key).is_file():
+            raise UserError(f"signing key not found: {sign_key}")
+        signing_tool()  # no model-signing tool: one line before any conversion, not a failure per artifact
     images = calibration_images(calib_data, meta.preprocessing, recipe.calibration_size) if calib_data else None
     check = images if images is not None else np.zeros((1, 3, *meta.preprocessing.input_size), np.float32)
     folded, fold_error = prepare_model(model, meta, check)

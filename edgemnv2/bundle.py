@@ -60,10 +60,12 @@ def write_bundle(verified: VerifiedArtifact, source_artifact: Path, inputs: np.n
     manifest, artifact = verified.manifest, verified.path
     with atomic_output(dest, force=True) as temp:
         temp.mkdir(parents=True)
-        for member in sorted(artifact.parent.iterdir()):  # artifact, manifest, sidecars: the private copy holds nothing else
+        # artifact, manifest, sidecars (and the signature, when it was verified): the private copy
+        # holds nothing else, and these are the bytes that were checked
+        for member in sorted(artifact.parent.iterdir()):
             (shutil.copytree if member.is_dir() else shutil.copy2)(member, temp / member.name)
         signature = signature_path(source_artifact)
-        if signature.is_file():
+        if signature.is_file() and not (temp / signature.name).exists():  # carried, unverified (no --verify-key)
             shutil.copy2(signature, temp / signature.name)
         if verify_key is not None:
             shutil.copy2(verify_key, temp / PUBLIC_KEY_NAME)

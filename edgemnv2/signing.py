@@ -94,7 +94,8 @@ def sign_files(files: dict[str, Path], private_key: Path, signature_dest: Path) 
     """Sign `files` ({final name: current path}) as one model; write the signature at signature_dest."""
     key = _key(private_key, "signing key")
     argv_prefix = tool()
-    with tempfile.TemporaryDirectory(prefix=".partial-sign-", dir=signature_dest.parent) as stage:
+    # named like every temporary file of a writer (fileio.temp_path): swept if this process is killed
+    with tempfile.TemporaryDirectory(prefix=f".partial-{os.getpid()}-sign-", dir=signature_dest.parent) as stage:
         _stage(files, Path(stage))
         done = _run([*argv_prefix, "sign", "key", stage, "--private_key", str(key), "--signature", str(signature_dest)])
     if done.returncode != 0 or not signature_dest.is_file():
