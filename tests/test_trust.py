@@ -431,3 +431,31 @@ def test_manifest_missing_keys_safetensors_metadata_and_unverifiable_fold(classi
     other = fold_batchnorm(create_model("mobilenet_v2", num_classes=3, width_mult=0.35).eval())
     with pytest.raises(UserError, match="differs from the checkpoint"):
         verify_fold(model, other, torch.randn(2, 3, 32, 32))
+
+
+def test_readers_load_the_bytes_they_checked(classifier_artifacts, tmp_path):
+    """The window between check and load: a file swapped after the sha256 check is not what loads."""
+    from conversion import get_target
+    from edgemnv2.artifacts import verified_copy
+
+    folder = one_artifact_folder(classifier_artifacts, tmp_path / "art", ("tflite", "int8"))
+    artifact, _ = artifact_of(folder, "tflite", "int8")
+    checked = artifact.read_bytes()
+    with verified_copy(artifact) as verified:
+        artifact.write_bytes(b"TFL3 swapped after the check")  # what an attacker racing the reader does
+        assert verified.path.parent != artifact.parent and (verified.path.parent.stat().st_mode & 0o777) == 0o700
+        assert verified.path.read_bytes() == checked
+        runner = get_target("tflite").load(verified.path, verified.manifest, 2)
+        assert runner(np.zeros((1, 3, 48, 48), np.float32))[0].shape == (1, 10)
+    assert not verified.path.exists()  # the private copy is gone afterwards
+
+
+def test_weight_only_int8_needs_no_calibration_and_says_so(trained_classifier, tmp_path, capsys):
+    checkpoint, _ = trained_classifier
+    code, _, err = cli(capsys, "convert", "--checkpoint", checkpoint, "--out", tmp_path, "--target", "coreml", "--precision", "int8_weights")
+    assert code == 0, err
+    _, manifest = read_manifest(tmp_path / "tiny_classifier.coreml.int8_weights.mlpackage")
+    quantization = manifest["quantization"]
+    assert quantization["weights_quantized"] is True and quantization["activations_quantized"] is False
+    assert quantization["calibration"] is None and "calibration_sha256" not in manifest["provenance"]
+    assert "float32 activations" in quantization["scheme"]
