@@ -9,7 +9,6 @@ named the block's layers conv1/bn1/... and the product's loader agreed with it.
 Kept separate from the product's implementation (helper functions, make_layer, explicit fields).
 """
 
-import torch
 import torch.nn as nn
 
 

@@ -8,7 +8,7 @@ from ..data.preprocess import Preprocessing
 from ..errors import UserError
 from ..fileio import refuse_overwrite
 from ..models import create_model, get_spec
-from ..train import TrainConfig, check_trainable, train_classifier, train_detector
+from ..train import TrainConfig, check_trainable
 from .common import console, set_threads
 
 

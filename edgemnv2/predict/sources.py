@@ -5,8 +5,6 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from conversion import get_target
 
 from ..artifacts import MANIFEST_SUFFIX, RuntimeUnavailable, manifest_path, verified_copy
