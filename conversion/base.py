@@ -16,7 +16,6 @@ manifest is an interrupted write: it is never trusted and is replaced on the nex
 verifying and the Runner contract live one layer down, in edgemnv2.artifacts.
 """
 
-import hashlib
 import json
 import platform
 import time
@@ -110,6 +109,7 @@ class ConversionJob:
     # same XNNPACK PT2E graph: calibrate once)
     shared_graphs: dict = field(default_factory=dict)
     options: dict = field(default_factory=dict)  # this target's options (Target.option_values)
+    calibration_sha256: str | None = None  # of the calibration images this run uses (hashed once per run)
     tool_packages: tuple[str, ...] = ()  # this target's tools, recorded with the core packages
 
     @property
@@ -141,8 +141,8 @@ class ConversionJob:
         if self.precision.quantized:
             record["recipe"] = self.recipe.to_dict()
         if self.precision.needs_calibration:
-            images = self.require_calibration()
-            record["calibration_sha256"] = hashlib.sha256(np.ascontiguousarray(images, np.float32).tobytes()).hexdigest()
+            self.require_calibration()
+            record["calibration_sha256"] = self.calibration_sha256
         return record
 
 
@@ -296,15 +296,11 @@ def write_artifact(target: Target, job: ConversionJob, out_dir: Path, stem: str,
     return ArtifactResult(spec.name, job.precision.name, final, "ok", manifest["conversion_seconds"], manifest["artifact_bytes"], manifest=manifest)
 
 
-class StaleArtifact(UserError):
-    pass
-
-
 def _existing(spec, job, final: Path, provenance: dict) -> ArtifactResult:
     """An artifact is already there: reuse it only if it was built from the same inputs."""
     reason = stale_reason(manifest_path(final), provenance)
     if reason is not None:
-        raise StaleArtifact(f"{final} exists, but {reason}; pass --force to replace it (or convert into another --out)")
+        raise UserError(f"{final} exists, but {reason}; pass --force to replace it (or convert into another --out)")
     return ArtifactResult(spec.name, job.precision.name, final, "skipped", message=f"{final.name} is up to date (same checkpoint, recipe, calibration and tools)")
 
 

@@ -1,5 +1,6 @@
 """checkpoint -> fold BN (verified on real images) -> per target x precision: quantize + convert."""
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,11 @@ def plan(targets: list[str], precisions: list[str]) -> ConversionPlan:
         detail = "; ".join(f"{t}: {', '.join(TARGETS[t].spec.precisions)}" for t in names)
         raise UserError(f"nothing to convert: precision {', '.join(precisions)} is not supported by {', '.join(names)} ({detail})")
     return ConversionPlan(pairs, skipped)
+
+
+def calibration_sha256(images: np.ndarray) -> str:
+    """Identifies a calibration set by its preprocessed pixels (recorded in every calibrated manifest)."""
+    return hashlib.sha256(np.ascontiguousarray(images, np.float32).tobytes()).hexdigest()
 
 
 def calibration_images(folder: Path, preprocessing: Preprocessing, count: int) -> np.ndarray:
@@ -118,7 +124,9 @@ def run_conversion(
     checkpoint_hash = sha256_of(checkpoint)
     stem = Path(checkpoint).stem
     shared_graphs: dict = {}
-    jobs = [(target, ConversionJob(folded, meta, get_precision(precision), recipe, images, shared_graphs, options[target], TARGETS[target].spec.tool_packages))
+    calibration_hash = calibration_sha256(images[: recipe.calibration_size]) if images is not None else None
+    jobs = [(target, ConversionJob(folded, meta, get_precision(precision), recipe, images, shared_graphs, options[target], calibration_hash,
+                                   TARGETS[target].spec.tool_packages))
             for target, precision in work.pairs]
     if not force:
         refuse_stale(jobs, out_dir, stem, checkpoint_hash)

@@ -128,10 +128,6 @@ class VerifiedArtifact:
     manifest: dict
     signature: str  # "verified", "unsigned", or "signed, not verified (no --verify-key)"
 
-    def sidecar(self, suffix: str) -> Path | None:
-        entry = (self.manifest.get("sidecars") or {}).get(suffix)
-        return self.path.with_name(entry["file"]) if entry else None
-
 
 def _copy(source: Path, dest: Path) -> None:
     if source.is_symlink():

@@ -65,7 +65,7 @@ def validate_artifacts(checkpoint: Path, artifacts: Path, data: Path, *, gates: 
     loaded_gates = load_gates(gates, target_names())
     _verify_key_usable(verify_key)
     report = validate(Path(checkpoint), Path(artifacts), Path(data), split, ValidationSettings(threads=threads, runs=runs), loaded_gates, arch, limit, verify_key)
-    comparisons = worst_disagreements(report, checkpoint, artifacts, report_dir, threads) if get_task(report["checkpoint"]["task"]).name == "detection" else []
+    comparisons = worst_disagreements(report, checkpoint, artifacts, report_dir, threads)  # none when no row names worst images
     return ValidationOutcome(report, write_reports(report, report_dir, comparisons), loaded_gates)
 
 
@@ -74,8 +74,7 @@ def bundle_artifacts(checkpoint: Path, artifacts: Path, data: Path, out_dir: Pat
     """One self-contained device bundle per artifact converted from `checkpoint`."""
     if samples < 1:
         raise UserError("--samples must be at least 1")
-    if verify_key is not None and not Path(verify_key).is_file():
-        raise UserError(f"verification key not found: {verify_key}")
+    _verify_key_usable(verify_key)
     model, meta = load_checkpoint(checkpoint, arch)
     dataset = get_task(meta.task).load_split(Path(data), split, meta.preprocessing, samples, meta.class_names)
     return make_bundles(Path(checkpoint), model, meta, Path(artifacts), dataset, Path(out_dir), load_gates(gates, target_names()), force, verify_key)

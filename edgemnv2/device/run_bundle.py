@@ -60,9 +60,9 @@ def sha256_of(path):
     return digest.hexdigest()
 
 
-# ---- runtimes: each returns (run_one(sample) -> list of float32 arrays, runtime name, version) ----
+# ---- runtimes: each (path, threads, manifest) -> (run_one(sample) -> list of float32 arrays, runtime name, version) ----
 
-def _tflite(path, threads):
+def _tflite(path, threads, manifest):
     try:
         from ai_edge_litert.interpreter import Interpreter
         name, module = "ai_edge_litert", "ai_edge_litert"
@@ -101,7 +101,7 @@ def _tflite(path, threads):
     return run_one, name, _version(module)
 
 
-def _executorch(path, threads):
+def _executorch(path, threads, manifest):
     try:
         import torch
         from executorch.runtime import Runtime
@@ -139,7 +139,7 @@ def _torchscript(path, threads, manifest):
     return run_one, "torch.jit" + (" lite interpreter" if path.endswith(".ptl") else ""), _version("torch")
 
 
-def _coreml(path, threads):
+def _coreml(path, threads, manifest):
     if sys.platform != "darwin":
         raise NoRuntime("CoreML runs only on macOS (this is %s)" % platform.system())
     try:
@@ -158,7 +158,7 @@ def _coreml(path, threads):
     return run_one, "coremltools", _version("coremltools")
 
 
-def _onnxruntime(path, threads):
+def _onnxruntime(path, threads, manifest):
     try:
         import onnxruntime as ort
     except ImportError:
@@ -191,13 +191,7 @@ def _version(module):
 
 # The runtime families this runner knows, by the `device_runtime` each target declares
 # (conversion/base.py TargetSpec); bundle.json names the family of its artifact.
-RUNTIMES = {
-    "tflite": lambda path, threads, manifest: _tflite(path, threads),
-    "executorch": lambda path, threads, manifest: _executorch(path, threads),
-    "torch": _torchscript,
-    "coreml": lambda path, threads, manifest: _coreml(path, threads),
-    "onnxruntime": lambda path, threads, manifest: _onnxruntime(path, threads),
-}
+RUNTIMES = {"tflite": _tflite, "executorch": _executorch, "torch": _torchscript, "coreml": _coreml, "onnxruntime": _onnxruntime}
 
 
 def load_runtime(artifact, manifest, threads, family):

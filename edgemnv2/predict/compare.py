@@ -5,6 +5,7 @@ from pathlib import Path
 from ..fileio import atomic_output
 from .draw import side_by_side
 from ..precision import get_precision
+from ..tasks import get_task
 from .sources import Source, open_source, predict_image
 
 
@@ -28,7 +29,8 @@ def worst_disagreements(report: dict, checkpoint: Path, artifacts_dir: Path, out
     candidates = [a for a in checked if get_precision(a["precision"]).quantized and a["measured_on"] == "runtime" and a["worst_images"]]
     if not candidates:
         return []
-    worst = min(candidates, key=lambda a: a["measured"].get("box_agreement", 100.0))
+    agreement = get_task(report["checkpoint"]["task"]).agreement_measure
+    worst = min(candidates, key=lambda a: a["measured"].get(agreement, 100.0))
     reference = open_source(checkpoint, threads)
     other = open_source(Path(artifacts_dir) / worst["artifact"], threads)
     stem = worst["artifact"].replace(".", "_")

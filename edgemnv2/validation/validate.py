@@ -91,10 +91,7 @@ def validate_artifact(artifact: Path, manifest: dict, reference: dict, meta, dat
             row.signature = verified.signature
             row.status = COULD_NOT_RUN
             outputs = _run_artifact(target, verified.path, verified.manifest, meta, data, settings, row)
-    except CheckFailed as exc:  # tampered, unsigned or wrongly signed
-        row.status, row.note = REFUSED, str(exc)
-        return row
-    except UserError as exc:
+    except (CheckFailed, UserError) as exc:  # tampered, unsigned, wrongly signed, unknown target, bad manifest
         row.status, row.note = REFUSED, str(exc)
         return row
     except RuntimeUnavailable as exc:
@@ -151,7 +148,7 @@ def gate_verdict(rows: list[ArtifactRow], gates: Gates | None, task: str) -> dic
     if unchecked and gates.unmatched == "fail":
         reasons += [f"gates {section} checked nothing: no such artifact in the folder" for section in unchecked]
     return {"source": gates.source if gates else None, "passed": not reasons, "reasons": reasons, "unchecked": unchecked,
-            "allow_not_run": sorted(allowed)}
+            "unmatched": gates.unmatched if gates else "fail", "allow_not_run": sorted(allowed)}
 
 
 def validate(checkpoint: Path, artifacts_dir: Path, data_root: Path, split: str, settings: ValidationSettings, gates: Gates | None, arch: str | None = None, limit: int | None = None,
