@@ -8,13 +8,13 @@ import numpy as np
 import torch
 
 from edgemnv2.checkpoint import CheckpointMeta, load_checkpoint
-from edgemnv2.data.datasets import _evenly_spaced
-from edgemnv2.data.images import list_images, load_rgb
+from edgemnv2.data.datasets import Split, evenly_spaced
+from edgemnv2.data.images import list_images
+from edgemnv2.data.stream import batches
 from edgemnv2.data.preprocess import Preprocessing
 from edgemnv2.errors import UserError
 from edgemnv2.fileio import sha256_of
 from edgemnv2.precision import get_precision
-from edgemnv2.progress import progress
 from edgemnv2.signing import tool as signing_tool
 from quantization.fuse import fold_batchnorm, verify_fold
 from quantization.ptq import QuantRecipe
@@ -73,8 +73,9 @@ def calibration_images(folder: Path, preprocessing: Preprocessing, count: int) -
     files = list_images(folder)
     if not files:
         raise UserError(f"no images found under {folder} for calibration")
-    chosen = _evenly_spaced(files, count)
-    return np.stack([preprocessing(load_rgb(p)) for p in progress(chosen, "loading calibration images")])
+    chosen = Split(evenly_spaced(files, count), [], preprocessing)
+    # the same background reader as validation; calibration holds only its own N images
+    return np.concatenate([preprocessing.normalize(b.images) for b in batches(chosen, 64, description="loading calibration images")])
 
 
 def prepare_model(model: torch.nn.Module, meta: CheckpointMeta, check_images: np.ndarray) -> tuple[torch.nn.Module, float]:

@@ -27,7 +27,8 @@ from conversion import get_target
 
 from .artifacts import VerifiedArtifact, scan_artifacts, verified_copy
 from .errors import UserError
-from .evaluate import run_dataset, torch_runner
+from .data.stream import batches
+from .evaluate import torch_runner
 from .fileio import atomic_output, refuse_overwrite, sha256_of
 from .signing import signature_path
 from .tasks import get_task
@@ -103,8 +104,14 @@ def make_bundles(checkpoint: Path, model, meta, artifacts_dir: Path, data, out_d
     found = [(p, m) for p, m in scan.found if m.get("checkpoint_sha256") == checkpoint_sha]
     if not found:
         raise UserError(f"no artifact in {artifacts_dir} was converted from {Path(checkpoint).name}")
-    inputs = meta.preprocessing.normalize(data.images)
-    references = run_dataset(torch_runner(model), data.images, meta.preprocessing, 16, "fp32 references")
+    # a bundle carries its images (inputs.npy): --samples of them, read through the same stream as validate
+    reference = torch_runner(model)
+    inputs, outputs = [], []
+    for batch in batches(data, 16, description="fp32 references"):
+        inputs.append(meta.preprocessing.normalize(batch.images))
+        outputs.append(reference(inputs[-1]))
+    inputs = np.concatenate(inputs)
+    references = [np.concatenate([o[k] for o in outputs]) for k in range(len(outputs[0]))]
     labels = get_task(meta.task).bundle_labels(data)
     written = []
     for artifact, _ in found:

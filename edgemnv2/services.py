@@ -18,6 +18,7 @@ from .bundle import make_bundles
 from .checkpoint import CheckpointMeta, load_checkpoint
 from .data.preprocess import Preprocessing
 from .data.shapes import ShapesConfig, generate
+from .distributed import world
 from .errors import UserError, did_you_mean
 from .evaluate import evaluate_runner, torch_runner
 from .fileio import refuse_overwrite
@@ -53,18 +54,27 @@ class ValidationOutcome:
 
 def validate_artifacts(checkpoint: Path, artifacts: Path, data: Path, *, gates: str | Path | None = None, split: str = "val",
                        limit: int | None = None, threads: int = 2, runs: int = 20, report_dir: Path | None = None,
-                       arch: str | None = None, verify_key: Path | None = None, force: bool = False) -> ValidationOutcome:
+                       arch: str | None = None, verify_key: Path | None = None, force: bool = False, batch_size: int = 16,
+                       workers: int | None = None) -> ValidationOutcome | None:
     """Every artifact in `artifacts` through its real runtime against the checkpoint's fp32 eager
-    outputs; writes report.json/.md/.png (and, for detectors, comparison pictures)."""
+    outputs; writes report.json/.md/.png (and, for detectors, comparison pictures).
+
+    Under torchrun every rank scores its share of the images and rank 0 writes the one report;
+    the other ranks return None."""
     if runs < 1:
         raise UserError("--runs must be at least 1")
+    if batch_size < 1 or (workers is not None and workers < 1):
+        raise UserError("--batch-size and --workers must be at least 1")
     if limit is not None and limit < 1:
         raise UserError("--limit must be at least 1")
     report_dir = Path(report_dir or artifacts)
     refuse_overwrite(report_dir / "report.json", force)
     loaded_gates = load_gates(gates, target_names())
     _verify_key_usable(verify_key)
-    report = validate(Path(checkpoint), Path(artifacts), Path(data), split, ValidationSettings(threads=threads, runs=runs), loaded_gates, arch, limit, verify_key)
+    settings = ValidationSettings(threads=threads, runs=runs, batch_size=batch_size, workers=workers)
+    report = validate(Path(checkpoint), Path(artifacts), Path(data), split, settings, loaded_gates, arch, limit, verify_key, world())
+    if report is None:  # not rank 0
+        return None
     comparisons = worst_disagreements(report, checkpoint, artifacts, report_dir, threads)  # none when no row names worst images
     return ValidationOutcome(report, write_reports(report, report_dir, comparisons), loaded_gates)
 
@@ -153,7 +163,7 @@ def run_demo(out: Path, *, scale: float = 1.0, epoch_scale: float = 1.0, threads
         log.stage(f"3. evaluate {name}")
         model, meta = load_checkpoint(checkpoint)
         val_data = task.load_split(root, "val", meta.preprocessing, class_names=meta.class_names)
-        metrics, _ = evaluate_runner(torch_runner(model), val_data, meta.preprocessing)
+        metrics = evaluate_runner(torch_runner(model), val_data)
         summary[name] = {"checkpoint": str(checkpoint), **metrics}
         log.line(f"{name}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
         log.stage(f"4. convert {name} to every target")

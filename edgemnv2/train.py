@@ -14,10 +14,12 @@ from torch import nn
 from .checkpoint import CheckpointMeta, save_checkpoint
 from .data.datasets import ClassificationData, DetectionData
 from .data.preprocess import Preprocessing
+from .data.stream import Batch, chunked, read_batches
+from .distributed import World
+from .distributed import world as join_world
 from .errors import UserError
 from .evaluate import evaluate_runner, torch_runner
 from .models.losses import build_targets, centernet_loss
-from .progress import progress
 
 
 @dataclass
@@ -29,6 +31,7 @@ class TrainConfig:
     seed: int = 0
     label_smoothing: float = 0.1
     eval_every: int = 1
+    cache_bytes: int = 2 << 30  # decoded training pixels kept in memory when they fit (else read from disk every epoch)
 
 
 @dataclass
@@ -91,83 +94,139 @@ def check_trainable(train, val) -> None:
     """Refuse datasets no model can learn from, before any work starts."""
     if len(train.class_names) < 2:
         raise UserError(f"training needs at least 2 classes; the dataset has {len(train.class_names)}")
-    if len(val.images) == 0:
+    if len(train) == 0:
+        raise UserError("the training split is empty")
+    if len(val) == 0:
         raise UserError("the validation split is empty")
 
 
-def train_classifier(model: nn.Module, train: ClassificationData, val: ClassificationData, meta: CheckpointMeta, config: TrainConfig, out: Path) -> TrainResult:
+@dataclass
+class Placement:
+    """Where this process trains: its rank of a torchrun (DistributedDataParallel) and its device."""
+
+    world: World
+    device: torch.device
+
+    @classmethod
+    def here(cls, world: World | None = None) -> "Placement":
+        """This process: a rank of the torchrun group that started it (if one did), on its GPU if it has one."""
+        world = world or join_world(cuda=True)
+        device = torch.device(f"cuda:{world.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+        return cls(world, device)
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """The module that takes the training steps (DDP averages the gradients of every rank)."""
+        model.to(self.device)
+        if not self.world.is_distributed:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    def epoch_batches(self, order: np.ndarray, batch_size: int) -> list[np.ndarray]:
+        """This rank's batches of the epoch's order. Every rank takes the same number of steps (each
+        step is an all-reduce), so the order is padded by wrapping around, as DistributedSampler does."""
+        if not self.world.is_distributed:
+            return chunked(order, batch_size)
+        per_rank = math.ceil(len(order) / self.world.size)
+        padded = np.concatenate([order, order[: per_rank * self.world.size - len(order)]])
+        return chunked(padded[self.world.rank :: self.world.size], batch_size)
+
+
+def _prepare_splits(train, val, config: TrainConfig) -> None:
+    """Training passes over the data every epoch: keep the decoded pixels when they fit the budget."""
+    train.cache(config.cache_bytes)
+    val.cache(max(0, config.cache_bytes - (train.decoded_bytes() if train.cached is not None else 0)))
+
+
+def train_classifier(model: nn.Module, train: ClassificationData, val: ClassificationData, meta: CheckpointMeta, config: TrainConfig, out: Path,
+                     placement: Placement | None = None) -> TrainResult:
     check_trainable(train, val)
+    placement = placement or Placement.here()
+    _prepare_splits(train, val, config)
     rng = _seed_everything(config.seed)
     zero_init_residuals(model)
     model.to(memory_format=TRAINING_LAYOUT)
-    steps_per_epoch = math.ceil(len(train.labels) / config.batch_size)
+    stepper = placement.wrap(model)
+    steps_per_epoch = len(placement.epoch_batches(np.arange(len(train)), config.batch_size))
     optimizer, schedule = _optimizer_and_schedule(model, config, steps_per_epoch * config.epochs)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     labels = torch.from_numpy(train.labels)
     best, history, started = None, [], time.perf_counter()
     for epoch in range(1, config.epochs + 1):
-        model.train()
-        order = rng.permutation(len(train.labels))
+        stepper.train()
+        order = rng.permutation(len(train))
         losses = []
-        for step in progress(range(steps_per_epoch), f"epoch {epoch}/{config.epochs}"):
-            idx = order[step * config.batch_size : (step + 1) * config.batch_size]
-            x = _normalized_batch(train.images[idx], meta.preprocessing)
-            flip = torch.from_numpy(rng.uniform(size=len(idx)) < 0.5)
+        for batch in read_batches(train, placement.epoch_batches(order, config.batch_size), description=f"epoch {epoch}/{config.epochs}"):
+            x = _normalized_batch(batch.images, meta.preprocessing)
+            flip = torch.from_numpy(rng.uniform(size=len(batch)) < 0.5)
             x = torch.where(flip[:, None, None, None], x.flip(-1), x).contiguous(memory_format=TRAINING_LAYOUT)
-            loss = criterion(model(x), labels[idx])
+            loss = criterion(stepper(x.to(placement.device)), labels[batch.indices].to(placement.device))
             losses.append(_optimizer_step(model, optimizer, schedule, loss, epoch))
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "seconds": round(time.perf_counter() - started, 1)}
-        best = _end_epoch(record, best, "top1", model, val, meta, config, out, batch_size=128)
+        best = _end_epoch(record, best, "top1", model, val, meta, config, out, placement, batch_size=128)
         history.append(record)
+    return _finish(model, out, best, history, started, placement)
+
+
+def _finish(model: nn.Module, out: Path, best: dict | None, history: list, started: float, placement: Placement) -> TrainResult:
     model.to(memory_format=torch.contiguous_format)
+    best = placement.world.broadcast(best)  # every rank returns rank 0's result, after its last save
     return TrainResult(Path(out), best or {}, history, time.perf_counter() - started)
 
 
-def _detection_batch(data: DetectionData, idx, rng, num_classes: int, stride: int, augment: bool):
-    images = data.images[idx]
+def _detection_batch(data: DetectionData, batch: Batch, rng, num_classes: int, stride: int, augment: bool):
+    images = batch.images
     height, width = images.shape[1:3]
-    boxes = [data.boxes[i].copy() for i in idx]
+    boxes = [data.input_boxes(int(i), size) for i, size in zip(batch.indices, batch.sizes)]
     if augment:
-        flips = rng.uniform(size=len(idx)) < 0.5
+        flips = rng.uniform(size=len(batch)) < 0.5
         images = np.where(flips[:, None, None, None], images[:, :, ::-1], images)
         for b, flipped in zip(boxes, flips):
             if flipped and len(b):
                 b[:, [0, 2]] = width - b[:, [2, 0]]
-    targets = [build_targets(b, data.labels[i], num_classes, (height // stride, width // stride), stride) for b, i in zip(boxes, idx)]
+    targets = [build_targets(b, data.labels[int(i)], num_classes, (height // stride, width // stride), stride) for b, i in zip(boxes, batch.indices)]
     stacked = [torch.from_numpy(np.stack(t)) for t in zip(*targets)]
     return np.ascontiguousarray(images), stacked
 
 
-def train_detector(model: nn.Module, train: DetectionData, val: DetectionData, meta: CheckpointMeta, config: TrainConfig, out: Path, stride: int = 4) -> TrainResult:
+def train_detector(model: nn.Module, train: DetectionData, val: DetectionData, meta: CheckpointMeta, config: TrainConfig, out: Path, stride: int = 4,
+                   placement: Placement | None = None) -> TrainResult:
+    check_trainable(train, val)
+    placement = placement or Placement.here()
+    _prepare_splits(train, val, config)
     rng = _seed_everything(config.seed)
     model.to(memory_format=TRAINING_LAYOUT)
-    count = len(train.images)
-    steps_per_epoch = math.ceil(count / config.batch_size)
+    stepper = placement.wrap(model)
+    steps_per_epoch = len(placement.epoch_batches(np.arange(len(train)), config.batch_size))
     optimizer, schedule = _optimizer_and_schedule(model, config, steps_per_epoch * config.epochs)
     best, history, started = None, [], time.perf_counter()
     for epoch in range(1, config.epochs + 1):
-        model.train()
-        order = rng.permutation(count)
+        stepper.train()
+        order = rng.permutation(len(train))
         losses, parts_sum = [], {}
-        for step in progress(range(steps_per_epoch), f"epoch {epoch}/{config.epochs}"):
-            idx = order[step * config.batch_size : (step + 1) * config.batch_size]
-            images, (heatmap, wh, offset, mask) = _detection_batch(train, idx, rng, meta.num_classes, stride, augment=True)
-            loss, parts = centernet_loss(model(_normalized_batch(images, meta.preprocessing)), heatmap, wh, offset, mask)
+        for batch in read_batches(train, placement.epoch_batches(order, config.batch_size), description=f"epoch {epoch}/{config.epochs}"):
+            images, targets = _detection_batch(train, batch, rng, meta.num_classes, stride, augment=True)
+            heatmap, wh, offset, mask = (t.to(placement.device) for t in targets)
+            loss, parts = centernet_loss(stepper(_normalized_batch(images, meta.preprocessing).to(placement.device)), heatmap, wh, offset, mask)
             losses.append(_optimizer_step(model, optimizer, schedule, loss, epoch))
             for k, v in parts.items():
                 parts_sum[k] = parts_sum.get(k, 0.0) + v
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "seconds": round(time.perf_counter() - started, 1)}
         record.update({f"loss_{k}": v / steps_per_epoch for k, v in parts_sum.items()})
-        best = _end_epoch(record, best, "map50", model, val, meta, config, out, batch_size=32)
+        best = _end_epoch(record, best, "map50", model, val, meta, config, out, placement, batch_size=32)
         history.append(record)
-    model.to(memory_format=torch.contiguous_format)
-    return TrainResult(Path(out), best or {}, history, time.perf_counter() - started)
+    return _finish(model, out, best, history, started, placement)
 
 
-def _end_epoch(record: dict, best: dict | None, metric: str, model, val, meta: CheckpointMeta, config: TrainConfig, out: Path, batch_size: int) -> dict | None:
-    """Evaluate when due, save the checkpoint if `metric` improved, print the epoch line; -> best record."""
+def _end_epoch(record: dict, best: dict | None, metric: str, model, val, meta: CheckpointMeta, config: TrainConfig, out: Path,
+               placement: Placement, batch_size: int) -> dict | None:
+    """Evaluate when due, save the checkpoint if `metric` improved, print the epoch line; -> best record.
+    Under torchrun only rank 0 does this (the others go on and wait for it at the next step)."""
+    if not placement.world.is_main:
+        return best
     if record["epoch"] % config.eval_every == 0 or record["epoch"] == config.epochs:
-        metrics, _ = evaluate_runner(torch_runner(model), val, meta.preprocessing, batch_size=batch_size)
+        metrics = evaluate_runner(torch_runner(model), val, batch_size=batch_size, description="validation")
         record.update({f"val_{k}": v for k, v in metrics.items()})
         if best is None or metrics[metric] > best[f"val_{metric}"]:
             best = dict(record)

@@ -44,7 +44,9 @@ def test_generator_layout_and_coco(shapes_root):
 
 def test_image_folder_loader(shapes_root):
     data = load_image_folder(shapes_root / "classification" / "val", Preprocessing((32, 32)))
-    assert data.images.shape[1:] == (32, 32, 3) and data.images.dtype == np.uint8
+    image, size = data.read(0)
+    assert image.shape == (32, 32, 3) and image.dtype == np.uint8 and size == (48, 48)
+    assert data.cached is None  # indexing reads no pixel
     assert len(data.class_names) == 10 and set(data.labels) <= set(range(10))
     with pytest.raises(UserError, match="model was trained on"):
         load_image_folder(shapes_root / "classification" / "val", Preprocessing((32, 32)), class_names=["a", "b"])
@@ -54,8 +56,10 @@ def test_coco_loader_scales_boxes(shapes_root):
     data = load_coco(shapes_root / "detection" / "annotations" / "instances_val.json", shapes_root / "detection" / "val", Preprocessing((128, 128)))
     raw = json.loads((shapes_root / "detection" / "annotations" / "instances_val.json").read_text())
     first = [a for a in raw["annotations"] if a["image_id"] == data.image_ids[0]][0]
-    assert data.boxes[0][0][0] == pytest.approx(first["bbox"][0] * 2, abs=1e-3)  # 64 -> 128 input
-    assert data.original_sizes[0] == (64, 64)
+    assert data.boxes_xywh[0][0].tolist() == first["bbox"]  # kept in original pixels, as COCO gives them
+    _, size = data.read(0)
+    assert size == (64, 64)
+    assert data.input_boxes(0, size)[0][0] == pytest.approx(first["bbox"][0] * 2, abs=1e-3)  # 64 -> 128 input
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "I;16"])

@@ -16,6 +16,8 @@ except ImportError:  # pragma: no cover - older typer
     from click import ClickException
 
 from ..errors import EXIT_CODES_HELP, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED, CheckFailed, Terminated, UserError
+from ..distributed import leave, quiet_rank
+from .common import console, out
 from . import bench_cmd, bundle_cmd, convert_cmd, data_cmd, demo_cmd, eval_cmd, info_cmd, predict_cmd, sensitivity_cmd, train_cmd, validate_cmd
 
 app = typer.Typer(
@@ -77,8 +79,16 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
+def _quiet_other_ranks() -> None:
+    """Under torchrun, one progress bar and one table: rank 0's. Errors still print on every rank."""
+    if quiet_rank():
+        os.environ["EDGEMNV2_NO_PROGRESS"] = "1"
+        console.quiet = out.quiet = True
+
+
 def run(argv: list[str] | None = None) -> int:
     _signal_seen.clear()
+    _quiet_other_ranks()
     try:
         with _sigterm_as_interrupt():
             code = app(args=argv, standalone_mode=False)
@@ -105,7 +115,9 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def main() -> None:
-    sys.exit(run())
+    code = run()
+    leave()  # a torchrun rank leaves its group before exiting
+    sys.exit(code)
 
 
 if __name__ == "__main__":

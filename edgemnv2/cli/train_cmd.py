@@ -26,7 +26,10 @@ def train(
     threads: Annotated[int, typer.Option(help="CPU threads.")] = 2,
     force: Annotated[bool, typer.Option(help="Overwrite an existing checkpoint.")] = False,
 ) -> None:
-    """Train a classifier or a CenterNet detector on CPU and save the best checkpoint."""
+    """Train a classifier or a CenterNet detector on CPU and save the best checkpoint.
+
+    On several processes or machines: torchrun --nproc-per-node N -m edgemnv2 train ... trains with
+    DistributedDataParallel (gloo on CPU, NCCL with CUDA); --batch-size is per process; rank 0 saves."""
     refuse_overwrite(out, force)
     set_threads(threads)
     if epochs < 1 or batch_size < 1:
@@ -46,6 +49,6 @@ def train(
     meta = CheckpointMeta(arch, task.name, train_data.class_names, preprocessing, kwargs)
     model = create_model(arch, num_classes=meta.num_classes, **kwargs)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
-    console.print(f"training {arch} (width {width}) on {len(train_data.images)} images, {meta.num_classes} classes, input {size}x{size}")
+    console.print(f"training {arch} (width {width}) on {len(train_data)} images, {meta.num_classes} classes, input {size}x{size}")
     result = task.train(model, train_data, val_data, meta, config, out)
     console.print(f"best checkpoint {result.checkpoint} ({result.seconds:.0f} s): " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.best_metrics.items()))

@@ -15,6 +15,8 @@ def validate(
     limit: Annotated[Optional[int], typer.Option(help="Use only N images (evenly spaced), for a quick check.")] = None,
     threads: Annotated[int, typer.Option(help="CPU threads for every runtime (recorded in the report).")] = 2,
     runs: Annotated[int, typer.Option(help="Timed runs per artifact, after warm-up.")] = 20,
+    batch_size: Annotated[int, typer.Option(help="Images per call for runtimes that take batches (eager, TorchScript); batch-1 artifacts get them one by one. The report says which.")] = 16,
+    workers: Annotated[Optional[int], typer.Option(help="Threads decoding images ahead of the runtimes (default: cores - 1, at least 1).")] = None,
     report_dir: Annotated[Optional[Path], typer.Option("--out", help="Where to write report.json/.md/.png (default: the artifacts folder).")] = None,
     per_layer: Annotated[bool, typer.Option("--per-layer", help="Also print per-layer int8 sensitivity (SQNR per layer, worst first).")] = False,
     arch: Annotated[Optional[str], typer.Option(help="Model name, only for bare state dicts.")] = None,
@@ -22,6 +24,9 @@ def validate(
     verify_key: Annotated[Optional[Path], typer.Option(envvar="EDGEMNV2_VERIFY_KEY", help="(or EDGEMNV2_VERIFY_KEY) Public key (PEM): refuse any artifact not signed with its private key (convert --sign-key).")] = None,
 ) -> None:
     """Run every artifact through its real runtime; compare with fp32 eager on the same images.
+
+    The images stream from disk (memory does not grow with the split). On several processes or
+    machines: torchrun --nproc-per-node N -m edgemnv2 validate ... (rank 0 writes the report).
 
     Exit codes: 0 all gates passed; 1 a gate failed or an artifact could not be checked; 2 bad input
     or usage; 3 internal error; 130 interrupted; 143 terminated."""
@@ -31,7 +36,9 @@ def validate(
 
     set_threads(threads)
     outcome = validate_artifacts(checkpoint, artifacts, data, gates=gates, split=split, limit=limit, threads=threads, runs=runs,
-                                 report_dir=report_dir, arch=arch, verify_key=verify_key, force=force)
+                                 report_dir=report_dir, arch=arch, verify_key=verify_key, force=force, batch_size=batch_size, workers=workers)
+    if outcome is None:  # a torchrun rank other than 0: rank 0 reports
+        return
     show_validation(outcome)
     if per_layer:
         print_sensitivity(checkpoint, data, arch=arch)

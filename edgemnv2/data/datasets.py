@@ -1,44 +1,90 @@
-"""The user's data: an ImageFolder tree, or COCO JSON plus an image folder.
+"""The user's data, read lazily: an ImageFolder tree, or COCO JSON plus an image folder.
 
-Both load into memory as uint8 arrays at the network's input size (the demo sets are small, and
-CPU training is bound by the model, not by decoding). Boxes are kept in network-input pixels,
-with each image's original size so predictions can be mapped back.
+A split holds what its annotations say (paths, labels, boxes: a few hundred bytes per image), never
+the pixels. `read(i)` decodes one image at the network's input size; edgemnv2/data/stream.py reads
+batches in background threads, in a stable order, so memory does not grow with the split. Training,
+which passes over a split many times, may keep the decoded pixels (`cache`) when they fit a budget.
 """
 
 import json
 from dataclasses import dataclass, field
-from typing import ClassVar
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from ..errors import UserError
-from ..progress import progress
 from .images import is_image_file, load_rgb
 from .preprocess import Preprocessing
 
 
 @dataclass
-class ClassificationData:
-    task: ClassVar[str] = "classification"  # the edgemnv2.tasks entry that scores it
-    images: np.ndarray  # (N, H, W, 3) uint8
-    labels: np.ndarray  # (N,) int64
-    class_names: list[str]
-    paths: list[Path]
+class DecodedCache:
+    images: np.ndarray  # (N, H, W, 3) uint8 at the input size
+    sizes: np.ndarray  # (N, 2) original (height, width)
 
 
 @dataclass
-class DetectionData:
-    task: ClassVar[str] = "detection"
-    images: np.ndarray  # (N, H, W, 3) uint8
-    boxes: list[np.ndarray]  # per image (M, 4) x1y1x2y2 in network-input pixels
-    labels: list[np.ndarray]  # per image (M,) contiguous label ids
+class Split:
+    """One split of a dataset: image paths plus whatever the task's annotations hold."""
+
+    task: ClassVar[str] = ""  # the edgemnv2.tasks entry that scores it
+    paths: list[Path]
     class_names: list[str]
-    image_ids: list[int]
-    original_sizes: list[tuple[int, int]]  # (height, width)
-    category_ids: list[int]  # contiguous label -> COCO category id
+    preprocessing: Preprocessing
+    cached: DecodedCache | None = field(default=None, repr=False, compare=False)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def read(self, index: int) -> tuple[np.ndarray, tuple[int, int]]:
+        """-> ((H, W, 3) uint8 at the input size, original (height, width))."""
+        if self.cached is not None:
+            return self.cached.images[index], tuple(int(v) for v in self.cached.sizes[index])
+        image = load_rgb(self.paths[index])
+        return self.preprocessing.resize_uint8(image), (image.height, image.width)
+
+    def decoded_bytes(self) -> int:
+        height, width = self.preprocessing.input_size
+        return len(self) * height * width * 3
+
+    def cache(self, max_bytes: int, workers: int | None = None) -> bool:
+        """Keep every decoded image in memory if they fit in `max_bytes`; -> whether they did."""
+        from .stream import batches
+
+        if self.cached is not None or self.decoded_bytes() > max_bytes:
+            return self.cached is not None
+        height, width = self.preprocessing.input_size
+        images = np.empty((len(self), height, width, 3), np.uint8)
+        sizes = np.empty((len(self), 2), np.int64)
+        for batch in batches(self, 256, workers=workers, description=f"decoding {len(self)} images"):
+            images[batch.indices], sizes[batch.indices] = batch.images, batch.sizes
+        self.cached = DecodedCache(images, sizes)
+        return True
+
+
+@dataclass
+class ClassificationData(Split):
+    task: ClassVar[str] = "classification"
+    labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (N,) int64
+
+
+@dataclass
+class DetectionData(Split):
+    task: ClassVar[str] = "detection"
+    boxes_xywh: list[np.ndarray] = field(default_factory=list)  # per image (M, 4) COCO [x, y, w, h], original pixels
+    labels: list[np.ndarray] = field(default_factory=list)  # per image (M,) contiguous label ids
+    image_ids: list[int] = field(default_factory=list)
+    category_ids: list[int] = field(default_factory=list)  # contiguous label -> COCO category id
     coco_path: Path | None = None
-    paths: list[Path] = field(default_factory=list)
+
+    def input_boxes(self, index: int, original_size: tuple[int, int]) -> np.ndarray:
+        """(M, 4) x1y1x2y2 in network-input pixels (what training targets are built from)."""
+        height, width = self.preprocessing.input_size
+        orig_h, orig_w = original_size
+        scale = np.array([width / orig_w, height / orig_h] * 2, np.float32)
+        boxes = [np.array([x, y, x + w, y + h], np.float32) * scale for x, y, w, h in self.boxes_xywh[index].tolist()]
+        return np.array(boxes, np.float32).reshape(-1, 4)
 
 
 def _require_dir(path: Path, what: str) -> Path:
@@ -67,18 +113,16 @@ def list_image_folder(root: Path) -> tuple[list[tuple[Path, int]], list[str]]:
 
 
 def load_image_folder(root: Path, preprocessing: Preprocessing, limit: int | None = None, class_names: list[str] | None = None) -> ClassificationData:
-    """Load an ImageFolder tree. `class_names` (from a checkpoint) must match the folder's classes."""
+    """Index an ImageFolder tree (no pixel is read). `class_names` (from a checkpoint) must match the folder's classes."""
     samples, found = list_image_folder(root)
     if class_names is not None and list(class_names) != found:
         raise UserError(f"{root} has classes {found}, but the model was trained on {list(class_names)}")
     if limit is not None:
-        samples = _evenly_spaced(samples, limit)
-    images = np.stack([preprocessing.resize_uint8(load_rgb(p)) for p, _ in progress(samples, f"loading {Path(root).name}")])
-    labels = np.array([label for _, label in samples], np.int64)
-    return ClassificationData(images, labels, found, [p for p, _ in samples])
+        samples = evenly_spaced(samples, limit)
+    return ClassificationData([p for p, _ in samples], found, preprocessing, labels=np.array([label for _, label in samples], np.int64))
 
 
-def _evenly_spaced(items: list, limit: int) -> list:
+def evenly_spaced(items: list, limit: int) -> list:
     """A deterministic subset that covers every class (the list is sorted by class)."""
     if limit >= len(items):
         return items
@@ -98,6 +142,7 @@ def _safe_member(root: Path, file_name: str) -> Path:
 
 
 def load_coco(annotations: Path, image_dir: Path, preprocessing: Preprocessing, limit: int | None = None) -> DetectionData:
+    """Index COCO detection JSON and its image folder (no pixel is read; a missing image is found when read)."""
     annotations = Path(annotations)
     if not annotations.is_file():
         raise UserError(f"COCO annotation file not found: {annotations}")
@@ -122,36 +167,26 @@ def load_coco(annotations: Path, image_dir: Path, preprocessing: Preprocessing, 
                 by_image.setdefault(ann["image_id"], []).append(ann)
         if limit is not None:
             entries = entries[:limit]
-        height, width = preprocessing.input_size
-        pixels, boxes, labels, ids, sizes, paths = [], [], [], [], [], []
-        for entry in progress(entries, f"loading {annotations.name}"):
-            path = _safe_member(image_dir, entry["file_name"])
-            image = load_rgb(path)
-            orig_w, orig_h = image.size
-            scale = np.array([width / orig_w, height / orig_h] * 2, np.float32)
+        data = DetectionData([], names, preprocessing, category_ids=[c["id"] for c in categories], coco_path=annotations)
+        for entry in entries:
             image_boxes, image_labels = [], []
             for ann in by_image.get(entry["id"], []):
                 x, y, w, h = (float(v) for v in ann["bbox"])
                 if ann["category_id"] not in label_of:
                     raise UserError(f"{annotations}: annotation {ann.get('id')} has unknown category_id {ann['category_id']}")
-                image_boxes.append(np.array([x, y, x + w, y + h], np.float32) * scale)
+                image_boxes.append((x, y, w, h))
                 image_labels.append(label_of[ann["category_id"]])
-            pixels.append(preprocessing.resize_uint8(image))
-            boxes.append(np.array(image_boxes, np.float32).reshape(-1, 4))
-            labels.append(np.array(image_labels, np.int64))
-            ids.append(entry["id"])
-            sizes.append((orig_h, orig_w))
-            paths.append(path)
+            data.paths.append(_safe_member(image_dir, entry["file_name"]))
+            data.boxes_xywh.append(np.array(image_boxes, np.float64).reshape(-1, 4))
+            data.labels.append(np.array(image_labels, np.int64))
+            data.image_ids.append(entry["id"])
     except KeyError as exc:
         raise UserError(f"{annotations}: an entry lacks the COCO key {exc} (images need id and file_name; annotations need "
                         "image_id, bbox [x, y, w, h] and category_id; categories need id and name)") from None
     except (TypeError, ValueError, AttributeError) as exc:
         raise UserError(f"{annotations}: a COCO entry has a value of the wrong type ({exc}); bbox must be 4 numbers, "
                         "file_name a string, ids numbers") from None
-    return DetectionData(
-        np.stack(pixels), boxes, labels, names, ids, sizes,
-        [c["id"] for c in categories], annotations, paths,
-    )
+    return data
 
 
 def resolve_detection_split(data_root: Path, split: str) -> tuple[Path, Path]:

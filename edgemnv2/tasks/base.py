@@ -41,16 +41,18 @@ class Task:
     input_multiple: int  # input sides must be multiples of this (the detector's stride-32 features)
     argmax_output: int | None  # output whose argmax the device runner compares (None: none)
     # behaviour
-    load_split: Callable[..., Any]  # (root, split, preprocessing, limit, class_names) -> dataset
-    metrics: Callable[[list[np.ndarray], Any, tuple[int, int]], dict]  # fractions in [0, 1]
-    reference_extras: Callable[[list[np.ndarray], tuple[int, int]], dict]  # what agreement needs of the reference
-    agreement: Callable[[dict, list[np.ndarray], Any, tuple[int, int]], tuple[float, list[str]]]  # (%, worst image paths)
+    load_split: Callable[..., Any]  # (root, split, preprocessing, limit, class_names) -> a lazy split (data/datasets.py)
+    # Scoring streams (evaluate.py, validation): per batch, a few numbers per image; reduced at the end (tally.py).
+    score: Callable[[list[np.ndarray], Any, Any], dict]  # (outputs, batch, split) -> per-image metric records
+    reduce_metrics: Callable[[np.ndarray, dict, Any], dict]  # (positions, records, split) -> fractions in [0, 1]
+    compare: Callable[[list[np.ndarray], list[np.ndarray], Any, Any], dict]  # (reference outputs, outputs, batch, split) -> per-image agreement records
+    reduce_agreement: Callable[[np.ndarray, dict, Any], tuple[float, list[str]]]  # -> (%, worst image paths)
     bundle_labels: Callable[[Any], np.ndarray | None]
     predict: Callable[..., list]  # (outputs of one image, class_names, input_size, image size, threshold) -> predictions
     train: Callable[..., Any]  # (model, train, val, meta, config, out) -> TrainResult
 
-    def percent_metrics(self, outputs: list[np.ndarray], data, input_size) -> dict:
-        return {k: v * 100 for k, v in self.metrics(outputs, data, input_size).items()}
+    def percent_metrics(self, positions: np.ndarray, records: dict, split) -> dict:
+        return {k: v * 100 for k, v in self.reduce_metrics(positions, records, split).items()}
 
 
 def require_dir(path: Path, what: str) -> Path:

@@ -18,16 +18,23 @@ def _load_split(root: Path, split: str, preprocessing, limit=None, class_names=N
     return load_image_folder(split_dir, preprocessing, limit, class_names)
 
 
-def _metrics(outputs, data, input_size) -> dict:
-    from ..evaluate import classification_metrics
+def _score(outputs, batch, split) -> dict:
+    from ..evaluate import top_k_hits
 
-    return classification_metrics(outputs[0], data.labels)
+    labels = split.labels[batch.indices]
+    return {"top1": top_k_hits(outputs[0], labels, 1), "top5": top_k_hits(outputs[0], labels, 5)}
 
 
-def _agreement(reference: dict, outputs, data, input_size) -> tuple[float, list[str]]:
-    from ..validation.drift import top1_agreement
+def _reduce_metrics(positions, records, split) -> dict:
+    return {"top1": float(np.mean(records["top1"])), "top5": float(np.mean(records["top5"]))}
 
-    return top1_agreement(reference["outputs"][0], outputs[0]), []
+
+def _compare(reference, outputs, batch, split) -> dict:
+    return {"same_top1": reference[0].argmax(1) == outputs[0].argmax(1)}
+
+
+def _reduce_agreement(positions, records, split) -> tuple[float, list[str]]:
+    return float(np.mean(records["same_top1"]) * 100.0), []
 
 
 def _predict(outputs, class_names, input_size, image_size, threshold) -> list[tuple[str, float]]:
@@ -64,9 +71,10 @@ CLASSIFICATION = Task(
     input_multiple=1,
     argmax_output=0,
     load_split=_load_split,
-    metrics=_metrics,
-    reference_extras=lambda outputs, input_size: {},
-    agreement=_agreement,
+    score=_score,
+    reduce_metrics=_reduce_metrics,
+    compare=_compare,
+    reduce_agreement=_reduce_agreement,
     bundle_labels=lambda data: data.labels,
     predict=_predict,
     train=_train,

@@ -21,30 +21,41 @@ def _load_split(root: Path, split: str, preprocessing, limit=None, class_names=N
     return data
 
 
-def _metrics(outputs, data, input_size) -> dict:
-    from ..evaluate import coco_map, detections_to_coco
+def _score(outputs, batch, split) -> dict:
+    """The top 100 detections of each image (COCO's limit), kept for mAP: ~2.4 KB per image."""
+    from ..evaluate import coco_detections
 
-    return coco_map(detections_to_coco(outputs, data, input_size), data)
+    return {"detections": coco_detections(outputs, batch.sizes, split.preprocessing.input_size)}
 
 
-def _reference_extras(outputs, input_size) -> dict:
+def _reduce_metrics(positions, records, split) -> dict:
+    from ..evaluate import coco_map
+
+    return coco_map(records["detections"], split, positions)
+
+
+def _compare(reference, outputs, batch, split) -> dict:
     from ..evaluate import confident_detections
+    from ..validation.drift import match_detections
 
-    return {"detections": confident_detections(outputs, input_size)}
+    input_size = split.preprocessing.input_size
+    matched, total, disagreements = [], [], []
+    for ref, other in zip(confident_detections(reference, input_size), confident_detections(outputs, input_size)):
+        pairs, missed, extra = match_detections(ref, other)
+        matched.append(len(pairs))
+        total.append(len(ref) + len(other))
+        disagreements.append(len(missed) + len(extra))
+    return {"matched": np.array(matched, np.int64), "total": np.array(total, np.int64), "disagreements": np.array(disagreements, np.int64)}
 
 
-def _agreement(reference: dict, outputs, data, input_size) -> tuple[float, list[str]]:
-    from ..evaluate import confident_detections
-    from ..validation.drift import detection_agreement, match_detections
-
-    mine = confident_detections(outputs, input_size)
-    disagreements = []
-    for index, (ref, other) in enumerate(zip(reference["detections"], mine)):
-        _, missed, extra = match_detections(ref, other)
-        disagreements.append((len(missed) + len(extra), index))
-    worst = [str(data.paths[i]) for count, i in sorted(disagreements, key=lambda t: (-t[0], t[1]))[:WORST_IMAGES]
-             if count > 0 and i < len(data.paths)]
-    return detection_agreement(reference["detections"], mine), worst
+def _reduce_agreement(positions, records, split) -> tuple[float, list[str]]:
+    """% of confident detections both share: 2*matched / (n_reference + n_other) over all images;
+    and the images where they disagree most (for the report's comparison pictures)."""
+    total = int(np.sum(records["total"]))
+    agreement = 100.0 if total == 0 else 200.0 * int(np.sum(records["matched"])) / total
+    counts = records["disagreements"]
+    worst = sorted(((-int(c), int(p)) for c, p in zip(counts, positions) if c > 0))[:WORST_IMAGES]
+    return agreement, [str(split.paths[p]) for _, p in worst]
 
 
 def _predict(outputs, class_names, input_size, image_size, threshold) -> list[tuple]:
@@ -82,9 +93,10 @@ DETECTION = Task(
     input_multiple=32,
     argmax_output=None,
     load_split=_load_split,
-    metrics=_metrics,
-    reference_extras=_reference_extras,
-    agreement=_agreement,
+    score=_score,
+    reduce_metrics=_reduce_metrics,
+    compare=_compare,
+    reduce_agreement=_reduce_agreement,
     bundle_labels=lambda data: None,
     predict=_predict,
     train=_train,

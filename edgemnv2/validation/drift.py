@@ -12,7 +12,10 @@ PERFECT_SQNR_DB = 200.0  # reported when the outputs are bit-identical (infinite
 def sqnr_db(reference: np.ndarray, output: np.ndarray) -> float:
     reference = np.asarray(reference, np.float64)
     noise = float(np.sum((reference - np.asarray(output, np.float64)) ** 2))
-    signal = float(np.sum(reference**2))
+    return sqnr_from_sums(float(np.sum(reference**2)), noise)
+
+
+def sqnr_from_sums(signal: float, noise: float) -> float:
     if noise == 0.0:
         return PERFECT_SQNR_DB
     if signal == 0.0:
@@ -78,11 +81,24 @@ def detection_agreement(reference_per_image, other_per_image, iou_threshold: flo
     return 100.0 if total == 0 else 200.0 * matched / total
 
 
-def output_drift(reference: list[np.ndarray], outputs: list[np.ndarray], names: list[str]) -> dict:
-    """SQNR and max abs error per output, plus the worst (lowest) SQNR as the headline figure."""
+def drift_records(reference: list[np.ndarray], outputs: list[np.ndarray]) -> dict:
+    """Per image and output: sum(ref^2), sum((ref - out)^2), max |ref - out| (reduced by reduce_drift)."""
+    records = {}
+    for k, (ref, out) in enumerate(zip(reference, outputs)):
+        ref = np.asarray(ref, np.float64).reshape(len(ref), -1)
+        error = ref - np.asarray(out, np.float64).reshape(len(ref), -1)
+        records[f"signal_{k}"] = np.sum(ref**2, axis=1)
+        records[f"noise_{k}"] = np.sum(error**2, axis=1)
+        records[f"max_abs_{k}"] = np.max(np.abs(error), axis=1)
+    return records
+
+
+def reduce_drift(records: dict, names: list[str]) -> dict:
+    """SQNR and max abs error per output from per-image records, plus the worst (lowest) SQNR as the headline figure."""
     per_output = {
-        name: {"sqnr_db": sqnr_db(r, o), "max_abs_error": max_abs_error(r, o)}
-        for name, r, o in zip(names, reference, outputs)
+        name: {"sqnr_db": sqnr_from_sums(float(np.sum(records[f"signal_{k}"])), float(np.sum(records[f"noise_{k}"]))),
+               "max_abs_error": float(np.max(records[f"max_abs_{k}"]))}
+        for k, name in enumerate(names)
     }
     return {
         "sqnr_db": min(v["sqnr_db"] for v in per_output.values()),

@@ -33,6 +33,10 @@ def _rss(measured: dict) -> str:
     return f"{measured['peak_rss_mb']:.0f} (+{measured.get('rss_increase_mb') or 0:.0f})"
 
 
+def _throughput(images_per_second, batch) -> str:
+    return "n/a" if images_per_second is None else f"{images_per_second:.0f} (b{batch})"
+
+
 def _agreement_key(report: dict) -> str:
     return _task(report).agreement_measure
 
@@ -40,7 +44,8 @@ def _agreement_key(report: dict) -> str:
 def rows_for_display(report: dict) -> list[list[str]]:
     metric, agree = headline_metric(report), _agreement_key(report)
     ref = report["reference"]
-    rows = [["eager (reference)", "fp32", "-", _fmt(ref["metrics"][metric]), "-", "-", "-", _fmt(ref["latency_median_ms"]), _fmt(ref["latency_p90_ms"]), "-", "-", "reference"]]
+    rows = [["eager (reference)", "fp32", "-", _fmt(ref["metrics"][metric]), "-", "-", "-", _fmt(ref["latency_median_ms"]), _fmt(ref["latency_p90_ms"]), "-",
+             _throughput(ref.get("images_per_second"), ref.get("batch")), "-", "reference"]]
     for a in report["artifacts"]:
         m = a["measured"]
         simulated = a["measured_on"] == "simulated"
@@ -49,7 +54,8 @@ def rows_for_display(report: dict) -> list[list[str]]:
             a["target"], a["precision"], _fmt(m.get("size_mb")),
             _fmt(a["metrics"].get(metric)) + (" *" if simulated else ""),
             _fmt(m.get(f"{metric}_drop"), 2), _fmt(m.get(agree), 1), _fmt(m.get("sqnr_db"), 1),
-            _fmt(m.get("latency_median_ms")), _fmt(m.get("latency_p90_ms")), _fmt(m.get("load_ms"), 0), _rss(m),
+            _fmt(m.get("latency_median_ms")), _fmt(m.get("latency_p90_ms")), _fmt(m.get("load_ms"), 0),
+            _throughput(m.get("images_per_second"), a.get("batch")), _rss(m),
             status,
         ])
     return rows
@@ -57,7 +63,7 @@ def rows_for_display(report: dict) -> list[list[str]]:
 
 def columns(report: dict) -> list[str]:
     task = _task(report)
-    return ["target", "precision", "size MB", task.headline_label, "drop", task.agreement_label, "SQNR dB", "median ms", "p90 ms", "load ms", "peak RSS MB (+artifact)", "status"]
+    return ["target", "precision", "size MB", task.headline_label, "drop", task.agreement_label, "SQNR dB", "median ms", "p90 ms", "load ms", "img/s (batch)", "peak RSS MB (+artifact)", "status"]
 
 
 def terminal_table(report: dict) -> Table:
@@ -86,7 +92,12 @@ def failure_lines(report: dict) -> list[str]:
 
 
 def notes(report: dict) -> list[str]:
-    out = [f"Machine: {report['machine']}; {report['threads']} threads; latency = median of {report['timed_runs']} timed runs after warm-up, batch 1."]
+    out = [f"Machine: {report['machine']}; {report['threads']} threads; latency = median of {report['timed_runs']} timed runs after warm-up, batch 1; "
+           "img/s = images per second through the runtime during the accuracy pass, at the batch shown (b1: the artifact takes one image per call)."]
+    processes = report.get("processes", {})
+    if processes.get("world_size", 1) > 1:
+        out.append(f"{processes['world_size']} processes (torchrun): each scored every {processes['world_size']}th batch; metrics are over all images; "
+                   "latency is the median over ranks, img/s the sum over ranks.")
     if any(a["measured_on"] == "simulated" for a in report["artifacts"]):
         out.append("* simulated — CoreML runs only on macOS: these rows are the exact torch program that was converted, run in PyTorch; no latency is shown because none was measured.")
     out.append("drop = reference minus artifact, in points; SQNR of the raw outputs against the reference (worst output).")

@@ -1,12 +1,18 @@
 """Validate every artifact in a folder against the fp32 eager reference on the same images.
 
 Per artifact: the task metric through its real runtime, drift against the reference (metric delta,
-agreement, SQNR, max abs error), latency (warm-up, then N timed runs), load time, size, peak RSS,
-and the gates. CoreML on Linux cannot run: its row carries the figures of the exact torch graph
-that was converted, labelled simulated, and no latency.
+agreement, SQNR, max abs error), latency (warm-up, then N timed runs), throughput, load time, size,
+memory, and the gates. CoreML on Linux cannot run: its row carries the figures of the exact torch
+graph that was converted, labelled simulated, and no latency.
+
+One pass over the data: each batch is decoded once (in background threads), run through the
+reference and then through every artifact, and reduced to a few numbers per image (tally.py). Memory
+does not grow with the split, and under torchrun each rank takes every N-th batch and rank 0 merges
+the per-image records: the same numbers as one process, bit for bit.
 """
 
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,11 +22,14 @@ from conversion import get_target
 
 from ..artifacts import RuntimeUnavailable, scan_artifacts, verified_copy
 from ..checkpoint import load_checkpoint
+from ..data.stream import chunked, read_batches
+from ..distributed import World
 from ..errors import CheckFailed, UserError
-from ..evaluate import run_dataset, torch_runner
+from ..evaluate import torch_runner
 from ..fileio import sha256_of
+from ..tally import Tally
 from ..tasks import Task, get_task
-from .drift import output_drift
+from .drift import drift_records, reduce_drift
 from .gates import Gates
 from .timing import PeakMemory, machine, time_runner
 
@@ -29,6 +38,7 @@ COULD_NOT_RUN = "could not run"  # its runtime is missing here; forgiven only wh
 REFUSED = "refused"  # bytes, manifest or signature not trusted: never forgiven
 ERROR = "error"  # the runtime crashed on it: never forgiven
 NOT_CHECKED = (COULD_NOT_RUN, REFUSED, ERROR)
+RUNNING = "running"  # loaded and being scored (never in a finished report)
 SIMULATED_NOTE = "simulated — CoreML runs only on macOS"
 
 
@@ -38,6 +48,7 @@ class ValidationSettings:
     runs: int = 20
     warmup: int = 3
     batch_size: int = 16
+    workers: int | None = None  # decoding threads (data/stream.py default)
 
 
 @dataclass
@@ -49,6 +60,7 @@ class ArtifactRow:
     status: str
     measured_on: str = "runtime"  # "runtime" or "simulated"
     note: str = ""
+    batch: int = 1  # images per call to the runtime during the accuracy pass
     metrics: dict = field(default_factory=dict)
     measured: dict = field(default_factory=dict)
     drift: dict = field(default_factory=dict)
@@ -61,58 +73,60 @@ class ArtifactRow:
         return [g for g in self.gates if not g["passed"]]
 
 
-def _drift_measures(task: Task, reference: dict, outputs: list[np.ndarray], metrics: dict, data, input_size, output_names) -> tuple[dict, dict, list]:
-    measured = {f"{k}_drop": reference["metrics"][k] - v for k, v in metrics.items()}
-    drift = output_drift(reference["outputs"], outputs, output_names)
-    measured.update(sqnr_db=drift["sqnr_db"], max_abs_error=drift["max_abs_error"])
-    measured[task.agreement_measure], worst = task.agreement(reference, outputs, data, input_size)
-    return measured, drift, worst
+@dataclass
+class Subject:
+    """The reference or one artifact, as this rank scores it."""
+
+    row: ArtifactRow
+    runner: object = None  # None: not (or no longer) running
+    scores: Tally = field(default_factory=Tally)  # task metric records
+    agreement: Tally = field(default_factory=Tally)
+    drift: Tally = field(default_factory=Tally)
+    seconds: float = 0.0  # inside the runtime, during the accuracy pass
+    images: int = 0
+    output_names: tuple = ()
+    manifest: dict = field(default_factory=dict)  # the verified manifest (for the target's advice)
+
+    def shareable(self) -> "Subject":
+        """What rank 0 needs of it (runners do not travel between processes)."""
+        return Subject(self.row, None, self.scores, self.agreement, self.drift, self.seconds, self.images, self.output_names, self.manifest)
 
 
-def reference_results(model, meta, data, settings: ValidationSettings) -> dict:
-    task = get_task(meta.task)
-    runner = torch_runner(model)
-    outputs = run_dataset(runner, data.images, meta.preprocessing, settings.batch_size, "fp32 eager reference")
-    reference = {"outputs": outputs, "metrics": task.percent_metrics(outputs, data, meta.preprocessing.input_size)}
-    reference.update(task.reference_extras(outputs, meta.preprocessing.input_size))
-    sample = meta.preprocessing.normalize(data.images[:1])
-    reference["latency"] = time_runner(runner, sample, settings.warmup, settings.runs)
-    return reference
+def _timing_sample(data, meta) -> np.ndarray:
+    image, _ = data.read(0)
+    return meta.preprocessing.normalize(image[None])
 
 
-def validate_artifact(artifact: Path, manifest: dict, reference: dict, meta, data, settings: ValidationSettings, gates: Gates | None,
-                      verify_key: Path | None = None) -> ArtifactRow:
+def _open_artifact(stack: ExitStack, artifact: Path, manifest: dict, data, meta, settings: ValidationSettings, verify_key) -> Subject:
+    """Check, load and time one artifact; its row says why not when it cannot run."""
     row = ArtifactRow(artifact.name, str(manifest.get("target")), str(manifest.get("precision")), "", REFUSED)
     row.measured["size_mb"] = manifest.get("artifact_bytes", 0) / 1e6
+    subject = Subject(row, output_names=tuple(manifest.get("outputs", ())))
     try:
         target = get_target(manifest["target"])
         row.runtime = target.spec.runtime
-        with verified_copy(artifact, verify_key) as verified:  # checks and loads one private copy
-            row.signature = verified.signature
-            row.status = COULD_NOT_RUN
-            outputs = _run_artifact(target, verified.path, verified.manifest, meta, data, settings, row)
+        verified = stack.enter_context(verified_copy(artifact, verify_key))  # checks and loads one private copy
+        row.signature, subject.manifest = verified.signature, verified.manifest
+        row.status = COULD_NOT_RUN
+        subject.runner = _load_runner(target, verified.path, verified.manifest, _timing_sample(data, meta), settings, row)
+        row.batch = getattr(subject.runner, "batch_size", None) or settings.batch_size
+        row.status = RUNNING
     except (CheckFailed, UserError) as exc:  # tampered, unsigned, wrongly signed, unknown target, bad manifest
         row.status, row.note = REFUSED, str(exc)
-        return row
     except RuntimeUnavailable as exc:
         row.status, row.note = COULD_NOT_RUN, str(exc)
-        return row
     except Exception as exc:  # one broken runtime must not hide the other artifacts' results
-        row.status, row.note = ERROR, f"{type(exc).__name__}: {str(exc)[:300]}"
-        return row
-    task = get_task(meta.task)
-    row.metrics = task.percent_metrics(outputs, data, meta.preprocessing.input_size)
-    measured, row.drift, row.worst_images = _drift_measures(task, reference, outputs, row.metrics, data, meta.preprocessing.input_size, manifest["outputs"])
-    row.measured.update(measured)
-    if gates is not None:
-        row.gates = [vars(g) | {"describe": g.describe()} for g in gates.check(meta.task, row.precision, row.target, row.measured)]
-    row.status = GATE_FAILED if row.failed_gates else PASSED
-    if row.failed_gates and target.gate_failure_hint is not None:  # optional per-target advice
-        row.note = target.gate_failure_hint(manifest) or row.note
-    return row
+        _failed(subject, exc)
+    return subject
 
 
-def _run_artifact(target, path: Path, manifest: dict, meta, data, settings: ValidationSettings, row: ArtifactRow) -> list[np.ndarray]:
+def _failed(subject: Subject, exc: Exception) -> None:
+    subject.runner = None
+    subject.row.status, subject.row.note = ERROR, f"{type(exc).__name__}: {str(exc)[:300]}"
+
+
+def _load_runner(target, path: Path, manifest: dict, sample: np.ndarray, settings: ValidationSettings, row: ArtifactRow):
+    """Load (or, for CoreML on Linux, simulate) and time on one image; memory is what this cost."""
     with PeakMemory() as memory:
         started = time.perf_counter()
         try:
@@ -123,15 +137,84 @@ def _run_artifact(target, path: Path, manifest: dict, meta, data, settings: Vali
                 raise
             runner = target.simulate(path, manifest)
             row.measured_on, row.note = "simulated", f"{SIMULATED_NOTE} ({exc})"
-        outputs = run_dataset(runner, data.images, meta.preprocessing, settings.batch_size, f"{path.name}")
         if row.measured_on == "runtime":
-            timing = time_runner(runner, meta.preprocessing.normalize(data.images[:1]), settings.warmup, settings.runs)
-            row.measured.update(latency_median_ms=timing["median_ms"], latency_p90_ms=timing["p90_ms"], latency_min_ms=timing["min_ms"])
+            row.measured.update(_latency(time_runner(runner, sample, settings.warmup, settings.runs)))
     runtime = row.measured_on == "runtime"
     row.measured["peak_rss_mb"] = memory.peak_mb if runtime else None
-    # what loading and running this artifact added on top of the process (data, torch, ...)
+    # what loading and running this artifact added on top of the process (torch, the other runtimes, ...)
     row.measured["rss_increase_mb"] = max(0.0, memory.peak_mb - memory.baseline_mb) if runtime else None
+    return runner
+
+
+def _latency(timing: dict) -> dict:
+    return {"latency_median_ms": timing["median_ms"], "latency_p90_ms": timing["p90_ms"], "latency_min_ms": timing["min_ms"]}
+
+
+def _score_pass(reference: Subject, subjects: list[Subject], data, chunks: list[np.ndarray], task: Task, settings: ValidationSettings) -> None:
+    """Every batch once through the reference, then through every running artifact."""
+    preprocessing = data.preprocessing
+    for batch in read_batches(data, chunks, settings.workers, description=f"validating {len(subjects)} artifacts"):
+        x = preprocessing.normalize(batch.images)
+        expected = _run(reference, x)
+        reference.scores.add(batch.indices, task.score(expected, batch, data))
+        for subject in subjects:
+            if subject.runner is None:
+                continue
+            try:
+                outputs = _run(subject, x)
+                records = task.score(outputs, batch, data)
+                agreement = task.compare(expected, outputs, batch, data)
+                drift = drift_records(expected, outputs)
+            except Exception as exc:  # a runtime crashing mid-way: the row says so, the others go on
+                _failed(subject, exc)
+                continue
+            subject.scores.add(batch.indices, records)
+            subject.agreement.add(batch.indices, agreement)
+            subject.drift.add(batch.indices, drift)
+
+
+def _run(subject: Subject, x: np.ndarray) -> list[np.ndarray]:
+    started = time.perf_counter()
+    outputs = subject.runner(x)
+    subject.seconds += time.perf_counter() - started
+    subject.images += len(x)
     return outputs
+
+
+def _merge(shards: list[Subject]) -> Subject:
+    """One subject from every rank's: the first rank that could not run it says why."""
+    first = shards[0]
+    broken = next((s for s in shards if s.row.status != RUNNING), first)
+    row = broken.row
+    per_rank = [s.row.measured.get("latency_median_ms") for s in shards]
+    if all(v is not None for v in per_rank) and len(shards) > 1:
+        row.measured["latency_median_ms"] = float(np.median(per_rank))  # the median over ranks
+        row.measured["latency_median_ms_per_rank"] = per_rank
+    rates = [s.images / s.seconds for s in shards if s.seconds > 0]
+    row.measured["images_per_second"] = float(sum(rates)) if rates and row.measured_on == "runtime" else None
+    if len(shards) > 1:
+        row.measured["images_per_second_per_rank"] = rates
+    return Subject(row, None, Tally.merged([s.scores for s in shards]), Tally.merged([s.agreement for s in shards]),
+                   Tally.merged([s.drift for s in shards]), sum(s.seconds for s in shards), sum(s.images for s in shards), first.output_names,
+                   first.manifest)
+
+
+def _finish_row(subject: Subject, reference_metrics: dict, data, task: Task, meta, gates: Gates | None) -> ArtifactRow:
+    row = subject.row
+    if row.status != RUNNING:
+        return row
+    row.metrics = task.percent_metrics(*subject.scores.ordered(), data)
+    row.measured.update({f"{k}_drop": reference_metrics[k] - v for k, v in row.metrics.items()})
+    row.drift = reduce_drift(subject.drift.ordered()[1], list(subject.output_names))
+    row.measured.update(sqnr_db=row.drift["sqnr_db"], max_abs_error=row.drift["max_abs_error"])
+    row.measured[task.agreement_measure], row.worst_images = task.reduce_agreement(*subject.agreement.ordered(), data)
+    if gates is not None:
+        row.gates = [vars(g) | {"describe": g.describe()} for g in gates.check(meta.task, row.precision, row.target, row.measured)]
+    row.status = GATE_FAILED if row.failed_gates else PASSED
+    hint = get_target(row.target).gate_failure_hint if row.failed_gates else None
+    if hint is not None:  # optional per-target advice
+        row.note = hint(subject.manifest) or row.note
+    return row
 
 
 def gate_verdict(rows: list[ArtifactRow], gates: Gates | None, task: str) -> dict:
@@ -152,36 +235,53 @@ def gate_verdict(rows: list[ArtifactRow], gates: Gates | None, task: str) -> dic
 
 
 def validate(checkpoint: Path, artifacts_dir: Path, data_root: Path, split: str, settings: ValidationSettings, gates: Gates | None, arch: str | None = None, limit: int | None = None,
-             verify_key: Path | None = None) -> dict:
-    """-> the report dict (schema in docs/report.md)."""
+             verify_key: Path | None = None, world: World | None = None) -> dict | None:
+    """-> the report dict (schema in docs/report.md); None on ranks other than 0 of a torchrun."""
+    world = world or World()
     model, meta = load_checkpoint(checkpoint, arch)
+    task = get_task(meta.task)
     scan = scan_artifacts(artifacts_dir)
     found = scan.found
     if not found and not scan.problems:
         raise UserError(f"no artifacts (with manifests) in {artifacts_dir}; run `edgemnv2 convert` first")
-    data = get_task(meta.task).load_split(Path(data_root), split, meta.preprocessing, limit, meta.class_names)
-    if len(data.images) == 0:
+    data = task.load_split(Path(data_root), split, meta.preprocessing, limit, meta.class_names)
+    if len(data) == 0:
         raise UserError(f"the '{split}' split of {data_root} has no images")
     checkpoint_sha = sha256_of(checkpoint)
     mine = [(path, manifest) for path, manifest in found if manifest.get("checkpoint_sha256") == checkpoint_sha]
     if not mine and not scan.problems:
         raise UserError(f"none of the {len(found)} artifacts in {artifacts_dir} was converted from {Path(checkpoint).name} (sha256 differs); pass the checkpoint they came from")
-    reference = reference_results(model, meta, data, settings)
-    rows = [validate_artifact(path, manifest, reference, meta, data, settings, gates, verify_key) for path, manifest in mine]
+    chunks = world.shard(chunked(range(len(data)), settings.batch_size))
+    with ExitStack() as stack:
+        reference = Subject(ArtifactRow("fp32 eager", "pytorch", "fp32", "PyTorch eager", RUNNING, batch=settings.batch_size),
+                            torch_runner(model), output_names=task.output_names)
+        reference.row.measured.update(_latency(time_runner(reference.runner, _timing_sample(data, meta), settings.warmup, settings.runs)))
+        subjects = [_open_artifact(stack, path, manifest, data, meta, settings, verify_key) for path, manifest in mine]
+        with PeakMemory() as memory:  # every runtime loaded: what streaming the split adds on top
+            _score_pass(reference, subjects, data, chunks, task, settings)
+    shards = world.gather({"reference": reference.shareable(), "subjects": [s.shareable() for s in subjects], "peak_rss_mb": memory.peak_mb})
+    if shards is None:
+        return None
+    merged_reference = _merge([shard["reference"] for shard in shards])
+    reference_metrics = task.percent_metrics(*merged_reference.scores.ordered(), data)
+    rows = [_finish_row(_merge([shard["subjects"][i] for shard in shards]), reference_metrics, data, task, meta, gates) for i in range(len(subjects))]
     # A manifest that could not be read is an artifact nobody checked: it is a row, and it fails the gate.
     rows += [ArtifactRow(manifest_file.name, "?", "?", "", REFUSED, note=reason) for manifest_file, reason in scan.problems]
+    ref = merged_reference.row.measured
     return {
         "schema": "edgemnv2-report/1",
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine(),
         "threads": settings.threads,
         "timed_runs": settings.runs,
+        "processes": {"world_size": world.size, "pass_peak_rss_mb_per_rank": [shard["peak_rss_mb"] for shard in shards],
+                      "batch_size": settings.batch_size},
         "checkpoint": {"path": str(checkpoint), "sha256": checkpoint_sha, "arch": meta.arch, "task": meta.task},
-        "data": {"path": str(data_root), "split": split, "images": int(len(data.images))},
-        "metric_names": list(reference["metrics"]),
+        "data": {"path": str(data_root), "split": split, "images": int(len(data))},
+        "metric_names": list(reference_metrics),
         "gates": gate_verdict(rows, gates, meta.task),
-        "reference": {"name": "PyTorch eager fp32", "metrics": reference["metrics"], "latency_median_ms": reference["latency"]["median_ms"],
-                      "latency_p90_ms": reference["latency"]["p90_ms"], "latency_min_ms": reference["latency"]["min_ms"]},
+        "reference": {"name": "PyTorch eager fp32", "metrics": reference_metrics, "batch": settings.batch_size,
+                      **{k: ref.get(k) for k in ("latency_median_ms", "latency_p90_ms", "latency_min_ms", "latency_median_ms_per_rank", "images_per_second")}},
         "artifacts": [vars(r) for r in rows],
         "ignored_artifacts": [path.name for path, manifest in found if manifest.get("checkpoint_sha256") != checkpoint_sha],
     }
