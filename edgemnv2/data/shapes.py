@@ -273,7 +273,31 @@ def _save_png(image: Image.Image, path: Path) -> None:
     image.save(path, format="PNG", optimize=False)
 
 
-def generate(root: Path, config: ShapesConfig = ShapesConfig(), tasks=("classification", "detection")) -> dict:
+def _write_classification(job: tuple) -> None:
+    config, root, split, index = job
+    image, label = render_classification(config, split, index)
+    _save_png(image, Path(root) / "classification" / split / CLASSIFICATION_CLASSES[label] / f"{index:05d}.png")
+
+
+def _write_detection(job: tuple) -> tuple[int, int, list]:
+    config, root, split, index = job
+    image, objects = render_detection(config, split, index)
+    _save_png(image, Path(root) / "detection" / split / f"{index:05d}.png")
+    return image.width, image.height, objects
+
+
+def _each(function, jobs: list, workers: int, description: str) -> list:
+    """Run `function` over jobs in order, on `workers` processes when more than one. Every image
+    is seeded by (seed, task, split, index), so the files are identical however many render them."""
+    if workers <= 1 or len(jobs) < 64:
+        return [function(job) for job in progress(jobs, description)]
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers) as pool:
+        return list(progress(pool.map(function, jobs, chunksize=32), description, total=len(jobs)))
+
+
+def generate(root: Path, config: ShapesConfig = ShapesConfig(), tasks=("classification", "detection"), workers: int = 1) -> dict:
     """Write the dataset under root; returns a summary. Re-running rewrites identical files."""
     root = Path(root)
     summary = {}
@@ -281,19 +305,17 @@ def generate(root: Path, config: ShapesConfig = ShapesConfig(), tasks=("classifi
         for split, count in zip(SPLITS, config.classification_counts):
             for name in CLASSIFICATION_CLASSES:
                 (root / "classification" / split / name).mkdir(parents=True, exist_ok=True)
-            for index in progress(range(count), f"classification/{split}"):
-                image, label = render_classification(config, split, index)
-                _save_png(image, root / "classification" / split / CLASSIFICATION_CLASSES[label] / f"{index:05d}.png")
+            _each(_write_classification, [(config, str(root), split, index) for index in range(count)], workers, f"classification/{split}")
             summary[f"classification/{split}"] = count
     if "detection" in tasks:
         categories = [{"id": i + 1, "name": name} for i, name in enumerate(DETECTION_CLASSES)]
         for split, count in zip(SPLITS, config.detection_counts):
+            (root / "detection" / split).mkdir(parents=True, exist_ok=True)
             images, annotations = [], []
-            for index in progress(range(count), f"detection/{split}"):
-                image, objects = render_detection(config, split, index)
+            rendered = _each(_write_detection, [(config, str(root), split, index) for index in range(count)], workers, f"detection/{split}")
+            for index, (width, height, objects) in enumerate(rendered):
                 file_name = f"{index:05d}.png"
-                _save_png(image, root / "detection" / split / file_name)
-                images.append({"id": index + 1, "file_name": file_name, "width": image.width, "height": image.height})
+                images.append({"id": index + 1, "file_name": file_name, "width": width, "height": height})
                 for (x1, y1, x2, y2), label in objects:
                     w, h = x2 - x1, y2 - y1
                     annotations.append({

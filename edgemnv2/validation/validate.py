@@ -97,7 +97,7 @@ def _timing_sample(data, meta) -> np.ndarray:
     return meta.preprocessing.normalize(image[None])
 
 
-def _open_artifact(stack: ExitStack, artifact: Path, manifest: dict, data, meta, settings: ValidationSettings, verify_key) -> Subject:
+def _open_artifact(stack: ExitStack, artifact: Path, manifest: dict, sample: np.ndarray, settings: ValidationSettings, verify_key) -> Subject:
     """Check, load and time one artifact; its row says why not when it cannot run."""
     row = ArtifactRow(artifact.name, str(manifest.get("target")), str(manifest.get("precision")), "", REFUSED)
     row.measured["size_mb"] = manifest.get("artifact_bytes", 0) / 1e6
@@ -108,7 +108,7 @@ def _open_artifact(stack: ExitStack, artifact: Path, manifest: dict, data, meta,
         verified = stack.enter_context(verified_copy(artifact, verify_key))  # checks and loads one private copy
         row.signature, subject.manifest = verified.signature, verified.manifest
         row.status = COULD_NOT_RUN
-        subject.runner = _load_runner(target, verified.path, verified.manifest, _timing_sample(data, meta), settings, row)
+        subject.runner = _load_runner(target, verified.path, verified.manifest, sample, settings, row)
         row.batch = getattr(subject.runner, "batch_size", None) or settings.batch_size
         row.status = RUNNING
     except (CheckFailed, UserError) as exc:  # tampered, unsigned, wrongly signed, unknown target, bad manifest
@@ -255,8 +255,9 @@ def validate(checkpoint: Path, artifacts_dir: Path, data_root: Path, split: str,
     with ExitStack() as stack:
         reference = Subject(ArtifactRow("fp32 eager", "pytorch", "fp32", "PyTorch eager", RUNNING, batch=settings.batch_size),
                             torch_runner(model), output_names=task.output_names)
-        reference.row.measured.update(_latency(time_runner(reference.runner, _timing_sample(data, meta), settings.warmup, settings.runs)))
-        subjects = [_open_artifact(stack, path, manifest, data, meta, settings, verify_key) for path, manifest in mine]
+        sample = _timing_sample(data, meta)  # the first image, batch 1 (a bad image file stops here, with its name)
+        reference.row.measured.update(_latency(time_runner(reference.runner, sample, settings.warmup, settings.runs)))
+        subjects = [_open_artifact(stack, path, manifest, sample, settings, verify_key) for path, manifest in mine]
         with PeakMemory() as memory:  # every runtime loaded: what streaming the split adds on top
             _score_pass(reference, subjects, data, chunks, task, settings)
     shards = world.gather({"reference": reference.shareable(), "subjects": [s.shareable() for s in subjects], "peak_rss_mb": memory.peak_mb})
