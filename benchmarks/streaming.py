@@ -114,7 +114,6 @@ def main(argv=None) -> int:
     print(f"\nmachine: {machine()}; {args.threads} threads; MobileNetV2 {args.width} at the data's size; fp32 + int8 of every target")
     print(f"{'code':>10} {'images':>7} {'peak RSS MB':>12} {'seconds':>8} {'images/s (all artifacts)':>26}")
     for r in runs:
-        total = sum(v for v in r["images_per_second"].values() if v) or 0
         print(f"{r['code']:>10} {r['images']:>7} {r['peak_rss_mb']:>12.0f} {r['seconds']:>8.0f} {r['images'] / r['seconds']:>14.1f} (pass)")
     for code in codes:
         mine = sorted((r for r in runs if r["code"] == code), key=lambda r: r["images"])
