@@ -189,6 +189,16 @@ def _quantization_record(job: ConversionJob) -> dict | None:
             "recipe": job.recipe.to_dict(), "calibration": calibration}
 
 
+SELF_DESCRIPTION = "edgemnv2.json"  # the name under which artifacts that can carry files or constants carry it
+
+
+def self_description(job: ConversionJob, **extra) -> dict:
+    """What the artifact is, carried inside it where the format allows (TorchScript extra files,
+    ExecuTorch constant methods, TFLite/CoreML metadata): a runner needs nothing else."""
+    return {"task": job.meta.task, "arch": job.meta.arch, "precision": job.precision.name, "class_names": list(job.meta.class_names),
+            "preprocessing": job.meta.preprocessing.to_dict(), "outputs": output_names(job.meta), **extra}
+
+
 def build_manifest(job: ConversionJob, spec: TargetSpec, artifact: Path, provenance: dict, extra: dict, seconds: float) -> dict:
     height, width = job.meta.preprocessing.input_size
     return {

@@ -7,8 +7,15 @@ can only be *simulated* by running the exact quantized torch graph that was conv
 (`simulation_runner`), which reports must label as simulated. That graph is kept beside the
 package as `<artifact>.simulation.safetensors` (conversion/program_file.py: loads without pickle
 or exec; the .pt2 format this replaced could run code from a crafted file).
+
+By default the package is app-ready: an image input (`ImageType`, RGB, scale 1/255) so an app
+passes a CVPixelBuffer or CGImage, the per-channel mean/std inside the program (`ImageType` has
+only one scale), a classifier configuration with the class labels (Xcode's preview and Vision's
+VNClassificationObservation), and the model's metadata. `--set coreml.input=tensor` keeps the
+normalized NCHW tensor input.
 """
 
+import json
 import platform
 import sys
 from pathlib import Path
@@ -18,8 +25,15 @@ import torch
 
 from edgemnv2.artifacts import ArtifactRefused
 
-from .base import SIDECARS, ConversionJob, Runner, RuntimeUnavailable, Target, TargetSpec, per_sample, sidecar_path, sidecar_temp
+from quantization.ptq import xnnpack_int8_graph
+
+from .base import SIDECARS, ConversionJob, Runner, RuntimeUnavailable, Target, TargetOption, TargetSpec, per_sample, sidecar_path, sidecar_temp
 from .program_file import load_program, save_program
+
+INPUT = TargetOption("input", "app", ("app", "tensor"), "app: image input (RGB, 0-255; the preprocessing inside), class labels and "
+                     "metadata for Xcode and Vision; tensor: PyTorch's normalized NCHW float input")
+IMAGE_INPUT = "image"
+PROBABILITIES = "classLabel_probs"  # the classifier's dictionary (class -> softmax probability): Vision's confidences
 
 SPEC = TargetSpec(
     "coreml", ".mlpackage", ("fp32", "fp16", "int8", "int8_weights"),
@@ -47,26 +61,115 @@ UNSAFE_OLD_SUFFIX = ".simulation.pt2"  # written by edgemnv2 before 2026-11-28; 
 WEIGHT_THRESHOLD = 2048  # coremltools leaves smaller weights in float (OpLinearQuantizerConfig default)
 
 
+class AppProgram(torch.nn.Module):
+    """Image in [0, 1] (what ImageType with scale 1/255 gives) -> the network's normalization ->
+    its outputs; a classifier also returns softmax probabilities for Core ML's classifier outputs."""
+
+    def __init__(self, model: torch.nn.Module, mean, std, probabilities: bool):
+        super().__init__()
+        self.model, self.probabilities = model, probabilities
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, image):
+        out = self.model((image - self.mean) / self.std)
+        if self.probabilities:
+            return out, torch.softmax(out, dim=1)
+        return out
+
+
+def _app(job: ConversionJob) -> bool:
+    return job.options.get("input", INPUT.default) == "app"
+
+
+def _classifier(job: ConversionJob) -> bool:
+    from edgemnv2.tasks import get_task
+
+    return get_task(job.meta.task).argmax_output is not None
+
+
 def source_program(job: ConversionJob) -> torch.export.ExportedProgram:
     """The torch program handed to coremltools (the XNNPACK PT2E graph for W8A8)."""
-    model = job.xnnpack_int8_graph() if job.precision.name == "int8" else job.model
-    return torch.export.export(model, (job.example,))
+    if not _app(job):
+        model = job.xnnpack_int8_graph() if job.precision.name == "int8" else job.model
+        return torch.export.export(model, (job.example,))
+    preprocessing = job.meta.preprocessing
+    mean, std = preprocessing.mean, preprocessing.std
+    app = AppProgram(job.model, mean, std, _classifier(job)).eval()
+    example = job.example * torch.tensor(std).view(1, 3, 1, 1) + torch.tensor(mean).view(1, 3, 1, 1)
+    if job.precision.name == "int8":  # calibrate the app program on the same images, as [0, 1] pixels
+        images = job.require_calibration() * np.array(std, np.float32)[:, None, None] + np.array(mean, np.float32)[:, None, None]
+        app = xnnpack_int8_graph(app, example, images.astype(np.float32), job.recipe)
+    return torch.export.export(app, (example,))
 
 
 def to_mlmodel(job: ConversionJob, program: torch.export.ExportedProgram | None = None):
     ct = _quiet_coremltools()
     exported = (program or source_program(job)).run_decompositions({})
     precision = ct.precision.FLOAT16 if job.precision.name == "fp16" else ct.precision.FLOAT32
+    options = {}
+    if _app(job):
+        height, width = job.meta.preprocessing.input_size
+        options["inputs"] = [ct.ImageType(name=IMAGE_INPUT, shape=(1, 3, height, width), scale=1.0 / 255.0, bias=[0.0, 0.0, 0.0],
+                                          color_layout=ct.colorlayout.RGB)]
+        if _classifier(job):
+            # the probabilities are the program's last output, which ClassifierConfig takes by default
+            # (naming the outputs as well trips coremltools 9's exporter: its output list is shorter)
+            options["classifier_config"] = ct.ClassifierConfig(list(job.meta.class_names))
+        else:
+            options["outputs"] = [ct.TensorType(name=name) for name in get_task_outputs(job)]
     mlmodel = ct.convert(
         exported, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS17,
-        compute_precision=precision, skip_model_load=True,
+        compute_precision=precision, skip_model_load=True, **options,
     )
     if job.precision.name == "int8_weights":
         from coremltools.optimize.coreml import OpLinearQuantizerConfig, OptimizationConfig, linear_quantize_weights
 
         config = OptimizationConfig(global_config=OpLinearQuantizerConfig(mode="linear_symmetric", granularity="per_channel", weight_threshold=WEIGHT_THRESHOLD))
         mlmodel = linear_quantize_weights(mlmodel, config)
+    if _app(job):
+        if _classifier(job):
+            mlmodel = _name_tensor_outputs(mlmodel, list(get_task_outputs(job)))
+        _describe(mlmodel, job)
     return mlmodel
+
+
+def get_task_outputs(job: ConversionJob) -> tuple[str, ...]:
+    from edgemnv2.tasks import get_task
+
+    return get_task(job.meta.task).output_names
+
+
+def _name_tensor_outputs(mlmodel, names: list[str]):
+    """A classifier's tensor outputs (besides classLabel and the probability dictionary) get the task's names."""
+    ct = _quiet_coremltools()
+    spec = mlmodel.get_spec()
+    description = spec.description
+    tensors = [o.name for o in description.output
+               if o.name not in (description.predictedFeatureName, description.predictedProbabilitiesName)
+               and o.type.WhichOneof("Type") == "multiArrayType"]
+    for old, new in zip(tensors, names):
+        if old != new:
+            ct.utils.rename_feature(spec, old, new)
+    return ct.models.MLModel(spec, weights_dir=mlmodel.weights_dir, skip_model_load=True)
+
+
+def _describe(mlmodel, job: ConversionJob) -> None:
+    """What Xcode shows in the model's Metadata tab, and what an app can read at run time."""
+    import json
+
+    from edgemnv2 import __version__
+
+    meta = job.meta
+    mlmodel.author = "edgemnv2"
+    mlmodel.license = "as the source checkpoint's"
+    mlmodel.version = f"edgemnv2 {__version__}"
+    mlmodel.short_description = f"{meta.arch} {meta.task}, {len(meta.class_names)} classes, {job.precision.name}"
+    mlmodel.input_description[IMAGE_INPUT] = (f"RGB image, {meta.preprocessing.input_size[1]}x{meta.preprocessing.input_size[0]} "
+                                              f"(stretched to this size); mean/std normalization inside the model")
+    mlmodel.user_defined_metadata["preprocessing"] = json.dumps(meta.preprocessing.to_dict())
+    mlmodel.user_defined_metadata["class_names"] = json.dumps(meta.class_names)
+    mlmodel.user_defined_metadata["outputs"] = json.dumps(list(get_task_outputs(job)))  # the tensors, as every edgemnv2 artifact names them
 
 
 def convert(job: ConversionJob, dest: Path) -> dict:
@@ -75,7 +178,12 @@ def convert(job: ConversionJob, dest: Path) -> dict:
     mlmodel.save(str(dest))
     simulation = sidecar_temp(dest, SIMULATION_SUFFIX)
     save_program(program, simulation)
-    return {"runs_on": "macOS only", "simulation": SIMULATION_DESCRIPTION[job.precision.name], SIDECARS: {SIMULATION_SUFFIX: simulation}}
+    record = {"runs_on": "macOS only", "simulation": SIMULATION_DESCRIPTION[job.precision.name], SIDECARS: {SIMULATION_SUFFIX: simulation}}
+    if _app(job):
+        record["input_layout"] = "image: RGB, 0-255 (CVPixelBuffer/CGImage; ImageType scale 1/255, the mean/std inside the model)"
+        if _classifier(job):
+            record["app_outputs"] = ["classLabel", f"{PROBABILITIES} (dictionary: class name -> softmax probability)", "logits"]
+    return record
 
 
 SIMULATION_DESCRIPTION = {
@@ -106,6 +214,10 @@ def simulation_runner(path: Path, manifest: dict) -> Runner:
         raise RuntimeUnavailable(f"{MACOS_ONLY}, and {path.name} has no simulation program beside it")
     module = load_program(simulation.read_bytes(), simulation.name)
     precision = manifest["precision"]
+    app = manifest.get("target_options", {}).get("input") == "app"
+    mean = np.array(manifest["preprocessing"]["mean"], np.float32)[:, None, None]
+    std = np.array(manifest["preprocessing"]["std"], np.float32)[:, None, None]
+    count = len(manifest["outputs"])
     dtype = torch.float16 if precision == "fp16" else torch.float32
     if precision == "int8_weights":
         _round_weights_int8(module)
@@ -113,12 +225,27 @@ def simulation_runner(path: Path, manifest: dict) -> Runner:
         module = module.to(torch.float16)
 
     def run(batch: np.ndarray) -> list[np.ndarray]:
+        if app:  # the app program takes the image in [0, 1], as ImageType(scale=1/255) gives it
+            batch = batch * std + mean
         with torch.no_grad():
-            out = module(torch.from_numpy(np.ascontiguousarray(batch)).to(dtype))
+            out = module(torch.from_numpy(np.ascontiguousarray(batch, np.float32)).to(dtype))
         out = out if isinstance(out, (tuple, list)) else (out,)
-        return [o.float().numpy() for o in out]
+        return [o.float().numpy() for o in out[:count]]  # the app classifier's probabilities are extra
 
     return per_sample(run)
+
+
+def class_labels(path: Path) -> list[str]:
+    """The labels inside a saved ML Program classifier (its `classify` op): what Vision reports."""
+    ct = _quiet_coremltools()
+    spec = ct.utils.load_spec(str(path))
+    for function in spec.mlProgram.functions.values():
+        for block in function.block_specializations.values():
+            for op in block.operations:
+                if op.type == "classify":
+                    values = op.inputs["classes"].arguments[0].value.immediateValue.list.values
+                    return [v.immediateValue.tensor.strings.values[0] for v in values]
+    return []
 
 
 def op_types(path: Path) -> dict[str, int]:
@@ -133,20 +260,31 @@ def op_types(path: Path) -> dict[str, int]:
     return counts
 
 
-def load(path: Path, manifest: dict, threads: int = 2) -> Runner:
+def load(path: Path, manifest: dict | None = None, threads: int = 2) -> Runner:
     if sys.platform != "darwin":
         raise RuntimeUnavailable(f"{MACOS_ONLY} (this is {platform.system()})")
     ct = _quiet_coremltools()
+    from PIL import Image
+
     model = ct.models.MLModel(str(path), compute_units=ct.ComputeUnit.CPU_ONLY)
     spec = model.get_spec()
-    input_name = spec.description.input[0].name
-    output_names = [o.name for o in spec.description.output]
+    image_input = spec.description.input[0]
+    input_name = image_input.name
+    takes_image = image_input.type.WhichOneof("Type") == "imageType"
+    output_names = list(manifest["outputs"]) if manifest else [o.name for o in spec.description.output]
+    preprocessing = manifest["preprocessing"] if manifest else json.loads(spec.description.metadata.userDefined["preprocessing"])
+    mean = np.array(preprocessing["mean"], np.float32)[:, None, None]
+    std = np.array(preprocessing["std"], np.float32)[:, None, None]
 
     def run_one(sample: np.ndarray) -> list[np.ndarray]:
-        result = model.predict({input_name: sample})
+        value = sample
+        if takes_image:  # a normalized tensor back to the RGB image it came from
+            pixels = np.clip(np.round((sample[0] * std + mean) * 255.0), 0, 255).astype(np.uint8)
+            value = Image.fromarray(np.ascontiguousarray(pixels.transpose(1, 2, 0)), "RGB")
+        result = model.predict({input_name: value})
         return [np.asarray(result[name], np.float32) for name in output_names]
 
     return per_sample(run_one)
 
 
-TARGET = Target(SPEC, convert, load, simulate=simulation_runner)
+TARGET = Target(SPEC, convert, load, simulate=simulation_runner, options=(INPUT,))

@@ -1,11 +1,12 @@
 """ExecuTorch .pte with the XNNPACK delegate (fp32, or int8 via the XNNPACK PT2E quantizer)."""
 
+import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .base import ConversionJob, Runner, RuntimeUnavailable, Target, TargetSpec, per_sample
+from .base import ConversionJob, Runner, RuntimeUnavailable, Target, TargetSpec, per_sample, self_description
 
 SPEC = TargetSpec("executorch", ".pte", ("fp32", "int8"), runtime="ExecuTorch runtime, XNNPACK delegate",
                   runtime_modules=("executorch",), device_runtime="executorch", tool_packages=("executorch",))
@@ -19,16 +20,30 @@ def lower(job: ConversionJob) -> bytes:
     if job.precision.name == "int8":
         model = job.xnnpack_int8_graph()
     exported = torch.export.export(model, (job.example,))
-    edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
+    # constant methods: what the program is, readable on the device without a sidecar file
+    carried = {DESCRIPTION_METHOD: json.dumps(self_description(job)), "class_names": list(job.meta.class_names)}
+    edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()], constant_methods=carried)
     return edge.to_executorch().buffer
+
+
+DESCRIPTION_METHOD = "edgemnv2_json"  # a constant method returning the self-description as one JSON string
 
 
 def convert(job: ConversionJob, dest: Path) -> dict:
     dest.write_bytes(lower(job))
-    return {}
+    return {"carries": f"constant methods {DESCRIPTION_METHOD}() (JSON: task, classes, preprocessing, outputs) and class_names()"}
 
 
-def load(path: Path, manifest: dict, threads: int = 2) -> Runner:
+def carried_description(path: Path) -> dict:
+    from executorch.runtime import Runtime
+
+    program = Runtime.get().load_program(str(path))
+    if DESCRIPTION_METHOD not in program.method_names:
+        return {}
+    return json.loads(program.load_method(DESCRIPTION_METHOD).execute([])[0])
+
+
+def load(path: Path, manifest: dict | None = None, threads: int = 2) -> Runner:
     try:
         from executorch.runtime import Runtime
     except ImportError:

@@ -13,12 +13,13 @@ average. Measured on the suite's classifier (120 images): MinMax and Entropy 100
 30.3 dB; Percentile 98.3%, 30.2 dB.
 """
 
+import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .base import ConversionJob, Runner, RuntimeUnavailable, Target, TargetSpec, output_names, per_sample
+from .base import SELF_DESCRIPTION, ConversionJob, Runner, RuntimeUnavailable, Target, TargetSpec, output_names, per_sample, self_description
 
 SPEC = TargetSpec("onnx", ".onnx", ("fp32", "int8"), runtime="ONNX Runtime (CPU execution provider)",
                   runtime_modules=("onnxruntime",), device_runtime="onnxruntime", tool_packages=("onnx", "onnxscript", "onnxruntime"))
@@ -76,10 +77,21 @@ def convert(job: ConversionJob, dest: Path) -> dict:
             quantize_qdq(job, float_model, dest)
         finally:
             float_model.unlink(missing_ok=True)
-    return {"operators": operator_census(dest)}
+    _carry_description(dest, job)
+    return {"operators": operator_census(dest), "carries": f"metadata_props {SELF_DESCRIPTION}"}
 
 
-def load(path: Path, manifest: dict, threads: int = 2) -> Runner:
+def _carry_description(path: Path, job: ConversionJob) -> None:
+    """The self-description as a metadata property (what Netron and onnxruntime's modelmeta show)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    entry = model.metadata_props.add()
+    entry.key, entry.value = SELF_DESCRIPTION, json.dumps(self_description(job))
+    onnx.save(model, str(path))
+
+
+def load(path: Path, manifest: dict | None = None, threads: int = 2) -> Runner:
     try:
         import onnxruntime as ort
     except ImportError:
@@ -88,7 +100,8 @@ def load(path: Path, manifest: dict, threads: int = 2) -> Runner:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    input_name, outputs = session.get_inputs()[0].name, list(manifest["outputs"])
+    input_name = session.get_inputs()[0].name
+    outputs = list(manifest["outputs"]) if manifest else [o.name for o in session.get_outputs()]
 
     def run_one(sample: np.ndarray) -> list[np.ndarray]:
         return [np.asarray(o, np.float32) for o in session.run(outputs, {input_name: sample})]

@@ -103,9 +103,10 @@ def refuse_stale(jobs: list[tuple[str, ConversionJob]], out_dir: Path, stem: str
 def run_conversion(
     checkpoint: Path, targets: list[str], precisions: list[str], calib_data: Path | None, out_dir: Path,
     recipe: QuantRecipe = QuantRecipe(), force: bool = False, arch: str | None = None,
-    on_result=None, sign_key: Path | None = None, target_options: dict[str, dict] | None = None,
+    on_result=None, sign_key: Path | None = None, target_options: dict[str, dict] | None = None, on_start=None,
 ) -> tuple[list[ArtifactResult], ConversionPlan, dict]:
-    """target_options: {target name: {option: value}} (e.g. {"torchscript": {"engine": "onednn"}})."""
+    """target_options: {target name: {option: value}} (e.g. {"torchscript": {"engine": "onednn"}}).
+    on_start(target, precision, index, total) before each conversion; on_result(ArtifactResult) after."""
     work = plan(targets, precisions)
     target_options = dict(target_options or {})
     for name in target_options:
@@ -132,7 +133,9 @@ def run_conversion(
     if not force:
         refuse_stale(jobs, out_dir, stem, checkpoint_hash)
     results = []
-    for target, job in jobs:
+    for index, (target, job) in enumerate(jobs, start=1):
+        if on_start:
+            on_start(target, job.precision.name, index, len(jobs))
         result = write_artifact(TARGETS[target], job, out_dir, stem, checkpoint_hash, force, sign_key)
         results.append(result)
         if on_result:

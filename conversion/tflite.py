@@ -1,7 +1,10 @@
-"""TFLite (LiteRT) via litert-torch: fp32, or full int8 (int8 weights, activations, inputs and outputs).
+"""TFLite (LiteRT) via litert-torch: fp32, or int8 (int8 weights and activations).
 
-The graph keeps PyTorch's NCHW input. For int8 artifacts the runner quantizes the float input and
-dequantizes each output with the tensor's own (scale, zero_point), so callers only see float32.
+By default the file is app-ready (conversion/tflite_app.py): uint8 NHWC pixels in, the network's
+preprocessing inside the graph, float32 outputs, and TFLite Metadata (labels, normalization, name,
+version), so MediaPipe Tasks and the LiteRT support library take it as it is. `--set
+tflite.input=nchw` keeps PyTorch's normalized NCHW float input instead (and int8 inputs/outputs
+for int8: the runner quantizes and dequantizes with each tensor's own scale and zero point).
 Interpreters: ai_edge_litert (maintained), else tflite_runtime (what many boards still have).
 """
 
@@ -11,28 +14,65 @@ import numpy as np
 
 from quantization.ptq import litert_quantizer, pt2e_quantize
 
-from .base import ConversionJob, Runner, RuntimeUnavailable, Target, TargetSpec, per_sample
+from .base import ConversionJob, Runner, RuntimeUnavailable, Target, TargetOption, TargetSpec, per_sample
+from .tflite_app import AppImageInput, example_pixels, float_outputs, metadata_bytes, pixels_from_normalized, read_metadata, with_metadata
 
 SPEC = TargetSpec("tflite", ".tflite", ("fp32", "int8"), runtime="LiteRT interpreter (ai-edge-litert)",
                   runtime_modules=("ai_edge_litert", "tflite_runtime"), device_runtime="tflite", tool_packages=("litert-torch", "ai-edge-litert"))
 
 
+INPUT = TargetOption("input", "app", ("app", "nchw"), "app: uint8 NHWC pixels in (preprocessing inside the graph), float32 out, "
+                     "TFLite Metadata with labels (MediaPipe Tasks takes it as it is); nchw: PyTorch's normalized NCHW float input")
+
+
 def convert(job: ConversionJob, dest: Path) -> dict:
     import litert_torch
 
+    app = job.options.get("input", INPUT.default) == "app"
+    model, example, calibration = job.model.eval(), job.example, None
+    preprocessing = job.meta.preprocessing
+    if app:
+        model, example = AppImageInput(model, preprocessing.mean, preprocessing.std).eval(), example_pixels(job.example)
     if job.precision.name == "fp32":
-        edge_model = litert_torch.convert(job.model.eval(), (job.example,))
+        edge_model = litert_torch.convert(model, (example,))
     else:
         from litert_torch.quantize.quant_config import QuantConfig
 
+        calibration = job.require_calibration()
+        if app:  # the same images, as the uint8 pixels the app graph takes
+            calibration = pixels_from_normalized(calibration, preprocessing.mean, preprocessing.std)
         quantizer = litert_quantizer(job.recipe)
-        quantized = pt2e_quantize(job.model, job.example, quantizer, job.require_calibration(), fold_quantize=False)
-        edge_model = litert_torch.convert(quantized, (job.example,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
+        quantized = pt2e_quantize(model, example, quantizer, calibration, fold_quantize=False)
+        edge_model = litert_torch.convert(quantized, (example,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
+    content = edge_model.model_content()
+    if app:
+        content = _app_ready(content, job)
     # Write from Python, not through the converter's own file writer: on a full disk LLVM's writer
     # aborts the whole process, while Python raises an OSError that fails just this artifact.
-    dest.write_bytes(edge_model.model_content())
-    # The operator census goes in the manifest: "full int8" is then checkable without tooling.
-    return {"operators": operator_census(dest)}
+    dest.write_bytes(content)
+    # The operator census goes in the manifest: "int8 inside" is then checkable without tooling.
+    record = {"operators": operator_census(dest)}
+    if app:  # what the file takes (the manifest's generic record says NCHW float32)
+        height, width = preprocessing.input_size
+        record.update(input_shape=[1, height, width, 3], input_layout="NHWC uint8 (RGB pixels 0-255; the preprocessing is inside the graph)")
+    return record
+
+
+def _app_ready(content: bytes, job: ConversionJob) -> bytes:
+    from edgemnv2 import __version__
+    from edgemnv2.tasks import get_task
+
+    meta = job.meta
+    task = get_task(meta.task)
+    label_output = task.argmax_output if task.argmax_output is not None else 0  # the detector's heatmap has a channel per class
+    metadata = metadata_bytes(
+        name=f"{meta.arch} {meta.task} ({job.precision.name})",
+        description=f"{meta.arch} {meta.task} for {len(meta.class_names)} classes; outputs {', '.join(task.output_names)}. Converted by edgemnv2 {__version__}.",
+        version=f"edgemnv2 {__version__}", author="edgemnv2", license="as the source checkpoint's",
+        input_size=tuple(meta.preprocessing.input_size),
+        outputs=[(name, f"{name} (float32)", index == label_output) for index, name in enumerate(task.output_names)],
+        preprocessing=meta.preprocessing.to_dict())
+    return with_metadata(float_outputs(content), metadata, {"labels.txt": "\n".join(meta.class_names).encode()})
 
 
 def operator_census(path: Path) -> dict:
@@ -94,18 +134,27 @@ def output_order(interpreter) -> list[dict]:
     return [dict(details[n], name=n) for n in ordered]
 
 
-def load(path: Path, manifest: dict, threads: int = 2) -> Runner:
+def load(path: Path, manifest: dict | None = None, threads: int = 2) -> Runner:
+    """A Runner over normalized NCHW float batches, whatever the file takes: it reads the input's
+    type and layout from the file, and an app file's preprocessing from its own metadata."""
     interpreter = make_interpreter(path, threads)
     key = next(iter(interpreter.get_signature_list()))
     signature_runner = interpreter.get_signature_runner(key)
     (input_name, input_detail), = signature_runner.get_input_details().items()
     outputs = output_order(interpreter)
+    app = input_detail["dtype"] == np.uint8 and input_detail["shape"][-1] == 3
+    if app:
+        preprocessing = read_metadata(path).get("preprocessing") or (manifest or {}).get("preprocessing")
+        if preprocessing is None:
+            raise RuntimeUnavailable(f"{Path(path).name} takes uint8 pixels but says nothing of its preprocessing (no metadata, no manifest)")
+        mean, std = preprocessing["mean"], preprocessing["std"]
 
     def run_one(sample: np.ndarray) -> list[np.ndarray]:
-        result = signature_runner(**{input_name: _to_input(sample, input_detail)})
+        value = pixels_from_normalized(sample, mean, std) if app else _to_input(sample, input_detail)
+        result = signature_runner(**{input_name: value})
         return [_from_output(result[o["name"]], o) for o in outputs]
 
     return per_sample(run_one)
 
 
-TARGET = Target(SPEC, convert, load)
+TARGET = Target(SPEC, convert, load, options=(INPUT,))

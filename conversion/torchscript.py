@@ -2,6 +2,7 @@
 runs on any x86 CPU) or `onednn` (full 8-bit activations; needs a CPU with VNNI)."""
 
 import io
+import json
 import warnings
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import torch
 
 from quantization.ptq import ENGINES, fx_quantize
 
-from .base import ConversionJob, Runner, Target, TargetOption, TargetSpec
+from .base import SELF_DESCRIPTION, ConversionJob, Runner, Target, TargetOption, TargetSpec, self_description
 
 SPEC = TargetSpec("torchscript", ".pt", ("fp32", "int8"), runtime="torch.jit (x86 or onednn quantized engine for int8)",
                   runtime_modules=("torch",), device_runtime="torch", tool_packages=())
@@ -32,9 +33,18 @@ def convert(job: ConversionJob, dest: Path) -> dict:
     # temporary file name, and the artifact would differ byte-wise on every conversion.
     buffer = io.BytesIO()
     engine = job.options.get("engine", ENGINE.default)
-    torch.jit.save(script_model(job, engine), buffer)
+    quantized_engine = engine if job.precision.name == "int8" else None
+    carried = json.dumps(self_description(job, quantized_engine=quantized_engine))
+    torch.jit.save(script_model(job, engine), buffer, _extra_files={SELF_DESCRIPTION: carried})
     dest.write_bytes(buffer.getvalue())
-    return {"quantized_engine": engine if job.precision.name == "int8" else None}
+    return {"quantized_engine": quantized_engine, "carries": f"{SELF_DESCRIPTION} (TorchScript extra file)"}
+
+
+def carried_description(path: Path) -> dict:
+    """The description a `.pt` carries (extra file edgemnv2.json); {} for files from before it did."""
+    files = {SELF_DESCRIPTION: ""}
+    torch.jit.load(str(path), _extra_files=files, map_location="cpu")
+    return json.loads(files[SELF_DESCRIPTION]) if files[SELF_DESCRIPTION] else {}
 
 
 def gate_failure_hint(manifest: dict) -> str | None:
@@ -71,8 +81,12 @@ def use_quantized_engine(path: Path, manifest: dict) -> str | None:
     return engine
 
 
-def load(path: Path, manifest: dict, threads: int = 2) -> Runner:
+def load(path: Path, manifest: dict | None = None, threads: int = 2) -> Runner:
     torch.set_num_threads(threads)
+    files = {SELF_DESCRIPTION: ""}
+    if manifest is None:  # the file says which quantized engine its packed weights need
+        torch.jit.load(str(path), _extra_files=files, map_location="cpu")
+        manifest = json.loads(files[SELF_DESCRIPTION] or "{}")
     engine = use_quantized_engine(path, manifest)
     return torch_module_runner(torch.jit.load(str(path)).eval(), engine)
 

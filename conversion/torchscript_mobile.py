@@ -5,11 +5,12 @@ qnnpack is the ARM engine; on an x86 host it runs (slowly) so accuracy can still
 so the frozen graph is saved for the lite interpreter as it is (the manifest records which).
 """
 
+import json
 from pathlib import Path
 
 import torch
 
-from .base import ConversionJob, Runner, Target, TargetSpec
+from .base import SELF_DESCRIPTION, ConversionJob, Runner, Target, TargetSpec, self_description
 from .torchscript import script_model, torch_module_runner, use_quantized_engine
 
 # int8 is FX quantization on the qnnpack engine with full 8-bit activations. It needs the
@@ -30,15 +31,18 @@ def convert(job: ConversionJob, dest: Path) -> dict:
 
         scripted = optimize_for_mobile(scripted)
     # through a buffer, so the archive is not named after the random temporary file (reproducible bytes)
-    dest.write_bytes(scripted._save_to_buffer_for_lite_interpreter())
-    return {"quantized_engine": ENGINE if job.precision.name == "int8" else None, "optimize_for_mobile": mobile_optimized}
+    quantized_engine = ENGINE if job.precision.name == "int8" else None
+    carried = json.dumps(self_description(job, quantized_engine=quantized_engine))
+    dest.write_bytes(scripted._save_to_buffer_for_lite_interpreter(_extra_files={SELF_DESCRIPTION: carried}))
+    return {"quantized_engine": quantized_engine, "optimize_for_mobile": mobile_optimized, "carries": f"{SELF_DESCRIPTION} (extra file)"}
 
 
-def load(path: Path, manifest: dict, threads: int = 2) -> Runner:
+def load(path: Path, manifest: dict | None = None, threads: int = 2) -> Runner:
     from torch.jit.mobile import _load_for_lite_interpreter
 
     torch.set_num_threads(threads)
-    engine = use_quantized_engine(path, manifest)
+    # without a manifest: a quantized .ptl is always qnnpack (its packed weights say so when loaded)
+    engine = use_quantized_engine(path, manifest or {"quantized_engine": ENGINE})
     return torch_module_runner(_load_for_lite_interpreter(str(path)), engine)
 
 

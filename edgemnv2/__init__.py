@@ -1,3 +1,22 @@
-"""edgemnv2: MobileNetV2 classifiers and CenterNet detectors, quantized and deployed to edge runtimes."""
+"""edgemnv2: MobileNetV2 classifiers and CenterNet detectors, quantized and deployed to edge runtimes.
+
+    from edgemnv2 import convert, validate, predict      # edgemnv2/api.py
+
+The API is resolved on first use (PEP 562): `import edgemnv2` alone, or any core module
+(models, data, tasks, checkpoint), never imports the converters and their runtimes.
+"""
 
 __version__ = "0.1.0"
+
+_API = ("convert", "validate", "predict", "ConversionResult", "Prediction", "ValidationOutcome")
+
+
+def __getattr__(name: str):
+    if name in _API:
+        import importlib
+
+        return getattr(importlib.import_module(".api", __name__), name)
+    raise AttributeError(f"module 'edgemnv2' has no attribute {name!r}")
+
+
+__all__ = ["__version__", *_API]

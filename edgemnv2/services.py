@@ -168,7 +168,8 @@ def run_demo(out: Path, *, scale: float = 1.0, epoch_scale: float = 1.0, threads
         log.line(f"{name}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
         log.stage(f"4. convert {name} to every target")
         artifacts = out / "artifacts" / name
-        results, _, _ = run_conversion(checkpoint, ["all"], ["all"], root, artifacts, QuantRecipe(), force=False)
+        results, _, _ = run_conversion(checkpoint, ["all"], ["all"], root, artifacts, QuantRecipe(), force=False,
+                                       on_start=lambda target, precision, i, n: log.line(f"  [{i}/{n}] converting {target} {precision} ..."))
         summary[name]["artifacts"] = [
             {"target": r.target, "precision": r.precision, "status": r.status, "bytes": r.size_bytes, "seconds": round(r.seconds, 1), "message": r.message}
             for r in results

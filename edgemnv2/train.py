@@ -239,5 +239,7 @@ def _end_epoch(record: dict, best: dict | None, metric: str, model, val, meta: C
 def _report(record: dict) -> None:
     from rich.console import Console
 
+    from .quiet import TERMINAL
+
     parts = [f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()]
-    Console(stderr=True).print("  ".join(parts), highlight=False)
+    Console(file=TERMINAL.get()).print("  ".join(parts), highlight=False)

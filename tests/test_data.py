@@ -69,7 +69,7 @@ def test_every_pixel_format_becomes_rgb8(tmp_path, mode):
         image = Image.fromarray((gradient * 65535).astype(np.uint16))
     else:
         image = Image.fromarray((gradient * 255).astype(np.uint8), "L").convert(mode)
-    path = tmp_path / f"x.png"
+    path = tmp_path / "x.png"
     image.save(path)
     rgb = np.asarray(load_rgb(path))
     assert rgb.shape == (16, 16, 3) and rgb.dtype == np.uint8

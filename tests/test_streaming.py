@@ -8,16 +8,16 @@ import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from edgemnv2.checkpoint import load_checkpoint
 from edgemnv2.cli.main import run
 from edgemnv2.data.datasets import load_image_folder
+from edgemnv2.data.preprocess import Preprocessing
 from edgemnv2.data.stream import batches
+from edgemnv2.errors import UserError
 from edgemnv2.evaluate import evaluate_runner, torch_runner
 from edgemnv2.tally import Tally
 
@@ -28,7 +28,7 @@ TIMING_KEYS = {"latency_median_ms", "latency_p90_ms", "latency_min_ms", "latency
 
 
 def test_batches_come_in_order_and_a_bad_image_is_one_line(shapes_root, tmp_path):
-    split = load_image_folder(shapes_root / "classification" / "val", load_checkpoint_meta_preprocessing())
+    split = load_image_folder(shapes_root / "classification" / "val", Preprocessing((32, 32)))
     seen = np.concatenate([b.indices for b in batches(split, 7, workers=2)])
     assert seen.tolist() == list(range(len(split)))
     tree = tmp_path / "val"
@@ -36,17 +36,9 @@ def test_batches_come_in_order_and_a_bad_image_is_one_line(shapes_root, tmp_path
     broken = sorted((tree / sorted(p.name for p in tree.iterdir())[3]).iterdir())[2]
     broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
     bad = load_image_folder(tree, split.preprocessing)
-    from edgemnv2.errors import UserError
-
     with pytest.raises(UserError, match=broken.name):
         for _ in batches(bad, 16, workers=2):
             pass
-
-
-def load_checkpoint_meta_preprocessing():
-    from edgemnv2.data.preprocess import Preprocessing
-
-    return Preprocessing((32, 32))
 
 
 def test_tally_reduces_in_split_order_whatever_the_sharding():
@@ -63,7 +55,7 @@ def test_tally_reduces_in_split_order_whatever_the_sharding():
 
 
 def test_training_caches_small_splits_and_streams_large_ones(shapes_root):
-    split = load_image_folder(shapes_root / "classification" / "val", load_checkpoint_meta_preprocessing())
+    split = load_image_folder(shapes_root / "classification" / "val", Preprocessing((32, 32)))
     assert not split.cache(max_bytes=split.decoded_bytes() - 1) and split.cached is None
     assert split.cache(max_bytes=split.decoded_bytes())
     first = next(iter(batches(split, 4)))

@@ -27,3 +27,22 @@ def set_threads(threads: int) -> int:
 def load_split(task: str, root: Path, split: str, preprocessing: Preprocessing, limit: int | None = None, class_names=None):
     """The task's own layout (edgemnv2.tasks): ImageFolder for classification, COCO for detection."""
     return get_task(task).load_split(Path(root), split, preprocessing, limit, class_names)
+
+
+def emit_json(value) -> None:
+    """Machine-readable output: one JSON document on stdout, nothing else there (tables go to stderr)."""
+    import json
+
+    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def third_party_noise(verbose: bool, log: Path | None, default_log: Path):
+    """Third-party warnings, logs and progress bars go to a log file unless --verbose (edgemnv2/quiet.py)."""
+    from ..quiet import third_party_to
+
+    return third_party_to(None if verbose else (log or default_log), consoles=(console, out))
+
+
+VERBOSE_HELP = "Show third-party warnings, logs and progress bars (torch, coremltools, litert-torch, XNNPACK) instead of writing them to the log file."
+LOG_HELP = "Where third-party output goes without --verbose."

@@ -6,10 +6,9 @@ from rich.table import Table
 from rich.text import Text
 
 from conversion import TARGETS
-from conversion.pipeline import run_conversion
-
+from .. import api
 from ..precision import PRECISIONS
-from .common import console, out, set_threads
+from .common import LOG_HELP, VERBOSE_HELP, console, emit_json, out, set_threads, third_party_noise
 
 TARGET_HELP = "; ".join(f"{t.name} ({t.spec.suffix}: {t.spec.runtime})" for t in TARGETS.values()) + "; or all (repeat or comma-separate)."
 
@@ -34,31 +33,47 @@ def convert(
     threads: Annotated[int, typer.Option(help="CPU threads.")] = 2,
     force: Annotated[bool, typer.Option(help="Replace existing artifacts. Without it, an artifact already built from the same checkpoint, recipe, calibration set and tools is kept, and one built from anything else is refused.")] = False,
     sign_key: Annotated[Optional[Path], typer.Option(help="Private key (PEM, elliptic curve): sign each artifact with its manifest and sidecars (OpenSSF model signing; <artifact>.sig).")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout; the table goes to stderr.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help=VERBOSE_HELP)] = False,
+    log: Annotated[Optional[Path], typer.Option(help=LOG_HELP + " Default: <out>/convert.log.")] = None,
 ) -> None:
     """Fold, quantize (calibrated on real images) and export to every requested target.
 
     Exit codes: 0 every conversion succeeded; 1 a conversion failed; 2 bad input or usage; 3 internal error."""
-    from quantization.ptq import QuantRecipe
-
     from ..errors import CheckFailed
 
     set_threads(threads)
-    recipe = QuantRecipe(observer=observer, per_channel=not per_tensor, calibration_size=calib_size)
 
     def report(result):
         colour = {"ok": "green", "failed": "red", "skipped": "yellow"}[result.status]
         console.print(Text.assemble((f"{result.status:>7}", colour), f" {result.target} {result.precision} {result.message or (result.path.name if result.path else '')}"))
 
-    results, plan, info = run_conversion(checkpoint, _split(target), _split(precision), calib_data, out_dir, recipe, force, arch, on_result=report, sign_key=sign_key,
-                                         target_options={"torchscript": {"engine": server_engine}})
+    def starting(target_name, precision_name, index, total):
+        console.print(f"[{index}/{total}] converting {target_name} {precision_name} ...", style="dim")
+
+    with third_party_noise(verbose, log, out_dir / "convert.log") as log_path:
+        result = api.convert(checkpoint, out_dir, targets=_split(target), precisions=_split(precision), calib_data=calib_data, calib_size=calib_size,
+                             observer=observer, per_channel=not per_tensor, server_engine=server_engine, force=force, sign_key=sign_key, arch=arch,
+                             on_start=starting, on_result=report)
+    results = result.artifacts
+    if log_path is not None:
+        console.print(f"third-party output (warnings, converter logs) in {log_path}; --verbose shows it here", style="dim")
     table = Table("target", "precision", "status", "size", "time", "artifact / reason", title=f"conversion of {checkpoint.name}")
     for r in results:
         size = f"{r.size_bytes / 1e6:.2f} MB" if r.size_bytes else "-"
         table.add_row(r.target, r.precision, r.status, size, f"{r.seconds:.1f} s", r.message or (r.path.name if r.path else ""))
-    for t, p, reason in plan.skipped:
+    for t, p, reason in result.unsupported:
         table.add_row(t, p, "unsupported", "-", "-", reason)
-    out.print(table)
-    console.print(f"BN folding verified: max relative error {info['fold_max_relative_error']:.1e}; calibration images: {info['calibration_images']}")
+    (console if json_output else out).print(table)
+    if json_output:
+        emit_json({
+            "checkpoint": str(checkpoint), "out": str(out_dir), "fold_max_relative_error": result.fold_max_relative_error,
+            "calibration_images": result.calibration_images,
+            "artifacts": [{"target": r.target, "precision": r.precision, "status": r.status, "path": str(r.path) if r.path else None,
+                           "bytes": r.size_bytes, "seconds": round(r.seconds, 3), "message": r.message} for r in results],
+            "unsupported": [{"target": t, "precision": p, "reason": reason} for t, p, reason in result.unsupported],
+        })
+    console.print(f"BN folding verified: max relative error {result.fold_max_relative_error:.1e}; calibration images: {result.calibration_images}")
     if any("coreml" == r.target and r.status == "ok" for r in results):
         console.print("note: CoreML artifacts were converted here but can only run on macOS.")
     failed = [r for r in results if r.status == "failed"]

@@ -7,7 +7,7 @@ from rich.table import Table
 
 from ..checkpoint import load_checkpoint
 from ..models import MODELS, create_model, get_spec
-from .common import out
+from .common import emit_json, out
 
 
 def count_macs(model: torch.nn.Module, input_size: int) -> int:
@@ -22,8 +22,12 @@ def info(
     target: Annotated[Optional[str], typer.Argument(help="A checkpoint file or a model name; omit to list the models.")] = None,
     input_size: Annotated[Optional[int], typer.Option(help="Input size for MACs (default: the model's).")] = None,
     num_classes: Annotated[Optional[int], typer.Option(help="Classes, for a model name (default 1000 classifier / 80 detector).")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of the table.")] = False,
 ) -> None:
     """Parameters, MACs, fp32 size and input size of a model or checkpoint."""
+    if target is None and json_output:
+        emit_json([{"model": name, "task": spec.task.name, "default_input": spec.default_input_size, "summary": spec.summary} for name, spec in sorted(MODELS.items())])
+        return
     if target is None:
         table = Table("model", "task", "default input", "summary")
         for name, spec in sorted(MODELS.items()):
@@ -39,6 +43,10 @@ def info(
         model = create_model(target, num_classes=classes)
         name, size = target, input_size or spec.default_input_size
     params = sum(p.numel() for p in model.parameters())
+    if json_output:
+        emit_json({"model": name, "task": get_spec(name).task.name, "classes": classes, "parameters": params, "fp32_mb": params * 4 / 1e6,
+                   "input": [1, 3, size, size], "macs": count_macs(model, size)})
+        return
     table = Table("property", "value", title=f"{name}")
     table.add_row("task", get_spec(name).task.name)
     table.add_row("classes", str(classes))

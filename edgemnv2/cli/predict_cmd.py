@@ -4,7 +4,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import console, out, set_threads
+from .common import console, emit_json, out, set_threads
 
 
 def _images_in(path: Path) -> list[Path]:
@@ -32,6 +32,7 @@ def predict(
     threads: Annotated[int, typer.Option(help="CPU threads.")] = 2,
     force: Annotated[bool, typer.Option(help="Overwrite existing outputs.")] = False,
     verify_key: Annotated[Optional[Path], typer.Option(envvar="EDGEMNV2_VERIFY_KEY", help="(or EDGEMNV2_VERIFY_KEY) Public key (PEM): refuse an artifact not signed with its private key.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the predictions as JSON on stdout; per-image lines go to stderr.")] = False,
 ) -> None:
     """Predict with a checkpoint or artifact: top-5 for classifiers, annotated images for detectors."""
     from ..errors import UserError
@@ -41,6 +42,7 @@ def predict(
     from ..predict.sources import open_source, predict_image
 
     set_threads(threads)
+    lines = console if json_output else out  # with --json, stdout carries only the JSON
     if not 0.0 <= threshold <= 1.0:
         raise UserError("--threshold must be between 0 and 1")
     files = _images_in(images)[: limit or None]
@@ -60,13 +62,15 @@ def predict(
         results = []
         for path in files:
             _, top5 = predict_image(source, path, threshold)
-            out.print(f"{path}: " + ", ".join(f"{name} {p:.3f}" for name, p in top5))
+            lines.print(f"{path}: " + ", ".join(f"{name} {p:.3f}" for name, p in top5))
             results.append({"file": str(path), "top5": [{"label": n, "score": p} for n, p in top5]})
         if out_dir is not None:
             dest = out_dir / "predictions.json"
             refuse_overwrite(dest, force)
             with atomic_output(dest, force=True) as temp:
                 temp.write_text(json.dumps(results, indent=2))
+        if json_output:
+            emit_json({"model": str(model), "task": source.task, "predictions": results})
         return
     out_dir = out_dir or Path("predictions")
     detections_file = out_dir / "detections.json"
@@ -81,7 +85,9 @@ def predict(
             x1, y1, x2, y2 = (float(v) for v in box)
             coco_results.append({"image_id": image_id, "file_name": path.name, "category_id": label + 1, "category": source.class_names[label],
                                  "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)], "score": round(score, 4)})
-        out.print(f"{path}: {len(detections)} detections")
+        lines.print(f"{path}: {len(detections)} detections")
     with atomic_output(detections_file, force=True) as temp:
         temp.write_text(json.dumps(coco_results, indent=2))
+    if json_output:
+        emit_json({"model": str(model), "task": source.task, "detections_file": str(detections_file), "detections": coco_results})
     console.print(f"annotated images and {detections_file.name} (COCO result format) in {out_dir}")

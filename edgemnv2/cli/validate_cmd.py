@@ -3,7 +3,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import console, out, set_threads
+from .common import LOG_HELP, VERBOSE_HELP, console, emit_json, out, set_threads, third_party_noise
 
 
 def validate(
@@ -22,6 +22,10 @@ def validate(
     arch: Annotated[Optional[str], typer.Option(help="Model name, only for bare state dicts.")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing report.")] = False,
     verify_key: Annotated[Optional[Path], typer.Option(envvar="EDGEMNV2_VERIFY_KEY", help="(or EDGEMNV2_VERIFY_KEY) Public key (PEM): refuse any artifact not signed with its private key (convert --sign-key).")] = None,
+    junit: Annotated[Optional[Path], typer.Option(help="Also write the gates as JUnit XML (one test case per gate of each artifact) for CI test reports.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print report.json to stdout; the table goes to stderr.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help=VERBOSE_HELP)] = False,
+    log: Annotated[Optional[Path], typer.Option(help=LOG_HELP + " Default: validate.log beside the report.")] = None,
 ) -> None:
     """Run every artifact through its real runtime; compare with fp32 eager on the same images.
 
@@ -31,15 +35,25 @@ def validate(
     Exit codes: 0 all gates passed; 1 a gate failed or an artifact could not be checked; 2 bad input
     or usage; 3 internal error; 130 interrupted; 143 terminated."""
     from ..errors import CheckFailed
-    from ..services import validate_artifacts
+    from .. import api
     from .sensitivity_cmd import print_sensitivity
 
+    from ..fileio import refuse_overwrite
+    from ..validation.junit import write_junit
+
     set_threads(threads)
-    outcome = validate_artifacts(checkpoint, artifacts, data, gates=gates, split=split, limit=limit, threads=threads, runs=runs,
-                                 report_dir=report_dir, arch=arch, verify_key=verify_key, force=force, batch_size=batch_size, workers=workers)
+    if junit is not None:
+        refuse_overwrite(junit, force)  # before the work, not after it
+    with third_party_noise(verbose, log, Path(report_dir or artifacts) / "validate.log"):
+        outcome = api.validate(checkpoint, artifacts, data, gates=gates, split=split, limit=limit, threads=threads, runs=runs,
+                               out=report_dir, arch=arch, verify_key=verify_key, force=force, batch_size=batch_size, workers=workers)
     if outcome is None:  # a torchrun rank other than 0: rank 0 reports
         return
-    show_validation(outcome)
+    show_validation(outcome, table_to=console if json_output else out)
+    if junit is not None:
+        console.print(f"JUnit XML: {write_junit(outcome.report, junit)}")
+    if json_output:
+        emit_json(outcome.report)
     if per_layer:
         print_sensitivity(checkpoint, data, arch=arch)
     if gates is not None and not outcome.passed:
@@ -47,12 +61,12 @@ def validate(
         raise CheckFailed(f"gates not passed ({outcome.gates.source}): {reasons[0]}" + (f" and {len(reasons) - 1} more; see above" if len(reasons) > 1 else ""))
 
 
-def show_validation(outcome) -> None:
+def show_validation(outcome, table_to=out) -> None:
     """The table, its notes and the failure lines (also used by `demo`)."""
     from ..validation.report import failure_lines, notes, terminal_table
 
     report = outcome.report
-    out.print(terminal_table(report))
+    table_to.print(terminal_table(report))
     for line in notes(report):
         console.print(line)
     if report["ignored_artifacts"]:

@@ -81,7 +81,15 @@ def _tflite(path, threads, manifest):
     order = sorted(names, key=lambda n: int(n.rsplit("_", 1)[-1]) if n.rsplit("_", 1)[-1].isdigit() else n)
     output_details = runner.get_output_details()
 
+    app_input = input_detail["dtype"] == np.uint8 and input_detail["shape"][-1] == 3  # uint8 NHWC pixels (app-ready file)
+    if app_input:
+        mean = np.array(manifest["preprocessing"]["mean"], np.float32)[:, None, None]
+        std = np.array(manifest["preprocessing"]["std"], np.float32)[:, None, None]
+
     def to_input(sample):
+        if app_input:  # the bundle's inputs are normalized NCHW: back to the pixels they came from
+            pixels = np.clip(np.round((sample * std + mean) * 255.0), 0, 255).astype(np.uint8)
+            return np.ascontiguousarray(pixels.transpose(0, 2, 3, 1))
         if input_detail["dtype"] == np.float32:
             return sample.astype(np.float32)
         scale, zero = input_detail["quantization"]
@@ -149,10 +157,19 @@ def _coreml(path, threads, manifest):
     model = ct.models.MLModel(path, compute_units=ct.ComputeUnit.CPU_ONLY)
     spec = model.get_spec()
     input_name = spec.description.input[0].name
-    outputs = [o.name for o in spec.description.output]
+    takes_image = spec.description.input[0].type.WhichOneof("Type") == "imageType"  # the app-ready package
+    outputs = list(manifest["outputs"])  # by name: an app classifier also has classLabel and probabilities
+    mean = np.array(manifest["preprocessing"]["mean"], np.float32)[:, None, None]
+    std = np.array(manifest["preprocessing"]["std"], np.float32)[:, None, None]
 
     def run_one(sample):
-        result = model.predict({input_name: sample})
+        value = sample
+        if takes_image:
+            from PIL import Image
+
+            pixels = np.clip(np.round((sample[0] * std + mean) * 255.0), 0, 255).astype(np.uint8)
+            value = Image.fromarray(np.ascontiguousarray(pixels.transpose(1, 2, 0)), "RGB")
+        result = model.predict({input_name: value})
         return [np.asarray(result[n], np.float32) for n in outputs]
 
     return run_one, "coremltools", _version("coremltools")

@@ -1,0 +1,95 @@
+"""#16: artifacts an app can use as they are. The TFLite files go through MediaPipe Tasks'
+ImageClassifier (the real client, from PyPI, in its own venv), unchanged."""
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conversion.base import find_artifacts
+from conversion.tflite_app import read_metadata
+from edgemnv2.checkpoint import load_checkpoint
+from edgemnv2.data.datasets import load_image_folder
+from edgemnv2.data.stream import batches
+from edgemnv2.evaluate import torch_runner
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def mediapipe_python():
+    done = subprocess.run(["bash", str(REPO / "device_tests" / "mediapipe_env.sh")], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.strip()
+
+
+def test_mediapipe_image_classifier_takes_both_tflite_files_unchanged(classifier_artifacts, shapes_root, mediapipe_python, tmp_path):
+    checkpoint, folder, _, _ = classifier_artifacts
+    model, meta = load_checkpoint(checkpoint)
+    val = load_image_folder(shapes_root / "classification" / "val", meta.preprocessing)
+    reference = np.concatenate([torch_runner(model)(meta.preprocessing.normalize(b.images))[0].argmax(1) for b in batches(val, 64)])
+    image_list = tmp_path / "images.txt"
+    image_list.write_text("\n".join(str(p) for p in val.paths))  # the val images are already at the input size
+    tflite = {m["precision"]: a for a, m in find_artifacts(folder) if m["target"] == "tflite"}
+    for precision, minimum in (("fp32", 98.0), ("int8", 96.0)):
+        carried = read_metadata(tflite[precision])
+        assert carried["labels"] == meta.class_names and carried["preprocessing"]["mean"] == list(meta.preprocessing.mean)
+        done = subprocess.run([mediapipe_python, str(REPO / "device_tests" / "mediapipe_classify.py"), str(tflite[precision]), str(image_list)],
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        found = json.loads(done.stdout)
+        assert [name for _, name, _ in found[:20]] == [meta.class_names[i] for i, _, _ in found[:20]]  # labels from the file's metadata
+        agreement = 100.0 * float(np.mean(np.array([index for index, _, _ in found]) == reference))
+        assert agreement >= minimum, (precision, agreement)
+
+
+def test_every_runnable_artifact_runs_without_its_manifest(classifier_artifacts, tmp_path):
+    """Each file carries what its runner needs (TFLite metadata, TorchScript extra files, ExecuTorch
+    constant methods, ONNX metadata_props): copied alone, it gives the same outputs."""
+    from conversion import get_target
+    from conversion.executorch import carried_description as executorch_description
+    from conversion.torchscript import carried_description as torchscript_description
+
+    checkpoint, folder, _, _ = classifier_artifacts
+    _, meta = load_checkpoint(checkpoint)
+    sample = np.random.default_rng(0).normal(size=(2, 3, *meta.preprocessing.input_size)).astype(np.float32)
+    checked = set()
+    for artifact, manifest in find_artifacts(folder):
+        if manifest["target"] == "coreml":
+            continue  # runs only on macOS
+        alone = tmp_path / artifact.name
+        alone.write_bytes(artifact.read_bytes())
+        target = get_target(manifest["target"])
+        with_manifest, without = target.load(artifact, manifest, 1)(sample), target.load(alone, None, 1)(sample)
+        assert all(np.array_equal(a, b) for a, b in zip(with_manifest, without)), artifact.name
+        checked.add(manifest["target"])
+    assert checked == {"tflite", "executorch", "torchscript", "torchscript_mobile", "onnx"}
+    pte = next(a for a, m in find_artifacts(folder) if m["target"] == "executorch")
+    pt = next(a for a, m in find_artifacts(folder) if m["target"] == "torchscript")
+    for carried in (executorch_description(pte), torchscript_description(pt)):
+        assert carried["class_names"] == meta.class_names and carried["preprocessing"] == meta.preprocessing.to_dict()
+
+
+def test_coreml_package_is_an_image_classifier_with_labels_and_metadata(classifier_artifacts):
+    """Checked on the spec with coremltools (CoreML cannot run on Linux; its accuracy rows stay simulated)."""
+    import coremltools as ct
+
+    from conversion.coreml import class_labels
+
+    checkpoint, folder, _, _ = classifier_artifacts
+    _, meta = load_checkpoint(checkpoint)
+    packages = [(a, m) for a, m in find_artifacts(folder) if m["target"] == "coreml"]
+    assert {m["precision"] for _, m in packages} == {"fp32", "fp16", "int8", "int8_weights"}
+    for artifact, manifest in packages:
+        description = ct.utils.load_spec(str(artifact)).description
+        image = description.input[0]
+        assert image.type.WhichOneof("Type") == "imageType" and image.type.imageType.colorSpace == ct.proto.FeatureTypes_pb2.ImageFeatureType.RGB
+        assert (image.type.imageType.height, image.type.imageType.width) == tuple(meta.preprocessing.input_size)
+        assert description.predictedFeatureName == "classLabel" and description.predictedProbabilitiesName == "classLabel_probs"
+        assert class_labels(artifact) == meta.class_names, artifact.name
+        assert "logits" in [o.name for o in description.output]
+        assert description.metadata.author == "edgemnv2" and description.metadata.versionString and description.metadata.shortDescription
+        assert json.loads(description.metadata.userDefined["preprocessing"])["std"] == list(meta.preprocessing.std)
+        assert manifest["input_layout"].startswith("image")
