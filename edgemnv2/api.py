@@ -57,14 +57,16 @@ class Prediction:
 
 def convert(model: nn.Module | str | Path, out: str | Path, *, meta: CheckpointMeta | None = None, targets: Sequence[str] = ("all",),
             precisions: Sequence[str] = ("all",), calib_data: str | Path | None = None, calib_size: int = 128, observer: str = "histogram",
-            per_channel: bool = True, server_engine: str = "x86", force: bool = False, sign_key: str | Path | None = None,
+            per_channel: bool = True, server_engine: str = "x86", target_options: dict[str, dict] | None = None, force: bool = False,
+            sign_key: str | Path | None = None,
             name: str = "model", arch: str | None = None, on_start=None, on_result=None) -> ConversionResult:
     """Fold, quantize and export a checkpoint file, or a model in memory, to every requested target.
 
     A model in memory (an `nn.Module` built by `edgemnv2.models.create_model`, trained however you
     like) needs its `meta` (architecture, task, class names, preprocessing); it is saved as
     `<out>/<name>.pt` first, so every artifact's manifest names the exact weights it came from and
-    `validate` can compare against them. `arch`: only for a bare state-dict file.
+    `validate` can compare against them. `arch`: only for a bare state-dict file. `target_options`:
+    {target: {option: value}}, e.g. {"tflite": {"input": "nchw"}} (`edgemnv2 convert --help` lists them).
     on_start(target, precision, index, total) and on_result(ArtifactResult) report progress."""
     out = Path(out)
     if isinstance(model, nn.Module):
@@ -76,7 +78,7 @@ def convert(model: nn.Module | str | Path, out: str | Path, *, meta: CheckpointM
     recipe = QuantRecipe(observer=observer, per_channel=per_channel, calibration_size=calib_size)
     results, plan, info = run_conversion(checkpoint, list(targets), list(precisions), Path(calib_data) if calib_data else None, out, recipe, force,
                                          arch, on_result=on_result, sign_key=Path(sign_key) if sign_key else None,
-                                         target_options={"torchscript": {"engine": server_engine}}, on_start=on_start)
+                                         target_options={"torchscript": {"engine": server_engine}, **(target_options or {})}, on_start=on_start)
     return ConversionResult(checkpoint, results, plan.skipped, info["fold_max_relative_error"], info["calibration_images"])
 
 

@@ -15,6 +15,22 @@ TARGET_HELP = "; ".join(f"{t.name} ({t.spec.suffix}: {t.spec.runtime})" for t in
 PRECISION_HELP = "; ".join(f"{p.name}: {p.summary}" + (" (needs --calib-data)" if p.needs_calibration else "") for p in PRECISIONS.values()) + "; or all."
 
 
+OPTIONS_HELP = "; ".join(f"{t.name}.{o.name}={'|'.join(o.choices)} (default {o.default}): {o.help}" for t in TARGETS.values() for o in t.options)
+
+
+def _target_options(settings: list[str], server_engine: str) -> dict[str, dict]:
+    from ..errors import UserError
+
+    options: dict[str, dict] = {"torchscript": {"engine": server_engine}}
+    for setting in settings:
+        key, sep, value = setting.partition("=")
+        target, dot, name = key.partition(".")
+        if not sep or not dot or not name or not value:
+            raise UserError(f"--set {setting!r}: expected TARGET.OPTION=VALUE, e.g. tflite.input=nchw")
+        options.setdefault(target.strip(), {})[name.strip()] = value.strip()
+    return options
+
+
 def _split(values: list[str]) -> list[str]:
     return [v.strip() for value in values for v in value.split(",") if v.strip()]
 
@@ -33,6 +49,7 @@ def convert(
     threads: Annotated[int, typer.Option(help="CPU threads.")] = 2,
     force: Annotated[bool, typer.Option(help="Replace existing artifacts. Without it, an artifact already built from the same checkpoint, recipe, calibration set and tools is kept, and one built from anything else is refused.")] = False,
     sign_key: Annotated[Optional[Path], typer.Option(help="Private key (PEM, elliptic curve): sign each artifact with its manifest and sidecars (OpenSSF model signing; <artifact>.sig).")] = None,
+    set_option: Annotated[list[str], typer.Option("--set", help="A target's option, TARGET.OPTION=VALUE (repeatable): " + OPTIONS_HELP)] = [],
     json_output: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout; the table goes to stderr.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", help=VERBOSE_HELP)] = False,
     log: Annotated[Optional[Path], typer.Option(help=LOG_HELP + " Default: <out>/convert.log.")] = None,
@@ -53,7 +70,8 @@ def convert(
 
     with third_party_noise(verbose, log, out_dir / "convert.log") as log_path:
         result = api.convert(checkpoint, out_dir, targets=_split(target), precisions=_split(precision), calib_data=calib_data, calib_size=calib_size,
-                             observer=observer, per_channel=not per_tensor, server_engine=server_engine, force=force, sign_key=sign_key, arch=arch,
+                             observer=observer, per_channel=not per_tensor, target_options=_target_options(set_option, server_engine), force=force,
+                             sign_key=sign_key, arch=arch,
                              on_start=starting, on_result=report)
     results = result.artifacts
     if log_path is not None:
