@@ -167,7 +167,8 @@ def with_metadata(content: bytes, metadata: bytes, files: dict[str, bytes]) -> b
     stream.seek(0, io.SEEK_END)
     with zipfile.ZipFile(stream, "a") as archive:  # what the TFLite metadata populator does
         for file_name, data in files.items():
-            archive.writestr(file_name, data)
+            # a fixed date: the same model converted twice gives the same bytes
+            archive.writestr(zipfile.ZipInfo(file_name, date_time=(1980, 1, 1, 0, 0, 0)), data)
     return stream.getvalue()
 
 

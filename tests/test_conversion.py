@@ -58,7 +58,9 @@ def test_manifests_describe_their_artifacts(classifier_artifacts):
     for artifact, manifest in find_artifacts(out):
         assert manifest["artifact_sha256"] == sha256_of(artifact)
         assert manifest["checkpoint_sha256"] == sha256_of(checkpoint)
-        assert manifest["input_shape"] == [1, 3, TEST_CLASSIFIER_INPUT, TEST_CLASSIFIER_INPUT] and manifest["outputs"] == ["logits"]
+        side = TEST_CLASSIFIER_INPUT
+        expected = [1, side, side, 3] if manifest["target"] == "tflite" else [1, 3, side, side]  # the app-ready .tflite takes NHWC pixels
+        assert manifest["input_shape"] == expected and manifest["outputs"] == ["logits"]
         assert len(manifest["class_names"]) == 10 and manifest["preprocessing"]["mean"]
         assert manifest["tool_versions"]["torch"].startswith("2.14.1")
         if manifest["precision"].startswith("int8") and manifest["precision"] != "int8_weights":
