@@ -37,10 +37,13 @@ def _rss_kb(pid: int) -> int:
     return 0
 
 
-def run_measured(command: list[str], env: dict) -> dict:
-    """Run a command; -> exit code, seconds, and its peak RSS sampled every 20 ms."""
+def run_measured(command: list[str], env: dict, cwd: Path) -> dict:
+    """Run a command; -> exit code, seconds, and its peak RSS sampled every 20 ms.
+
+    `cwd` is the code's own checkout: `python -m` puts the working directory first on sys.path, so
+    run from elsewhere it would import that folder's edgemnv2, whatever PYTHONPATH says."""
     started = time.perf_counter()
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     peak = [0]
 
     def sample():
@@ -87,12 +90,13 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", type=Path, help="keep the checkpoint and artifacts here (reused when present)")
     parser.add_argument("--before", help="also run a git revision's code, e.g. 5f2c114")
+    parser.add_argument("--skip-now", action="store_true", help="run only --before's code (the current code's rows are already measured)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="edgemnv2-stream-"))
     work.mkdir(parents=True, exist_ok=True)
     checkpoint = prepare(args.data, work, args.width)
-    codes = {"now": REPO}
+    codes = {} if args.skip_now else {"now": REPO}
     if args.before:
         tree = work / f"code-{args.before}"
         if not tree.exists():
@@ -103,7 +107,7 @@ def main(argv=None) -> int:
         env = dict(os.environ, PYTHONPATH=str(tree), EDGEMNV2_NO_PROGRESS="1")
         for count in (int(c) for c in args.counts.split(",")):
             out = work / f"report-{code}-{count}"
-            result = run_measured(validate_command(checkpoint, work / "artifacts", args.data, count, out, args.threads), env)
+            result = run_measured(validate_command(checkpoint, work / "artifacts", args.data, count, out, args.threads), env, tree)
             report = json.loads((out / "report.json").read_text()) if (out / "report.json").exists() else {}
             rates = {row["artifact"]: row["measured"].get("images_per_second") for row in report.get("artifacts", [])}
             runs.append({"code": code, "images": count, **{k: v for k, v in result.items() if k != "stderr"}, "images_per_second": rates,
@@ -119,9 +123,9 @@ def main(argv=None) -> int:
         mine = sorted((r for r in runs if r["code"] == code), key=lambda r: r["images"])
         if len(mine) > 1:
             print(f"{code}: peak RSS grows {mine[-1]['peak_rss_mb'] - mine[0]['peak_rss_mb']:+.0f} MB from {mine[0]['images']} to {mine[-1]['images']} images")
-    if runs and runs[-1]["images_per_second"]:
-        print("\nimages/s per artifact (runtime only, during the accuracy pass; 'now' code):")
-        latest = max((r for r in runs if r["code"] == "now"), key=lambda r: r["images"])
+    for code in codes:
+        latest = max((r for r in runs if r["code"] == code), key=lambda r: r["images"])
+        print(f"\nimages/s per artifact ({code} code, {latest['images']} images; inside the runtime during the accuracy pass):")
         for name, rate in latest["images_per_second"].items():
             print(f"  {name:<48} {'n/a (not run here)' if rate is None else f'{rate:8.1f}'}")
     if args.json:

@@ -83,9 +83,16 @@ def _app(job: ConversionJob) -> bool:
 
 
 def _classifier(job: ConversionJob) -> bool:
+    """Whether the package gets Core ML's classifier outputs (class label, class -> probability)."""
     from edgemnv2.tasks import get_task
 
-    return get_task(job.meta.task).argmax_output is not None
+    # Not for fp16: coremltools 9's FP16ComputePrecision pass fixes the output types before the
+    # classifier op adds its two outputs, and export then fails (IndexError in get_func_output).
+    return get_task(job.meta.task).argmax_output is not None and job.precision.name != "fp16"
+
+
+FP16_CLASSIFIER_NOTE = ("fp16: no classifier outputs (coremltools 9 cannot add them to an fp16 program); "
+                        "the class names are in the user-defined metadata, the logits are the output")
 
 
 def source_program(job: ConversionJob) -> torch.export.ExportedProgram:
@@ -183,6 +190,8 @@ def convert(job: ConversionJob, dest: Path) -> dict:
         record["input_layout"] = "image: RGB, 0-255 (CVPixelBuffer/CGImage; ImageType scale 1/255, the mean/std inside the model)"
         if _classifier(job):
             record["app_outputs"] = ["classLabel", f"{PROBABILITIES} (dictionary: class name -> softmax probability)", "logits"]
+        elif job.precision.name == "fp16":
+            record["app_outputs_note"] = FP16_CLASSIFIER_NOTE
     return record
 
 

@@ -26,7 +26,7 @@ from quantization.ptq import QuantRecipe
 from .checkpoint import CheckpointMeta, save_checkpoint
 from .data.images import is_image_file, list_images
 from .errors import UserError
-from .predict.sources import Source, open_source, predict_image
+from .prediction.sources import Source, open_source, predict_image
 from .services import ValidationOutcome, validate_artifacts
 
 

@@ -7,6 +7,7 @@ point at the log, so all of that lands there whatever wrote it (Python or C), wh
 consoles and progress bars write to duplicates of the real terminal. `--verbose` skips all this.
 """
 
+import functools
 import logging
 import os
 import sys
@@ -28,6 +29,21 @@ class _Terminal:
 TERMINAL = _Terminal()
 
 
+def _log_warning(log, message, category, filename, lineno, file=None, line=None) -> None:
+    try:
+        log.write(warnings.formatwarning(message, category, filename, lineno, line))
+    except (OSError, ValueError):  # a full disk or a closed log must not turn a warning into an error
+        pass
+
+
+def default_log(command: str) -> Path:
+    """A new log file per run: $EDGEMNV2_LOG_DIR, else ~/.cache/edgemnv2/logs/<command>-<time>-<pid>.log."""
+    import time
+
+    root = Path(os.environ.get("EDGEMNV2_LOG_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgemnv2" / "logs")
+    return root / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+
+
 def _terminal(stream, fd: int, saved_fd: int):
     """A stream to the real terminal: a duplicate of the saved descriptor when `stream` writes to
     `fd`; else `stream` itself (a test's capture buffer, a notebook's widget: dup2 cannot touch it)."""
@@ -47,7 +63,12 @@ def third_party_to(log_path: Path | None, consoles=()) -> Iterator[Path | None]:
         yield None
         return
     log_path = Path(log_path)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(log_path, "a", buffering=1, encoding="utf-8", errors="replace")
+    except OSError:  # no writable place for the log: keep the noise on the terminal rather than fail the command
+        yield None
+        return
     sys.stdout.flush()
     sys.stderr.flush()
     saved = {fd: os.dup(fd) for fd in (1, 2)}
@@ -76,8 +97,7 @@ def third_party_to(log_path: Path | None, consoles=()) -> Iterator[Path | None]:
         os.environ["TQDM_DISABLE"] = "1"  # coremltools' progress bars: not even in the log
         with warnings.catch_warnings():
             warnings.simplefilter("default")
-            warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: log.write(
-                warnings.formatwarning(message, category, filename, lineno, line))
+            warnings.showwarning = functools.partial(_log_warning, log)
             yield log_path
     finally:
         sys.stdout.flush()

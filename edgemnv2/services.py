@@ -23,7 +23,7 @@ from .errors import UserError, did_you_mean
 from .evaluate import evaluate_runner, torch_runner
 from .fileio import refuse_overwrite
 from .models import create_model, get_spec
-from .predict.compare import worst_disagreements
+from .prediction.compare import worst_disagreements
 from .signing import tool as signing_tool
 from .tasks import get_task
 from .train import TrainConfig

@@ -1,11 +1,14 @@
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
 os.environ.setdefault("EDGEMNV2_NO_PROGRESS", "1")
+# third-party output of the commands under test goes to logs here, not into the user's cache
+os.environ.setdefault("EDGEMNV2_LOG_DIR", tempfile.mkdtemp(prefix="edgemnv2-test-logs-"))
 torch.set_num_threads(2)
 
 

@@ -70,21 +70,22 @@ def test_validate_json_and_junit_match_the_gates(three_artifacts, shapes_root, t
                 assert (case.find("failure") is None) == gate["passed"], (row["artifact"], gate)
     failed = [(s.get("name"), c.get("name")) for s in suites for c in s if c.find("failure") is not None]
     assert any(name.endswith("tflite.int8.tflite") and gate == "min_sqnr_db" for name, gate in failed)
-    assert ("gates file", "classification.fp32") in failed
+    assert ("gates file", report["gates"]["unchecked"][0]) in failed and "classification.fp32" in report["gates"]["unchecked"][0]
     assert int(suites.get("failures")) == len(failed)
     assert any(c.find("skipped") is not None for s in suites if "coreml" in s.get("name") for c in s)  # simulated: no latency
 
 
 def test_convert_json_and_third_party_output_goes_to_the_log(trained_classifier, tmp_path):
     checkpoint, _ = trained_classifier
-    out = tmp_path / "artifacts"
+    out, log = tmp_path / "artifacts", tmp_path / "convert.log"
     done = subprocess.run([sys.executable, "-m", "edgemnv2", "convert", "--checkpoint", str(checkpoint), "--target", "torchscript",
-                           "--precision", "fp32", "--out", str(out), "--json"], capture_output=True, text=True, timeout=300)
+                           "--precision", "fp32", "--out", str(out), "--json", "--log", str(log)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert [a["status"] for a in result["artifacts"]] == ["ok"]
     assert "Warning" not in done.stderr and "[1/1] converting torchscript fp32" in done.stderr
-    assert "torch.jit.trace" in (out / "convert.log").read_text()  # the deprecation warning is kept, in the log
+    assert "torch.jit.trace" in log.read_text()  # the deprecation warning is kept, in the log
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["tiny_classifier.torchscript.fp32.pt", "tiny_classifier.torchscript.fp32.pt.manifest.json"]
     verbose = subprocess.run([sys.executable, "-m", "edgemnv2", "convert", "--checkpoint", str(checkpoint), "--target", "torchscript",
                               "--precision", "fp32", "--out", str(tmp_path / "v"), "--verbose"], capture_output=True, text=True, timeout=300)
     assert verbose.returncode == 0 and "torch.jit.trace" in verbose.stderr

@@ -118,8 +118,9 @@ def test_tflite_int8_is_int8_inside(classifier_artifacts, detector_artifacts):
             if manifest["target"] == "tflite":
                 census = operator_census(artifact)
                 assert manifest["operators"] == census
-                assert "TRANSPOSE" not in census["counts"], artifact.name
                 outputs = len(manifest["outputs"])
+                # NHWC pixels in: no layout transpose, except (detector) one per NCHW output map
+                assert census["counts"].get("TRANSPOSE", 0) <= (outputs if manifest["task"] == "detection" else 0), (artifact.name, census)
                 if manifest["precision"] == "int8":
                     assert sorted(census["float_ops"]) == sorted(["CAST", "QUANTIZE"] + ["DEQUANTIZE"] * outputs), artifact.name
                     assert census["counts"]["ADD"] >= 1, artifact.name

@@ -37,12 +37,17 @@ def emit_json(value) -> None:
     sys.stdout.flush()
 
 
-def third_party_noise(verbose: bool, log: Path | None, default_log: Path):
-    """Third-party warnings, logs and progress bars go to a log file unless --verbose (edgemnv2/quiet.py)."""
-    from ..quiet import third_party_to
+def third_party_noise(verbose: bool, log: Path | None, default: Path | str):
+    """Third-party warnings, logs and progress bars go to a log file unless --verbose (edgemnv2/quiet.py).
 
-    return third_party_to(None if verbose else (log or default_log), consoles=(console, out))
+    `default`: a path, or a command name for a new file per run under the user's cache (convert and
+    validate never write a log into their output folders: a read-only destination, or a folder whose
+    contents a caller checks, stays untouched)."""
+    from ..quiet import default_log, third_party_to
+
+    chosen = log or (default_log(default) if isinstance(default, str) else default)
+    return third_party_to(None if verbose else chosen, consoles=(console, out))
 
 
 VERBOSE_HELP = "Show third-party warnings, logs and progress bars (torch, coremltools, litert-torch, XNNPACK) instead of writing them to the log file."
-LOG_HELP = "Where third-party output goes without --verbose."
+LOG_HELP = "Where third-party output goes without --verbose (default: a new file under ~/.cache/edgemnv2/logs/)."

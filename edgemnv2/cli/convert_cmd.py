@@ -52,7 +52,7 @@ def convert(
     set_option: Annotated[list[str], typer.Option("--set", help="A target's option, TARGET.OPTION=VALUE (repeatable): " + OPTIONS_HELP)] = [],
     json_output: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout; the table goes to stderr.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", help=VERBOSE_HELP)] = False,
-    log: Annotated[Optional[Path], typer.Option(help=LOG_HELP + " Default: <out>/convert.log.")] = None,
+    log: Annotated[Optional[Path], typer.Option(help=LOG_HELP)] = None,
 ) -> None:
     """Fold, quantize (calibrated on real images) and export to every requested target.
 
@@ -68,7 +68,7 @@ def convert(
     def starting(target_name, precision_name, index, total):
         console.print(f"[{index}/{total}] converting {target_name} {precision_name} ...", style="dim")
 
-    with third_party_noise(verbose, log, out_dir / "convert.log") as log_path:
+    with third_party_noise(verbose, log, "convert") as log_path:
         result = api.convert(checkpoint, out_dir, targets=_split(target), precisions=_split(precision), calib_data=calib_data, calib_size=calib_size,
                              observer=observer, per_channel=not per_tensor, target_options=_target_options(set_option, server_engine), force=force,
                              sign_key=sign_key, arch=arch,

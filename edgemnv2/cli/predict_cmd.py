@@ -37,9 +37,9 @@ def predict(
     """Predict with a checkpoint or artifact: top-5 for classifiers, annotated images for detectors."""
     from ..errors import UserError
     from ..fileio import atomic_output, refuse_overwrite
-    from ..predict.compare import compare_images
-    from ..predict.draw import draw_detections
-    from ..predict.sources import open_source, predict_image
+    from ..prediction.compare import compare_images
+    from ..prediction.draw import draw_detections
+    from ..prediction.sources import open_source, predict_image
 
     set_threads(threads)
     lines = console if json_output else out  # with --json, stdout carries only the JSON

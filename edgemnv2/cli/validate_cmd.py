@@ -25,7 +25,7 @@ def validate(
     junit: Annotated[Optional[Path], typer.Option(help="Also write the gates as JUnit XML (one test case per gate of each artifact) for CI test reports.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print report.json to stdout; the table goes to stderr.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", help=VERBOSE_HELP)] = False,
-    log: Annotated[Optional[Path], typer.Option(help=LOG_HELP + " Default: validate.log beside the report.")] = None,
+    log: Annotated[Optional[Path], typer.Option(help=LOG_HELP)] = None,
 ) -> None:
     """Run every artifact through its real runtime; compare with fp32 eager on the same images.
 
@@ -44,7 +44,7 @@ def validate(
     set_threads(threads)
     if junit is not None:
         refuse_overwrite(junit, force)  # before the work, not after it
-    with third_party_noise(verbose, log, Path(report_dir or artifacts) / "validate.log"):
+    with third_party_noise(verbose, log, "validate"):
         outcome = api.validate(checkpoint, artifacts, data, gates=gates, split=split, limit=limit, threads=threads, runs=runs,
                                out=report_dir, arch=arch, verify_key=verify_key, force=force, batch_size=batch_size, workers=workers)
     if outcome is None:  # a torchrun rank other than 0: rank 0 reports
