@@ -150,16 +150,36 @@ def _latency(timing: dict) -> dict:
     return {"latency_median_ms": timing["median_ms"], "latency_p90_ms": timing["p90_ms"], "latency_min_ms": timing["min_ms"]}
 
 
+# Batches are scored in chunks: every artifact runs over the whole chunk before the next one
+# takes its turn. Switching models every batch evicted each one's weights from the caches: on the
+# demo classifier (14 artifacts, 1,000 images) the one-pass validate took 53 s against 47 s for
+# the old artifact-by-artifact loop. A chunk is at most CHUNK_BATCHES batches and CHUNK_BYTES of
+# inputs plus reference outputs, so memory stays bounded whatever the split's size.
+CHUNK_BATCHES = 16
+CHUNK_BYTES = 64 << 20
+
+
 def _score_pass(reference: Subject, subjects: list[Subject], data, chunks: list[np.ndarray], task: Task, settings: ValidationSettings) -> None:
-    """Every batch once through the reference, then through every running artifact."""
+    """Every batch once through the reference, then (a chunk of batches at a time) through every running artifact."""
     preprocessing = data.preprocessing
+    pending, pending_bytes = [], 0
     for batch in read_batches(data, chunks, settings.workers, description=f"validating {len(subjects)} artifacts"):
         x = preprocessing.normalize(batch.images)
         expected = _run(reference, x)
         reference.scores.add(batch.indices, task.score(expected, batch, data))
-        for subject in subjects:
+        pending.append((batch, x, expected))
+        pending_bytes += x.nbytes + sum(e.nbytes for e in expected)
+        if len(pending) >= CHUNK_BATCHES or pending_bytes >= CHUNK_BYTES:
+            _score_chunk(pending, subjects, data, task)
+            pending, pending_bytes = [], 0
+    _score_chunk(pending, subjects, data, task)
+
+
+def _score_chunk(pending: list, subjects: list[Subject], data, task: Task) -> None:
+    for subject in subjects:
+        for batch, x, expected in pending:
             if subject.runner is None:
-                continue
+                break
             try:
                 outputs = _run(subject, x)
                 records = task.score(outputs, batch, data)
@@ -167,7 +187,7 @@ def _score_pass(reference: Subject, subjects: list[Subject], data, chunks: list[
                 drift = drift_records(expected, outputs)
             except Exception as exc:  # a runtime crashing mid-way: the row says so, the others go on
                 _failed(subject, exc)
-                continue
+                break
             subject.scores.add(batch.indices, records)
             subject.agreement.add(batch.indices, agreement)
             subject.drift.add(batch.indices, drift)
