@@ -73,7 +73,8 @@ def prepare(data: Path, work: Path, width: float) -> Path:
         side = load_rgb(samples[0][0]).height
         meta = CheckpointMeta("mobilenet_v2", "classification", classes, Preprocessing((side, side)), {"width_mult": width})
         save_checkpoint(checkpoint, create_model("mobilenet_v2", num_classes=len(classes), width_mult=width), meta)
-    run_conversion(checkpoint, ["all"], ["fp32", "int8"], data, work / "artifacts", QuantRecipe(calibration_size=128))
+    if not list((work / "artifacts").glob("*.manifest.json")):  # reuse: every code must read the very same artifacts
+        run_conversion(checkpoint, ["all"], ["fp32", "int8"], data, work / "artifacts", QuantRecipe(calibration_size=128))
     return checkpoint
 
 
