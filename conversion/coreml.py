@@ -29,6 +29,7 @@ from quantization.ptq import xnnpack_int8_graph
 
 from .base import SIDECARS, ConversionJob, Runner, RuntimeUnavailable, Target, TargetOption, TargetSpec, per_sample, sidecar_path, sidecar_temp
 from .program_file import load_program, save_program
+from .tflite_app import pixels_from_normalized
 
 INPUT = TargetOption("input", "app", ("app", "tensor"), "app: image input (RGB, 0-255; the preprocessing inside), class labels and "
                      "metadata for Xcode and Vision; tensor: PyTorch's normalized NCHW float input")
@@ -282,14 +283,11 @@ def load(path: Path, manifest: dict | None = None, threads: int = 2) -> Runner:
     takes_image = image_input.type.WhichOneof("Type") == "imageType"
     output_names = list(manifest["outputs"]) if manifest else [o.name for o in spec.description.output]
     preprocessing = manifest["preprocessing"] if manifest else json.loads(spec.description.metadata.userDefined["preprocessing"])
-    mean = np.array(preprocessing["mean"], np.float32)[:, None, None]
-    std = np.array(preprocessing["std"], np.float32)[:, None, None]
 
     def run_one(sample: np.ndarray) -> list[np.ndarray]:
         value = sample
         if takes_image:  # a normalized tensor back to the RGB image it came from
-            pixels = np.clip(np.round((sample[0] * std + mean) * 255.0), 0, 255).astype(np.uint8)
-            value = Image.fromarray(np.ascontiguousarray(pixels.transpose(1, 2, 0)), "RGB")
+            value = Image.fromarray(pixels_from_normalized(sample, preprocessing["mean"], preprocessing["std"])[0], "RGB")
         result = model.predict({input_name: value})
         return [np.asarray(result[name], np.float32) for name in output_names]
 
