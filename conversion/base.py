@@ -5,6 +5,7 @@ A target is one module exposing one `TARGET = Target(spec, convert, load, ...)`:
     convert(job, dest) -> dict           write the artifact at dest; return extra manifest fields
     load(path, manifest, threads) -> Runner   run it (RuntimeUnavailable when this machine cannot)
     simulate(path, manifest) -> Runner   optional: figures where the runtime cannot run (labelled simulated)
+    describe(path) -> dict               optional: the self-description the file carries ({} if none), so it runs without its manifest
     gate_failure_hint(manifest) -> str   optional: advice when its artifact fails a gate
     options                              optional: per-target conversion options, with defaults
 A new target is one new file plus one line in conversion/__init__.py (plus, for bundles, its
@@ -75,6 +76,7 @@ class Target:
     convert: Callable
     load: Callable
     simulate: Callable | None = None
+    describe: Callable | None = None
     gate_failure_hint: Callable | None = None
     options: tuple[TargetOption, ...] = ()
 
@@ -111,6 +113,7 @@ class ConversionJob:
     options: dict = field(default_factory=dict)  # this target's options (Target.option_values)
     calibration_sha256: str | None = None  # of the calibration images this run uses (hashed once per run)
     tool_packages: tuple[str, ...] = ()  # this target's tools, recorded with the core packages
+    postprocessed: bool = False  # model carries the task's in-graph post-processing (the detector's decode)
 
     @property
     def example(self) -> torch.Tensor:
@@ -172,8 +175,19 @@ def artifact_path(out_dir: Path, stem: str, spec: TargetSpec, precision: Precisi
     return Path(out_dir) / f"{stem}.{spec.name}.{precision.name}{spec.suffix}"
 
 
-def output_names(meta: CheckpointMeta) -> list[str]:
-    return list(get_task(meta.task).output_names)
+def output_names(job: ConversionJob) -> list[str]:
+    """What the artifact returns, in order: the task's outputs, or its in-graph post-processing's."""
+    task = get_task(job.meta.task)
+    return list(task.postprocessed_output_names if job.postprocessed else task.output_names)
+
+
+DECODE = "decode"  # the target option that puts a detector's decode in the graph
+
+
+def decode_option(default: str) -> TargetOption:
+    return TargetOption(DECODE, default, ("graph", "host"), "detectors: graph puts CenterNet's decode (3x3 max-pool peaks, "
+                        "top-100, boxes in input pixels) inside the artifact, whose outputs are then boxes, scores, classes; "
+                        "host returns the raw hm/wh/reg maps (decoded by the runner). Classifiers ignore it")
 
 
 def _quantization_record(job: ConversionJob) -> dict | None:
@@ -192,11 +206,24 @@ def _quantization_record(job: ConversionJob) -> dict | None:
 SELF_DESCRIPTION = "edgemnv2.json"  # the name under which artifacts that can carry files or constants carry it
 
 
+def zipped_extra_file(path: Path, name: str = SELF_DESCRIPTION) -> dict:
+    """A JSON extra file from a TorchScript or lite-interpreter archive (`<root>/extra/<name>`), read
+    with zipfile: nothing in the archive is unpickled or run. {} when there is none."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            member = next((m for m in archive.namelist() if m.endswith("/extra/" + name)), None)
+            return json.loads(archive.read(member)) if member else {}
+    except (zipfile.BadZipFile, ValueError, OSError):
+        return {}
+
+
 def self_description(job: ConversionJob, **extra) -> dict:
     """What the artifact is, carried inside it where the format allows (TorchScript extra files,
     ExecuTorch constant methods, TFLite/CoreML metadata): a runner needs nothing else."""
     return {"task": job.meta.task, "arch": job.meta.arch, "precision": job.precision.name, "class_names": list(job.meta.class_names),
-            "preprocessing": job.meta.preprocessing.to_dict(), "outputs": output_names(job.meta), **extra}
+            "preprocessing": job.meta.preprocessing.to_dict(), "outputs": output_names(job), **extra}
 
 
 def build_manifest(job: ConversionJob, spec: TargetSpec, artifact: Path, provenance: dict, extra: dict, seconds: float) -> dict:
@@ -214,7 +241,7 @@ def build_manifest(job: ConversionJob, spec: TargetSpec, artifact: Path, provena
         "input_shape": [1, 3, height, width],
         "input_layout": "NCHW float32",
         "preprocessing": job.meta.preprocessing.to_dict(),
-        "outputs": output_names(job.meta),
+        "outputs": output_names(job),
         "quantization": _quantization_record(job),
         "target_options": dict(job.options),
         "checkpoint_sha256": provenance["checkpoint_sha256"],

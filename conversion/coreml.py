@@ -27,7 +27,7 @@ from edgemnv2.artifacts import ArtifactRefused
 
 from quantization.ptq import xnnpack_int8_graph
 
-from .base import SIDECARS, ConversionJob, Runner, RuntimeUnavailable, Target, TargetOption, TargetSpec, per_sample, sidecar_path, sidecar_temp
+from .base import SELF_DESCRIPTION, SIDECARS, ConversionJob, Runner, RuntimeUnavailable, Target, TargetOption, TargetSpec, decode_option, output_names, per_sample, self_description, sidecar_path, sidecar_temp
 from .program_file import load_program, save_program
 from .tflite_app import pixels_from_normalized
 
@@ -115,6 +115,8 @@ def to_mlmodel(job: ConversionJob, program: torch.export.ExportedProgram | None 
     ct = _quiet_coremltools()
     exported = (program or source_program(job)).run_decompositions({})
     precision = ct.precision.FLOAT16 if job.precision.name == "fp16" else ct.precision.FLOAT32
+    if job.precision.name == "fp16" and job.postprocessed:
+        precision = ct.transform.FP16ComputePrecision(op_selector=_outside_postprocessing())
     options = {}
     if _app(job):
         height, width = job.meta.preprocessing.input_size
@@ -142,10 +144,28 @@ def to_mlmodel(job: ConversionJob, program: torch.export.ExportedProgram | None 
     return mlmodel
 
 
-def get_task_outputs(job: ConversionJob) -> tuple[str, ...]:
-    from edgemnv2.tasks import get_task
+def _outside_postprocessing():
+    """An fp16 op selector that keeps the detector's in-graph decode in float32: the decode starts
+    at the heatmap's sigmoid (the network has none), and everything computed from it stays fp32.
+    coremltools' fp16 pass would otherwise cast top-K's indices to int16 and do the index
+    arithmetic in fp16, which is exact only below 2,048 positions."""
+    downstream: set[str] = set()
 
-    return get_task(job.meta.task).output_names
+    def inputs_of(op):
+        for value in op.inputs.values():
+            yield from (value if isinstance(value, (list, tuple)) else (value,))
+
+    def cast_to_fp16(op) -> bool:
+        if op.op_type == "sigmoid" or any(getattr(v, "op", None) is not None and v.op.name in downstream for v in inputs_of(op)):
+            downstream.add(op.name)
+            return False
+        return True
+
+    return cast_to_fp16
+
+
+def get_task_outputs(job: ConversionJob) -> tuple[str, ...]:
+    return tuple(output_names(job))
 
 
 def _name_tensor_outputs(mlmodel, names: list[str]):
@@ -178,6 +198,7 @@ def _describe(mlmodel, job: ConversionJob) -> None:
     mlmodel.user_defined_metadata["preprocessing"] = json.dumps(meta.preprocessing.to_dict())
     mlmodel.user_defined_metadata["class_names"] = json.dumps(meta.class_names)
     mlmodel.user_defined_metadata["outputs"] = json.dumps(list(get_task_outputs(job)))  # the tensors, as every edgemnv2 artifact names them
+    mlmodel.user_defined_metadata[SELF_DESCRIPTION] = json.dumps(self_description(job))
 
 
 def convert(job: ConversionJob, dest: Path) -> dict:
@@ -270,6 +291,12 @@ def op_types(path: Path) -> dict[str, int]:
     return counts
 
 
+def carried_description(path: Path) -> dict:
+    ct = _quiet_coremltools()
+    metadata = ct.utils.load_spec(str(path)).description.metadata.userDefined
+    return json.loads(metadata[SELF_DESCRIPTION]) if SELF_DESCRIPTION in metadata else {}
+
+
 def load(path: Path, manifest: dict | None = None, threads: int = 2) -> Runner:
     if sys.platform != "darwin":
         raise RuntimeUnavailable(f"{MACOS_ONLY} (this is {platform.system()})")
@@ -294,4 +321,4 @@ def load(path: Path, manifest: dict | None = None, threads: int = 2) -> Runner:
     return per_sample(run_one)
 
 
-TARGET = Target(SPEC, convert, load, simulate=simulation_runner, options=(INPUT,))
+TARGET = Target(SPEC, convert, load, simulate=simulation_runner, describe=carried_description, options=(INPUT, decode_option("graph")))

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import ConversionJob, Runner, RuntimeUnavailable, Target, TargetSpec, per_sample, self_description
+from .base import ConversionJob, Runner, RuntimeUnavailable, Target, TargetSpec, decode_option, per_sample, self_description
 
 SPEC = TargetSpec("executorch", ".pte", ("fp32", "int8"), runtime="ExecuTorch runtime, XNNPACK delegate",
                   runtime_modules=("executorch",), device_runtime="executorch", tool_packages=("executorch",))
@@ -59,4 +59,4 @@ def load(path: Path, manifest: dict | None = None, threads: int = 2) -> Runner:
     return per_sample(run_one)
 
 
-TARGET = Target(SPEC, convert, load)
+TARGET = Target(SPEC, convert, load, describe=carried_description, options=(decode_option("host"),))

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import SELF_DESCRIPTION, ConversionJob, Runner, RuntimeUnavailable, Target, TargetSpec, output_names, per_sample, self_description
+from .base import SELF_DESCRIPTION, ConversionJob, Runner, RuntimeUnavailable, Target, TargetSpec, decode_option, output_names, per_sample, self_description
 
 SPEC = TargetSpec("onnx", ".onnx", ("fp32", "int8"), runtime="ONNX Runtime (CPU execution provider)",
                   runtime_modules=("onnxruntime",), device_runtime="onnxruntime", tool_packages=("onnx", "onnxscript", "onnxruntime"))
@@ -29,7 +29,7 @@ INPUT_NAME = "input"
 
 def export_fp32(job: ConversionJob, dest: Path) -> None:
     program = torch.onnx.export(job.model.eval(), (job.example,), dynamo=True, input_names=[INPUT_NAME],
-                                output_names=output_names(job.meta), opset_version=OPSET, verbose=False)
+                                output_names=output_names(job), opset_version=OPSET, verbose=False)
     program.save(str(dest))
 
 
@@ -53,9 +53,30 @@ def quantize_qdq(job: ConversionJob, float_model: Path, dest: Path) -> None:
 
     quantize_static(
         str(float_model), str(dest), RealImages(), quant_format=QuantFormat.QDQ, per_channel=job.recipe.per_channel,
+        nodes_to_exclude=nodes_in_modules(float_model, job.recipe.float_modules),
         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=_calibration_method(job.recipe.observer),
         extra_options={"WeightSymmetric": True, "ActivationSymmetric": False, "CalibMovingAverage": job.recipe.observer == "moving_average"},
     )
+
+
+def nodes_in_modules(path: Path, modules: tuple[str, ...]) -> list[str]:
+    """Names of the exported nodes that come from the given submodules (the dynamo exporter records
+    each node's module path in its `pkg.torch.onnx.name_scopes` metadata): what stays float."""
+    import ast
+
+    import onnx
+
+    from quantization.annotations import path_is
+
+    if not modules:
+        return []
+    names = []
+    for node in onnx.load(str(path), load_external_data=False).graph.node:
+        scopes = next((ast.literal_eval(e.value) for e in node.metadata_props if e.key == "pkg.torch.onnx.name_scopes"), [])
+        enclosing = [".".join(s for s in scopes[:depth] if s) for depth in range(1, len(scopes))]  # the last scope is the op itself
+        if any(path_is(p, m) for p in enclosing for m in modules):
+            names.append(node.name)
+    return names
 
 
 def operator_census(path: Path) -> dict:
@@ -91,6 +112,13 @@ def _carry_description(path: Path, job: ConversionJob) -> None:
     onnx.save(model, str(path))
 
 
+def carried_description(path: Path) -> dict:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next((json.loads(e.value) for e in model.metadata_props if e.key == SELF_DESCRIPTION), {})
+
+
 def load(path: Path, manifest: dict | None = None, threads: int = 2) -> Runner:
     try:
         import onnxruntime as ort
@@ -109,4 +137,4 @@ def load(path: Path, manifest: dict | None = None, threads: int = 2) -> Runner:
     return per_sample(run_one)
 
 
-TARGET = Target(SPEC, convert, load)
+TARGET = Target(SPEC, convert, load, describe=carried_description, options=(decode_option("host"),))

@@ -16,11 +16,12 @@ from edgemnv2.errors import UserError
 from edgemnv2.fileio import sha256_of
 from edgemnv2.precision import get_precision
 from edgemnv2.signing import tool as signing_tool
+from edgemnv2.tasks import get_task
 from quantization.fuse import fold_batchnorm, verify_fold
 from quantization.ptq import QuantRecipe
 
 from . import TARGETS, get_target
-from .base import ArtifactResult, ConversionJob, artifact_path, manifest_path, stale_reason, write_artifact
+from .base import DECODE, ArtifactResult, ConversionJob, artifact_path, manifest_path, stale_reason, write_artifact
 
 ALL = "all"
 
@@ -85,6 +86,16 @@ def prepare_model(model: torch.nn.Module, meta: CheckpointMeta, check_images: np
     return folded, error
 
 
+def _with_postprocessing(model: torch.nn.Module, meta: CheckpointMeta, recipe: QuantRecipe, options: dict) -> tuple:
+    """(model, recipe, postprocessed): with the task's in-graph post-processing when the target's
+    decode option asks for it; its modules stay float in every quantizer."""
+    task = get_task(meta.task)
+    if task.graph_postprocess is None or options.get(DECODE) != "graph":
+        return model, recipe, False
+    wrapped = task.graph_postprocess(model, meta).eval()
+    return wrapped, recipe.keeping_in_float(*getattr(wrapped, "FLOAT_MODULES", ())), True
+
+
 def refuse_stale(jobs: list[tuple[str, ConversionJob]], out_dir: Path, stem: str, checkpoint_hash: str) -> None:
     """Before converting anything: an artifact already in out_dir that was built from other
     inputs (checkpoint, recipe, calibration set, tools) is never silently kept or replaced."""
@@ -127,9 +138,11 @@ def run_conversion(
     stem = Path(checkpoint).stem
     shared_graphs: dict = {}
     calibration_hash = calibration_sha256(images[: recipe.calibration_size]) if images is not None else None
-    jobs = [(target, ConversionJob(folded, meta, get_precision(precision), recipe, images, shared_graphs, options[target], calibration_hash,
-                                   TARGETS[target].spec.tool_packages))
-            for target, precision in work.pairs]
+    jobs = []
+    for target, precision in work.pairs:
+        model, job_recipe, postprocessed = _with_postprocessing(folded, meta, recipe, options[target])
+        jobs.append((target, ConversionJob(model, meta, get_precision(precision), job_recipe, images, shared_graphs, options[target], calibration_hash,
+                                           TARGETS[target].spec.tool_packages, postprocessed)))
     if not force:
         refuse_stale(jobs, out_dir, stem, checkpoint_hash)
     results = []

@@ -14,7 +14,7 @@ import numpy as np
 
 from quantization.ptq import litert_quantizer, pt2e_quantize
 
-from .base import ConversionJob, Runner, RuntimeUnavailable, Target, TargetOption, TargetSpec, per_sample
+from .base import ConversionJob, Runner, RuntimeUnavailable, Target, TargetOption, TargetSpec, decode_option, output_names, per_sample, self_description
 from .tflite_app import AppImageInput, example_pixels, float_outputs, metadata_bytes, pixels_from_normalized, read_metadata, with_metadata
 
 SPEC = TargetSpec("tflite", ".tflite", ("fp32", "int8"), runtime="LiteRT interpreter (ai-edge-litert)",
@@ -64,35 +64,49 @@ def _app_ready(content: bytes, job: ConversionJob) -> bytes:
 
     meta = job.meta
     task = get_task(meta.task)
-    label_output = task.argmax_output if task.argmax_output is not None else 0  # the detector's heatmap has a channel per class
+    names = output_names(job)
+    # the output whose values index the labels file: the logits, the detector's heatmap channels or its classes
+    label_output = task.argmax_output if task.argmax_output is not None else (names.index("classes") if "classes" in names else 0)
     metadata = metadata_bytes(
         name=f"{meta.arch} {meta.task} ({job.precision.name})",
-        description=f"{meta.arch} {meta.task} for {len(meta.class_names)} classes; outputs {', '.join(task.output_names)}. Converted by edgemnv2 {__version__}.",
+        description=f"{meta.arch} {meta.task} for {len(meta.class_names)} classes; outputs {', '.join(names)}. Converted by edgemnv2 {__version__}.",
         version=f"edgemnv2 {__version__}", author="edgemnv2", license="as the source checkpoint's",
         input_size=tuple(meta.preprocessing.input_size),
-        outputs=[(name, f"{name} (float32)", index == label_output) for index, name in enumerate(task.output_names)],
-        preprocessing=meta.preprocessing.to_dict())
+        outputs=[(name, f"{name} (float32)", index == label_output) for index, name in enumerate(names)],
+        preprocessing=meta.preprocessing.to_dict(), carried=self_description(job))
     return with_metadata(float_outputs(content), metadata, {"labels.txt": "\n".join(meta.class_names).encode()})
 
 
+POSTPROCESS_START = "LOGISTIC"  # the detector's decode begins with the heatmap's sigmoid; no network here has one
+
+
 def operator_census(path: Path) -> dict:
-    """{"counts": {op: n}, "float_ops": [op, ...]}: float_ops are operators that read or write a
-    float32 tensor, so for a full-int8 model it must be empty (int8 I/O, no QUANTIZE/DEQUANTIZE)."""
+    """{"counts": {op: n}, "float_ops": [op, ...], "postprocess_ops": {op: n}}.
+
+    float_ops are the network's operators that read or write a float32 tensor, so for a full-int8
+    model it is only the edges (input CAST/QUANTIZE, a DEQUANTIZE per output map). A detector's
+    in-graph decode (its sigmoid and everything computed from it) is float by design and is counted
+    apart, in postprocess_ops.
+    """
     from ai_edge_litert import schema_py_generated as schema
 
     op_names = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
     model = schema.Model.GetRootAsModel(path.read_bytes(), 0)
     graph = model.Subgraphs(0)
-    counts, float_ops = {}, []
-    for i in range(graph.OperatorsLength()):
+    counts, float_ops, postprocess, downstream = {}, [], {}, set()
+    for i in range(graph.OperatorsLength()):  # operators are stored in execution order
         op = graph.Operators(i)
         opcode = model.OperatorCodes(op.OpcodeIndex())
         name = op_names.get(max(opcode.BuiltinCode(), opcode.DeprecatedBuiltinCode()), "CUSTOM")
+        inputs = [op.Inputs(j) for j in range(op.InputsLength()) if op.Inputs(j) >= 0]
+        outputs = [op.Outputs(j) for j in range(op.OutputsLength()) if op.Outputs(j) >= 0]
         counts[name] = counts.get(name, 0) + 1
-        tensors = [op.Inputs(j) for j in range(op.InputsLength())] + [op.Outputs(j) for j in range(op.OutputsLength())]
-        if any(t >= 0 and graph.Tensors(t).Type() == schema.TensorType.FLOAT32 for t in tensors):
+        if name == POSTPROCESS_START or downstream.intersection(inputs):
+            downstream.update(outputs)
+            postprocess[name] = postprocess.get(name, 0) + 1
+        elif any(graph.Tensors(t).Type() == schema.TensorType.FLOAT32 for t in inputs + outputs):
             float_ops.append(name)
-    return {"counts": counts, "float_ops": float_ops}
+    return {"counts": counts, "float_ops": float_ops, "postprocess_ops": postprocess}
 
 
 def make_interpreter(path: Path, threads: int):
@@ -157,4 +171,4 @@ def load(path: Path, manifest: dict | None = None, threads: int = 2) -> Runner:
     return per_sample(run_one)
 
 
-TARGET = Target(SPEC, convert, load, options=(INPUT,))
+TARGET = Target(SPEC, convert, load, describe=lambda path: read_metadata(path).get("self_description", {}), options=(INPUT, decode_option("graph")))

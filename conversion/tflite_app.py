@@ -28,6 +28,7 @@ from .third_party import tflite_metadata_schema_py_generated as meta_fb
 METADATA_NAME = "TFLITE_METADATA"  # the name TFLite Metadata readers look for
 MIN_PARSER_VERSION = "1.0.0"  # we use no field newer than the first metadata schema
 LABELS_FILE = "labels.txt"
+SELF_DESCRIPTION_ENTRY = "edgemnv2.json"  # custom metadata entry: the self-description (conversion/base.py SELF_DESCRIPTION)
 
 
 class AppImageInput(nn.Module):
@@ -107,7 +108,7 @@ def float_outputs(content: bytes) -> bytes:
 
 
 def metadata_bytes(*, name: str, description: str, version: str, author: str, license: str, input_size: tuple[int, int],
-                   outputs: list[tuple[str, str, bool]], preprocessing: dict) -> bytes:
+                   outputs: list[tuple[str, str, bool]], preprocessing: dict, carried: dict | None = None) -> bytes:
     """ModelMetadata: `outputs` are (name, description, carries the labels?) in output order."""
     image = meta_fb.ImagePropertiesT()
     image.colorSpace = meta_fb.ColorSpaceType.RGB
@@ -145,6 +146,10 @@ def metadata_bytes(*, name: str, description: str, version: str, author: str, li
     custom = meta_fb.CustomMetadataT()
     custom.name, custom.data = "edgemnv2_preprocessing", list(json.dumps(preprocessing).encode())
     subgraph.customMetadata = [custom]
+    if carried is not None:  # the whole self-description (task, classes, outputs), for runners without the manifest
+        description_entry = meta_fb.CustomMetadataT()
+        description_entry.name, description_entry.data = SELF_DESCRIPTION_ENTRY, list(json.dumps(carried).encode())
+        subgraph.customMetadata.append(description_entry)
     model = meta_fb.ModelMetadataT()
     model.name, model.description, model.version, model.author, model.license = name, description, version, author, license
     model.subgraphMetadata, model.minParserVersion = [subgraph], MIN_PARSER_VERSION
@@ -197,4 +202,5 @@ def read_metadata(path: Path) -> dict:
     decode = lambda value: value.decode() if isinstance(value, bytes) else value  # noqa: E731
     return {"name": decode(meta.name), "description": decode(meta.description), "version": decode(meta.version),
             "author": decode(meta.author), "license": decode(meta.license), "labels": labels,
-            "preprocessing": json.loads(custom["edgemnv2_preprocessing"]) if "edgemnv2_preprocessing" in custom else None}
+            "preprocessing": json.loads(custom["edgemnv2_preprocessing"]) if "edgemnv2_preprocessing" in custom else None,
+            "self_description": json.loads(custom[SELF_DESCRIPTION_ENTRY]) if SELF_DESCRIPTION_ENTRY in custom else {}}

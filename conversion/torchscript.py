@@ -11,7 +11,7 @@ import torch
 
 from quantization.ptq import ENGINES, fx_quantize
 
-from .base import SELF_DESCRIPTION, ConversionJob, Runner, Target, TargetOption, TargetSpec, self_description
+from .base import SELF_DESCRIPTION, ConversionJob, Runner, Target, TargetOption, TargetSpec, decode_option, self_description, zipped_extra_file
 
 SPEC = TargetSpec("torchscript", ".pt", ("fp32", "int8"), runtime="torch.jit (x86 or onednn quantized engine for int8)",
                   runtime_modules=("torch",), device_runtime="torch", tool_packages=())
@@ -42,9 +42,7 @@ def convert(job: ConversionJob, dest: Path) -> dict:
 
 def carried_description(path: Path) -> dict:
     """The description a `.pt` carries (extra file edgemnv2.json); {} for files from before it did."""
-    files = {SELF_DESCRIPTION: ""}
-    torch.jit.load(str(path), _extra_files=files, map_location="cpu")
-    return json.loads(files[SELF_DESCRIPTION]) if files[SELF_DESCRIPTION] else {}
+    return zipped_extra_file(path)
 
 
 def gate_failure_hint(manifest: dict) -> str | None:
@@ -83,12 +81,10 @@ def use_quantized_engine(path: Path, manifest: dict) -> str | None:
 
 def load(path: Path, manifest: dict | None = None, threads: int = 2) -> Runner:
     torch.set_num_threads(threads)
-    files = {SELF_DESCRIPTION: ""}
     if manifest is None:  # the file says which quantized engine its packed weights need
-        torch.jit.load(str(path), _extra_files=files, map_location="cpu")
-        manifest = json.loads(files[SELF_DESCRIPTION] or "{}")
+        manifest = carried_description(path)
     engine = use_quantized_engine(path, manifest)
     return torch_module_runner(torch.jit.load(str(path)).eval(), engine)
 
 
-TARGET = Target(SPEC, convert, load, gate_failure_hint=gate_failure_hint, options=(ENGINE,))
+TARGET = Target(SPEC, convert, load, gate_failure_hint=gate_failure_hint, describe=carried_description, options=(ENGINE, decode_option("host")))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from .base import SELF_DESCRIPTION, ConversionJob, Runner, Target, TargetSpec, self_description
+from .base import SELF_DESCRIPTION, ConversionJob, Runner, Target, TargetSpec, decode_option, self_description, zipped_extra_file
 from .torchscript import script_model, torch_module_runner, use_quantized_engine
 
 # int8 is FX quantization on the qnnpack engine with full 8-bit activations. It needs the
@@ -42,8 +42,8 @@ def load(path: Path, manifest: dict | None = None, threads: int = 2) -> Runner:
 
     torch.set_num_threads(threads)
     # without a manifest: a quantized .ptl is always qnnpack (its packed weights say so when loaded)
-    engine = use_quantized_engine(path, manifest or {"quantized_engine": ENGINE})
+    engine = use_quantized_engine(path, manifest or zipped_extra_file(path) or {"quantized_engine": ENGINE})
     return torch_module_runner(_load_for_lite_interpreter(str(path)), engine)
 
 
-TARGET = Target(SPEC, convert, load)
+TARGET = Target(SPEC, convert, load, describe=zipped_extra_file, options=(decode_option("host"),))

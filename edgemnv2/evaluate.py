@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .data.stream import batches
-from .models.decode import decode
+from .models.decode import detections
 from .tally import Tally
 
 Runner = Callable[[np.ndarray], list[np.ndarray]]
@@ -53,7 +53,7 @@ def top_k_hits(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
 
 def coco_detections(outputs: list[np.ndarray], original_sizes: np.ndarray, input_size: tuple[int, int], top_k: int = 100) -> list[np.ndarray]:
     """Raw (hm, wh, reg) maps -> per image (K, 6) float32 [x, y, w, h, score, label] in original-image pixels."""
-    boxes, scores, labels = decode(*outputs[:3], top_k=top_k, input_size=input_size)
+    boxes, scores, labels = detections(outputs, top_k, input_size)
     height, width = input_size
     per_image = []
     for b, s, l, (orig_h, orig_w) in zip(boxes.numpy(), scores.numpy(), labels.numpy(), original_sizes):
@@ -98,7 +98,7 @@ CONFIDENT_SCORE = 0.3  # detections at or above this score are what a user would
 
 def confident_detections(outputs: list[np.ndarray], input_size: tuple[int, int], threshold: float = CONFIDENT_SCORE, top_k: int = 100) -> list[list[tuple]]:
     """Per image: [(box x1y1x2y2 in input pixels, score, label)] with score >= threshold."""
-    boxes, scores, labels = decode(*outputs[:3], top_k=top_k, input_size=input_size)
+    boxes, scores, labels = detections(outputs, top_k, input_size)
     per_image = []
     for b, s, l in zip(boxes.numpy(), scores.numpy(), labels.numpy()):
         keep = s >= threshold

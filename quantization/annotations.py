@@ -38,13 +38,49 @@ def _is_annotated(node: Node) -> bool:
     return annotation is not None and annotation._annotated
 
 
-def annotate_missed_ops(graph_module: GraphModule, config) -> int:
-    """Annotate every un-annotated add and nearest upsample with `config`; return how many."""
+def path_is(path: str, name: str) -> bool:
+    """Whether module path `path` is the module `name`, allowing for wrappers around the model
+    (the app graph's `model.`, the detector decode's `net.`): `model.net.backbone.3` is `backbone.3`."""
+    return ("." + path).endswith("." + name)
+
+
+def in_modules(node: Node, names: tuple[str, ...]) -> bool:
+    """Whether an exported node comes from one of the named submodules (or their children): its
+    module stack lists every enclosing module's path."""
+    if not names:
+        return False
+    stack = node.meta.get("nn_module_stack") or {}
+    for path, _ in stack.values():
+        qualified = path.replace("L['self'].", "").replace("L['self']", "")
+        if any(path_is(qualified, name) for name in names):
+            return True
+    return False
+
+
+def leave_float_modules_unannotated(graph_module: GraphModule, config, float_modules: tuple[str, ...] = ()) -> int:
+    """Take the quantizer's annotations off every node of the modules kept in float; return how many.
+
+    Neither PT2E quantizer here takes `set_module_name(name, None)` ("not supported yet"), so the
+    nodes are annotated and then released: unannotated, XNNPACK runs them in fp32 and TFLite keeps
+    them as float ops behind a DEQUANTIZE. A node outside can only share a spec with its own inputs,
+    never with a node downstream, so nothing outside refers to what is released.
+    """
+    released = 0
+    for node in graph_module.graph.nodes:
+        if node.op == "call_function" and in_modules(node, float_modules) and "quantization_annotation" in node.meta:
+            del node.meta["quantization_annotation"]
+            released += 1
+    return released
+
+
+def annotate_missed_ops(graph_module: GraphModule, config, float_modules: tuple[str, ...] = ()) -> int:
+    """Annotate every un-annotated add and nearest upsample with `config` (except in the modules
+    kept in float); return how many."""
     from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
 
     annotated = 0
     for node in graph_module.graph.nodes:
-        if node.op != "call_function" or _is_annotated(node):
+        if node.op != "call_function" or _is_annotated(node) or in_modules(node, float_modules):
             continue
         if node.target in ADD_OPS:
             inputs = [arg for arg in node.args[:2] if isinstance(arg, Node)]
@@ -74,7 +110,7 @@ def _is_fusable_clamp(node: Node) -> bool:
     return node.target in HARDTANH_OPS and tuple(float(v) for v in node.args[1:3]) == (0.0, 6.0)
 
 
-def quantize_clamps_after_their_producer(graph_module: GraphModule, config) -> int:
+def quantize_clamps_after_their_producer(graph_module: GraphModule, config, float_modules: tuple[str, ...] = ()) -> int:
     """conv/linear -> ReLU6/ReLU: observe the clamp's output (its real, non-negative range) instead of
     sharing the conv's signed one; leave the conv's output unobserved so the pair stays fusable."""
     from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
@@ -92,14 +128,14 @@ def quantize_clamps_after_their_producer(graph_module: GraphModule, config) -> i
     return fused
 
 
-def with_annotation_fixes(quantizer, *fixes):
-    """`quantizer`, whose annotate() then runs each fix(graph, global_config) after its own pass."""
+def with_annotation_fixes(quantizer, float_modules: tuple[str, ...], *fixes):
+    """`quantizer`, whose annotate() then runs each fix(graph, global_config, float_modules) after its own pass."""
     own_annotate = quantizer.annotate
 
     def annotate(model: GraphModule) -> GraphModule:
         model = own_annotate(model)
         for fix in fixes:
-            fix(model, quantizer.global_config)
+            fix(model, quantizer.global_config, tuple(float_modules))
         return model
 
     quantizer.annotate = annotate

@@ -36,6 +36,9 @@ class QuantRecipe:
     observer: str = "histogram"  # activation observer
     per_channel: bool = True  # per-channel symmetric weights (per-tensor hurts depthwise convs)
     calibration_size: int = 128  # images from the calibration set
+    # Submodules (qualified names) every quantizer leaves in float: layers kept in float for
+    # accuracy, and a detector's in-graph decode (max-pool, top-K and gathers are not int8 ops).
+    float_modules: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.observer not in OBSERVER_NAMES:
@@ -44,7 +47,12 @@ class QuantRecipe:
             raise UserError("calibration size must be at least 1 image")
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        record = dataclasses.asdict(self)
+        record["float_modules"] = list(self.float_modules)
+        return record
+
+    def keeping_in_float(self, *names: str) -> "QuantRecipe":
+        return dataclasses.replace(self, float_modules=tuple(dict.fromkeys(self.float_modules + names)))
 
 
 def _pt2e_observer(name: str):
@@ -67,21 +75,22 @@ def _with_activation_observer(config, recipe: QuantRecipe):
 def xnnpack_quantizer(recipe: QuantRecipe):
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
 
-    from .annotations import quantize_clamps_after_their_producer, with_annotation_fixes
+    from .annotations import leave_float_modules_unannotated, quantize_clamps_after_their_producer, with_annotation_fixes
 
     config = get_symmetric_quantization_config(is_per_channel=recipe.per_channel)
     quantizer = XNNPACKQuantizer().set_global(_with_activation_observer(config, recipe))
-    return with_annotation_fixes(quantizer, quantize_clamps_after_their_producer)
+    return with_annotation_fixes(quantizer, recipe.float_modules, leave_float_modules_unannotated, quantize_clamps_after_their_producer)
 
 
 def litert_quantizer(recipe: QuantRecipe):
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
 
-    from .annotations import annotate_missed_ops, quantize_clamps_after_their_producer, with_annotation_fixes
+    from .annotations import annotate_missed_ops, leave_float_modules_unannotated, quantize_clamps_after_their_producer, with_annotation_fixes
 
     config = get_symmetric_quantization_config(is_per_channel=recipe.per_channel, is_dynamic=False)
     quantizer = PT2EQuantizer().set_global(_with_activation_observer(config, recipe))
-    return with_annotation_fixes(quantizer, quantize_clamps_after_their_producer, annotate_missed_ops)
+    return with_annotation_fixes(quantizer, recipe.float_modules, leave_float_modules_unannotated, quantize_clamps_after_their_producer,
+                                 annotate_missed_ops)
 
 
 def xnnpack_int8_graph(model: nn.Module, example: torch.Tensor, calibration_images: np.ndarray, recipe: QuantRecipe) -> torch.fx.GraphModule:
@@ -133,6 +142,7 @@ def fx_quantize(model: nn.Module, example: torch.Tensor, calibration_images: np.
     """FX graph-mode static quantization for TorchScript (fuses conv+BN+ReLU itself), for one of
     torch's quantized engines: x86 (any x86 server), onednn (x86 with VNNI) or qnnpack (ARM)."""
     from torch.ao.quantization import QConfig, QConfigMapping, observer
+    from torch.ao.quantization.fx.custom_config import PrepareCustomConfig
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
     if engine not in ENGINES:
@@ -151,12 +161,22 @@ def fx_quantize(model: nn.Module, example: torch.Tensor, calibration_images: np.
     )
     qconfig = QConfig(activation=activation.with_args(reduce_range=reduce_range), weight=weight)
     mapping = QConfigMapping().set_global(qconfig)
-    prepared = prepare_fx(model.eval(), mapping, (example,))
+    for name in recipe.float_modules:
+        mapping.set_module_name(name, None)
+    # A detector's decode (shape arithmetic, top-K) cannot be traced symbolically: FX keeps it whole.
+    custom = PrepareCustomConfig().set_non_traceable_module_names([n for n in recipe.float_modules if _untraceable(model, n)])
+    prepared = prepare_fx(model.eval(), mapping, (example,), prepare_custom_config=custom)
     calibrate(prepared, calibration_images)
     quantized = convert_fx(prepared)
     if engine == "qnnpack":
         contiguous_before_clamps(quantized)
     return quantized
+
+
+def _untraceable(model: nn.Module, name: str) -> bool:
+    from edgemnv2.models.decode import CenterNetDecode
+
+    return isinstance(dict(model.named_modules()).get(name), CenterNetDecode)
 
 
 # Quantized clamps (ReLU6 is hardtanh(0, 6)) read a channels-last tensor as if it were NCHW on the

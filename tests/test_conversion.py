@@ -11,7 +11,8 @@ from conversion.base import RuntimeUnavailable, find_artifacts, read_manifest
 from conversion.coreml import op_types
 from conversion.pipeline import calibration_images, run_conversion
 from edgemnv2.checkpoint import load_checkpoint
-from edgemnv2.evaluate import torch_runner
+from edgemnv2.evaluate import confident_detections, torch_runner
+from edgemnv2.models.decode import decode
 from edgemnv2.validation.drift import sqnr_db
 from quantization.ptq import QuantRecipe
 
@@ -118,10 +119,16 @@ def test_tflite_int8_is_int8_inside(classifier_artifacts, detector_artifacts):
             if manifest["target"] == "tflite":
                 census = operator_census(artifact)
                 assert manifest["operators"] == census
-                outputs = len(manifest["outputs"])
+                # the network's outputs: the raw maps, also when the decode follows them in the graph
+                decoded = manifest["target_options"].get("decode") == "graph" and manifest["task"] == "detection"
+                outputs = 3 if decoded else len(manifest["outputs"])
                 # NHWC pixels in: no layout transpose, except (detector) one per NCHW output map
                 assert census["counts"].get("TRANSPOSE", 0) <= (outputs if manifest["task"] == "detection" else 0), (artifact.name, census)
-                if manifest["precision"] == "int8":
+                if manifest["precision"] == "int8" and decoded:
+                    # the converter dequantizes wh/reg after gathering the peaks' values: fewer DEQUANTIZEs
+                    assert sorted(set(census["float_ops"])) == ["CAST", "DEQUANTIZE", "QUANTIZE"], artifact.name
+                    assert census["float_ops"].count("DEQUANTIZE") <= outputs and "TOPK_V2" in census["postprocess_ops"], artifact.name
+                elif manifest["precision"] == "int8":
                     assert sorted(census["float_ops"]) == sorted(["CAST", "QUANTIZE"] + ["DEQUANTIZE"] * outputs), artifact.name
                     assert census["counts"]["ADD"] >= 1, artifact.name
                 else:
@@ -176,12 +183,28 @@ def test_detector_converts_and_runs(detector_artifacts, shapes_root):
     assert all(r.status == "ok" for r in results), [(r.target, r.precision, r.message) for r in results]
     model, meta = load_checkpoint(checkpoint)
     images = calibration_images(shapes_root / "detection" / "val", meta.preprocessing, 8)
-    reference = torch_runner(model)(images)
+    maps = torch_runner(model)(images)
+    # the app targets (TFLite, CoreML) decode in the graph by default: compare them with the host decode
+    decoded = [t.numpy().astype(np.float32) for t in decode(*maps, input_size=meta.preprocessing.input_size)]
+    seen = set()
     for artifact, manifest, runner in _runnable(out):
         outputs = runner(images)
+        in_graph = manifest["target_options"]["decode"] == "graph"
+        seen.add(in_graph)
+        assert manifest["outputs"] == (["boxes", "scores", "classes"] if in_graph else ["hm", "wh", "reg"]), artifact.name
+        reference = decoded if in_graph else maps
         assert [o.shape for o in outputs] == [r.shape for r in reference], artifact.name
-        if manifest["precision"] == "fp32":
+        if in_graph:  # scores are sorted, so near-ties cannot reorder them; boxes follow the ranking
+            got, want = confident_detections(outputs, meta.preprocessing.input_size), confident_detections(maps, meta.preprocessing.input_size)
+            if manifest["precision"] == "fp32":
+                assert np.abs(outputs[1] - reference[1]).max() < FP32_TOLERANCE, artifact.name
+                assert [[(label, np.round(box, 2).tolist()) for box, _, label in image] for image in got] == \
+                       [[(label, np.round(box, 2).tolist()) for box, _, label in image] for image in want], artifact.name
+            else:
+                assert cosine(outputs[1], reference[1]) > DETECTOR_INT8_MIN_COSINE, artifact.name
+        elif manifest["precision"] == "fp32":
             for got, want in zip(outputs, reference):
                 assert np.abs(got - want).max() / np.abs(want).max() < FP32_TOLERANCE, artifact.name
         else:
             assert cosine(outputs[0], reference[0]) > DETECTOR_INT8_MIN_COSINE, artifact.name
+    assert seen == {True, False}

@@ -1,15 +1,18 @@
 """validate: drift, gates, reports and per-layer sensitivity, on really trained models and real runtimes."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 
 from conversion import target_names
+from conversion.pipeline import run_conversion
 from edgemnv2.cli.main import run
 from edgemnv2.errors import UserError
 from edgemnv2.validation.drift import detection_agreement, sqnr_db, top1_agreement
 from edgemnv2.validation.gates import load_gates
+from quantization.ptq import QuantRecipe
 
 
 pytestmark = pytest.mark.slow
@@ -142,18 +145,43 @@ def test_tampered_artifact_is_refused_not_run(classifier_artifacts, shapes_root,
     assert report["gates"]["passed"] is False  # a tampered artifact was not checked: never a pass
 
 
-def test_detector_validation_reports_map_and_box_agreement(detector_artifacts, shapes_root, tmp_path, capsys):
+def test_detector_validation_reports_map_and_box_agreement_and_in_graph_decode_matches_host_decode(detector_artifacts, shapes_root, tmp_path, capsys):
+    """One validate over the session's detector artifacts plus the same conversions with the decode
+    moved (TFLite and CoreML decode in the graph by default, the others on the host): the mAP of
+    in-graph decode equals host decode within 0.1 points, per target and precision, in the real runtimes."""
     checkpoint, artifacts, _ = detector_artifacts
-    code = run(["validate", "--checkpoint", str(checkpoint), "--artifacts", str(artifacts), "--data", str(shapes_root / "detection"),
-                "--runs", "2", "--out", str(tmp_path)])
+    folder = tmp_path / "artifacts"
+    shutil.copytree(artifacts, folder)
+    flipped = tmp_path / "flipped.pt"  # the same bytes under another stem: its artifacts sit beside the others
+    shutil.copyfile(checkpoint, flipped)
+    moved = {"executorch": {"decode": "graph"}, "torchscript": {"decode": "graph"}, "tflite": {"decode": "host"}, "coreml": {"decode": "host"}}
+    results, _, _ = run_conversion(flipped, ["executorch", "tflite", "torchscript"], ["fp32", "int8"], shapes_root / "detection", folder,
+                                   QuantRecipe(calibration_size=16), target_options=moved)
+    results += run_conversion(flipped, ["coreml"], ["int8"], shapes_root / "detection", folder, QuantRecipe(calibration_size=16), target_options=moved)[0]
+    assert all(r.status == "ok" for r in results), [(r.target, r.precision, r.message) for r in results]
+    code = run(["validate", "--checkpoint", str(checkpoint), "--artifacts", str(folder), "--data", str(shapes_root / "detection"),
+                "--runs", "2", "--out", str(tmp_path / "report")])
     assert code == 0, capsys.readouterr().err
-    report = json.loads((tmp_path / "report.json").read_text())
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["metric_names"] == ["map", "map50"]
+    by_decode = {}
     for row in report["artifacts"]:
         assert row["status"] != "could not run", row["note"]
         assert "map50_drop" in row["measured"] and "box_agreement" in row["measured"]
+        if row["measured_on"] == "runtime":
+            where = row["measured"]["postprocess"]
+            assert (row["measured"]["host_postprocess_ms"] > 0) == (where == "host"), row["artifact"]
+        else:
+            where = "host" if row["artifact"].startswith(flipped.stem) == (row["target"] in ("tflite", "coreml")) else "graph"
+        by_decode.setdefault((row["target"], row["precision"]), {})[where] = row["metrics"]
     fp32 = [r for r in report["artifacts"] if r["precision"] == "fp32"]
     assert all(r["measured"]["box_agreement"] == 100.0 for r in fp32)
+    assert len(by_decode) == 7 and all(set(pair) == {"graph", "host"} for pair in by_decode.values()), by_decode
+    for key, pair in by_decode.items():
+        for metric in ("map50", "map"):
+            assert abs(pair["graph"][metric] - pair["host"][metric]) <= 0.1, (key, metric, pair)
+    assert report["reference"]["postprocess"] == "host"
+    assert "decode" in (tmp_path / "report" / "report.md").read_text()
 
 
 def test_per_layer_sensitivity_names_the_worst_layer(classifier_artifacts, shapes_root):

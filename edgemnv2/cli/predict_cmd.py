@@ -22,7 +22,7 @@ def _images_in(path: Path) -> list[Path]:
 
 
 def predict(
-    model: Annotated[Path, typer.Option(help="A checkpoint, or any artifact (its manifest must be beside it).")],
+    model: Annotated[Path, typer.Option(help="A checkpoint, or any artifact: with its manifest beside it (verified), or on its own (it runs from what the file says of itself; unverified).")],
     images: Annotated[Path, typer.Argument(help="An image file or a folder of images.")],
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for annotated PNGs and detections.json (detectors).")] = None,
     threshold: Annotated[float, typer.Option(help="Detector: minimum score to draw and report.")] = 0.3,

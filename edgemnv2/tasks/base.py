@@ -50,6 +50,16 @@ class Task:
     bundle_labels: Callable[[Any], np.ndarray | None]
     predict: Callable[..., list]  # (outputs of one image, class_names, input_size, image size, threshold) -> predictions
     train: Callable[..., Any]  # (model, train, val, meta, config, out) -> TrainResult
+    # Post-processing an artifact may carry in its graph (the detector's decode): (model, meta) ->
+    # the model with it, whose outputs are `postprocessed_output_names`. None: the task has none.
+    graph_postprocess: Callable[..., Any] | None = None
+    postprocessed_output_names: tuple[str, ...] = ()
+    # Which outputs drift (SQNR) is measured on: (reference outputs, outputs) -> (reference, outputs,
+    # names), e.g. a decoded detector against the host-decoded reference. None: all, as they are.
+    drift_view: Callable[..., Any] | None = None
+    # The host's share of that post-processing: (outputs, input size) -> anything (timed by validate
+    # for artifacts that return the raw outputs, so graph and host decode compare end to end).
+    host_postprocess: Callable[..., Any] | None = None
 
     def percent_metrics(self, positions: np.ndarray, records: dict, split) -> dict:
         return {k: v * 100 for k, v in self.reduce_metrics(positions, records, split).items()}

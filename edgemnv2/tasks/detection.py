@@ -73,6 +73,31 @@ def _train(model, train, val, meta, config, out):
     return train_detector(model, train, val, meta, config, out)
 
 
+def _graph_postprocess(model, meta):
+    from ..models.decode import DecodedDetector
+
+    return DecodedDetector(model, tuple(meta.preprocessing.input_size))
+
+
+def confident_detections_of(outputs, input_size):
+    from ..evaluate import confident_detections
+
+    return confident_detections(outputs, input_size)
+
+
+def _drift_view(reference, outputs, input_size):
+    """A decoded artifact is compared on its sorted top-K scores with the reference's, decoded on
+    the host: boxes and classes follow the ranking, which near-equal scores may swap without any
+    real difference (box agreement and mAP judge the boxes)."""
+    from ..models.decode import DECODED_OUTPUTS, detections, is_decoded
+
+    if not is_decoded(outputs):
+        return reference, outputs, None
+    top_k = np.shape(outputs[1])[1]
+    scores = DECODED_OUTPUTS.index("scores")
+    return [detections(reference, top_k, input_size)[1].numpy()], [np.asarray(outputs[scores])], ["scores (top-K)"]
+
+
 DETECTION = Task(
     name="detection",
     output_names=("hm", "wh", "reg"),
@@ -100,4 +125,8 @@ DETECTION = Task(
     bundle_labels=lambda data: None,
     predict=_predict,
     train=_train,
+    graph_postprocess=_graph_postprocess,
+    postprocessed_output_names=("boxes", "scores", "classes"),
+    drift_view=_drift_view,
+    host_postprocess=lambda outputs, input_size: confident_detections_of(outputs, input_size),
 )

@@ -44,8 +44,9 @@ def _agreement_key(report: dict) -> str:
 def rows_for_display(report: dict) -> list[list[str]]:
     metric, agree = headline_metric(report), _agreement_key(report)
     ref = report["reference"]
-    rows = [["eager (reference)", "fp32", "-", _fmt(ref["metrics"][metric]), "-", "-", "-", _fmt(ref["latency_median_ms"]), _fmt(ref["latency_p90_ms"]), "-",
-             _throughput(ref.get("images_per_second"), ref.get("batch")), "-", "reference"]]
+    decode = _task(report).host_postprocess is not None
+    rows = [["eager (reference)", "fp32", "-", _fmt(ref["metrics"][metric]), "-", "-", "-", _fmt(ref["latency_median_ms"]), _fmt(ref["latency_p90_ms"]),
+             *([_postprocess(ref)] if decode else []), "-", _throughput(ref.get("images_per_second"), ref.get("batch")), "-", "reference"]]
     for a in report["artifacts"]:
         m = a["measured"]
         simulated = a["measured_on"] == "simulated"
@@ -54,16 +55,26 @@ def rows_for_display(report: dict) -> list[list[str]]:
             a["target"], a["precision"], _fmt(m.get("size_mb")),
             _fmt(a["metrics"].get(metric)) + (" *" if simulated else ""),
             _fmt(m.get(f"{metric}_drop"), 2), _fmt(m.get(agree), 1), _fmt(m.get("sqnr_db"), 1),
-            _fmt(m.get("latency_median_ms")), _fmt(m.get("latency_p90_ms")), _fmt(m.get("load_ms"), 0),
+            _fmt(m.get("latency_median_ms")), _fmt(m.get("latency_p90_ms")), *([_postprocess(m)] if decode else []), _fmt(m.get("load_ms"), 0),
             _throughput(m.get("images_per_second"), a.get("batch")), _rss(m),
             status,
         ])
     return rows
 
 
+def _postprocess(measured: dict) -> str:
+    """The decode column: in the graph (the latency includes it), or on the host, with its cost."""
+    where = measured.get("postprocess")
+    if where == "host":
+        return f"host +{measured['host_postprocess_ms']:.2f} ms"
+    return where or "n/a"
+
+
 def columns(report: dict) -> list[str]:
     task = _task(report)
-    return ["target", "precision", "size MB", task.headline_label, "drop", task.agreement_label, "SQNR dB", "median ms", "p90 ms", "load ms", "img/s (batch)", "peak RSS MB (+artifact)", "status"]
+    decode = ["decode"] if task.host_postprocess is not None else []
+    return ["target", "precision", "size MB", task.headline_label, "drop", task.agreement_label, "SQNR dB", "median ms", "p90 ms", *decode, "load ms",
+            "img/s (batch)", "peak RSS MB (+artifact)", "status"]
 
 
 def terminal_table(report: dict) -> Table:
@@ -101,6 +112,9 @@ def notes(report: dict) -> list[str]:
     if any(a["measured_on"] == "simulated" for a in report["artifacts"]):
         out.append("* simulated — CoreML runs only on macOS: these rows are the exact torch program that was converted, run in PyTorch; no latency is shown because none was measured.")
     out.append("drop = reference minus artifact, in points; SQNR of the raw outputs against the reference (worst output).")
+    if _task(report).host_postprocess is not None:
+        out.append("decode: graph = the artifact returns boxes, scores and classes (its latency includes the decode; SQNR is of its sorted "
+                   "top-K scores); host +X ms = it returns the raw maps and the runner decodes them, which costs X ms more on this CPU.")
     gates = report["gates"]
     if gates.get("unchecked") and gates.get("unmatched") == "warn":
         out.append(f"gate sections with no artifact here (unmatched = \"warn\" in {gates['source']}): {', '.join(gates['unchecked'])}")

@@ -146,6 +146,20 @@ def _load_runner(target, path: Path, manifest: dict, sample: np.ndarray, setting
     return runner
 
 
+def _postprocessing_cost(subject: Subject, task: Task, sample: np.ndarray, input_size, settings: ValidationSettings) -> None:
+    """Where the task's post-processing runs (the detector's decode: in the graph, or on the host
+    after the runtime), and what the host's share costs on this CPU, so end-to-end latencies compare."""
+    measured = subject.row.measured
+    if task.host_postprocess is None or subject.runner is None or measured.get("latency_median_ms") is None:
+        return
+    if list(subject.output_names) == list(task.postprocessed_output_names):
+        measured.update(postprocess="graph", host_postprocess_ms=0.0, end_to_end_ms=measured["latency_median_ms"])
+        return
+    outputs = subject.runner(sample)
+    timing = time_runner(lambda _: task.host_postprocess(outputs, input_size), sample, settings.warmup, settings.runs)
+    measured.update(postprocess="host", host_postprocess_ms=timing["median_ms"], end_to_end_ms=measured["latency_median_ms"] + timing["median_ms"])
+
+
 def _latency(timing: dict) -> dict:
     return {"latency_median_ms": timing["median_ms"], "latency_p90_ms": timing["p90_ms"], "latency_min_ms": timing["min_ms"]}
 
@@ -184,13 +198,21 @@ def _score_chunk(pending: list, subjects: list[Subject], data, task: Task) -> No
                 outputs = _run(subject, x)
                 records = task.score(outputs, batch, data)
                 agreement = task.compare(expected, outputs, batch, data)
-                drift = drift_records(expected, outputs)
+                drift = _drift(subject, expected, outputs, task, data)
             except Exception as exc:  # a runtime crashing mid-way: the row says so, the others go on
                 _failed(subject, exc)
                 break
             subject.scores.add(batch.indices, records)
             subject.agreement.add(batch.indices, agreement)
             subject.drift.add(batch.indices, drift)
+
+
+def _drift(subject: Subject, expected: list[np.ndarray], outputs: list[np.ndarray], task: Task, data) -> dict:
+    if task.drift_view is not None:
+        expected, outputs, names = task.drift_view(expected, outputs, data.preprocessing.input_size)
+        if names is not None:
+            subject.output_names = tuple(names)
+    return drift_records(expected, outputs)
 
 
 def _run(subject: Subject, x: np.ndarray) -> list[np.ndarray]:
@@ -278,6 +300,8 @@ def validate(checkpoint: Path, artifacts_dir: Path, data_root: Path, split: str,
         sample = _timing_sample(data, meta)  # the first image, batch 1 (a bad image file stops here, with its name)
         reference.row.measured.update(_latency(time_runner(reference.runner, sample, settings.warmup, settings.runs)))
         subjects = [_open_artifact(stack, path, manifest, sample, settings, verify_key) for path, manifest in mine]
+        for subject in [reference, *subjects]:
+            _postprocessing_cost(subject, task, sample, data.preprocessing.input_size, settings)
         with PeakMemory() as memory:  # every runtime loaded: what streaming the split adds on top
             _score_pass(reference, subjects, data, chunks, task, settings)
     shards = world.gather({"reference": reference.shareable(), "subjects": [s.shareable() for s in subjects], "peak_rss_mb": memory.peak_mb})
@@ -302,7 +326,8 @@ def validate(checkpoint: Path, artifacts_dir: Path, data_root: Path, split: str,
         "metric_names": list(reference_metrics),
         "gates": gate_verdict(rows, gates, meta.task),
         "reference": {"name": "PyTorch eager fp32", "metrics": reference_metrics, "batch": settings.batch_size,
-                      **{k: ref.get(k) for k in ("latency_median_ms", "latency_p90_ms", "latency_min_ms", "latency_median_ms_per_rank", "images_per_second")}},
+                      **{k: ref.get(k) for k in ("latency_median_ms", "latency_p90_ms", "latency_min_ms", "latency_median_ms_per_rank", "images_per_second",
+                                                 "postprocess", "host_postprocess_ms", "end_to_end_ms")}},
         "artifacts": [vars(r) for r in rows],
         "ignored_artifacts": [path.name for path, manifest in found if manifest.get("checkpoint_sha256") != checkpoint_sha],
     }
