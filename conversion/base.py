@@ -114,6 +114,9 @@ class ConversionJob:
     calibration_sha256: str | None = None  # of the calibration images this run uses (hashed once per run)
     tool_packages: tuple[str, ...] = ()  # this target's tools, recorded with the core packages
     postprocessed: bool = False  # model carries the task's in-graph post-processing (the detector's decode)
+    budget: object = None  # recourse.AccuracyBudget when convert --max-drop asked for one
+    requested_recipe: QuantRecipe | None = None  # what the user asked for, when the recourse search chose `recipe`
+    recourse: dict | None = None  # what the search did (goes into the manifest)
 
     @property
     def example(self) -> torch.Tensor:
@@ -142,7 +145,10 @@ class ConversionJob:
         record = {"checkpoint_sha256": checkpoint_sha256, "precision": self.precision.name, "target_options": dict(self.options),
                   "tool_versions": tool_versions(self.tool_packages)}
         if self.precision.quantized:
-            record["recipe"] = self.recipe.to_dict()
+            # the recipe asked for (a recourse search's choice is recorded apart, in the manifest)
+            record["recipe"] = (self.requested_recipe or self.recipe).to_dict()
+            if self.budget is not None:
+                record["max_drop"] = self.budget.provenance()
         if self.precision.needs_calibration:
             self.require_calibration()
             record["calibration_sha256"] = self.calibration_sha256
@@ -252,6 +258,7 @@ def build_manifest(job: ConversionJob, spec: TargetSpec, artifact: Path, provena
         "tool_versions": provenance["tool_versions"],
         "byte_reproducible": spec.deterministic,
         **({"nondeterminism": spec.nondeterminism} if not spec.deterministic else {}),
+        **({"recourse": job.recourse} if job.recourse is not None else {}),
         **extra,
     }
 
@@ -266,7 +273,7 @@ def stale_reason(manifest_file: Path, provenance: dict) -> str | None:
         return "its manifest records no provenance (an older edgemnv2 wrote it)"
     labels = {"checkpoint_sha256": "another checkpoint", "precision": "another precision", "target_options": "other target options",
               "recipe": "another quantization recipe",
-              "calibration_sha256": "another calibration set", "tool_versions": "other tool versions"}
+              "calibration_sha256": "another calibration set", "tool_versions": "other tool versions", "max_drop": "another --max-drop budget"}
     changed = [label for key, label in labels.items() if recorded.get(key) != provenance.get(key)]
     return ("it was built from " + ", ".join(changed)) if changed else None
 

@@ -86,6 +86,24 @@ def prepare_model(model: torch.nn.Module, meta: CheckpointMeta, check_images: np
     return folded, error
 
 
+def equalized(model: torch.nn.Module, recipe: QuantRecipe, images: np.ndarray | None, cache: dict | None = None) -> torch.nn.Module:
+    """The folded model as the recipe's equalization leaves it (quantization/equalize.py), built once per setting."""
+    if recipe.equalization == "none" or images is None:
+        return model
+    key = (recipe.equalization, recipe.per_channel, recipe.calibration_size)
+    if cache is not None and key in cache:
+        return cache[key]
+    from quantization.equalize import correct_biases, cross_layer_equalize
+
+    calibration = images[: recipe.calibration_size]
+    result, _ = cross_layer_equalize(model, calibration)
+    if recipe.equalization == "cle+bc":
+        result, _ = correct_biases(result, calibration, recipe.per_channel)
+    if cache is not None:
+        cache[key] = result
+    return result
+
+
 def _with_postprocessing(model: torch.nn.Module, meta: CheckpointMeta, recipe: QuantRecipe, options: dict) -> tuple:
     """(model, recipe, postprocessed): with the task's in-graph post-processing when the target's
     decode option asks for it; its modules stay float in every quantizer."""
@@ -115,9 +133,12 @@ def run_conversion(
     checkpoint: Path, targets: list[str], precisions: list[str], calib_data: Path | None, out_dir: Path,
     recipe: QuantRecipe = QuantRecipe(), force: bool = False, arch: str | None = None,
     on_result=None, sign_key: Path | None = None, target_options: dict[str, dict] | None = None, on_start=None,
+    budget=None,
 ) -> tuple[list[ArtifactResult], ConversionPlan, dict]:
     """target_options: {target name: {option: value}} (e.g. {"torchscript": {"engine": "onednn"}}).
-    on_start(target, precision, index, total) before each conversion; on_result(ArtifactResult) after."""
+    on_start(target, precision, index, total) before each conversion; on_result(ArtifactResult) after.
+    budget: an AccuracyBudget (conversion/recourse.py): each int8 artifact is measured on held-out
+    images and, when it loses more than the budget, re-made by the recourse search."""
     work = plan(targets, precisions)
     target_options = dict(target_options or {})
     for name in target_options:
@@ -131,26 +152,58 @@ def run_conversion(
         if not Path(sign_key).is_file():
             raise UserError(f"signing key not found: {sign_key}")
         signing_tool()  # no model-signing tool: one line before any conversion, not a failure per artifact
+    if budget is not None:
+        from .recourse import check_budget_data
+
+        check_budget_data(budget, calib_data)
     images = calibration_images(calib_data, meta.preprocessing, recipe.calibration_size) if calib_data else None
     check = images if images is not None else np.zeros((1, 3, *meta.preprocessing.input_size), np.float32)
     folded, fold_error = prepare_model(model, meta, check)
     checkpoint_hash = sha256_of(checkpoint)
     stem = Path(checkpoint).stem
-    shared_graphs: dict = {}
-    calibration_hash = calibration_sha256(images[: recipe.calibration_size]) if images is not None else None
-    jobs = []
-    for target, precision in work.pairs:
-        model, job_recipe, postprocessed = _with_postprocessing(folded, meta, recipe, options[target])
-        jobs.append((target, ConversionJob(model, meta, get_precision(precision), job_recipe, images, shared_graphs, options[target], calibration_hash,
-                                           TARGETS[target].spec.tool_packages, postprocessed)))
+    jobs = JobFactory(folded, meta, images)
+    planned = [(target, jobs.make(target, precision, recipe, options[target], budget)) for target, precision in work.pairs]
     if not force:
-        refuse_stale(jobs, out_dir, stem, checkpoint_hash)
+        refuse_stale(planned, out_dir, stem, checkpoint_hash)
     results = []
-    for index, (target, job) in enumerate(jobs, start=1):
+    for index, (target, job) in enumerate(planned, start=1):
         if on_start:
-            on_start(target, job.precision.name, index, len(jobs))
+            on_start(target, job.precision.name, index, len(planned))
         result = write_artifact(TARGETS[target], job, out_dir, stem, checkpoint_hash, force, sign_key)
+        if budget is not None and result.status == "ok" and job.precision.quantizes_activations:
+            from .recourse import recover
+
+            result = recover(TARGETS[target], job, result, jobs, budget, calib_data, out_dir, stem, checkpoint_hash, sign_key)
         results.append(result)
         if on_result:
             on_result(result)
     return results, work, {"fold_max_relative_error": fold_error, "calibration_images": 0 if images is None else len(images)}
+
+
+class JobFactory:
+    """Conversion jobs of one run: the folded model, with the recipe's equalization and the
+    target's in-graph post-processing; quantized graphs and equalized models built once and shared."""
+
+    def __init__(self, folded: torch.nn.Module, meta: CheckpointMeta, images: np.ndarray | None):
+        self.folded, self.meta, self.images = folded, meta, images
+        self.shared_graphs: dict = {}
+        self.equalized: dict = {}
+        self.hashes: dict = {}
+
+    def make(self, target: str, precision: str, recipe: QuantRecipe, options: dict, budget=None, images: np.ndarray | None = None,
+             requested: QuantRecipe | None = None) -> ConversionJob:
+        """`images`: another calibration set than the run's (the recourse search's larger one);
+        `requested`: the recipe the user asked for, when the search chose `recipe` instead."""
+        images = self.images if images is None else images
+        chosen = get_precision(precision)
+        model = equalized(self.folded, recipe, images, self.equalized) if chosen.quantized else self.folded
+        model, job_recipe, postprocessed = _with_postprocessing(model, self.meta, recipe, options)
+        calibration = images[: recipe.calibration_size] if images is not None else None
+        key = (id(images), recipe.calibration_size)
+        if calibration is not None and key not in self.hashes:
+            self.hashes[key] = calibration_sha256(calibration)
+        job = ConversionJob(model, self.meta, chosen, job_recipe, images, self.shared_graphs, options, self.hashes.get(key),
+                            TARGETS[target].spec.tool_packages, postprocessed)
+        job.budget = budget
+        job.requested_recipe = requested
+        return job

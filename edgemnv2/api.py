@@ -58,8 +58,9 @@ class Prediction:
 def convert(model: nn.Module | str | Path, out: str | Path, *, meta: CheckpointMeta | None = None, targets: Sequence[str] = ("all",),
             precisions: Sequence[str] = ("all",), calib_data: str | Path | None = None, calib_size: int = 128, observer: str = "histogram",
             per_channel: bool = True, server_engine: str = "x86", target_options: dict[str, dict] | None = None, force: bool = False,
-            sign_key: str | Path | None = None,
-            name: str = "model", arch: str | None = None, on_start=None, on_result=None) -> ConversionResult:
+            sign_key: str | Path | None = None, max_drop: float | None = None, accuracy_data: str | Path | None = None,
+            accuracy_limit: int | None = 1000, recourse_steps: Sequence[str] | None = None, name: str = "model", arch: str | None = None, on_start=None, on_result=None,
+            on_search=None) -> ConversionResult:
     """Fold, quantize and export a checkpoint file, or a model in memory, to every requested target.
 
     A model in memory (an `nn.Module` built by `edgemnv2.models.create_model`, trained however you
@@ -67,7 +68,10 @@ def convert(model: nn.Module | str | Path, out: str | Path, *, meta: CheckpointM
     `<out>/<name>.pt` first, so every artifact's manifest names the exact weights it came from and
     `validate` can compare against them. `arch`: only for a bare state-dict file. `target_options`:
     {target: {option: value}}, e.g. {"tflite": {"input": "nchw"}} (`edgemnv2 convert --help` lists them).
-    on_start(target, precision, index, total) and on_result(ArtifactResult) report progress."""
+    on_start(target, precision, index, total) and on_result(ArtifactResult) report progress.
+    max_drop: the most (points of top-1, or of mAP@.5) an int8 artifact may lose on held-out images
+    (`accuracy_data`, default `calib_data`'s val split); over it, the recourse search
+    (conversion/recourse.py) finds a recipe that meets it; on_search(line) reports each evaluation."""
     out = Path(out)
     if isinstance(model, nn.Module):
         if meta is None:
@@ -76,9 +80,21 @@ def convert(model: nn.Module | str | Path, out: str | Path, *, meta: CheckpointM
     else:
         checkpoint = Path(model)
     recipe = QuantRecipe(observer=observer, per_channel=per_channel, calibration_size=calib_size)
+    budget = None
+    if max_drop is not None:
+        from conversion.recourse import AccuracyBudget
+
+        if max_drop < 0:
+            raise UserError("--max-drop must be 0 or more points")
+        held_out = accuracy_data or calib_data
+        if held_out is None:
+            raise UserError("--max-drop needs held-out images: --accuracy-data, or --calib-data with a val/ split")
+        steps = tuple(recourse_steps) if recourse_steps else AccuracyBudget.__dataclass_fields__["steps"].default
+        budget = AccuracyBudget(float(max_drop), Path(held_out), limit=accuracy_limit, steps=steps, log=on_search)
     results, plan, info = run_conversion(checkpoint, list(targets), list(precisions), Path(calib_data) if calib_data else None, out, recipe, force,
                                          arch, on_result=on_result, sign_key=Path(sign_key) if sign_key else None,
-                                         target_options={"torchscript": {"engine": server_engine}, **(target_options or {})}, on_start=on_start)
+                                         target_options={"torchscript": {"engine": server_engine}, **(target_options or {})}, on_start=on_start,
+                                         budget=budget)
     return ConversionResult(checkpoint, results, plan.skipped, info["fold_max_relative_error"], info["calibration_images"])
 
 

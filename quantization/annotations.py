@@ -65,12 +65,17 @@ def leave_float_modules_unannotated(graph_module: GraphModule, config, float_mod
     them as float ops behind a DEQUANTIZE. A node outside can only share a spec with its own inputs,
     never with a node downstream, so nothing outside refers to what is released.
     """
-    released = 0
+    released = set()
     for node in graph_module.graph.nodes:
-        if node.op == "call_function" and in_modules(node, float_modules) and "quantization_annotation" in node.meta:
+        if node.op != "call_function" or "quantization_annotation" not in node.meta:
+            continue
+        # a conv kept in float takes its fused activation with it: the quantizers annotate conv+ReLU6
+        # as one pattern, whose activation would otherwise refer to the conv's released output
+        fused_to_float = (node.target in RELU_OPS + HARDTANH_OPS and isinstance(node.args[0], Node) and node.args[0] in released)
+        if in_modules(node, float_modules) or fused_to_float:
             del node.meta["quantization_annotation"]
-            released += 1
-    return released
+            released.add(node)
+    return len(released)
 
 
 def annotate_missed_ops(graph_module: GraphModule, config, float_modules: tuple[str, ...] = ()) -> int:

@@ -25,6 +25,7 @@ from edgemnv2.errors import UserError, did_you_mean
 from edgemnv2.progress import progress
 
 OBSERVER_NAMES = ("histogram", "minmax", "moving_average")
+EQUALIZATIONS = ("none", "cle", "cle+bc")  # quantization/equalize.py: cross-layer equalization, then bias correction
 ENGINES = ("x86", "onednn", "qnnpack")
 
 
@@ -39,10 +40,13 @@ class QuantRecipe:
     # Submodules (qualified names) every quantizer leaves in float: layers kept in float for
     # accuracy, and a detector's in-graph decode (max-pool, top-K and gathers are not int8 ops).
     float_modules: tuple[str, ...] = ()
+    equalization: str = "none"  # applied to the folded fp32 model before quantizing (conversion/pipeline.py)
 
     def __post_init__(self):
         if self.observer not in OBSERVER_NAMES:
             raise did_you_mean(self.observer, OBSERVER_NAMES, "observer")
+        if self.equalization not in EQUALIZATIONS:
+            raise did_you_mean(self.equalization, EQUALIZATIONS, "equalization")
         if self.calibration_size < 1:
             raise UserError("calibration size must be at least 1 image")
 
@@ -161,16 +165,23 @@ def fx_quantize(model: nn.Module, example: torch.Tensor, calibration_images: np.
     )
     qconfig = QConfig(activation=activation.with_args(reduce_range=reduce_range), weight=weight)
     mapping = QConfigMapping().set_global(qconfig)
-    for name in recipe.float_modules:
+    kept = _modules_named(model, recipe.float_modules)  # the names may lack a wrapper's prefix (the decode's net.)
+    for name in kept:
         mapping.set_module_name(name, None)
     # A detector's decode (shape arithmetic, top-K) cannot be traced symbolically: FX keeps it whole.
-    custom = PrepareCustomConfig().set_non_traceable_module_names([n for n in recipe.float_modules if _untraceable(model, n)])
+    custom = PrepareCustomConfig().set_non_traceable_module_names([n for n in kept if _untraceable(model, n)])
     prepared = prepare_fx(model.eval(), mapping, (example,), prepare_custom_config=custom)
     calibrate(prepared, calibration_images)
     quantized = convert_fx(prepared)
     if engine == "qnnpack":
         contiguous_before_clamps(quantized)
     return quantized
+
+
+def _modules_named(model: nn.Module, names: tuple[str, ...]) -> list[str]:
+    from .annotations import path_is
+
+    return [path for path, _ in model.named_modules() if path and any(path_is(path, name) for name in names)]
 
 
 def _untraceable(model: nn.Module, name: str) -> bool:

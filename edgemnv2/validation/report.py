@@ -115,6 +115,12 @@ def notes(report: dict) -> list[str]:
     if _task(report).host_postprocess is not None:
         out.append("decode: graph = the artifact returns boxes, scores and classes (its latency includes the decode; SQNR is of its sorted "
                    "top-K scores); host +X ms = it returns the raw maps and the runner decodes them, which costs X ms more on this CPU.")
+    for a in report["artifacts"]:
+        recourse = a.get("recourse") or {}
+        if recourse:
+            latency = f", latency x{recourse['latency_ratio']:.2f}" if recourse.get("latency_ratio") else ""
+            out.append(f"{a['artifact']}: convert --max-drop {recourse['max_drop']:g}: {recourse['summary']} "
+                       f"({recourse['evaluations']} evaluations{latency}; on {recourse['measured_on']} held-out images)")
     gates = report["gates"]
     if gates.get("unchecked") and gates.get("unmatched") == "warn":
         out.append(f"gate sections with no artifact here (unmatched = \"warn\" in {gates['source']}): {', '.join(gates['unchecked'])}")

@@ -67,6 +67,7 @@ class ArtifactRow:
     gates: list = field(default_factory=list)
     worst_images: list = field(default_factory=list)  # detector: image paths where it disagrees most
     signature: str = ""  # "verified", "unsigned", "signed, not verified (no --verify-key)"
+    recourse: dict = field(default_factory=dict)  # convert --max-drop's search, from the manifest (conversion/recourse.py)
 
     @property
     def failed_gates(self):
@@ -107,6 +108,7 @@ def _open_artifact(stack: ExitStack, artifact: Path, manifest: dict, sample: np.
         row.runtime = target.spec.runtime
         verified = stack.enter_context(verified_copy(artifact, verify_key))  # checks and loads one private copy
         row.signature, subject.manifest = verified.signature, verified.manifest
+        row.recourse = _recourse_summary(verified.manifest.get("recourse"))
         row.status = COULD_NOT_RUN
         subject.runner = _load_runner(target, verified.path, verified.manifest, sample, settings, row)
         row.batch = getattr(subject.runner, "batch_size", None) or settings.batch_size
@@ -118,6 +120,16 @@ def _open_artifact(stack: ExitStack, artifact: Path, manifest: dict, sample: np.
     except Exception as exc:  # one broken runtime must not hide the other artifacts' results
         _failed(subject, exc)
     return subject
+
+
+def _recourse_summary(record: dict | None) -> dict:
+    """What convert --max-drop did to this artifact, as the report shows it (the manifest has every attempt)."""
+    if not isinstance(record, dict):
+        return {}
+    keys = ("max_drop", "met", "summary", "float_layers", "evaluations", "latency_ratio", "size_ratio", "measured_on")
+    return {key: record.get(key) for key in keys} | {"chosen": (record.get("chosen") or {}).get("description"),
+                                                       "drop_before": (record.get("before") or {}).get("drop"),
+                                                       "drop_after": (record.get("after") or {}).get("drop")}
 
 
 def _failed(subject: Subject, exc: Exception) -> None:

@@ -1,0 +1,365 @@
+"""`convert --max-drop POINTS`: when an int8 artifact loses more accuracy than the budget, find a
+recipe that keeps it, for any target, measured in the target's own runtime.
+
+Each int8 artifact is scored on held-out images (the data's `val` split, or `--accuracy-data`;
+never the calibration images) in its real runtime (CoreML on Linux: its labelled simulation) and
+compared with the fp32 model on the same images. Over budget, the search tries, in order, and stops
+at the first candidate that meets it:
+  1. calibration: the other activation observers, then the best one on 4x the calibration images;
+  2. cross-layer equalization, with and without bias correction (quantization/equalize.py), which
+     matters most for per-tensor weights;
+  3. mixed precision: the layers the per-layer sensitivity ranks worst kept in float (at most 10% of
+     them; `QuantRecipe.float_modules`, which every target honours in its own way: unannotated for
+     XNNPACK and LiteRT, qconfig None for TorchScript FX, excluded nodes for ONNX Runtime), the
+     smallest such set found by doubling, then bisecting.
+Every candidate is a full evaluation: converted by the target, run on the held-out images. The
+search spends at most MAX_EVALUATIONS; the manifest and `validate` record what it did.
+"""
+
+import dataclasses
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgemnv2.artifacts import RuntimeUnavailable
+from edgemnv2.errors import UserError
+from quantization.ptq import OBSERVER_NAMES, QuantRecipe
+
+from .base import ArtifactResult, ConversionJob, write_artifact
+
+MAX_EVALUATIONS = 20
+STEPS = ("calibration", "equalization", "mixed-precision")  # in the order the search tries them
+MAX_FLOAT_FRACTION = 0.10  # at most this share of the layers kept in float
+LARGER_CALIBRATION = 4  # the calibration step also tries this many times the images
+TIMED_RUNS = 10
+
+
+@dataclass
+class AccuracyBudget:
+    """The most a quantized artifact may lose, in points of the task's headline metric, on held-out images."""
+
+    points: float
+    data: Path  # held-out images (a dataset root; its `split` is used)
+    split: str = "val"
+    limit: int | None = 1000  # held-out images scored per evaluation
+    threads: int = 2
+    steps: tuple[str, ...] = STEPS  # which recourse steps the search may take
+    log: object = None  # callable(str): one line per evaluation
+    _state: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        from edgemnv2.errors import did_you_mean
+
+        for step in self.steps:
+            if step not in STEPS:
+                raise did_you_mean(step, STEPS, "recourse step")
+
+    def provenance(self) -> dict:
+        return {"points": self.points, "data": str(self.data), "split": self.split, "limit": self.limit, "steps": list(self.steps)}
+
+    def say(self, line: str) -> None:
+        if self.log is not None:
+            self.log(line)
+
+
+def check_budget_data(budget: AccuracyBudget, calib_data: Path | None) -> None:
+    """The held-out images must exist and must not be the calibration images."""
+    root = Path(budget.data)
+    if not root.exists():
+        raise UserError(f"--accuracy-data not found: {root}")
+    if calib_data is not None and Path(calib_data).resolve() == root.resolve() and not (root / "calib").is_dir():
+        raise UserError(f"{root} has no calib/ split, so its {budget.split} images would also be calibration images; "
+                        "give --accuracy-data another folder (or a dataset with calib/ and val/ splits)")
+
+
+@dataclass
+class Candidate:
+    step: str
+    description: str
+    recipe: QuantRecipe
+    images: np.ndarray | None = None  # another calibration set (the larger one)
+
+
+@dataclass
+class Attempt:
+    candidate: Candidate
+    metric: float | None
+    drop: float | None
+    latency_ms: float | None
+    size_bytes: int
+    message: str = ""
+    files: tuple | None = None  # (artifact, manifest) of the candidate, in the search's scratch folder
+
+    def record(self) -> dict:
+        return {"step": self.candidate.step, "description": self.candidate.description, "metric": self.metric, "drop": self.drop,
+                "latency_ms": self.latency_ms, "size_bytes": self.size_bytes, **({"message": self.message} if self.message else {})}
+
+
+class Search:
+    """One artifact's search: the evaluations it spent and the best attempt so far."""
+
+    def __init__(self, target, base_job: ConversionJob, jobs, budget: AccuracyBudget, calib_data: Path | None, stem: str, checkpoint_hash: str):
+        self.target, self.base_job, self.jobs, self.budget = target, base_job, jobs, budget
+        self.calib_data, self.stem, self.checkpoint_hash = calib_data, stem, checkpoint_hash
+        self.attempts: list[Attempt] = []
+        self.scratch = Path(tempfile.mkdtemp(prefix="edgemnv2-recourse-"))
+        self.heldout, self.reference = _heldout(jobs, budget)
+        self.simulated = False
+        self.requested = base_job.requested_recipe or base_job.recipe  # what the user asked for: the manifest's provenance
+
+    @property
+    def evaluations(self) -> int:
+        return len(self.attempts)
+
+    def met(self, attempt: Attempt | None) -> bool:
+        return attempt is not None and attempt.drop is not None and attempt.drop <= self.budget.points
+
+    def best(self) -> Attempt:
+        scored = [a for a in self.attempts if a.drop is not None]
+        return min(scored, key=lambda a: a.drop) if scored else self.attempts[0]
+
+    def evaluate_artifact(self, candidate: Candidate, path: Path, manifest: dict) -> Attempt:
+        from edgemnv2.evaluate import evaluate_runner
+        from edgemnv2.tasks import get_task
+        from edgemnv2.validation.timing import time_runner
+
+        task = get_task(self.base_job.meta.task)
+        try:
+            runner, latency = self.target.load(path, manifest, self.budget.threads), None
+            sample = self.heldout.preprocessing.normalize(self.heldout.read(0)[0][None])
+            latency = time_runner(runner, sample, 2, TIMED_RUNS)["median_ms"]
+        except RuntimeUnavailable:
+            if self.target.simulate is None:
+                raise
+            runner, self.simulated = self.target.simulate(path, manifest), True
+        metric = 100.0 * evaluate_runner(runner, self.heldout, 16, description=f"held-out check: {candidate.description}")[task.headline_metric]
+        attempt = Attempt(candidate, metric, self.reference - metric, latency, manifest.get("artifact_bytes", 0))
+        self.attempts.append(attempt)
+        verdict = "meets" if self.met(attempt) else "over"
+        self.budget.say(f"{self.target.name} {self.base_job.precision.name}: {candidate.description}: drop {attempt.drop:.2f} points "
+                        f"({verdict} the {self.budget.points:g}-point budget; evaluation {self.evaluations})")
+        return attempt
+
+    def job_for(self, candidate: Candidate) -> ConversionJob:
+        return self.jobs.make(self.target.name, self.base_job.precision.name, candidate.recipe, self.base_job.options, self.budget,
+                              images=candidate.images, requested=self.requested)
+
+    def try_candidate(self, candidate: Candidate) -> Attempt | None:
+        if self.evaluations >= MAX_EVALUATIONS:
+            return None
+        job = self.job_for(candidate)
+        folder = self.scratch / str(self.evaluations)  # each candidate keeps its files: the chosen one is adopted as it is
+        result = write_artifact(self.target, job, folder, self.stem, self.checkpoint_hash, force=True)
+        if result.status != "ok":
+            attempt = Attempt(candidate, None, None, None, 0, result.message)
+            self.attempts.append(attempt)
+            self.budget.say(f"{self.target.name} {job.precision.name}: {candidate.description}: conversion failed: {result.message}")
+            return attempt
+        attempt = self.evaluate_artifact(candidate, result.path, result.manifest)
+        attempt.files = (result.path, result.manifest)
+        return attempt
+
+
+def _heldout(jobs, budget: AccuracyBudget):
+    """The held-out split and the fp32 model's metric on it (computed once per run)."""
+    if "heldout" not in budget._state:
+        from edgemnv2.evaluate import evaluate_runner, torch_runner
+        from edgemnv2.tasks import get_task
+
+        meta = jobs.meta
+        task = get_task(meta.task)
+        split = task.load_split(Path(budget.data), budget.split, meta.preprocessing, budget.limit, meta.class_names)
+        if len(split) == 0:
+            raise UserError(f"the '{budget.split}' split of {budget.data} has no images to check the accuracy budget on")
+        reference = 100.0 * evaluate_runner(torch_runner(jobs.folded), split, 16, description="held-out check: fp32")[task.headline_metric]
+        budget._state["heldout"] = (split, reference)
+    return budget._state["heldout"]
+
+
+def _calibration_candidates(search: Search, base: QuantRecipe) -> list[Candidate]:
+    others = [o for o in OBSERVER_NAMES if o != base.observer]
+    return [Candidate("calibration", f"calibration: {o} observer, {base.calibration_size} images", dataclasses.replace(base, observer=o)) for o in others]
+
+
+def _larger_calibration(search: Search, recipe: QuantRecipe) -> Candidate | None:
+    from .pipeline import calibration_images
+
+    if search.calib_data is None:
+        return None
+    size = recipe.calibration_size * LARGER_CALIBRATION
+    images = search.budget._state.get(("calibration", size))
+    if images is None:
+        images = calibration_images(search.calib_data, search.jobs.meta.preprocessing, size)
+        search.budget._state[("calibration", size)] = images
+    if len(images) <= recipe.calibration_size:
+        return None  # the folder has no more images
+    size = len(images)
+    return Candidate("calibration", f"calibration: {recipe.observer} observer, {size} images", dataclasses.replace(recipe, calibration_size=size), images)
+
+
+def _ranked_layers(search: Search, recipe: QuantRecipe, images: np.ndarray | None) -> list[str]:
+    """Conv/linear module paths, most sensitive first (isolated SQNR, quantization/sensitivity.py)."""
+    import torch
+
+    from quantization.ptq import pt2e_quantize, xnnpack_quantizer
+    from quantization.sensitivity import layer_sensitivity
+
+    from .pipeline import equalized
+
+    images = search.jobs.images if images is None else images
+    calibration = images[: recipe.calibration_size]
+    model = equalized(search.jobs.folded, recipe, images, search.jobs.equalized)
+    example = torch.from_numpy(calibration[:1].copy())
+    float_graph = torch.export.export(model.eval(), (example,)).module()
+    quantized = pt2e_quantize(model, example, xnnpack_quantizer(dataclasses.replace(recipe, float_modules=())), calibration)
+    check = search.heldout
+    probe = np.concatenate([check.preprocessing.normalize(check.read(i)[0][None]) for i in range(min(16, len(check)))])
+    layers = layer_sensitivity(float_graph, quantized, probe)
+    return list(dict.fromkeys(layer.module for layer in layers))
+
+
+def _mixed_precision(search: Search, recipe: QuantRecipe, images: np.ndarray | None) -> Attempt | None:
+    ranked = _ranked_layers(search, recipe, images)
+    limit = max(1, math.floor(MAX_FLOAT_FRACTION * len(ranked)))
+
+    def attempt_with(count: int) -> Attempt | None:
+        layers = tuple(ranked[:count])
+        candidate = Candidate("mixed precision", f"mixed precision: {count} of {len(ranked)} layers in float",
+                              recipe.keeping_in_float(*layers), images)
+        return search.try_candidate(candidate)
+
+    low, count, found = 0, 1, None  # doubling: the first count that meets the budget
+    while count <= limit:
+        attempt = attempt_with(count)
+        if attempt is None:
+            return found
+        if search.met(attempt):
+            found = attempt
+            break
+        low = count
+        count = limit if count < limit < count * 2 else count * 2
+    if found is None:
+        return None
+    high = count  # bisect between the last count that missed and the first that met
+    while high - low > 1:
+        middle = (low + high) // 2
+        attempt = attempt_with(middle)
+        if attempt is None:
+            break
+        if search.met(attempt):
+            found, high = attempt, middle
+        else:
+            low = middle
+    return found
+
+
+def recover(target, job: ConversionJob, result: ArtifactResult, jobs, budget: AccuracyBudget, calib_data: Path | None, out_dir: Path, stem: str,
+            checkpoint_hash: str, sign_key: Path | None) -> ArtifactResult:
+    """Measure the artifact just written; over budget, search and replace it with the first recipe
+    that meets the budget (or, when none does, the best one found, saying so)."""
+    started = time.perf_counter()
+    search = Search(target, job, jobs, budget, calib_data, stem, checkpoint_hash)
+    baseline = Candidate("as asked", "the requested recipe", job.recipe)
+    base = search.evaluate_artifact(baseline, result.path, result.manifest)
+    chosen = base if search.met(base) else None
+    steps = budget.steps
+    if chosen is None and "calibration" in steps:
+        for candidate in _calibration_candidates(search, job.recipe):
+            attempt = search.try_candidate(candidate)
+            if search.met(attempt):
+                chosen = attempt
+                break
+    if chosen is None and "calibration" in steps:
+        best = search.best().candidate
+        larger = _larger_calibration(search, best.recipe)
+        attempt = search.try_candidate(larger) if larger else None
+        if search.met(attempt):
+            chosen = attempt
+    if chosen is None and "equalization" in steps:
+        best = search.best().candidate
+        for equalization in ("cle+bc", "cle"):
+            described = "cross-layer equalization + bias correction" if equalization == "cle+bc" else "cross-layer equalization"
+            attempt = search.try_candidate(Candidate("equalization", f"{described} ({best.description})",
+                                                     dataclasses.replace(best.recipe, equalization=equalization), best.images))
+            if search.met(attempt):
+                chosen = attempt
+                break
+    if chosen is None and "mixed-precision" in steps:
+        best = search.best().candidate
+        chosen = _mixed_precision(search, best.recipe, best.images)
+    met = chosen is not None
+    final = chosen or search.best()
+    record = _record(search, base, final, met, time.perf_counter() - started)
+    job_out = search.job_for(final.candidate)
+    job_out.recourse = record
+    job_out.calibration_sha256 = job.calibration_sha256  # provenance is what was asked; the recourse record says what was used
+    try:
+        files = (result.path, result.manifest) if final is base else final.files
+        # the measured bytes themselves go into place, under the manifest that records the search
+        rewritten = write_artifact(_adopting(target, *files), job_out, out_dir, stem, checkpoint_hash, force=True, sign_key=sign_key)
+    finally:
+        import shutil
+
+        shutil.rmtree(search.scratch, ignore_errors=True)
+    rewritten.seconds = result.seconds + record["seconds"]  # the conversion and its search
+    if rewritten.status == "ok" and not met:
+        rewritten.message = record["summary"]
+    return rewritten
+
+
+STANDARD_MANIFEST_KEYS = {"schema", "artifact", "target", "runtime", "precision", "arch", "task", "model_kwargs", "class_names", "preprocessing",
+                          "outputs", "quantization", "target_options", "checkpoint_sha256", "provenance", "artifact_sha256", "artifact_bytes",
+                          "conversion_seconds", "tool_versions", "byte_reproducible", "nondeterminism", "recourse", "sidecars", "signed"}
+
+
+def _adopting(target, artifact: Path, manifest: dict):
+    """`target`, whose convert copies an artifact already made (and measured) instead of converting
+    again: its bytes, its sidecars and its target-specific manifest fields."""
+    import shutil
+
+    from .base import SIDECARS, sidecar_path, sidecar_temp
+
+    def copy(job, dest: Path) -> dict:
+        shutil.copyfile(artifact, dest) if artifact.is_file() else shutil.copytree(artifact, dest)
+        sidecars = {}
+        for suffix in manifest.get("sidecars") or {}:
+            temp = sidecar_temp(dest, suffix)
+            shutil.copyfile(sidecar_path(artifact, manifest, suffix), temp)
+            sidecars[suffix] = temp
+        return {**{k: v for k, v in manifest.items() if k not in STANDARD_MANIFEST_KEYS}, SIDECARS: sidecars}
+
+    return dataclasses.replace(target, convert=copy)
+
+
+def _record(search: Search, base: Attempt, final: Attempt, met: bool, seconds: float) -> dict:
+    from edgemnv2.tasks import get_task
+
+    task = get_task(search.base_job.meta.task)
+    recipe = final.candidate.recipe
+    float_layers = [m for m in recipe.float_modules if m not in search.base_job.recipe.float_modules]
+    latency_ratio = final.latency_ms / base.latency_ms if final.latency_ms and base.latency_ms else None
+    if final is base and met:
+        summary = f"met without recourse: drop {base.drop:.2f} <= {search.budget.points:g} points"
+    elif met:
+        summary = f"{final.candidate.description}: drop {base.drop:.2f} -> {final.drop:.2f} <= {search.budget.points:g} points"
+    else:
+        summary = (f"budget not met: best drop {final.drop:.2f} > {search.budget.points:g} points ({final.candidate.description}) after "
+                   f"{search.evaluations} evaluations; the search ran out of steps (at most {MAX_FLOAT_FRACTION:.0%} of the layers in float)")
+    return {
+        "max_drop": search.budget.points, "metric": task.headline_metric, "met": met, "summary": summary,
+        "heldout": {"data": str(search.budget.data), "split": search.budget.split, "images": len(search.heldout)},
+        "reference_metric": search.reference,
+        "before": {"metric": base.metric, "drop": base.drop, "latency_ms": base.latency_ms, "size_bytes": base.size_bytes},
+        "after": {"metric": final.metric, "drop": final.drop, "latency_ms": final.latency_ms, "size_bytes": final.size_bytes},
+        "chosen": {"step": final.candidate.step, "description": final.candidate.description, "recipe": recipe.to_dict()},
+        "float_layers": float_layers,
+        "latency_ratio": latency_ratio,
+        "size_ratio": final.size_bytes / base.size_bytes if base.size_bytes else None,
+        "measured_on": "simulated (CoreML runs only on macOS)" if search.simulated else "runtime",
+        "evaluations": search.evaluations, "max_evaluations": MAX_EVALUATIONS, "seconds": round(seconds, 1),
+        "attempts": [a.record() for a in search.attempts],
+    }
