@@ -21,6 +21,7 @@ from torch import nn
 
 from conversion.base import ArtifactResult
 from conversion.pipeline import run_conversion
+from conversion.recourse import STEPS as RECOURSE_STEPS, AccuracyBudget
 from quantization.ptq import QuantRecipe
 
 from .checkpoint import CheckpointMeta, save_checkpoint
@@ -57,7 +58,7 @@ class Prediction:
 
 def convert(model: nn.Module | str | Path, out: str | Path, *, meta: CheckpointMeta | None = None, targets: Sequence[str] = ("all",),
             precisions: Sequence[str] = ("all",), calib_data: str | Path | None = None, calib_size: int = 128, observer: str = "histogram",
-            per_channel: bool = True, server_engine: str = "x86", target_options: dict[str, dict] | None = None, force: bool = False,
+            per_channel: bool = True, equalization: str = "none", server_engine: str = "x86", target_options: dict[str, dict] | None = None, force: bool = False,
             sign_key: str | Path | None = None, max_drop: float | None = None, accuracy_data: str | Path | None = None,
             accuracy_limit: int | None = 1000, recourse_steps: Sequence[str] | None = None, name: str = "model", arch: str | None = None, on_start=None, on_result=None,
             on_search=None) -> ConversionResult:
@@ -79,17 +80,15 @@ def convert(model: nn.Module | str | Path, out: str | Path, *, meta: CheckpointM
         checkpoint = save_checkpoint(out / f"{name}.pt", model, meta, force=force)
     else:
         checkpoint = Path(model)
-    recipe = QuantRecipe(observer=observer, per_channel=per_channel, calibration_size=calib_size)
+    recipe = QuantRecipe(observer=observer, per_channel=per_channel, calibration_size=calib_size, equalization=equalization)
     budget = None
     if max_drop is not None:
-        from conversion.recourse import AccuracyBudget
-
         if max_drop < 0:
             raise UserError("--max-drop must be 0 or more points")
         held_out = accuracy_data or calib_data
         if held_out is None:
             raise UserError("--max-drop needs held-out images: --accuracy-data, or --calib-data with a val/ split")
-        steps = tuple(recourse_steps) if recourse_steps else AccuracyBudget.__dataclass_fields__["steps"].default
+        steps = tuple(recourse_steps) if recourse_steps else RECOURSE_STEPS
         budget = AccuracyBudget(float(max_drop), Path(held_out), limit=accuracy_limit, steps=steps, log=on_search)
     results, plan, info = run_conversion(checkpoint, list(targets), list(precisions), Path(calib_data) if calib_data else None, out, recipe, force,
                                          arch, on_result=on_result, sign_key=Path(sign_key) if sign_key else None,

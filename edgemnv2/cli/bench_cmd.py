@@ -48,3 +48,9 @@ def targets(ctx: typer.Context) -> None:
 def streaming(ctx: typer.Context) -> None:
     """`validate`'s peak memory and images/s as the validation split grows (--data DIR --counts 1000,20000)."""
     _run("streaming", list(ctx.args))
+
+
+@app.command(context_settings=PASS_THROUGH, add_help_option=False)
+def recourse(ctx: typer.Context) -> None:
+    """convert --max-drop on the demo models: drop before/after, what the search chose, evaluations, latency (--demo DIR)."""
+    _run("recourse", list(ctx.args))

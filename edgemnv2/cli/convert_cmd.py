@@ -44,6 +44,7 @@ def convert(
     calib_size: Annotated[int, typer.Option(help="Number of calibration images.")] = 128,
     observer: Annotated[str, typer.Option(help="Activation observer: histogram, minmax, moving_average.")] = "histogram",
     per_tensor: Annotated[bool, typer.Option("--per-tensor", help="Per-tensor weights instead of per-channel (usually worse).")] = False,
+    equalization: Annotated[str, typer.Option(help="Before int8: none, cle (cross-layer equalization, ReLU6-preserving) or cle+bc (plus bias correction). --max-drop tries them itself.")] = "none",
     server_engine: Annotated[str, typer.Option(help="TorchScript (.pt) int8 engine: x86 (any x86 CPU, 7-bit activations), onednn (8-bit, CPUs with VNNI: Ice Lake, Zen 4 or newer), or qnnpack (ARM servers). The .ptl always uses qnnpack.")] = "x86",
     arch: Annotated[Optional[str], typer.Option(help="Model name, only for bare state dicts (e.g. mobilenet_v2_seed).")] = None,
     threads: Annotated[int, typer.Option(help="CPU threads.")] = 2,
@@ -74,7 +75,7 @@ def convert(
 
     with third_party_noise(verbose, log, "convert") as log_path:
         result = api.convert(checkpoint, out_dir, targets=_split(target), precisions=_split(precision), calib_data=calib_data, calib_size=calib_size,
-                             observer=observer, per_channel=not per_tensor, target_options=_target_options(set_option, server_engine), force=force,
+                             observer=observer, per_channel=not per_tensor, equalization=equalization, target_options=_target_options(set_option, server_engine), force=force,
                              sign_key=sign_key, arch=arch, max_drop=max_drop, accuracy_data=accuracy_data, accuracy_limit=accuracy_limit,
                              recourse_steps=_split(recourse) or None, on_start=starting, on_result=report, on_search=lambda line: console.print(f"    {line}", style="dim"))
     results = result.artifacts

@@ -5,7 +5,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from conversion import get_target
+from conversion import TARGETS, get_target
 
 from ..artifacts import MANIFEST_SUFFIX, RuntimeUnavailable, manifest_path, verified_copy
 from ..data.images import load_rgb
@@ -65,8 +65,6 @@ def bare_artifact_target(path: Path):
     """The target whose file this is, when it is an artifact without its manifest; None otherwise
     (a `.pt` is a TorchScript archive only if it holds TorchScript code: else it is a checkpoint)."""
     import zipfile
-
-    from conversion import TARGETS
 
     for target in TARGETS.values():
         if path.name.endswith(target.spec.suffix) and target.describe is not None:
