@@ -73,7 +73,7 @@ def nodes_in_modules(path: Path, modules: tuple[str, ...]) -> list[str]:
     names = []
     for node in onnx.load(str(path), load_external_data=False).graph.node:
         scopes = next((ast.literal_eval(e.value) for e in node.metadata_props if e.key == "pkg.torch.onnx.name_scopes"), [])
-        enclosing = [".".join(s for s in scopes[:depth] if s) for depth in range(1, len(scopes))]  # the last scope is the op itself
+        enclosing = [scope for scope in scopes[:-1] if scope]  # each a module's qualified path; the last is the op itself
         if any(path_is(p, m) for p in enclosing for m in modules):
             names.append(node.name)
     return names

@@ -90,7 +90,7 @@ def equalized(model: torch.nn.Module, recipe: QuantRecipe, images: np.ndarray | 
     """The folded model as the recipe's equalization leaves it (quantization/equalize.py), built once per setting."""
     if recipe.equalization == "none" or images is None:
         return model
-    key = (recipe.equalization, recipe.per_channel, recipe.calibration_size)
+    key = (recipe.equalization, recipe.per_channel, recipe.calibration_size, id(images))
     if cache is not None and key in cache:
         return cache[key]
     from quantization.equalize import correct_biases, cross_layer_equalize

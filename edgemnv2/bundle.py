@@ -53,7 +53,7 @@ def tolerances(gates: Gates, task: str, precision: str, target: str) -> list[dic
 
 
 def write_bundle(verified: VerifiedArtifact, source_artifact: Path, inputs: np.ndarray, references: list[np.ndarray], labels: np.ndarray | None,
-                 gates: Gates, dest: Path, force: bool, runtime, verify_key: Path | None = None) -> Path:
+                 gates: Gates, dest: Path, force: bool, runtime, verify_key: Path | None = None, compared: list[int] | None = None) -> Path:
     """Build the folder under a temporary name and rename it into place: never half a bundle.
     The artifact files come from the verified private copy, not from the artifacts folder.
     `runtime`: the target's spec (its device runtime and importable runtime modules)."""
@@ -81,6 +81,7 @@ def write_bundle(verified: VerifiedArtifact, source_artifact: Path, inputs: np.n
             "outputs": manifest["outputs"], "tolerances": tolerances(gates, manifest["task"], manifest["precision"], manifest["target"]),
             # the device runner never imports edgemnv2: what it needs of the task and target travels here
             "argmax_output": get_task(manifest["task"]).argmax_output, "device_runtime": runtime.device_runtime,
+            "drift_outputs": compared,  # indices of the outputs the drift figures compare (null: all)
             "runtime_modules": list(runtime.runtime_modules),
             "gates_source": gates.source, "runtime_needed": manifest["runtime"],
             "runs_on": runtime.runs_on,
@@ -91,6 +92,16 @@ def write_bundle(verified: VerifiedArtifact, source_artifact: Path, inputs: np.n
         }
         (temp / "bundle.json").write_text(json.dumps(info, indent=2))
     return dest
+
+
+def _postprocessed(references: list[np.ndarray], task, meta) -> tuple[list[np.ndarray], list[int]]:
+    """The fp32 references of an artifact that post-processes in its graph (the detector's decode):
+    the host's post-processing of the eager outputs, and which of them the device runner compares
+    (what validate compares: the sorted scores; boxes and classes follow near-tie ranking)."""
+    from .models.decode import DECODED_OUTPUTS, detections
+
+    boxes, scores, classes = detections(references, input_size=tuple(meta.preprocessing.input_size))
+    return [boxes.numpy(), scores.numpy(), classes.numpy().astype(np.float32)], [DECODED_OUTPUTS.index("scores")]
 
 
 def make_bundles(checkpoint: Path, model, meta, artifacts_dir: Path, data, out_dir: Path, gates: Gates, force: bool,
@@ -114,9 +125,14 @@ def make_bundles(checkpoint: Path, model, meta, artifacts_dir: Path, data, out_d
     references = [np.concatenate([o[k] for o in outputs]) for k in range(len(outputs[0]))]
     labels = get_task(meta.task).bundle_labels(data)
     written = []
+    task = get_task(meta.task)
     for artifact, _ in found:
         with verified_copy(artifact, verify_key) as verified:
             stem = artifact.name.replace(".", "_")
             spec = get_target(verified.manifest["target"]).spec
-            written.append(write_bundle(verified, artifact, inputs, references, labels, gates, Path(out_dir) / stem, force, spec, verify_key))
+            expected, compared = references, None
+            if task.drift_view is not None and list(verified.manifest["outputs"]) == list(task.postprocessed_output_names):
+                expected, compared = _postprocessed(references, task, meta)
+            written.append(write_bundle(verified, artifact, inputs, expected, labels, gates, Path(out_dir) / stem, force, spec, verify_key,
+                                        compared))
     return written
