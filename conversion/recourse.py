@@ -260,7 +260,22 @@ def _mixed_precision(search: Search, recipe: QuantRecipe, images: np.ndarray | N
 def recover(target, job: ConversionJob, result: ArtifactResult, jobs, budget: AccuracyBudget, calib_data: Path | None, out_dir: Path, stem: str,
             checkpoint_hash: str, sign_key: Path | None) -> ArtifactResult:
     """Measure the artifact just written; over budget, search and replace it with the first recipe
-    that meets the budget (or, when none does, the best one found, saying so)."""
+    that meets the budget (or, when none does, the best one found, saying so). An artifact whose
+    runtime is missing here, or a search that crashes, keeps the artifact as converted and says so
+    (as a failed result: the budget was asked for and not checked)."""
+    try:
+        return _recover(target, job, result, jobs, budget, calib_data, out_dir, stem, checkpoint_hash, sign_key)
+    except UserError:
+        raise
+    except RuntimeUnavailable as exc:
+        reason = f"--max-drop not checked: {exc}"
+    except Exception as exc:  # one target's search must not abort the others
+        reason = f"--max-drop search failed: {type(exc).__name__}: {str(exc)[:200]}"
+    return dataclasses.replace(result, status="failed", message=f"{reason} ({result.path.name} is kept as converted, unchecked)")
+
+
+def _recover(target, job: ConversionJob, result: ArtifactResult, jobs, budget: AccuracyBudget, calib_data: Path | None, out_dir: Path, stem: str,
+             checkpoint_hash: str, sign_key: Path | None) -> ArtifactResult:
     started = time.perf_counter()
     search = Search(target, job, jobs, budget, calib_data, stem, checkpoint_hash)
     baseline = Candidate("as asked", "the requested recipe", job.recipe)
@@ -306,8 +321,8 @@ def recover(target, job: ConversionJob, result: ArtifactResult, jobs, budget: Ac
 
         shutil.rmtree(search.scratch, ignore_errors=True)
     rewritten.seconds = result.seconds + record["seconds"]  # the conversion and its search
-    if rewritten.status == "ok" and not met:
-        rewritten.message = record["summary"]
+    if rewritten.status == "ok" and not met:  # the best artifact found is in place; the run fails, saying by how much
+        rewritten.status, rewritten.message = "failed", record["summary"]
     return rewritten
 
 
