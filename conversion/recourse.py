@@ -309,6 +309,9 @@ def _recover(target, job: ConversionJob, result: ArtifactResult, jobs, budget: A
     met = chosen is not None
     final = chosen or search.best()
     record = _record(search, base, final, met, time.perf_counter() - started)
+    hint = target.gate_failure_hint(result.manifest) if not met and target.gate_failure_hint is not None else None
+    if hint:  # why this target cannot get there, in its own words
+        record["summary"] += f"; {hint}"
     job_out = search.job_for(final.candidate)
     job_out.recourse = record
     job_out.calibration_sha256 = job.calibration_sha256  # provenance is what was asked; the recourse record says what was used
