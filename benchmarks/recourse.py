@@ -47,7 +47,9 @@ def run_case(demo: Path, case: str, model: str, targets: list[str], extra: list[
             raise SystemExit(f"{case} {model}: convert failed:\n{done.stderr[-2000:]}")
         for manifest_file in sorted(Path(out).glob("*.manifest.json")):
             manifest = json.loads(manifest_file.read_text())
-            record = manifest.get("recourse") or {}
+            record = manifest.get("recourse")
+            if not record:
+                raise SystemExit(f"{case} {model}: {manifest['artifact']} has no recourse record:\n{done.stderr[-2000:]}")
             rows.append({"case": case, "model": model, "target": manifest["target"], "metric": record.get("metric"),
                          "budget": record.get("max_drop"), "drop_before": record["before"]["drop"], "drop_after": record["after"]["drop"],
                          "met": record.get("met"), "chosen": record["chosen"]["description"], "float_layers": len(record.get("float_layers", [])),

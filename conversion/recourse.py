@@ -128,8 +128,9 @@ class Search:
         from edgemnv2.validation.timing import time_runner
 
         task = get_task(self.base_job.meta.task)
+        latency = None  # not measured where the runtime cannot run (CoreML on Linux: simulated)
         try:
-            runner, latency = self.target.load(path, manifest, self.budget.threads), None
+            runner = self.target.load(path, manifest, self.budget.threads)
             sample = self.heldout.preprocessing.normalize(self.heldout.read(0)[0][None])
             latency = time_runner(runner, sample, 2, TIMED_RUNS)["median_ms"]
         except RuntimeUnavailable:
