@@ -40,15 +40,17 @@ TIMED_RUNS = 10
 
 @dataclass
 class AccuracyBudget:
-    """The most a quantized artifact may lose, in points of the task's headline metric, on held-out images."""
+    """The most a quantized artifact may lose, in points of the task's headline metric, on held-out images:
+    `points`, or (points None) the gates file's max_<metric>_drop for the artifact's task, int8 and target."""
 
-    points: float
+    points: float | None
     data: Path  # held-out images (a dataset root; its `split` is used)
     split: str = "val"
     limit: int | None = 1000  # held-out images scored per evaluation
     threads: int = 2
     steps: tuple[str, ...] = STEPS  # which recourse steps the search may take
     log: object = None  # callable(str): one line per evaluation
+    gates: object = None  # a validation Gates (its limits(task, precision, target)), when the budget comes from a gates file
     _state: dict = dataclasses.field(default_factory=dict, repr=False)
 
     def __post_init__(self):
@@ -58,8 +60,13 @@ class AccuracyBudget:
             if step not in STEPS:
                 raise did_you_mean(step, STEPS, "recourse step")
 
+    def points_for(self, task, target: str) -> float | None:
+        if self.points is not None or self.gates is None:
+            return self.points
+        return self.gates.limits(task.name, "int8", target).get(f"max_{task.headline_metric}_drop")
+
     def provenance(self) -> dict:
-        return {"points": self.points, "data": str(self.data), "split": self.split, "limit": self.limit, "steps": list(self.steps)}
+        return {"points": self.points, "gates": getattr(self.gates, "source", None), "data": str(self.data), "split": self.split, "limit": self.limit, "steps": list(self.steps)}
 
     def say(self, line: str) -> None:
         if self.log is not None:
@@ -110,13 +117,16 @@ class Search:
         self.heldout, self.reference = _heldout(jobs, budget)
         self.simulated = False
         self.requested = base_job.requested_recipe or base_job.recipe  # what the user asked for: the manifest's provenance
+        from edgemnv2.tasks import get_task
+
+        self.points = budget.points_for(get_task(base_job.meta.task), target.name)
 
     @property
     def evaluations(self) -> int:
         return len(self.attempts)
 
     def met(self, attempt: Attempt | None) -> bool:
-        return attempt is not None and attempt.drop is not None and attempt.drop <= self.budget.points
+        return attempt is not None and attempt.drop is not None and attempt.drop <= self.points
 
     def best(self) -> Attempt:
         scored = [a for a in self.attempts if a.drop is not None]
@@ -142,7 +152,7 @@ class Search:
         self.attempts.append(attempt)
         verdict = "meets" if self.met(attempt) else "over"
         self.budget.say(f"{self.target.name} {self.base_job.precision.name}: {candidate.description}: drop {attempt.drop:.2f} points "
-                        f"({verdict} the {self.budget.points:g}-point budget; evaluation {self.evaluations})")
+                        f"({verdict} the {self.points:g}-point budget; evaluation {self.evaluations})")
         return attempt
 
     def job_for(self, candidate: Candidate) -> ConversionJob:
@@ -264,6 +274,10 @@ def recover(target, job: ConversionJob, result: ArtifactResult, jobs, budget: Ac
     that meets the budget (or, when none does, the best one found, saying so). An artifact whose
     runtime is missing here, or a search that crashes, keeps the artifact as converted and says so
     (as a failed result: the budget was asked for and not checked)."""
+    from edgemnv2.tasks import get_task
+
+    if budget.points_for(get_task(job.meta.task), target.name) is None:
+        return result  # the gates file sets no drop limit for this target: nothing to hold it to
     try:
         return _recover(target, job, result, jobs, budget, calib_data, out_dir, stem, checkpoint_hash, sign_key)
     except UserError:
@@ -362,14 +376,14 @@ def _record(search: Search, base: Attempt, final: Attempt, met: bool, seconds: f
     float_layers = [m for m in recipe.float_modules if m not in search.base_job.recipe.float_modules]
     latency_ratio = final.latency_ms / base.latency_ms if final.latency_ms and base.latency_ms else None
     if final is base and met:
-        summary = f"met without recourse: drop {base.drop:.2f} <= {search.budget.points:g} points"
+        summary = f"met without recourse: drop {base.drop:.2f} <= {search.points:g} points"
     elif met:
-        summary = f"{final.candidate.description}: drop {base.drop:.2f} -> {final.drop:.2f} <= {search.budget.points:g} points"
+        summary = f"{final.candidate.description}: drop {base.drop:.2f} -> {final.drop:.2f} <= {search.points:g} points"
     else:
-        summary = (f"budget not met: best drop {final.drop:.2f} > {search.budget.points:g} points ({final.candidate.description}) after "
+        summary = (f"budget not met: best drop {final.drop:.2f} > {search.points:g} points ({final.candidate.description}) after "
                    f"{search.evaluations} evaluations; the search ran out of steps (at most {MAX_FLOAT_FRACTION:.0%} of the layers in float)")
     return {
-        "max_drop": search.budget.points, "metric": task.headline_metric, "met": met, "summary": summary,
+        "max_drop": search.points, "metric": task.headline_metric, "met": met, "summary": summary,
         "heldout": {"data": str(search.budget.data), "split": search.budget.split, "images": len(search.heldout)},
         "reference_metric": search.reference,
         "before": {"metric": base.metric, "drop": base.drop, "latency_ms": base.latency_ms, "size_bytes": base.size_bytes},

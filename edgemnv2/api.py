@@ -19,6 +19,7 @@ from typing import Sequence
 
 from torch import nn
 
+from conversion import target_names
 from conversion.base import ArtifactResult
 from conversion.pipeline import run_conversion
 from conversion.recourse import STEPS as RECOURSE_STEPS, AccuracyBudget
@@ -29,6 +30,7 @@ from .data.images import is_image_file, list_images
 from .errors import UserError
 from .prediction.sources import Source, open_source, predict_image
 from .services import ValidationOutcome, validate_artifacts
+from .validation.gates import load_gates
 
 
 @dataclass
@@ -60,7 +62,7 @@ def convert(model: nn.Module | str | Path, out: str | Path, *, meta: CheckpointM
             precisions: Sequence[str] = ("all",), calib_data: str | Path | None = None, calib_size: int = 128, observer: str = "histogram",
             per_channel: bool = True, equalization: str = "none", server_engine: str = "x86", target_options: dict[str, dict] | None = None, force: bool = False,
             sign_key: str | Path | None = None, max_drop: float | None = None, accuracy_data: str | Path | None = None,
-            accuracy_limit: int | None = 1000, recourse_steps: Sequence[str] | None = None, name: str = "model", arch: str | None = None, on_start=None, on_result=None,
+            accuracy_limit: int | None = 1000, gates: str | Path | None = None, recourse_steps: Sequence[str] | None = None, name: str = "model", arch: str | None = None, on_start=None, on_result=None,
             on_search=None) -> ConversionResult:
     """Fold, quantize and export a checkpoint file, or a model in memory, to every requested target.
 
@@ -70,6 +72,7 @@ def convert(model: nn.Module | str | Path, out: str | Path, *, meta: CheckpointM
     `validate` can compare against them. `arch`: only for a bare state-dict file. `target_options`:
     {target: {option: value}}, e.g. {"tflite": {"input": "nchw"}} (`edgemnv2 convert --help` lists them).
     on_start(target, precision, index, total) and on_result(ArtifactResult) report progress.
+    gates: a gates file whose max_top1_drop / max_map50_drop (int8, per target) is the budget when max_drop is not given.
     max_drop: the most (points of top-1, or of mAP@.5) an int8 artifact may lose on held-out images
     (`accuracy_data`, default `calib_data`'s val split); over it, the recourse search
     (conversion/recourse.py) finds a recipe that meets it; on_search(line) reports each evaluation."""
@@ -82,14 +85,15 @@ def convert(model: nn.Module | str | Path, out: str | Path, *, meta: CheckpointM
         checkpoint = Path(model)
     recipe = QuantRecipe(observer=observer, per_channel=per_channel, calibration_size=calib_size, equalization=equalization)
     budget = None
-    if max_drop is not None:
-        if max_drop < 0:
+    if max_drop is not None or gates is not None:
+        if max_drop is not None and max_drop < 0:
             raise UserError("--max-drop must be 0 or more points")
         held_out = accuracy_data or calib_data
         if held_out is None:
-            raise UserError("--max-drop needs held-out images: --accuracy-data, or --calib-data with a val/ split")
+            raise UserError("an accuracy budget needs held-out images: --accuracy-data, or --calib-data with a val/ split")
         steps = tuple(recourse_steps) if recourse_steps else RECOURSE_STEPS
-        budget = AccuracyBudget(float(max_drop), Path(held_out), limit=accuracy_limit, steps=steps, log=on_search)
+        budget = AccuracyBudget(None if max_drop is None else float(max_drop), Path(held_out), limit=accuracy_limit, steps=steps, log=on_search,
+                                gates=load_gates(Path(gates), target_names()) if gates is not None and max_drop is None else None)
     results, plan, info = run_conversion(checkpoint, list(targets), list(precisions), Path(calib_data) if calib_data else None, out, recipe, force,
                                          arch, on_result=on_result, sign_key=Path(sign_key) if sign_key else None,
                                          target_options={"torchscript": {"engine": server_engine}, **(target_options or {})}, on_start=on_start,
