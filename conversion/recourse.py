@@ -18,6 +18,7 @@ search spends at most MAX_EVALUATIONS; the manifest and `validate` record what i
 
 import dataclasses
 import math
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -109,11 +110,12 @@ class Attempt:
 class Search:
     """One artifact's search: the evaluations it spent and the best attempt so far."""
 
-    def __init__(self, target, base_job: ConversionJob, jobs, budget: AccuracyBudget, calib_data: Path | None, stem: str, checkpoint_hash: str):
+    def __init__(self, target, base_job: ConversionJob, jobs, budget: AccuracyBudget, calib_data: Path | None, stem: str, checkpoint_hash: str,
+                 scratch: Path):
         self.target, self.base_job, self.jobs, self.budget = target, base_job, jobs, budget
         self.calib_data, self.stem, self.checkpoint_hash = calib_data, stem, checkpoint_hash
         self.attempts: list[Attempt] = []
-        self.scratch = Path(tempfile.mkdtemp(prefix="edgemnv2-recourse-"))
+        self.scratch = scratch
         self.heldout, self.reference = _heldout(jobs, budget)
         self.simulated = False
         self.requested = base_job.requested_recipe or base_job.recipe  # what the user asked for: the manifest's provenance
@@ -278,21 +280,24 @@ def recover(target, job: ConversionJob, result: ArtifactResult, jobs, budget: Ac
 
     if budget.points_for(get_task(job.meta.task), target.name) is None:
         return result  # the gates file sets no drop limit for this target: nothing to hold it to
+    scratch = Path(tempfile.mkdtemp(prefix="edgemnv2-recourse-"))  # the candidates' files; gone whatever happens
     try:
-        return _recover(target, job, result, jobs, budget, calib_data, out_dir, stem, checkpoint_hash, sign_key)
+        return _recover(target, job, result, jobs, budget, calib_data, out_dir, stem, checkpoint_hash, sign_key, scratch)
     except UserError:
         raise
     except RuntimeUnavailable as exc:
         reason = f"--max-drop not checked: {exc}"
     except Exception as exc:  # one target's search must not abort the others
         reason = f"--max-drop search failed: {type(exc).__name__}: {str(exc)[:200]}"
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     return dataclasses.replace(result, status="failed", message=f"{reason} ({result.path.name} is kept as converted, unchecked)")
 
 
 def _recover(target, job: ConversionJob, result: ArtifactResult, jobs, budget: AccuracyBudget, calib_data: Path | None, out_dir: Path, stem: str,
-             checkpoint_hash: str, sign_key: Path | None) -> ArtifactResult:
+             checkpoint_hash: str, sign_key: Path | None, scratch: Path) -> ArtifactResult:
     started = time.perf_counter()
-    search = Search(target, job, jobs, budget, calib_data, stem, checkpoint_hash)
+    search = Search(target, job, jobs, budget, calib_data, stem, checkpoint_hash, scratch)
     baseline = Candidate("as asked", "the requested recipe", job.recipe)
     base = search.evaluate_artifact(baseline, result.path, result.manifest)
     chosen = base if search.met(base) else None
@@ -330,14 +335,9 @@ def _recover(target, job: ConversionJob, result: ArtifactResult, jobs, budget: A
     job_out = search.job_for(final.candidate)
     job_out.recourse = record
     job_out.calibration_sha256 = job.calibration_sha256  # provenance is what was asked; the recourse record says what was used
-    try:
-        files = (result.path, result.manifest) if final is base else final.files
-        # the measured bytes themselves go into place, under the manifest that records the search
-        rewritten = write_artifact(_adopting(target, *files), job_out, out_dir, stem, checkpoint_hash, force=True, sign_key=sign_key)
-    finally:
-        import shutil
-
-        shutil.rmtree(search.scratch, ignore_errors=True)
+    files = (result.path, result.manifest) if final is base else final.files
+    # the measured bytes themselves go into place, under the manifest that records the search
+    rewritten = write_artifact(_adopting(target, *files), job_out, out_dir, stem, checkpoint_hash, force=True, sign_key=sign_key)
     rewritten.seconds = result.seconds + record["seconds"]  # the conversion and its search
     if rewritten.status == "ok" and not met:  # the best artifact found is in place; the run fails, saying by how much
         rewritten.status, rewritten.message = "failed", record["summary"]
@@ -352,8 +352,6 @@ STANDARD_MANIFEST_KEYS = {"schema", "artifact", "target", "runtime", "precision"
 def _adopting(target, artifact: Path, manifest: dict):
     """`target`, whose convert copies an artifact already made (and measured) instead of converting
     again: its bytes, its sidecars and its target-specific manifest fields."""
-    import shutil
-
     from .base import SIDECARS, sidecar_path, sidecar_temp
 
     def copy(job, dest: Path) -> dict:
