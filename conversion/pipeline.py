@@ -202,8 +202,5 @@ class JobFactory:
         key = (id(images), recipe.calibration_size)
         if calibration is not None and key not in self.hashes:
             self.hashes[key] = calibration_sha256(calibration)
-        job = ConversionJob(model, self.meta, chosen, job_recipe, images, self.shared_graphs, options, self.hashes.get(key),
-                            TARGETS[target].spec.tool_packages, postprocessed)
-        job.budget = budget
-        job.requested_recipe = requested
-        return job
+        return ConversionJob(model, self.meta, chosen, job_recipe, images, self.shared_graphs, options, self.hashes.get(key),
+                             TARGETS[target].spec.tool_packages, postprocessed, budget=budget, requested_recipe=requested)

@@ -110,8 +110,8 @@ class Attempt:
 class Search:
     """One artifact's search: the evaluations it spent and the best attempt so far."""
 
-    def __init__(self, target, base_job: ConversionJob, jobs, budget: AccuracyBudget, calib_data: Path | None, stem: str, checkpoint_hash: str,
-                 scratch: Path):
+    def __init__(self, target, base_job: ConversionJob, jobs, budget: AccuracyBudget, points: float, calib_data: Path | None, stem: str,
+                 checkpoint_hash: str, scratch: Path):
         self.target, self.base_job, self.jobs, self.budget = target, base_job, jobs, budget
         self.calib_data, self.stem, self.checkpoint_hash = calib_data, stem, checkpoint_hash
         self.attempts: list[Attempt] = []
@@ -119,9 +119,7 @@ class Search:
         self.heldout, self.reference = _heldout(jobs, budget)
         self.simulated = False
         self.requested = base_job.requested_recipe or base_job.recipe  # what the user asked for: the manifest's provenance
-        from edgemnv2.tasks import get_task
-
-        self.points = budget.points_for(get_task(base_job.meta.task), target.name)
+        self.points = points
 
     @property
     def evaluations(self) -> int:
@@ -215,7 +213,16 @@ def _larger_calibration(search: Search, recipe: QuantRecipe) -> Candidate | None
 
 
 def _ranked_layers(search: Search, recipe: QuantRecipe, images: np.ndarray | None) -> list[str]:
-    """Conv/linear module paths, most sensitive first (isolated SQNR, quantization/sensitivity.py)."""
+    """Conv/linear module paths, most sensitive first (isolated SQNR, quantization/sensitivity.py).
+    Target-independent (the XNNPACK PT2E graph), so measured once per recipe and shared by the targets."""
+    recipe = dataclasses.replace(recipe, float_modules=())  # measured on the all-int8 graph of the bare network
+    key = ("ranking", recipe, id(images))
+    if key not in search.budget._state:
+        search.budget._state[key] = _measure_ranking(search, recipe, images)
+    return search.budget._state[key]
+
+
+def _measure_ranking(search: Search, recipe: QuantRecipe, images: np.ndarray | None) -> list[str]:
     import torch
 
     from quantization.ptq import pt2e_quantize, xnnpack_quantizer
@@ -228,7 +235,7 @@ def _ranked_layers(search: Search, recipe: QuantRecipe, images: np.ndarray | Non
     model = equalized(search.jobs.folded, recipe, images, search.jobs.equalized)
     example = torch.from_numpy(calibration[:1].copy())
     float_graph = torch.export.export(model.eval(), (example,)).module()
-    quantized = pt2e_quantize(model, example, xnnpack_quantizer(dataclasses.replace(recipe, float_modules=())), calibration)
+    quantized = pt2e_quantize(model, example, xnnpack_quantizer(recipe), calibration)
     check = search.heldout
     probe = np.concatenate([check.preprocessing.normalize(check.read(i)[0][None]) for i in range(min(16, len(check)))])
     layers = layer_sensitivity(float_graph, quantized, probe)
@@ -278,11 +285,12 @@ def recover(target, job: ConversionJob, result: ArtifactResult, jobs, budget: Ac
     (as a failed result: the budget was asked for and not checked)."""
     from edgemnv2.tasks import get_task
 
-    if budget.points_for(get_task(job.meta.task), target.name) is None:
+    points = budget.points_for(get_task(job.meta.task), target.name)
+    if points is None:
         return result  # the gates file sets no drop limit for this target: nothing to hold it to
     scratch = Path(tempfile.mkdtemp(prefix="edgemnv2-recourse-"))  # the candidates' files; gone whatever happens
     try:
-        return _recover(target, job, result, jobs, budget, calib_data, out_dir, stem, checkpoint_hash, sign_key, scratch)
+        return _recover(target, job, result, jobs, budget, points, calib_data, out_dir, stem, checkpoint_hash, sign_key, scratch)
     except UserError:
         raise
     except RuntimeUnavailable as exc:
@@ -294,10 +302,10 @@ def recover(target, job: ConversionJob, result: ArtifactResult, jobs, budget: Ac
     return dataclasses.replace(result, status="failed", message=f"{reason} ({result.path.name} is kept as converted, unchecked)")
 
 
-def _recover(target, job: ConversionJob, result: ArtifactResult, jobs, budget: AccuracyBudget, calib_data: Path | None, out_dir: Path, stem: str,
-             checkpoint_hash: str, sign_key: Path | None, scratch: Path) -> ArtifactResult:
+def _recover(target, job: ConversionJob, result: ArtifactResult, jobs, budget: AccuracyBudget, points: float, calib_data: Path | None,
+             out_dir: Path, stem: str, checkpoint_hash: str, sign_key: Path | None, scratch: Path) -> ArtifactResult:
     started = time.perf_counter()
-    search = Search(target, job, jobs, budget, calib_data, stem, checkpoint_hash, scratch)
+    search = Search(target, job, jobs, budget, points, calib_data, stem, checkpoint_hash, scratch)
     baseline = Candidate("as asked", "the requested recipe", job.recipe)
     base = search.evaluate_artifact(baseline, result.path, result.manifest)
     chosen = base if search.met(base) else None

@@ -79,7 +79,7 @@ def _graph_postprocess(model, meta):
     return DecodedDetector(model, tuple(meta.preprocessing.input_size))
 
 
-def confident_detections_of(outputs, input_size):
+def _host_decode(outputs, input_size):
     from ..evaluate import confident_detections
 
     return confident_detections(outputs, input_size)
@@ -128,5 +128,5 @@ DETECTION = Task(
     graph_postprocess=_graph_postprocess,
     postprocessed_output_names=("boxes", "scores", "classes"),
     drift_view=_drift_view,
-    host_postprocess=lambda outputs, input_size: confident_detections_of(outputs, input_size),
+    host_postprocess=_host_decode,
 )
