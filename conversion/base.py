@@ -8,6 +8,9 @@ A target is one module exposing one `TARGET = Target(spec, convert, load, ...)`:
     describe(path) -> dict               optional: the self-description the file carries ({} if none), so it runs without its manifest
     gate_failure_hint(manifest) -> str   optional: advice when its artifact fails a gate
     options                              optional: per-target conversion options, with defaults
+    profile(path, manifest, threads, sample, runs) -> [RuntimeOp]   optional: per-op times in the runtime
+    capture(path, manifest, sample) -> [Capture]   optional: every compute op's output in the runtime
+    peak_gemm(dtype, threads) -> GMAC/s  optional: one large GEMM in the runtime (edgemnv2.layerwise.peak)
 A new target is one new file plus one line in conversion/__init__.py (plus, for bundles, its
 runtime family in the numpy-only device runner if it is a new family).
 
@@ -79,6 +82,9 @@ class Target:
     describe: Callable | None = None
     gate_failure_hint: Callable | None = None
     options: tuple[TargetOption, ...] = ()
+    profile: Callable | None = None
+    capture: Callable | None = None
+    peak_gemm: Callable | None = None
 
     @property
     def name(self) -> str:

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import executorch_ops
 from .base import ConversionJob, Runner, RuntimeUnavailable, Target, TargetSpec, decode_option, per_sample, self_description
 
 SPEC = TargetSpec("executorch", ".pte", ("fp32", "int8"), runtime="ExecuTorch runtime, XNNPACK delegate",
@@ -59,4 +60,5 @@ def load(path: Path, manifest: dict | None = None, threads: int = 2) -> Runner:
     return per_sample(run_one)
 
 
-TARGET = Target(SPEC, convert, load, describe=carried_description, options=(decode_option("host"),))
+TARGET = Target(SPEC, convert, load, describe=carried_description, options=(decode_option("host"),),
+                profile=executorch_ops.profile, peak_gemm=executorch_ops.peak_gemm)

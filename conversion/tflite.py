@@ -14,6 +14,7 @@ import numpy as np
 
 from quantization.ptq import litert_quantizer, pt2e_quantize
 
+from . import tflite_ops
 from .base import ConversionJob, Runner, RuntimeUnavailable, Target, TargetOption, TargetSpec, decode_option, output_names, per_sample, self_description
 from .tflite_app import AppImageInput, example_pixels, float_outputs, metadata_bytes, pixels_from_normalized, read_metadata, with_metadata
 
@@ -171,4 +172,5 @@ def load(path: Path, manifest: dict | None = None, threads: int = 2) -> Runner:
     return per_sample(run_one)
 
 
-TARGET = Target(SPEC, convert, load, describe=lambda path: read_metadata(path).get("self_description", {}), options=(INPUT, decode_option("graph")))
+TARGET = Target(SPEC, convert, load, describe=lambda path: read_metadata(path).get("self_description", {}), options=(INPUT, decode_option("graph")),
+                profile=tflite_ops.profile, peak_gemm=tflite_ops.peak_gemm)

@@ -11,6 +11,7 @@ import torch
 
 from quantization.ptq import ENGINES, fx_quantize
 
+from . import torchscript_ops
 from .base import SELF_DESCRIPTION, ConversionJob, Runner, Target, TargetOption, TargetSpec, decode_option, self_description, zipped_extra_file
 
 SPEC = TargetSpec("torchscript", ".pt", ("fp32", "int8"), runtime="torch.jit (x86 or onednn quantized engine for int8)",
@@ -87,4 +88,5 @@ def load(path: Path, manifest: dict | None = None, threads: int = 2) -> Runner:
     return torch_module_runner(torch.jit.load(str(path)).eval(), engine)
 
 
-TARGET = Target(SPEC, convert, load, gate_failure_hint=gate_failure_hint, describe=carried_description, options=(ENGINE, decode_option("host")))
+TARGET = Target(SPEC, convert, load, gate_failure_hint=gate_failure_hint, describe=carried_description, options=(ENGINE, decode_option("host")),
+                profile=torchscript_ops.profile, peak_gemm=torchscript_ops.peak_gemm)

@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 # edgemnv2's layers, low to high. Modules not named in UPPER are the core: models, data, tasks,
 # checkpoint, evaluation math, the artifacts layer (manifests, verification, Runner) and below.
 # conversion and quantization sit above the core; UPPER sits above them.
-UPPER = ("edgemnv2.validation.validate", "edgemnv2.validation.report", "edgemnv2.validation.junit", "edgemnv2.bundle", "edgemnv2.prediction", "edgemnv2.services",
+UPPER = ("edgemnv2.diagnosis", "edgemnv2.validation.validate", "edgemnv2.validation.report", "edgemnv2.validation.junit", "edgemnv2.bundle", "edgemnv2.prediction", "edgemnv2.services",
          "edgemnv2.api", "edgemnv2.cli", "edgemnv2.__main__")
 
 

@@ -1,0 +1,186 @@
+"""Inside a `.tflite` as the LiteRT interpreter runs it: per-op times and per-op outputs.
+
+The Python interpreter has no op profiler (the C++ benchmark tool's --enable_op_profiling is not
+in the wheel), so times come from prefixes: for each k, the same flatbuffer cut after op k (its
+outputs: every tensor the rest of the graph would still read) runs in the interpreter with its
+default XNNPACK delegate, round-robin with the other prefixes; op k's time is the growth of the
+median from prefix k-1 to prefix k. The prefixes add up, by construction, to the whole model;
+the first row carries the interpreter's invoke overhead. A cut can only fall between ops, so an op
+that XNNPACK fuses into its consumer is charged, with it, for their pair (`nondecreasing`). Which ops XNNPACK took comes from the
+interpreter itself: with delegate node fusion off, every delegated op is its own DELEGATE node.
+
+Outputs come from one run of the flatbuffer with every op's output made a graph output, so the
+numbers are XNNPACK's, not the reference kernels' that `experimental_preserve_all_tensors` forces.
+"""
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgemnv2.layerwise.records import Capture, RuntimeOp
+
+from .tflite_app import pixels_from_normalized, read_metadata
+
+KINDS = {"CONV_2D": "conv", "DEPTHWISE_CONV_2D": "dwconv", "FULLY_CONNECTED": "gemm", "TRANSPOSE_CONV": "conv"}
+FUSED_ACTIVATIONS = {0: None, 1: "relu", 3: "relu6"}  # schema ActivationFunctionType: NONE, RELU, RELU6
+
+
+def _schema():
+    from ai_edge_litert import schema_py_generated as schema
+
+    return schema
+
+
+def _read(path: Path):
+    schema = _schema()
+    model = schema.ModelT.InitFromPackedBuf(bytearray(Path(path).read_bytes()), 0)
+    names = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
+    graph = model.subgraphs[0]
+    op_names = [names.get(max(model.operatorCodes[op.opcodeIndex].builtinCode, model.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode), "CUSTOM")
+                for op in graph.operators]
+    return model, graph, op_names
+
+
+def _pack(model) -> bytes:
+    import flatbuffers
+
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _with_outputs(model, graph, operators, outputs) -> bytes:
+    """The model with only `operators` and these graph outputs (and no signature: they would name
+    outputs it no longer has)."""
+    kept_ops, kept_outputs, kept_signatures = graph.operators, graph.outputs, model.signatureDefs
+    graph.operators, graph.outputs, model.signatureDefs = operators, list(outputs), []
+    try:
+        return _pack(model)
+    finally:
+        graph.operators, graph.outputs, model.signatureDefs = kept_ops, kept_outputs, kept_signatures
+
+
+def _interpreter(content: bytes, threads: int, **options):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=content, num_threads=threads, **options)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def _input_value(interpreter, path: Path, manifest: dict | None, sample: np.ndarray) -> np.ndarray:
+    from .tflite import _to_input
+
+    detail = interpreter.get_input_details()[0]
+    if detail["dtype"] == np.uint8 and detail["shape"][-1] == 3:  # an app file: uint8 pixels in
+        preprocessing = read_metadata(path).get("preprocessing") or (manifest or {}).get("preprocessing")
+        return pixels_from_normalized(sample[:1], preprocessing["mean"], preprocessing["std"])
+    return _to_input(sample[:1], detail)
+
+
+def delegated_ops(content: bytes, graph, threads: int) -> set[int]:
+    """Indices of the ops XNNPACK took (with fusion off, each is a DELEGATE node with its outputs)."""
+    interpreter = _interpreter(content, threads, experimental_disable_delegate_node_fusion=True)
+    native = interpreter._interpreter
+    produced = set()
+    for node in range(native.NumNodes()):
+        if native.NodeName(node) == "DELEGATE":
+            produced.update(int(t) for t in native.NodeOutputs(node))
+    return {i for i, op in enumerate(graph.operators) if any(int(t) in produced for t in op.outputs)}
+
+
+def nondecreasing(values: list[float]) -> list[float]:
+    """The closest non-decreasing sequence (pool adjacent violators): a longer prefix cannot take
+    less time, but one can measure less when an op XNNPACK would fuse into its consumer (a PAD into
+    the next conv) has to be materialised because it ends the shorter prefix. Pooling shares such a
+    pair's time between the two instead of charging it all to the first."""
+    blocks: list[list[float]] = []  # [mean, count]
+    for value in values:
+        blocks.append([value, 1])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            (mean_a, count_a), (mean_b, count_b) = blocks[-2], blocks[-1]
+            blocks[-2:] = [[(mean_a * count_a + mean_b * count_b) / (count_a + count_b), count_a + count_b]]
+    return [mean for mean, count in blocks for _ in range(count)]
+
+
+def _macs(graph, op, name: str) -> int | None:
+    def shape(index):
+        return [int(d) for d in graph.tensors[index].shape]
+
+    out = shape(op.outputs[0])
+    if name == "CONV_2D":
+        weight = shape(op.inputs[1])  # O, H, W, I
+        return int(np.prod(out)) * weight[1] * weight[2] * weight[3]
+    if name == "DEPTHWISE_CONV_2D":
+        weight = shape(op.inputs[1])  # 1, H, W, C
+        return int(np.prod(out)) * weight[1] * weight[2]
+    if name == "FULLY_CONNECTED":
+        return int(np.prod(out)) * shape(op.inputs[1])[1]
+    return None
+
+
+def _dtype(graph, op) -> str:
+    schema = _schema()
+    types = {schema.TensorType.INT8: "int8", schema.TensorType.UINT8: "int8", schema.TensorType.FLOAT32: "fp32", schema.TensorType.FLOAT16: "fp16"}
+    return types.get(graph.tensors[op.outputs[0]].type, "other")
+
+
+def profile(path: Path, manifest: dict, threads: int, sample: np.ndarray, runs: int = 30) -> list[RuntimeOp]:
+    model, graph, op_names = _read(path)
+    operators = list(graph.operators)
+    graph_outputs = set(graph.outputs)
+    consumers_after = [set() for _ in operators]  # tensors that ops after k read
+    read_later: set[int] = set()
+    for k in range(len(operators) - 1, -1, -1):
+        consumers_after[k] = set(read_later)
+        read_later.update(t for t in operators[k].inputs if t >= 0)
+    prefixes, produced = [], []
+    for k, op in enumerate(operators):
+        produced += [t for t in op.outputs if t >= 0]
+        frontier = [t for t in produced if t in consumers_after[k] or t in graph_outputs or t in op.outputs]
+        prefixes.append(_interpreter(_with_outputs(model, graph, operators[: k + 1], frontier), threads))
+    input_index = prefixes[0].get_input_details()[0]["index"]
+    value = _input_value(prefixes[0], path, manifest, sample)
+    for interpreter in prefixes:
+        interpreter.set_tensor(input_index, value)
+        interpreter.invoke()
+    times = [[] for _ in prefixes]
+    for _ in range(runs):  # round-robin: the machine's drift spreads over every prefix alike
+        for k, interpreter in enumerate(prefixes):
+            start = time.perf_counter()
+            interpreter.invoke()
+            times[k].append((time.perf_counter() - start) * 1000)
+    medians = nondecreasing([float(np.median(t)) for t in times])
+    delegated = delegated_ops(_with_outputs(model, graph, operators, graph.outputs), graph, threads)
+    ops = []
+    for k, (op, name) in enumerate(zip(operators, op_names)):
+        ms = medians[k] - (medians[k - 1] if k else 0.0)
+        label = name + (" (+ invoke overhead)" if k == 0 else "") + ("" if k in delegated else " (not delegated)")
+        ops.append(RuntimeOp(label, float(ms), KINDS.get(name, "other"), _dtype(graph, op), delegated=k in delegated, macs=_macs(graph, op, name)))
+    return ops
+
+
+def peak_gemm(dtype: str, threads: int) -> float:
+    import litert_torch
+
+    from edgemnv2.layerwise.peak import gmacs_of
+    from quantization.ptq import litert_quantizer, pt2e_quantize
+
+    from .gemm_peak import gemm_model, recipe
+
+    model, example, calibration = gemm_model()
+    if dtype == "int8":
+        from litert_torch.quantize.quant_config import QuantConfig
+
+        quantizer = litert_quantizer(recipe())
+        quantized = pt2e_quantize(model, example, quantizer, calibration, fold_quantize=False)
+        edge_model = litert_torch.convert(quantized, (example,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
+    else:
+        edge_model = litert_torch.convert(model, (example,))
+    interpreter = _interpreter(edge_model.model_content(), threads)
+    detail = interpreter.get_input_details()[0]
+    from .tflite import _to_input
+
+    interpreter.set_tensor(detail["index"], _to_input(example.numpy(), detail))
+    return gmacs_of(interpreter.invoke)

@@ -1,0 +1,79 @@
+"""TorchScript per-op profile through torch.profiler: the top-level ops of each forward call.
+
+Frozen TorchScript inlines every submodule, so the profiler's module hierarchy is empty; the ops'
+source layers come from their order (edgemnv2.layerwise.source). The interpreter's own time
+(forward beyond its ops) is one "overhead" row.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgemnv2.layerwise.records import RuntimeOp
+
+COMPUTE_OPS = {"quantized::conv2d": "conv", "quantized::conv2d_relu": "conv", "quantized::linear": "gemm", "quantized::linear_relu": "gemm",
+               "aten::conv2d": "conv", "aten::_convolution": "conv", "aten::mkldnn_convolution": "conv", "aten::linear": "gemm",
+               "aten::addmm": "gemm", "prepacked::conv2d_clamp_run": "conv", "prepacked::linear_clamp_run": "gemm"}
+
+
+def _op_kind(event) -> str:
+    """conv / dwconv / gemm / other. quantized::conv2d's packed weight hides its shape from the
+    profiler, so it stays "conv" and the mapping onto the source layers says which it is."""
+    kind = COMPUTE_OPS.get(event.name, "other")
+    if kind == "conv" and event.input_shapes and len(event.input_shapes) > 1:
+        weight = event.input_shapes[1]  # aten conv: (input, weight, ...) -- depthwise has weight (C, 1, k, k)
+        if len(weight) == 4 and weight[1] == 1 and event.input_shapes[0] and event.input_shapes[0][1] == weight[0] != 1:
+            return "dwconv"
+    return kind
+
+
+def profile_module(module, sample: np.ndarray, runs: int, quantized_engine: str | None, dtype: str) -> list[RuntimeOp]:
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    if quantized_engine:
+        torch.backends.quantized.engine = quantized_engine
+    tensor = torch.from_numpy(np.ascontiguousarray(sample[:1], dtype=np.float32))
+    with torch.no_grad():
+        for _ in range(3):
+            module(tensor)
+        with torch_profile(activities=[ProfilerActivity.CPU], record_shapes=True) as recorded:
+            for _ in range(runs):
+                module(tensor)
+    calls = [event for event in recorded.events() if event.name == "forward" and event.cpu_parent is None]
+    per_call = [[(child.name, child.cpu_time_total / 1000, child) for child in call.cpu_children] for call in calls]
+    length = min(len(ops) for ops in per_call)
+    ops = []
+    for position in range(length):
+        name, _, event = per_call[0][position]
+        ms = float(np.median([ops_of_call[position][1] for ops_of_call in per_call]))
+        ops.append(RuntimeOp(name, ms, _op_kind(event), dtype))
+    forward_ms = float(np.median([call.cpu_time_total / 1000 for call in calls]))
+    ops.append(RuntimeOp("TorchScript interpreter (outside the ops)", max(forward_ms - sum(op.ms for op in ops), 0.0), "overhead"))
+    return ops
+
+
+def profile(path: Path, manifest: dict, threads: int, sample: np.ndarray, runs: int = 30) -> list[RuntimeOp]:
+    from .torchscript import carried_description, use_quantized_engine
+
+    torch.set_num_threads(threads)
+    manifest = manifest or carried_description(path)
+    engine = use_quantized_engine(path, manifest)
+    module = torch.jit.load(str(path)).eval()
+    return profile_module(module, sample, runs, engine, "int8" if engine else "fp32")
+
+
+def peak_gemm(dtype: str, threads: int) -> float:
+    from edgemnv2.layerwise.peak import gmacs_of
+    from quantization.ptq import fx_quantize
+
+    from .gemm_peak import gemm_model, recipe
+
+    model, example, calibration = gemm_model()
+    torch.set_num_threads(threads)
+    if dtype == "int8":
+        model = fx_quantize(model, example, calibration, recipe(), "x86")
+        torch.backends.quantized.engine = "x86"
+    with torch.no_grad():
+        frozen = torch.jit.freeze(torch.jit.trace(model, example, check_trace=False).eval())
+        return gmacs_of(lambda: frozen(example))

@@ -1,0 +1,57 @@
+"""Profile one artifact: per-op time in its runtime, mapped to the source model's layers, against
+the end-to-end latency measured the usual way and this CPU's peak for the op's data type."""
+
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+
+from conversion import get_target
+
+from ..artifacts import RuntimeUnavailable, verified_copy
+from ..errors import UserError
+from ..layerwise.peak import peak_gmacs
+from ..layerwise.records import COMPUTE_KINDS
+from ..layerwise.render import profile_rows, summary_by_kind
+from ..layerwise.source import map_layers, model_for, source_layers
+from ..validation.timing import machine, time_runner
+
+
+def profile_sample(manifest: dict, seed: int = 0) -> np.ndarray:
+    """A deterministic normalized input: latency does not depend on the pixel values (dense kernels)."""
+    height, width = manifest["preprocessing"]["input_size"]
+    return np.random.default_rng(seed).standard_normal((1, 3, height, width)).astype(np.float32)
+
+
+def profile_verified(path: Path, manifest: dict, threads: int = 2, runs: int = 30, peak: bool = True, sample: np.ndarray | None = None) -> dict:
+    """The profile of an artifact already verified (edgemnv2.artifacts.verified_copy)."""
+    target = get_target(manifest["target"])
+    if target.profile is None:
+        raise UserError(f"{manifest['target']} artifacts have no per-op profile here (profile supports: executorch, tflite, torchscript)")
+    sample = profile_sample(manifest) if sample is None else sample
+    try:
+        runner = target.load(path, manifest, threads)
+    except RuntimeUnavailable as exc:
+        raise UserError(f"cannot run {path.name} here: {exc}") from None
+    end_to_end = time_runner(runner, sample[:1], warmup=10, runs=runs)
+    ops = target.profile(path, manifest, threads, sample[:1], runs)
+    input_size = tuple(manifest["preprocessing"]["input_size"])
+    mapped = map_layers(ops, source_layers(model_for(manifest), input_size))
+    peaks = {}
+    if peak and target.peak_gemm is not None:
+        for dtype in sorted({op.dtype for op in ops if op.kind in COMPUTE_KINDS and op.dtype in ("fp32", "int8")}):
+            peaks[dtype] = peak_gmacs(target.spec.runtime, dtype, threads, target.peak_gemm)
+    rows = profile_rows(ops, {dtype: value["gmacs"] for dtype, value in peaks.items()})
+    ops_ms = sum(row["ms"] for row in rows)
+    return {"artifact": path.name, "target": manifest["target"], "precision": manifest["precision"], "runtime": target.spec.runtime,
+            "machine": machine(), "threads": threads, "runs": runs,
+            "end_to_end_ms": round(end_to_end["median_ms"], 4), "ops_sum_ms": round(ops_ms, 4),
+            "ops_over_end_to_end": round(ops_ms / end_to_end["median_ms"], 3),
+            "layers_mapped": mapped, "peak_gmacs": peaks, "rows": rows, **summary_by_kind(rows)}
+
+
+def profile_artifact(artifact: Path, threads: int = 2, runs: int = 30, peak: bool = True, verify_key: Path | None = None) -> dict:
+    """Verify the artifact against its manifest, then profile it."""
+    with ExitStack() as stack:
+        verified = stack.enter_context(verified_copy(Path(artifact), verify_key))
+        return profile_verified(verified.path, verified.manifest, threads, runs, peak)
