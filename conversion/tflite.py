@@ -173,4 +173,4 @@ def load(path: Path, manifest: dict | None = None, threads: int = 2) -> Runner:
 
 
 TARGET = Target(SPEC, convert, load, describe=lambda path: read_metadata(path).get("self_description", {}), options=(INPUT, decode_option("graph")),
-                profile=tflite_ops.profile, peak_gemm=tflite_ops.peak_gemm)
+                profile=tflite_ops.profile, capture=tflite_ops.capture, peak_gemm=tflite_ops.peak_gemm)

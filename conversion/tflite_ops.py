@@ -184,3 +184,61 @@ def peak_gemm(dtype: str, threads: int) -> float:
 
     interpreter.set_tensor(detail["index"], _to_input(example.numpy(), detail))
     return gmacs_of(interpreter.invoke)
+
+
+def _dequantized(interpreter, index: int, tensor) -> np.ndarray:
+    value = interpreter.get_tensor(index)
+    quantization = tensor.quantization
+    if value.dtype in (np.int8, np.uint8, np.int32) and quantization is not None and quantization.scale is not None and len(quantization.scale):
+        scale, zero_point = np.asarray(quantization.scale, np.float32), np.asarray(quantization.zeroPoint, np.float32)
+        axis = quantization.quantizedDimension
+        shape = [1] * value.ndim
+        if scale.size > 1:
+            shape[axis] = scale.size
+        return (value.astype(np.float32) - zero_point.reshape(shape)) * scale.reshape(shape)
+    return value.astype(np.float32)
+
+
+def _nchw(value: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(value.transpose(0, 3, 1, 2)) if value.ndim == 4 else value
+
+
+def _weights_oihw(value: np.ndarray, name: str) -> np.ndarray:
+    if name == "CONV_2D":  # O H W I
+        return value.transpose(0, 3, 1, 2)
+    if name == "DEPTHWISE_CONV_2D":  # 1 H W C -> C 1 H W
+        return value.transpose(3, 0, 1, 2)
+    return value  # FULLY_CONNECTED: O I
+
+
+def capture(path: Path, manifest: dict | None, sample: np.ndarray) -> list[Capture]:
+    """Every conv / depthwise / fully-connected output of one image, as XNNPACK computed it."""
+    model, graph, op_names = _read(path)
+    produced = [t for op in graph.operators for t in op.outputs if t >= 0]
+    interpreter = _interpreter(_with_outputs(model, graph, list(graph.operators), produced), threads=1)
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], _input_value(interpreter, path, manifest, sample))
+    interpreter.invoke()
+    schema = _schema()
+    captures = []
+    for op, name in zip(graph.operators, op_names):
+        if name not in KINDS or name == "TRANSPOSE_CONV":
+            continue
+        output = graph.tensors[op.outputs[0]]
+        quantized = output.type in (schema.TensorType.INT8, schema.TensorType.UINT8)
+        detail = {"input": _nchw(_dequantized(interpreter, op.inputs[0], graph.tensors[op.inputs[0]])),
+                  "bias": _dequantized(interpreter, op.inputs[2], graph.tensors[op.inputs[2]]) if len(op.inputs) > 2 and op.inputs[2] >= 0 else None,
+                  "activation": FUSED_ACTIVATIONS.get(getattr(op.builtinOptions, "fusedActivationFunction", 0)),
+                  "op": name}
+        if name != "FULLY_CONNECTED":
+            options = op.builtinOptions
+            detail.update(stride=(options.strideH, options.strideW), padding="same" if options.padding == schema.Padding.SAME else "valid")
+        weight = graph.tensors[op.inputs[1]]
+        weight_scales = np.asarray(weight.quantization.scale, np.float32) if weight.quantization is not None and weight.quantization.scale is not None and len(weight.quantization.scale) else None
+        value = _nchw(_dequantized(interpreter, op.outputs[0], output))
+        scale = float(output.quantization.scale[0]) if quantized else None
+        zero_point = int(output.quantization.zeroPoint[0]) if quantized else None
+        low, high = (-128, 127) if output.type == schema.TensorType.INT8 else (0, 255)
+        captures.append(Capture(name, KINDS[name], value, output_scale=scale, output_zero_point=zero_point,
+                                output_range=((low - zero_point) * scale, (high - zero_point) * scale) if quantized else None,
+                                weight_scales=weight_scales, weights=_weights_oihw(_dequantized(interpreter, op.inputs[1], weight), name), detail=detail))
+    return captures

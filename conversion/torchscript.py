@@ -89,4 +89,4 @@ def load(path: Path, manifest: dict | None = None, threads: int = 2) -> Runner:
 
 
 TARGET = Target(SPEC, convert, load, gate_failure_hint=gate_failure_hint, describe=carried_description, options=(ENGINE, decode_option("host")),
-                profile=torchscript_ops.profile, peak_gemm=torchscript_ops.peak_gemm)
+                profile=torchscript_ops.profile, capture=torchscript_ops.capture, peak_gemm=torchscript_ops.peak_gemm)

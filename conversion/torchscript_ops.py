@@ -77,3 +77,42 @@ def peak_gemm(dtype: str, threads: int) -> float:
     with torch.no_grad():
         frozen = torch.jit.freeze(torch.jit.trace(model, example, check_trace=False).eval())
         return gmacs_of(lambda: frozen(example))
+
+
+def capture(path: Path, manifest: dict | None, sample: np.ndarray) -> list:
+    """Every conv/linear output of one image, from the archive's own frozen graph with those values
+    added to its outputs (run by the same interpreter, on the same quantized engine). An in-place
+    activation after a conv (x86's separate hardtanh_) has already run on the value returned."""
+    from edgemnv2.layerwise.records import Capture
+
+    from .torchscript import carried_description, use_quantized_engine
+
+    manifest = manifest or carried_description(path)
+    engine = use_quantized_engine(path, manifest)
+    module = torch.jit.load(str(path)).eval()
+    graph = module.graph.copy()
+    compute = [node for node in graph.nodes() if COMPUTE_OPS.get(node.kind()) is not None]
+    returned = graph.return_node()
+    original = list(returned.inputs())
+    values = original + [node.output() for node in compute]
+    bundle = graph.create("prim::TupleConstruct", values)
+    bundle.insertBefore(returned)
+    bundle.output().setType(torch._C.TupleType([value.type() for value in values]))
+    returned.removeAllInputs()
+    returned.addInput(bundle.output())
+    debug_forward = torch._C._create_function_from_graph("edgemnv2_debug_forward", graph)
+    if engine:
+        torch.backends.quantized.engine = engine
+    with torch.no_grad():
+        outputs = debug_forward(module._c, torch.from_numpy(np.ascontiguousarray(sample[:1], dtype=np.float32)))[len(original):]
+    captures = []
+    for node, value in zip(compute, outputs):
+        kind = COMPUTE_OPS[node.kind()]
+        if value.is_quantized:
+            scale, zero_point = float(value.q_scale()), int(value.q_zero_point())
+            info = torch.iinfo(value.dtype)
+            captures.append(Capture(node.kind(), kind, value.dequantize().numpy(), output_scale=scale, output_zero_point=zero_point,
+                                    output_range=((info.min - zero_point) * scale, (info.max - zero_point) * scale)))
+        else:
+            captures.append(Capture(node.kind(), kind, value.float().numpy()))
+    return captures

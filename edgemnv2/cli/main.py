@@ -18,7 +18,7 @@ except ImportError:  # pragma: no cover - older typer
 from ..errors import EXIT_CODES_HELP, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED, CheckFailed, Terminated, UserError
 from ..distributed import leave, quiet_rank
 from .common import console, out
-from . import bench_cmd, bundle_cmd, convert_cmd, data_cmd, demo_cmd, eval_cmd, info_cmd, predict_cmd, profile_cmd, sensitivity_cmd, train_cmd, validate_cmd
+from . import bench_cmd, bundle_cmd, convert_cmd, data_cmd, debug_cmd, demo_cmd, eval_cmd, info_cmd, predict_cmd, profile_cmd, sensitivity_cmd, train_cmd, validate_cmd
 
 app = typer.Typer(
     name="edgemnv2",
@@ -50,6 +50,7 @@ app.command("validate")(validate_cmd.validate)
 app.command("sensitivity")(sensitivity_cmd.sensitivity)
 app.command("predict")(predict_cmd.predict)
 app.command("profile")(profile_cmd.profile)
+app.command("debug")(debug_cmd.debug)
 app.command("bundle")(bundle_cmd.bundle)
 app.command("demo")(demo_cmd.demo)
 

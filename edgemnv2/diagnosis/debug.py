@@ -1,0 +1,71 @@
+"""Debug one artifact's numerics: every compute layer's output inside the runtime against the fp32
+model's at the same layer, on the same real images; where the drift jumps, and why there."""
+
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+
+from conversion import get_target
+from conversion.pipeline import calibration_images
+from quantization.fuse import fold_batchnorm
+
+from ..artifacts import RuntimeUnavailable, verified_copy
+from ..checkpoint import load_checkpoint
+from ..errors import UserError
+from ..fileio import sha256_of
+from ..layerwise.numerics import agreement, diagnose, first_jump, reference_outputs
+from ..layerwise.source import map_layers, source_layers
+from ..data.preprocess import Preprocessing
+
+
+def debug_verified(path: Path, manifest: dict, checkpoint: Path, data: Path, images: int = 8) -> dict:
+    target = get_target(manifest["target"])
+    if target.capture is None:
+        raise UserError(f"{manifest['target']} artifacts do not expose their intermediate tensors here (debug supports: "
+                        "tflite and torchscript; ExecuTorch's XNNPACK delegate runs the whole graph as one call, so ETDump sees only its outputs)")
+    if sha256_of(Path(checkpoint)) != manifest["checkpoint_sha256"]:
+        raise UserError(f"{Path(checkpoint).name} is not the checkpoint {path.name} was converted from (its sha256 differs from the manifest's)")
+    model, meta = load_checkpoint(checkpoint)
+    folded = fold_batchnorm(model)
+    preprocessing = Preprocessing.from_dict(manifest["preprocessing"])
+    folder = Path(data) / "val" if (Path(data) / "val").is_dir() else Path(data)
+    batch = calibration_images(folder, preprocessing, images)
+    references = reference_outputs(folded, batch)
+    layers = source_layers(folded, tuple(preprocessing.input_size))
+    modules = dict(folded.named_modules())
+    per_image = []
+    try:
+        for image in batch:
+            captures = target.capture(path, manifest, image[None])
+            if not map_layers(captures, layers):
+                raise UserError(f"{path.name}: its compute ops do not match the model's layers one to one; cannot compare per layer")
+            per_image.append(captures)
+    except RuntimeUnavailable as exc:
+        raise UserError(f"cannot run {path.name} here: {exc}") from None
+    rows = []
+    for position, capture in enumerate(per_image[0]):
+        runtime = np.concatenate([captures[position].value.reshape(1, -1) for captures in per_image])
+        reference = np.concatenate([value.reshape(1, -1) for value in references[capture.layer]])
+        rows.append({"index": position, "layer": capture.layer, "op": capture.name, "kind": capture.kind, **agreement(reference, runtime)})
+    jump = first_jump([row["sqnr_db"] for row in rows])
+    report = {"artifact": path.name, "target": manifest["target"], "precision": manifest["precision"], "images": len(batch), "layers": rows,
+              "first_jump": None}
+    if jump is not None:
+        capture = per_image[0][jump]
+        conv = modules[capture.layer]
+        bias = conv.bias.detach().numpy() if conv.bias is not None else None
+        report["first_jump"] = {"layer": capture.layer, "op": capture.name, "sqnr_db": rows[jump]["sqnr_db"],
+                                "median_before_db": float(np.median([row["sqnr_db"] for row in rows[:jump]])) if jump else None,
+                                **diagnose(capture, references[capture.layer][0], conv.weight.detach().numpy(), bias)}
+    return report
+
+
+def debug_artifact(artifact: Path, checkpoint: Path, data: Path, images: int = 8, verify_key: Path | None = None) -> dict:
+    if images < 1:
+        raise UserError("--images must be at least 1")
+    if not Path(checkpoint).is_file():
+        raise UserError(f"checkpoint not found: {checkpoint}")
+    with ExitStack() as stack:
+        verified = stack.enter_context(verified_copy(Path(artifact), verify_key))
+        return debug_verified(verified.path, verified.manifest, checkpoint, data, images)
