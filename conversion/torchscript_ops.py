@@ -18,14 +18,9 @@ COMPUTE_OPS = {"quantized::conv2d": "conv", "quantized::conv2d_relu": "conv", "q
 
 
 def _op_kind(event) -> str:
-    """conv / dwconv / gemm / other. quantized::conv2d's packed weight hides its shape from the
-    profiler, so it stays "conv" and the mapping onto the source layers says which it is."""
-    kind = COMPUTE_OPS.get(event.name, "other")
-    if kind == "conv" and event.input_shapes and len(event.input_shapes) > 1:
-        weight = event.input_shapes[1]  # aten conv: (input, weight, ...) -- depthwise has weight (C, 1, k, k)
-        if len(weight) == 4 and weight[1] == 1 and event.input_shapes[0] and event.input_shapes[0][1] == weight[0] != 1:
-            return "dwconv"
-    return kind
+    """conv / gemm / other. The profiler runs without record_shapes (it would add microseconds to
+    every op), so depthwise is not told apart here: the mapping onto the source layers says which."""
+    return COMPUTE_OPS.get(event.name, "other")
 
 
 def profile_module(module, sample: np.ndarray, runs: int, quantized_engine: str | None, dtype: str) -> list[RuntimeOp]:
@@ -37,7 +32,7 @@ def profile_module(module, sample: np.ndarray, runs: int, quantized_engine: str 
     with torch.no_grad():
         for _ in range(3):
             module(tensor)
-        with torch_profile(activities=[ProfilerActivity.CPU], record_shapes=True) as recorded:
+        with torch_profile(activities=[ProfilerActivity.CPU]) as recorded:
             for _ in range(runs):
                 module(tensor)
     calls = [event for event in recorded.events() if event.name == "forward" and event.cpu_parent is None]

@@ -1,0 +1,88 @@
+"""`profile` and `debug` in the real runtimes, on the session's trained test detector's artifacts."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from edgemnv2.cli.main import run
+from edgemnv2.diagnosis.debug import debug_artifact
+from edgemnv2.diagnosis.profile import profile_artifact
+
+
+def _artifact(folder: Path, target: str, precision: str) -> Path:
+    return next(p for p in Path(folder).iterdir() if p.name.endswith(f".{target}.{precision}" + {"executorch": ".pte", "tflite": ".tflite", "torchscript": ".pt"}[target]))
+
+
+@pytest.mark.parametrize("target", ["executorch", "tflite", "torchscript"])
+def test_profile_rows_add_up_to_the_end_to_end_latency_and_name_the_source_layers(detector_artifacts, target):
+    _, folder, _ = detector_artifacts
+    report = profile_artifact(_artifact(folder, target, "int8"), threads=2, runs=20, peak=False)
+    assert 0.8 <= report["ops_sum_ms"] / report["end_to_end_ms"] <= 1.2, (report["ops_sum_ms"], report["end_to_end_ms"])
+    assert report["layers_mapped"], "the runtime's compute ops should map one to one onto the model's convs"
+    compute = [row for row in report["rows"] if row["kind"] in ("conv", "dwconv", "gemm")]
+    assert compute and all(row["layer"] and row["macs"] for row in compute)
+    assert {row["layer"] for row in compute} >= {"backbone.0.0", "heads.hm.3"}
+    assert any(row["dtype"] == "int8" for row in compute)
+
+
+def test_profile_cli_writes_the_table_json_and_png_and_measures_the_peak_once(detector_artifacts, tmp_path, monkeypatch, capsys):
+    _, folder, _ = detector_artifacts
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    artifact = _artifact(folder, "torchscript", "fp32")
+    assert run(["profile", str(artifact), "--out", str(tmp_path / "p"), "--runs", "5", "--top", "5"]) == 0
+    printed = capsys.readouterr().out
+    assert "GMAC/s" in printed and "of peak" in printed and "fp32" in printed
+    report = json.loads((tmp_path / "p" / "profile.json").read_text())
+    assert report["peak_gmacs"]["fp32"]["gmacs"] > 0 and not report["peak_gmacs"]["fp32"]["cached"]
+    assert any(row["peak_fraction"] for row in report["rows"])
+    assert (tmp_path / "p" / "profile.png").stat().st_size > 1000
+    assert run(["profile", str(artifact), "--out", str(tmp_path / "p"), "--runs", "5"]) == 2  # no silent overwrite
+    assert "--force" in capsys.readouterr().err
+    assert run(["profile", str(artifact), "--runs", "5", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["peak_gmacs"]["fp32"]["cached"]  # measured once per CPU
+
+
+def _break_one_scale(artifact: Path, dest: Path, compute_index: int) -> None:
+    """A converter bug, simulated: one conv's output scale written 10x too small (the manifest,
+    like a buggy converter's, matches the broken file)."""
+    from conversion.tflite_ops import _pack, _read
+
+    model, graph, names = _read(artifact)
+    compute = [op for op, name in zip(graph.operators, names) if name in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")]
+    tensor = graph.tensors[compute[compute_index].outputs[0]]
+    tensor.quantization.scale = [scale * 0.1 for scale in tensor.quantization.scale]
+    dest.write_bytes(_pack(model))
+    manifest = json.loads(Path(str(artifact) + ".manifest.json").read_text())
+    manifest.update(artifact=dest.name, artifact_sha256=hashlib.sha256(dest.read_bytes()).hexdigest())
+    Path(str(dest) + ".manifest.json").write_text(json.dumps(manifest))
+
+
+def test_debug_names_the_layer_whose_scale_was_corrupted_and_says_activations_clip(detector_artifacts, shapes_root, tmp_path, capsys):
+    checkpoint, folder, _ = detector_artifacts
+    original = _artifact(folder, "tflite", "int8")
+    broken = tmp_path / original.name
+    _break_one_scale(original, broken, compute_index=12)
+    healthy = debug_artifact(original, checkpoint, shapes_root / "detection", images=4)
+    expected = healthy["layers"][12]["layer"]
+    report = debug_artifact(broken, checkpoint, shapes_root / "detection", images=4)
+    assert report["first_jump"]["layer"] == expected, (report["first_jump"], expected)
+    assert report["first_jump"]["cause"].startswith("activations") and report["first_jump"]["clipped_fraction"] > 0.05
+    assert report["first_jump"]["kernel_mismatch"] == 0.0  # XNNPACK computes what the (broken) file says
+    assert healthy["first_jump"] is None or healthy["first_jump"]["layer"] != expected
+    assert run(["debug", str(broken), "--checkpoint", str(checkpoint), "--data", str(shapes_root / "detection"), "--images", "2"]) == 0
+    assert f"drift jumps at {expected}" in capsys.readouterr().out
+
+
+def test_debug_reads_torchscript_intermediates_and_refuses_what_it_cannot_do_in_one_line(detector_artifacts, shapes_root, tmp_path, capsys):
+    checkpoint, folder, _ = detector_artifacts
+    report = debug_artifact(_artifact(folder, "torchscript", "int8"), checkpoint, shapes_root / "detection", images=2)
+    assert len(report["layers"]) > 40 and all(row["layer"] for row in report["layers"])
+    assert report["layers"][0]["sqnr_db"] > 15  # the stem conv of a working int8 model
+    assert run(["debug", str(_artifact(folder, "executorch", "int8")), "--checkpoint", str(checkpoint), "--data", str(shapes_root / "detection")]) == 2
+    assert "ETDump sees only its outputs" in capsys.readouterr().err
+    other = tmp_path / "other.pt"
+    other.write_bytes(Path(checkpoint).read_bytes() + b"\0")
+    assert run(["debug", str(_artifact(folder, "tflite", "int8")), "--checkpoint", str(other), "--data", str(shapes_root / "detection")]) == 2
+    assert "is not the checkpoint" in capsys.readouterr().err
