@@ -121,6 +121,13 @@ def notes(report: dict) -> list[str]:
             latency = f", latency x{recourse['latency_ratio']:.2f}" if recourse.get("latency_ratio") else ""
             out.append(f"{a['artifact']}: convert --max-drop {recourse['max_drop']:g}: {recourse['summary']} "
                        f"({recourse['evaluations']} evaluations{latency}; on {recourse['measured_on']} held-out images)")
+        speed = a.get("speed") or {}
+        if speed.get("why"):
+            out.append(f"{a['artifact']}: recommend fp32 for speed: {speed['why']}")
+        profile = a.get("profile") or {}
+        if profile:
+            kinds = ", ".join(f"{kind} {ms:.3f}" for kind, ms in sorted(profile["by_kind_ms"].items(), key=lambda kv: -kv[1]))
+            out.append(f"{a['artifact']}: per-op profile, ms by kind: {kinds} (ops add up to {profile['ops_over_end_to_end']:.0%} of end to end)")
     gates = report["gates"]
     if gates.get("unchecked") and gates.get("unmatched") == "warn":
         out.append(f"gate sections with no artifact here (unmatched = \"warn\" in {gates['source']}): {', '.join(gates['unchecked'])}")

@@ -20,6 +20,7 @@ import numpy as np
 
 from conversion import get_target
 
+from ..diagnosis.profile import profile_verified
 from ..artifacts import RuntimeUnavailable, scan_artifacts, verified_copy
 from ..checkpoint import load_checkpoint
 from ..data.stream import chunked, read_batches
@@ -49,6 +50,7 @@ class ValidationSettings:
     warmup: int = 3
     batch_size: int = 16
     workers: int | None = None  # decoding threads (data/stream.py default)
+    profile: bool = False  # also each artifact's per-op profile (edgemnv2.diagnosis.profile)
 
 
 @dataclass
@@ -68,6 +70,8 @@ class ArtifactRow:
     worst_images: list = field(default_factory=list)  # detector: image paths where it disagrees most
     signature: str = ""  # "verified", "unsigned", "signed, not verified (no --verify-key)"
     recourse: dict = field(default_factory=dict)  # convert --max-drop's search, from the manifest (conversion/recourse.py)
+    profile: dict = field(default_factory=dict)  # validate --profile: per-op times in the runtime
+    speed: dict = field(default_factory=dict)  # a quantized row: its latency against its own target's fp32, and which to ship for speed
 
     @property
     def failed_gates(self):
@@ -122,6 +126,29 @@ def _open_artifact(stack: ExitStack, artifact: Path, manifest: dict, sample: np.
     return subject
 
 
+def _profile_summary(report: dict) -> dict:
+    """What the report keeps of a profile: totals, time by kind and by non-compute op, every row."""
+    keys = ("end_to_end_ms", "ops_sum_ms", "ops_over_end_to_end", "layers_mapped", "by_kind_ms", "other_ops_ms", "rows")
+    return {key: report[key] for key in keys}
+
+
+def speed_advice(rows: list[ArtifactRow]) -> None:
+    """Each quantized row that ran: its latency against the same target's fp32 row; where it is not
+    faster, recommend fp32 for speed (int8 still wins on size), with the profile's evidence if any."""
+    fp32 = {row.target: row.measured.get("latency_median_ms") for row in rows if row.precision == "fp32" and row.measured_on == "runtime"}
+    for row in rows:
+        mine, theirs = row.measured.get("latency_median_ms"), fp32.get(row.target)
+        if row.precision == "fp32" or row.measured_on != "runtime" or not mine or not theirs:
+            continue
+        ratio = theirs / mine
+        row.speed = {"over_fp32": round(ratio, 2), "recommend": row.precision if ratio > 1.0 else "fp32"}
+        if ratio <= 1.0:
+            others = (row.profile or {}).get("other_ops_ms") or {}
+            evidence = ", ".join(f"{name} {ms:.3f} ms" for name, ms in list(others.items())[:3])
+            row.speed["why"] = (f"{row.precision} is not faster than fp32 here ({mine:.3f} ms against {theirs:.3f} ms)" +
+                                (f"; outside the convolutions it spends: {evidence}" if evidence else "; `edgemnv2 profile` shows where the time goes"))
+
+
 def _recourse_summary(record: dict | None) -> dict:
     """What convert --max-drop did to this artifact, as the report shows it (the manifest has every attempt)."""
     if not isinstance(record, dict):
@@ -151,6 +178,8 @@ def _load_runner(target, path: Path, manifest: dict, sample: np.ndarray, setting
             row.measured_on, row.note = "simulated", f"{SIMULATED_NOTE} ({exc})"
         if row.measured_on == "runtime":
             row.measured.update(_latency(time_runner(runner, sample, settings.warmup, settings.runs)))
+            if settings.profile and target.profile is not None:
+                row.profile = _profile_summary(profile_verified(path, manifest, settings.threads, settings.runs, peak=False, sample=sample))
     runtime = row.measured_on == "runtime"
     row.measured["peak_rss_mb"] = memory.peak_mb if runtime else None
     # what loading and running this artifact added on top of the process (torch, the other runtimes, ...)
@@ -323,6 +352,7 @@ def validate(checkpoint: Path, artifacts_dir: Path, data_root: Path, split: str,
     reference_metrics = task.percent_metrics(*merged_reference.scores.ordered(), data)
     rows = [_finish_row(_merge([shard["subjects"][i] for shard in shards]), reference_metrics, data, task, meta, gates) for i in range(len(subjects))]
     # A manifest that could not be read is an artifact nobody checked: it is a row, and it fails the gate.
+    speed_advice(rows)
     rows += [ArtifactRow(manifest_file.name, "?", "?", "", REFUSED, note=reason) for manifest_file, reason in scan.problems]
     ref = merged_reference.row.measured
     return {
