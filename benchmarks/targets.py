@@ -1,6 +1,7 @@
 """Latency and size of every artifact of MobileNetV2 1.0 at 224x224, batch 1, beside eager fp32.
 
     python benchmarks/targets.py [--checkpoint CKPT] [--threads 2] [--runs 30]
+    python benchmarks/targets.py --sizes [--runs 30] [--json out.json]   # int8 over fp32 at the four shipped sizes
 
 Without a checkpoint a 10-class MobileNetV2 1.0 is built (speed does not depend on the weights);
 int8 is still calibrated on real images (the built-in shapes, generated on the fly).
@@ -38,10 +39,13 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--calib-size", type=int, default=32)
     parser.add_argument("--json", type=Path, help="also write the table as JSON")
+    parser.add_argument("--sizes", action="store_true", help="ExecuTorch and TFLite, fp32 and int8, at the four sizes the product ships")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="edgemnv2-bench-"))
     generate(work / "data", ShapesConfig(classification_counts=(1, 1, args.calib_size), detection_counts=(0, 0, 0)), tasks=("classification",))
+    if args.sizes:
+        return four_sizes(args, work)
     checkpoint = args.checkpoint
     if checkpoint is None:
         checkpoint = work / "mobilenet_v2_224.pt"
@@ -87,6 +91,40 @@ def main(argv=None) -> int:
     print("torchscript_mobile int8 uses qnnpack, the ARM engine: on x86 its latency says nothing about a phone.")
     if args.json:
         args.json.write_text(json.dumps({"machine": machine(), "threads": args.threads, "conversion_seconds": conversion_seconds, "rows": rows}, indent=2))
+    return 0
+
+
+# The sizes the product ships: the demo's two models, the paper's classifier and the article's detector.
+SIZES = (
+    ("demo classifier: MobileNetV2 0.5, 64 px", "mobilenet_v2", "classification", 64, {"width_mult": 0.5}),
+    ("demo detector: CenterNet MobileNetV2 0.5, 128 px", "centernet", "detection", 128, {"width_mult": 0.5}),
+    ("MobileNetV2 1.0, 224 px", "mobilenet_v2", "classification", 224, {"width_mult": 1.0}),
+    ("CenterNet MobileNetV2 1.0, 512 px", "centernet", "detection", 512, {"width_mult": 1.0}),
+)
+SIZE_TARGETS = ("executorch", "tflite")
+
+
+def four_sizes(args, work: Path) -> int:
+    """int8 over its own fp32 for ExecuTorch and TFLite at each shipped size (weights freshly
+    initialised: latency does not depend on them; int8 calibrated on real images). Each size's four
+    artifacts are timed round-robin, so its ratios come from one stretch of the machine's time."""
+    table = []
+    for label, arch, task, size, kwargs in SIZES:
+        checkpoint = work / f"{arch}_{size}.pt"
+        classes = [f"class_{i}" for i in range(10)]
+        save_checkpoint(checkpoint, create_model(arch, num_classes=10, **kwargs), CheckpointMeta(arch, task, classes, Preprocessing((size, size)), kwargs))
+        out = work / f"artifacts_{arch}_{size}"
+        run_conversion(checkpoint, list(SIZE_TARGETS), ["fp32", "int8"], work / "data" / "classification", out, QuantRecipe(calibration_size=args.calib_size))
+        runners = {(m["target"], m["precision"]): TARGETS[m["target"]].load(a, m, args.threads) for a, m in find_artifacts(out)}
+        sample = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
+        timed = time_interleaved(runners, sample, warmup=3, runs=args.runs)
+        for target in SIZE_TARGETS:
+            fp32, int8 = timed[(target, "fp32")]["median_ms"], timed[(target, "int8")]["median_ms"]
+            table.append({"size": label, "target": target, "fp32_ms": round(fp32, 3), "int8_ms": round(int8, 3), "int8_over_fp32": round(fp32 / int8, 2)})
+            print(f"{label:<52}{target:<12}fp32 {fp32:8.3f} ms   int8 {int8:8.3f} ms   int8 {fp32 / int8:5.2f}x faster", flush=True)
+    print(f"\nmachine: {machine()}; {args.threads} threads; medians of {args.runs} interleaved rounds per size")
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine(), "threads": args.threads, "runs": args.runs, "rows": table}, indent=2))
     return 0
 
 

@@ -65,7 +65,7 @@ def _schema():
     return schema
 
 
-def _pack_model(model) -> bytes:
+def pack_model(model) -> bytes:
     builder = flatbuffers.Builder(1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
@@ -104,7 +104,7 @@ def float_outputs(content: bytes) -> bytes:
             for entry in signature.outputs or []:
                 if entry.tensorIndex == old:
                     entry.tensorIndex = new
-    return _pack_model(model)
+    return pack_model(model)
 
 
 def metadata_bytes(*, name: str, description: str, version: str, author: str, license: str, input_size: tuple[int, int],
@@ -168,7 +168,7 @@ def with_metadata(content: bytes, metadata: bytes, files: dict[str, bytes]) -> b
     entry = schema.MetadataT()
     entry.name, entry.buffer = METADATA_NAME, len(model.buffers) - 1
     model.metadata = (model.metadata or []) + [entry]
-    stream = io.BytesIO(_pack_model(model))
+    stream = io.BytesIO(pack_model(model))
     stream.seek(0, io.SEEK_END)
     with zipfile.ZipFile(stream, "a") as archive:  # what the TFLite metadata populator does
         for file_name, data in files.items():

@@ -20,7 +20,7 @@ import numpy as np
 
 from edgemnv2.layerwise.records import Capture, RuntimeOp
 
-from .tflite_app import pixels_from_normalized, read_metadata
+from .tflite_app import pack_model, pixels_from_normalized, read_metadata
 
 KINDS = {"CONV_2D": "conv", "DEPTHWISE_CONV_2D": "dwconv", "FULLY_CONNECTED": "gemm", "TRANSPOSE_CONV": "conv"}
 FUSED_ACTIVATIONS = {0: None, 1: "relu", 3: "relu6"}  # schema ActivationFunctionType: NONE, RELU, RELU6
@@ -32,7 +32,7 @@ def _schema():
     return schema
 
 
-def _read(path: Path):
+def read_graph(path: Path):
     schema = _schema()
     model = schema.ModelT.InitFromPackedBuf(bytearray(Path(path).read_bytes()), 0)
     names = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
@@ -42,21 +42,13 @@ def _read(path: Path):
     return model, graph, op_names
 
 
-def _pack(model) -> bytes:
-    import flatbuffers
-
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
-
-
 def _with_outputs(model, graph, operators, outputs) -> bytes:
     """The model with only `operators` and these graph outputs (and no signature: they would name
     outputs it no longer has)."""
     kept_ops, kept_outputs, kept_signatures = graph.operators, graph.outputs, model.signatureDefs
     graph.operators, graph.outputs, model.signatureDefs = operators, list(outputs), []
     try:
-        return _pack(model)
+        return pack_model(model)
     finally:
         graph.operators, graph.outputs, model.signatureDefs = kept_ops, kept_outputs, kept_signatures
 
@@ -127,7 +119,7 @@ def _dtype(graph, op) -> str:
 
 
 def profile(path: Path, manifest: dict, threads: int, sample: np.ndarray, runs: int = 30) -> list[RuntimeOp]:
-    model, graph, op_names = _read(path)
+    model, graph, op_names = read_graph(path)
     operators = list(graph.operators)
     graph_outputs = set(graph.outputs)
     consumers_after = [set() for _ in operators]  # tensors that ops after k read
@@ -213,7 +205,7 @@ def _weights_oihw(value: np.ndarray, name: str) -> np.ndarray:
 
 def capture(path: Path, manifest: dict | None, sample: np.ndarray) -> list[Capture]:
     """Every conv / depthwise / fully-connected output of one image, as XNNPACK computed it."""
-    model, graph, op_names = _read(path)
+    model, graph, op_names = read_graph(path)
     produced = [t for op in graph.operators for t in op.outputs if t >= 0]
     interpreter = _interpreter(_with_outputs(model, graph, list(graph.operators), produced), threads=1)
     interpreter.set_tensor(interpreter.get_input_details()[0]["index"], _input_value(interpreter, path, manifest, sample))

@@ -47,13 +47,14 @@ def test_profile_cli_writes_the_table_json_and_png_and_measures_the_peak_once(de
 def _break_one_scale(artifact: Path, dest: Path, compute_index: int) -> None:
     """A converter bug, simulated: one conv's output scale written 10x too small (the manifest,
     like a buggy converter's, matches the broken file)."""
-    from conversion.tflite_ops import _pack, _read
+    from conversion.tflite_app import pack_model
+    from conversion.tflite_ops import read_graph
 
-    model, graph, names = _read(artifact)
+    model, graph, names = read_graph(artifact)
     compute = [op for op, name in zip(graph.operators, names) if name in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")]
     tensor = graph.tensors[compute[compute_index].outputs[0]]
     tensor.quantization.scale = [scale * 0.1 for scale in tensor.quantization.scale]
-    dest.write_bytes(_pack(model))
+    dest.write_bytes(pack_model(model))
     manifest = json.loads(Path(str(artifact) + ".manifest.json").read_text())
     manifest.update(artifact=dest.name, artifact_sha256=hashlib.sha256(dest.read_bytes()).hexdigest())
     Path(str(dest) + ".manifest.json").write_text(json.dumps(manifest))
@@ -86,3 +87,19 @@ def test_debug_reads_torchscript_intermediates_and_refuses_what_it_cannot_do_in_
     other.write_bytes(Path(checkpoint).read_bytes() + b"\0")
     assert run(["debug", str(_artifact(folder, "tflite", "int8")), "--checkpoint", str(other), "--data", str(shapes_root / "detection")]) == 2
     assert "is not the checkpoint" in capsys.readouterr().err
+
+
+def test_validate_profile_puts_each_artifacts_per_op_profile_and_a_speed_verdict_in_the_report(detector_artifacts, shapes_root, tmp_path):
+    from edgemnv2.services import validate_artifacts
+
+    checkpoint, folder, _ = detector_artifacts
+    outcome = validate_artifacts(checkpoint, folder, shapes_root / "detection", limit=4, runs=3, report_dir=tmp_path, profile=True)
+    rows = {(row["target"], row["precision"]): row for row in outcome.report["artifacts"]}
+    for key in [("executorch", "int8"), ("tflite", "fp32"), ("torchscript", "int8")]:
+        profile = rows[key]["profile"]
+        assert profile["rows"] and profile["by_kind_ms"] and profile["layers_mapped"], key
+    assert not rows[("coreml", "int8")]["profile"]  # simulated on Linux: nothing to profile, nothing invented
+    for key in [("executorch", "int8"), ("tflite", "int8"), ("torchscript", "int8")]:
+        speed = rows[key]["speed"]
+        assert speed["recommend"] in ("int8", "fp32") and speed["over_fp32"] > 0
+        assert (speed["recommend"] == "fp32") == (speed["over_fp32"] <= 1.0) == ("why" in speed)
