@@ -13,6 +13,8 @@ def print_debug(report: dict, top: int) -> None:
     worst = sorted(report["layers"], key=lambda row: row["sqnr_db"])[:top]
     for row in sorted(worst, key=lambda row: row["index"]):
         out.print(f"| {row['index']} | {row['layer']} | {row['op']} | {row['sqnr_db']:.1f} | {row['cosine']:.4f} | {row['max_abs_error']:.4g} |")
+    if report.get("note"):
+        console.print(f"note: {report['note']}")
     jump = report["first_jump"]
     if jump is None:
         out.print("no layer where the drift jumps: it grows gradually through the network (no single layer to blame)")

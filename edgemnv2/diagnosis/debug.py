@@ -51,6 +51,10 @@ def debug_verified(path: Path, manifest: dict, checkpoint: Path, data: Path, ima
     jump = first_jump([row["sqnr_db"] for row in rows])
     report = {"artifact": path.name, "target": manifest["target"], "precision": manifest["precision"], "images": len(batch), "layers": rows,
               "first_jump": None}
+    equalization = ((manifest.get("quantization") or {}).get("recipe") or {}).get("equalization", "none")
+    if equalization != "none":  # convert --max-drop chose CLE: its convs' channels are rescaled against the checkpoint's
+        report["note"] = (f"this artifact was converted with equalization {equalization}: its layers' channels are rescaled "
+                          "against the checkpoint's, so per-layer SQNR inside equalized pairs is not comparable; the outputs are")
     if jump is not None:
         capture = per_image[0][jump]
         conv = modules[capture.layer]
