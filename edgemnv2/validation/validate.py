@@ -20,9 +20,9 @@ import numpy as np
 
 from conversion import get_target
 
-from ..diagnosis.profile import profile_verified
 from ..artifacts import RuntimeUnavailable, scan_artifacts, verified_copy
 from ..checkpoint import load_checkpoint
+from ..diagnosis.profile import profile_verified
 from ..data.stream import chunked, read_batches
 from ..distributed import World
 from ..errors import CheckFailed, UserError
@@ -178,9 +178,9 @@ def _load_runner(target, path: Path, manifest: dict, sample: np.ndarray, setting
             row.measured_on, row.note = "simulated", f"{SIMULATED_NOTE} ({exc})"
         if row.measured_on == "runtime":
             row.measured.update(_latency(time_runner(runner, sample, settings.warmup, settings.runs)))
-            if settings.profile and target.profile is not None:
-                row.profile = _profile_summary(profile_verified(path, manifest, settings.threads, settings.runs, peak=False, sample=sample))
     runtime = row.measured_on == "runtime"
+    if runtime and settings.profile and target.profile is not None:  # outside the memory figure: profiling is not running it
+        row.profile = _profile_summary(profile_verified(path, manifest, settings.threads, settings.runs, peak=False, sample=sample))
     row.measured["peak_rss_mb"] = memory.peak_mb if runtime else None
     # what loading and running this artifact added on top of the process (torch, the other runtimes, ...)
     row.measured["rss_increase_mb"] = max(0.0, memory.peak_mb - memory.baseline_mb) if runtime else None
@@ -351,8 +351,8 @@ def validate(checkpoint: Path, artifacts_dir: Path, data_root: Path, split: str,
     merged_reference = _merge([shard["reference"] for shard in shards])
     reference_metrics = task.percent_metrics(*merged_reference.scores.ordered(), data)
     rows = [_finish_row(_merge([shard["subjects"][i] for shard in shards]), reference_metrics, data, task, meta, gates) for i in range(len(subjects))]
-    # A manifest that could not be read is an artifact nobody checked: it is a row, and it fails the gate.
     speed_advice(rows)
+    # A manifest that could not be read is an artifact nobody checked: it is a row, and it fails the gate.
     rows += [ArtifactRow(manifest_file.name, "?", "?", "", REFUSED, note=reason) for manifest_file, reason in scan.problems]
     ref = merged_reference.row.measured
     return {
