@@ -6,6 +6,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from quantization.delegable import nearest_upsampling_as_copies
+from quantization.ptq import xnnpack_int8_graph
+
 from . import executorch_ops
 from .base import ConversionJob, Runner, RuntimeUnavailable, Target, TargetSpec, decode_option, per_sample, self_description
 
@@ -17,9 +20,12 @@ def lower(job: ConversionJob) -> bytes:
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
-    model = job.model
+    # nearest upsampling is not an XNNPACK op: as its exact copy form (views and concatenations) the graph stays
+    # one delegate call (quantization/delegable.py has the measurement)
+    model, rewritten = nearest_upsampling_as_copies(job.model)
     if job.precision.name == "int8":
-        model = job.xnnpack_int8_graph()
+        model = job.shared(f"xnnpack-int8-delegable-{job.recipe}", lambda: xnnpack_int8_graph(model, job.example, job.require_calibration(), job.recipe)) \
+            if rewritten else job.xnnpack_int8_graph()
     exported = torch.export.export(model, (job.example,))
     # constant methods: what the program is, readable on the device without a sidecar file
     carried = {DESCRIPTION_METHOD: json.dumps(self_description(job)), "class_names": list(job.meta.class_names)}
