@@ -30,6 +30,8 @@ def test_profile_rows_add_up_to_the_end_to_end_latency_and_name_the_source_layer
     assert compute and all(row["layer"] and row["macs"] for row in compute)
     assert {row["layer"] for row in compute} >= {"backbone.0.0", "heads.hm.3"}
     assert any(row["dtype"] == "int8" for row in compute)
+    if target == "executorch":  # the neck's upsampling is rewritten so that XNNPACK takes the whole detector
+        assert not [row["op"] for row in report["rows"] if "not delegated" in row["op"]]
 
 
 def test_profile_cli_writes_the_table_json_and_png_and_measures_the_peak_once(detector_artifacts, tmp_path, monkeypatch, capsys):
@@ -108,3 +110,21 @@ def test_validate_profile_puts_each_artifacts_per_op_profile_and_a_speed_verdict
         speed = rows[key]["speed"]
         assert speed["recommend"] in ("int8", "fp32") and speed["over_fp32"] > 0
         assert (speed["recommend"] == "fp32") == (speed["over_fp32"] <= 1.0) == ("why" in speed)
+
+
+def test_nearest_upsampling_as_copies_is_exact_and_leaves_other_models_alone():
+    import torch
+
+    from edgemnv2.models import create_model
+    from quantization.delegable import nearest_upsampling_as_copies
+    from quantization.fuse import fold_batchnorm
+
+    torch.manual_seed(0)
+    detector = fold_batchnorm(create_model("centernet", num_classes=3, width_mult=0.35, neck_channels=16, head_channels=16))
+    rewritten, count = nearest_upsampling_as_copies(detector)
+    assert count == 3
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(detector(x), rewritten(x)))
+    classifier = fold_batchnorm(create_model("mobilenet_v2", num_classes=3, width_mult=0.35))
+    assert nearest_upsampling_as_copies(classifier) == (classifier, 0)
