@@ -10,7 +10,6 @@ from .common import console, emit_json, out, set_threads, third_party_noise, LOG
 def print_profile(report: dict, top: int | None) -> None:
     from ..layerwise.render import table_text
 
-    lines = console if top is None else out
     peak = ", ".join(f"{dtype} {value['gmacs']:.0f} GMAC/s" for dtype, value in report["peak_gmacs"].items()) or "not measured (--no-peak)"
     out.print(f"{report['artifact']}: {report['runtime']}, {report['machine']}, {report['threads']} threads, median of {report['runs']} runs")
     out.print(table_text(report["rows"], top=top))
@@ -19,7 +18,7 @@ def print_profile(report: dict, top: int | None) -> None:
     kinds = ", ".join(f"{kind} {ms:.3f} ms" for kind, ms in sorted(report["by_kind_ms"].items(), key=lambda kv: -kv[1]))
     out.print(f"by kind: {kinds}")
     if not report["layers_mapped"]:
-        lines.print("the runtime's compute ops could not be matched one to one with the source model's layers: layer names and MACs are left out")
+        console.print("the runtime's compute ops could not be matched one to one with the source model's layers: layer names and MACs are left out")
 
 
 def profile(

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from conversion import get_target
+from conversion.base import tool_versions
 
 from ..artifacts import RuntimeUnavailable, verified_copy
 from ..errors import UserError
@@ -21,6 +22,12 @@ def profile_sample(manifest: dict, seed: int = 0) -> np.ndarray:
     """A deterministic normalized input: latency does not depend on the pixel values (dense kernels)."""
     height, width = manifest["preprocessing"]["input_size"]
     return np.random.default_rng(seed).standard_normal((1, 3, height, width)).astype(np.float32)
+
+
+def _runtime_key(target) -> str:
+    """The runtime and its tools' versions: a new runtime version measures its peak again."""
+    versions = tool_versions(target.spec.tool_packages)
+    return f"{target.spec.runtime} ({', '.join(f'{package} {versions[package]}' for package in ('torch',) + target.spec.tool_packages)})"
 
 
 def profile_verified(path: Path, manifest: dict, threads: int = 2, runs: int = 30, peak: bool = True, sample: np.ndarray | None = None) -> dict:
@@ -40,7 +47,7 @@ def profile_verified(path: Path, manifest: dict, threads: int = 2, runs: int = 3
     peaks = {}
     if peak and target.peak_gemm is not None:
         for dtype in sorted({op.dtype for op in ops if op.kind in COMPUTE_KINDS and op.dtype in ("fp32", "int8")}):
-            peaks[dtype] = peak_gmacs(target.spec.runtime, dtype, threads, target.peak_gemm)
+            peaks[dtype] = peak_gmacs(_runtime_key(target), dtype, threads, target.peak_gemm)
     rows = profile_rows(ops, {dtype: value["gmacs"] for dtype, value in peaks.items()})
     ops_ms = sum(row["ms"] for row in rows)
     return {"artifact": path.name, "target": manifest["target"], "precision": manifest["precision"], "runtime": target.spec.runtime,
