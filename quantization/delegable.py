@@ -4,7 +4,8 @@ Measured with `edgemnv2 profile` on the demo detector (CenterNet MobileNetV2 0.5
 ExecuTorch's XNNPACK partitioner has no nearest-upsampling op, so each of the neck's three 2x
 upsamples split the graph into another delegate call, ran as a portable kernel (0.17 ms in all)
 and cost a dequantize/quantize pair and NCHW/NHWC transposes at each split: about a third of the
-int8 time. Rewritten as views and concatenations (NearestUpsample2x) it stays inside the delegate.
+int8 time. Rewritten as views and concatenations (NearestUpsample2x) it stays inside the delegate:
+one call, fp32 1.063 -> 0.916 ms and int8 0.901 -> 0.801 ms (same detector, one interleaved run).
 (The other exact form, a depthwise 2x2 stride-2 transposed conv of ones, XNNPACK does take, but
 its grouped deconvolution measured 0.9 ms for the largest upsample alone: slower than the split.)
 """
@@ -24,9 +25,8 @@ class NearestUpsample2x(nn.Module):
 
     def forward(self, x):
         n, c, h, w = x.shape
-        # 4-D throughout (XNNPACK's concatenation in ExecuTorch took no 5-D tensors), and each
-        # concatenation of two distinct nodes: its partitioner counts distinct inputs, and refused
-        # cat([a, a]) as "fewer than 2 tensors"
+        # each concatenation joins two distinct nodes: the partitioner counts distinct inputs, and
+        # refused cat([a, a]) as "fewer than 2 tensors" (left as a portable kernel)
         rows = torch.cat([x.reshape(n, c * h, w, 1), x.reshape(n, c * h, w, 1)], dim=3)  # each pixel twice along its row
         return torch.cat([rows.reshape(n, c * h, 1, 2 * w), rows.reshape(n, c * h, 1, 2 * w)], dim=2).reshape(n, c, 2 * h, 2 * w)  # each row twice
 
