@@ -87,7 +87,7 @@ def operator_census(path: Path) -> dict:
     """{"counts": {op: n}, "float_ops": [op, ...], "postprocess_ops": {op: n}}.
 
     float_ops are the network's operators that read or write a float32 tensor, so for a full-int8
-    model it is only the edges (input CAST/QUANTIZE, a DEQUANTIZE per output map). A detector's
+    model it is only the edges (the pixels' DEQUANTIZE and QUANTIZE, a DEQUANTIZE per output map). A detector's
     in-graph decode (its sigmoid and everything computed from it) is float by design and is counted
     apart, in postprocess_ops.
     """
