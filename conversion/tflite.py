@@ -83,6 +83,13 @@ def _app_ready(content: bytes, job: ConversionJob) -> bytes:
 POSTPROCESS_START = "LOGISTIC"  # the detector's decode begins with the heatmap's sigmoid; no network here has one
 
 
+def operator_names() -> dict[int, str]:
+    """Builtin operator code -> its name ("CONV_2D")."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    return {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
+
+
 def operator_census(path: Path) -> dict:
     """{"counts": {op: n}, "float_ops": [op, ...], "postprocess_ops": {op: n}}.
 
@@ -93,7 +100,7 @@ def operator_census(path: Path) -> dict:
     """
     from ai_edge_litert import schema_py_generated as schema
 
-    op_names = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
+    op_names = operator_names()
     model = schema.Model.GetRootAsModel(path.read_bytes(), 0)
     graph = model.Subgraphs(0)
     counts, float_ops, postprocess, downstream = {}, [], {}, set()
@@ -112,7 +119,9 @@ def operator_census(path: Path) -> dict:
     return {"counts": counts, "float_ops": float_ops, "postprocess_ops": postprocess}
 
 
-def make_interpreter(path: Path, threads: int):
+def make_interpreter(path: Path | None, threads: int, content: bytes | None = None, **options):
+    """An allocated interpreter for a file (or, with content, flatbuffer bytes); options go to
+    ai_edge_litert's Interpreter (tflite_runtime takes none)."""
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
@@ -120,7 +129,8 @@ def make_interpreter(path: Path, threads: int):
             from tflite_runtime.interpreter import Interpreter
         except ImportError:
             raise RuntimeUnavailable("no TFLite interpreter here: install ai-edge-litert (or tflite-runtime)") from None
-    interpreter = Interpreter(model_path=str(path), num_threads=threads)
+    source = {"model_content": content} if content is not None else {"model_path": str(path)}
+    interpreter = Interpreter(**source, num_threads=threads, **options)
     interpreter.allocate_tensors()
     return interpreter
 
@@ -131,6 +141,17 @@ def _to_input(sample: np.ndarray, detail: dict) -> np.ndarray:
     scale, zero_point = detail["quantization"]
     info = np.iinfo(detail["dtype"])
     return np.clip(np.round(sample / scale + zero_point), info.min, info.max).astype(detail["dtype"])
+
+
+def input_encoder(detail: dict, path: Path, manifest: dict | None):
+    """normalized NCHW float batch -> what this input takes: an app file's uint8 NHWC pixels (its
+    preprocessing from its own metadata, else the manifest), or the tensor's own type and scale."""
+    if not (detail["dtype"] == np.uint8 and detail["shape"][-1] == 3):
+        return lambda sample: _to_input(sample, detail)
+    preprocessing = read_metadata(path).get("preprocessing") or (manifest or {}).get("preprocessing")
+    if preprocessing is None:
+        raise RuntimeUnavailable(f"{Path(path).name} takes uint8 pixels but says nothing of its preprocessing (no metadata, no manifest)")
+    return lambda sample: pixels_from_normalized(sample, preprocessing["mean"], preprocessing["std"])
 
 
 def _from_output(values: np.ndarray, detail: dict) -> np.ndarray:
@@ -159,16 +180,10 @@ def load(path: Path, manifest: dict | None = None, threads: int = 2) -> Runner:
     signature_runner = interpreter.get_signature_runner(key)
     (input_name, input_detail), = signature_runner.get_input_details().items()
     outputs = output_order(interpreter)
-    app = input_detail["dtype"] == np.uint8 and input_detail["shape"][-1] == 3
-    if app:
-        preprocessing = read_metadata(path).get("preprocessing") or (manifest or {}).get("preprocessing")
-        if preprocessing is None:
-            raise RuntimeUnavailable(f"{Path(path).name} takes uint8 pixels but says nothing of its preprocessing (no metadata, no manifest)")
-        mean, std = preprocessing["mean"], preprocessing["std"]
+    encode = input_encoder(input_detail, path, manifest)
 
     def run_one(sample: np.ndarray) -> list[np.ndarray]:
-        value = pixels_from_normalized(sample, mean, std) if app else _to_input(sample, input_detail)
-        result = signature_runner(**{input_name: value})
+        result = signature_runner(**{input_name: encode(sample)})
         return [_from_output(result[o["name"]], o) for o in outputs]
 
     return per_sample(run_one)

@@ -21,14 +21,14 @@ import numpy as np
 
 from edgemnv2.layerwise.records import Capture, RuntimeOp
 
-from .tflite_app import pack_model, pixels_from_normalized, read_metadata
+from .tflite_app import pack_model
 
 KINDS = {"CONV_2D": "conv", "DEPTHWISE_CONV_2D": "dwconv", "FULLY_CONNECTED": "gemm", "TRANSPOSE_CONV": "conv"}
-FUSED_ACTIVATIONS = {0: None, 1: "relu", 3: "relu6"}
+FUSED_ACTIVATIONS = {0: None, 1: "relu", 3: "relu6"}  # schema ActivationFunctionType: NONE, RELU, RELU6
 # Ops XNNPACK folds into the op that reads them (a PAD into its conv's padding). Measured on the demo
 # detector: its 5 PADs removed (convs given the padding) saved 0.01 ms, while cuts after them
 # charged them 0.12 ms (fp32) and 0.34 ms (int8).
-FUSED_INTO_NEXT = ("PAD",)  # schema ActivationFunctionType: NONE, RELU, RELU6
+FUSED_INTO_NEXT = ("PAD",)
 
 
 def _schema():
@@ -38,9 +38,10 @@ def _schema():
 
 
 def read_graph(path: Path):
-    schema = _schema()
-    model = schema.ModelT.InitFromPackedBuf(bytearray(Path(path).read_bytes()), 0)
-    names = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
+    from .tflite import operator_names
+
+    model = _schema().ModelT.InitFromPackedBuf(bytearray(Path(path).read_bytes()), 0)
+    names = operator_names()
     graph = model.subgraphs[0]
     op_names = [names.get(max(model.operatorCodes[op.opcodeIndex].builtinCode, model.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode), "CUSTOM")
                 for op in graph.operators]
@@ -59,21 +60,15 @@ def _with_outputs(model, graph, operators, outputs) -> bytes:
 
 
 def _interpreter(content: bytes, threads: int, **options):
-    from ai_edge_litert.interpreter import Interpreter
+    from .tflite import make_interpreter
 
-    interpreter = Interpreter(model_content=content, num_threads=threads, **options)
-    interpreter.allocate_tensors()
-    return interpreter
+    return make_interpreter(None, threads, content, **options)
 
 
 def _input_value(interpreter, path: Path, manifest: dict | None, sample: np.ndarray) -> np.ndarray:
-    from .tflite import _to_input
+    from .tflite import input_encoder
 
-    detail = interpreter.get_input_details()[0]
-    if detail["dtype"] == np.uint8 and detail["shape"][-1] == 3:  # an app file: uint8 pixels in
-        preprocessing = read_metadata(path).get("preprocessing") or (manifest or {}).get("preprocessing")
-        return pixels_from_normalized(sample[:1], preprocessing["mean"], preprocessing["std"])
-    return _to_input(sample[:1], detail)
+    return input_encoder(interpreter.get_input_details()[0], path, manifest)(sample[:1])
 
 
 def delegated_ops(content: bytes, graph, threads: int) -> set[int]:
@@ -216,13 +211,22 @@ def _weights_oihw(value: np.ndarray, name: str) -> np.ndarray:
     return value  # FULLY_CONNECTED: O I
 
 
-def capture(path: Path, manifest: dict | None, sample: np.ndarray) -> list[Capture]:
-    """Every conv / depthwise / fully-connected output of one image, as XNNPACK computed it."""
+def capture(path: Path, manifest: dict | None, images: np.ndarray) -> list[list[Capture]]:
+    """Per image, every conv / depthwise / fully-connected output, as XNNPACK computed it (the
+    every-output model is built once for all the images)."""
     model, graph, op_names = read_graph(path)
     produced = [t for op in graph.operators for t in op.outputs if t >= 0]
     interpreter = _interpreter(_with_outputs(model, graph, list(graph.operators), produced), threads=1)
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], _input_value(interpreter, path, manifest, sample))
-    interpreter.invoke()
+    input_index = interpreter.get_input_details()[0]["index"]
+    per_image = []
+    for image in images:
+        interpreter.set_tensor(input_index, _input_value(interpreter, path, manifest, image[None]))
+        interpreter.invoke()
+        per_image.append(_captures(interpreter, graph, op_names))
+    return per_image
+
+
+def _captures(interpreter, graph, op_names: list[str]) -> list[Capture]:
     schema = _schema()
     captures = []
     for op, name in zip(graph.operators, op_names):

@@ -80,12 +80,17 @@ def use_quantized_engine(path: Path, manifest: dict) -> str | None:
     return engine
 
 
-def load(path: Path, manifest: dict | None = None, threads: int = 2) -> Runner:
-    torch.set_num_threads(threads)
+def load_module(path: Path, manifest: dict | None) -> tuple[torch.jit.ScriptModule, str | None]:
+    """(the archive's module, its quantized engine), the engine switched on before loading."""
     if manifest is None:  # the file says which quantized engine its packed weights need
         manifest = carried_description(path)
     engine = use_quantized_engine(path, manifest)
-    return torch_module_runner(torch.jit.load(str(path)).eval(), engine)
+    return torch.jit.load(str(path)).eval(), engine
+
+
+def load(path: Path, manifest: dict | None = None, threads: int = 2) -> Runner:
+    torch.set_num_threads(threads)
+    return torch_module_runner(*load_module(path, manifest))
 
 
 TARGET = Target(SPEC, convert, load, gate_failure_hint=gate_failure_hint, describe=carried_description, options=(ENGINE, decode_option("host")),

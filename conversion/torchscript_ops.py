@@ -49,12 +49,10 @@ def profile_module(module, sample: np.ndarray, runs: int, quantized_engine: str 
 
 
 def profile(path: Path, manifest: dict, threads: int, sample: np.ndarray, runs: int = 30) -> list[RuntimeOp]:
-    from .torchscript import carried_description, use_quantized_engine
+    from .torchscript import load_module
 
     torch.set_num_threads(threads)
-    manifest = manifest or carried_description(path)
-    engine = use_quantized_engine(path, manifest)
-    module = torch.jit.load(str(path)).eval()
+    module, engine = load_module(path, manifest)
     return profile_module(module, sample, runs, engine, "int8" if engine else "fp32")
 
 
@@ -74,17 +72,13 @@ def peak_gemm(dtype: str, threads: int) -> float:
         return gmacs_of(lambda: frozen(example))
 
 
-def capture(path: Path, manifest: dict | None, sample: np.ndarray) -> list:
-    """Every conv/linear output of one image, from the archive's own frozen graph with those values
+def capture(path: Path, manifest: dict | None, images: np.ndarray) -> list[list]:
+    """Per image, every conv/linear output, from the archive's own frozen graph with those values
     added to its outputs (run by the same interpreter, on the same quantized engine). An in-place
     activation after a conv (x86's separate hardtanh_) has already run on the value returned."""
-    from edgemnv2.layerwise.records import Capture
+    from .torchscript import load_module
 
-    from .torchscript import carried_description, use_quantized_engine
-
-    manifest = manifest or carried_description(path)
-    engine = use_quantized_engine(path, manifest)
-    module = torch.jit.load(str(path)).eval()
+    module, engine = load_module(path, manifest)
     graph = module.graph.copy()
     compute = [node for node in graph.nodes() if COMPUTE_OPS.get(node.kind()) is not None]
     returned = graph.return_node()
@@ -96,10 +90,19 @@ def capture(path: Path, manifest: dict | None, sample: np.ndarray) -> list:
     returned.removeAllInputs()
     returned.addInput(bundle.output())
     debug_forward = torch._C._create_function_from_graph("edgemnv2_debug_forward", graph)
-    if engine:
-        torch.backends.quantized.engine = engine
-    with torch.no_grad():
-        outputs = debug_forward(module._c, torch.from_numpy(np.ascontiguousarray(sample[:1], dtype=np.float32)))[len(original):]
+    per_image = []
+    for image in images:
+        if engine:
+            torch.backends.quantized.engine = engine
+        with torch.no_grad():
+            outputs = debug_forward(module._c, torch.from_numpy(np.ascontiguousarray(image[None], dtype=np.float32)))[len(original):]
+        per_image.append(_captures(compute, outputs))
+    return per_image
+
+
+def _captures(compute: list, outputs) -> list:
+    from edgemnv2.layerwise.records import Capture
+
     captures = []
     for node, value in zip(compute, outputs):
         kind = COMPUTE_OPS[node.kind()]

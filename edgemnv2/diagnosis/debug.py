@@ -34,15 +34,13 @@ def debug_verified(path: Path, manifest: dict, checkpoint: Path, data: Path, ima
     references = reference_outputs(folded, batch)
     layers = source_layers(folded, tuple(preprocessing.input_size))
     modules = dict(folded.named_modules())
-    per_image = []
     try:
-        for image in batch:
-            captures = target.capture(path, manifest, image[None])
-            if not map_layers(captures, layers):
-                raise UserError(f"{path.name}: its compute ops do not match the model's layers one to one; cannot compare per layer")
-            per_image.append(captures)
+        per_image = target.capture(path, manifest, batch)
     except RuntimeUnavailable as exc:
         raise UserError(f"cannot run {path.name} here: {exc}") from None
+    for captures in per_image:
+        if not map_layers(captures, layers):
+            raise UserError(f"{path.name}: its compute ops do not match the model's layers one to one; cannot compare per layer")
     rows = []
     for position, capture in enumerate(per_image[0]):
         runtime = np.concatenate([captures[position].value.reshape(1, -1) for captures in per_image])

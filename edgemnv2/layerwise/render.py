@@ -11,7 +11,7 @@ def profile_rows(ops: list[RuntimeOp], peak: dict | None) -> list[dict]:
     rows = []
     for index, op in enumerate(ops):
         gmacs = op.macs / (op.ms * 1e6) if op.macs and op.ms > 0 else None
-        peak_value = (peak or {}).get(op.dtype or "") if peak else None
+        peak_value = (peak or {}).get(op.dtype)
         rows.append({"index": index, "op": op.name, "kind": op.kind, "layer": op.layer, "dtype": op.dtype, "delegated": op.delegated,
                      "ms": round(op.ms, 4), "share": round(op.ms / total, 4), "macs": op.macs,
                      "gmacs": round(gmacs, 2) if gmacs is not None else None,

@@ -180,7 +180,8 @@ def _load_runner(target, path: Path, manifest: dict, sample: np.ndarray, setting
             row.measured.update(_latency(time_runner(runner, sample, settings.warmup, settings.runs)))
     runtime = row.measured_on == "runtime"
     if runtime and settings.profile and target.profile is not None:  # outside the memory figure: profiling is not running it
-        row.profile = _profile_summary(profile_verified(path, manifest, settings.threads, settings.runs, peak=False, sample=sample))
+        row.profile = _profile_summary(profile_verified(path, manifest, settings.threads, settings.runs, peak=False, sample=sample,
+                                                        end_to_end_ms=row.measured["latency_median_ms"]))
     row.measured["peak_rss_mb"] = memory.peak_mb if runtime else None
     # what loading and running this artifact added on top of the process (torch, the other runtimes, ...)
     row.measured["rss_increase_mb"] = max(0.0, memory.peak_mb - memory.baseline_mb) if runtime else None
