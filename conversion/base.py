@@ -9,7 +9,8 @@ A target is one module exposing one `TARGET = Target(spec, convert, load, ...)`:
     gate_failure_hint(manifest) -> str   optional: advice when its artifact fails a gate
     options                              optional: per-target conversion options, with defaults
     profile(path, manifest, threads, sample, runs) -> [RuntimeOp]   optional: per-op times in the runtime
-    capture(path, manifest, images) -> [[Capture]]   optional: per image, every compute op's output in the runtime
+    capture(path, manifest, images, rebuild) -> [[Capture]]   optional: per image, every compute op's output in the runtime;
+                                         rebuild() -> the artifact's ConversionJob, for runtimes that must rebuild to see inside
     peak_gemm(dtype, threads) -> GMAC/s  optional: one large GEMM in the runtime (edgemnv2.layerwise.peak)
 A new target is one new file plus one line in conversion/__init__.py (plus, for bundles, its
 runtime family in the numpy-only device runner if it is a new family).

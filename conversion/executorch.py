@@ -9,28 +9,38 @@ import torch
 from quantization.delegable import nearest_upsampling_as_copies
 from quantization.ptq import xnnpack_int8_graph
 
-from . import executorch_ops
+from . import executorch_capture, executorch_ops
 from .base import ConversionJob, Runner, RuntimeUnavailable, Target, TargetSpec, decode_option, per_sample, self_description
 
 SPEC = TargetSpec("executorch", ".pte", ("fp32", "int8"), runtime="ExecuTorch runtime, XNNPACK delegate",
                   runtime_modules=("executorch",), device_runtime="executorch", tool_packages=("executorch",))
 
 
-def lower(job: ConversionJob) -> bytes:
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
-
+def program_model(job: ConversionJob) -> torch.nn.Module:
+    """What gets exported and lowered: the folded model, or its XNNPACK int8 graph."""
     # nearest upsampling is not an XNNPACK op: as its exact copy form (views and concatenations) the graph stays
     # one delegate call (quantization/delegable.py has the measurement)
     model, rewritten = nearest_upsampling_as_copies(job.model)
     if job.precision.name == "int8":
         model = job.shared(f"xnnpack-int8-delegable-{job.recipe}", lambda: xnnpack_int8_graph(model, job.example, job.require_calibration(), job.recipe)) \
             if rewritten else job.xnnpack_int8_graph()
-    exported = torch.export.export(model, (job.example,))
+    return model
+
+
+def to_program(model: torch.nn.Module, example: torch.Tensor, constant_methods: dict | None = None) -> bytes:
+    """export -> XNNPACK partition and lowering -> the .pte bytes."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    exported = torch.export.export(model, (example,))
+    edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()], constant_methods=constant_methods)
+    return edge.to_executorch().buffer
+
+
+def lower(job: ConversionJob) -> bytes:
     # constant methods: what the program is, readable on the device without a sidecar file
     carried = {DESCRIPTION_METHOD: json.dumps(self_description(job)), "class_names": list(job.meta.class_names)}
-    edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()], constant_methods=carried)
-    return edge.to_executorch().buffer
+    return to_program(program_model(job), job.example, carried)
 
 
 DESCRIPTION_METHOD = "edgemnv2_json"  # a constant method returning the self-description as one JSON string
@@ -67,4 +77,4 @@ def load(path: Path, manifest: dict | None = None, threads: int = 2) -> Runner:
 
 
 TARGET = Target(SPEC, convert, load, describe=carried_description, options=(decode_option("host"),),
-                profile=executorch_ops.profile, peak_gemm=executorch_ops.peak_gemm)
+                profile=executorch_ops.profile, capture=executorch_capture.capture, peak_gemm=executorch_ops.peak_gemm)

@@ -72,8 +72,6 @@ def ops_from_events(frame) -> list[RuntimeOp]:
 
 
 def peak_gemm(dtype: str, threads: int) -> float:
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
     from executorch.runtime import Runtime
 
     from edgemnv2.layerwise.peak import gmacs_of
@@ -84,10 +82,11 @@ def peak_gemm(dtype: str, threads: int) -> float:
     model, example, calibration = gemm_model()
     if dtype == "int8":
         model = xnnpack_int8_graph(model, example, calibration, recipe())
-    program = to_edge_transform_and_lower(torch.export.export(model, (example,)), partitioner=[XnnpackPartitioner()]).to_executorch()
+    from .executorch import to_program  # imported here: that module imports this one
+
     with tempfile.TemporaryDirectory(prefix="edgemnv2-peak-") as folder:
         path = Path(folder) / "gemm.pte"
-        path.write_bytes(program.buffer)
+        path.write_bytes(to_program(model, example))
         torch.set_num_threads(threads)
         method = Runtime.get().load_program(str(path)).load_method("forward")
         return gmacs_of(lambda: method.execute([example]))

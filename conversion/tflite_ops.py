@@ -211,7 +211,7 @@ def _weights_oihw(value: np.ndarray, name: str) -> np.ndarray:
     return value  # FULLY_CONNECTED: O I
 
 
-def capture(path: Path, manifest: dict | None, images: np.ndarray) -> list[list[Capture]]:
+def capture(path: Path, manifest: dict | None, images: np.ndarray, rebuild=None) -> list[list[Capture]]:
     """Per image, every conv / depthwise / fully-connected output, as XNNPACK computed it (the
     every-output model is built once for all the images)."""
     model, graph, op_names = read_graph(path)

@@ -88,12 +88,32 @@ def test_debug_reads_torchscript_intermediates_and_refuses_what_it_cannot_do_in_
     report = debug_artifact(_artifact(folder, "torchscript", "int8"), checkpoint, shapes_root / "detection", images=2)
     assert len(report["layers"]) > 40 and all(row["layer"] for row in report["layers"])
     assert report["layers"][0]["sqnr_db"] > 15  # the stem conv of a working int8 model
-    assert run(["debug", str(_artifact(folder, "executorch", "int8")), "--checkpoint", str(checkpoint), "--data", str(shapes_root / "detection")]) == 2
-    assert "ETDump sees only its outputs" in capsys.readouterr().err
+    coreml = next(folder.glob("*.coreml.int8.mlpackage"))
+    assert run(["debug", str(coreml), "--checkpoint", str(checkpoint), "--data", str(shapes_root / "detection")]) == 2
+    assert "coreml artifacts do not expose their intermediate tensors here (debug supports: " in capsys.readouterr().err
     other = tmp_path / "other.pt"
     other.write_bytes(Path(checkpoint).read_bytes() + b"\0")
     assert run(["debug", str(_artifact(folder, "tflite", "int8")), "--checkpoint", str(other), "--data", str(shapes_root / "detection")]) == 2
     assert "is not the checkpoint" in capsys.readouterr().err
+
+
+def test_debug_reads_executorchs_int8_tensors_from_a_verified_rebuild_and_refuses_another_program(detector_artifacts, shapes_root, tmp_path, capsys):
+    """The XNNPACK delegate hides its tensors, so debug rebuilds the program with them as outputs; the
+    rebuild must return exactly the artifact's outputs, or nothing is reported from it."""
+    checkpoint, folder, _ = detector_artifacts
+    pte = _artifact(folder, "executorch", "int8")
+    report = debug_artifact(pte, checkpoint, shapes_root / "detection", images=2)
+    assert len(report["layers"]) > 40 and all(row["layer"] for row in report["layers"])
+    assert report["layers"][0]["layer"] == "backbone.0.0" and report["layers"][0]["sqnr_db"] > 15
+    assert {row["kind"] for row in report["layers"]} == {"conv", "dwconv"}
+    # another program under this artifact's manifest (its sha256 fixed up): the fp32 .pte's bytes
+    swapped = tmp_path / pte.name
+    swapped.write_bytes(_artifact(folder, "executorch", "fp32").read_bytes())
+    manifest = json.loads(Path(str(pte) + ".manifest.json").read_text())
+    manifest.update(artifact_sha256=hashlib.sha256(swapped.read_bytes()).hexdigest())
+    Path(str(swapped) + ".manifest.json").write_text(json.dumps(manifest))
+    assert run(["debug", str(swapped), "--checkpoint", str(checkpoint), "--data", str(shapes_root / "detection"), "--images", "1"]) == 2
+    assert "is not the program its checkpoint, recipe and calibration images build here" in capsys.readouterr().err
 
 
 def test_validate_profile_puts_each_artifacts_per_op_profile_and_a_speed_verdict_in_the_report(detector_artifacts, shapes_root, tmp_path):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from conversion import get_target
+from conversion import get_target, target_names
 from conversion.pipeline import calibration_images
 from quantization.fuse import fold_batchnorm
 
@@ -22,8 +22,8 @@ from ..data.preprocess import Preprocessing
 def debug_verified(path: Path, manifest: dict, checkpoint: Path, data: Path, images: int = 8) -> dict:
     target = get_target(manifest["target"])
     if target.capture is None:
-        raise UserError(f"{manifest['target']} artifacts do not expose their intermediate tensors here (debug supports: "
-                        "tflite and torchscript; ExecuTorch's XNNPACK delegate runs the whole graph as one call, so ETDump sees only its outputs)")
+        supported = ", ".join(name for name in target_names() if get_target(name).capture is not None)
+        raise UserError(f"{manifest['target']} artifacts do not expose their intermediate tensors here (debug supports: {supported})")
     if sha256_of(Path(checkpoint)) != manifest["checkpoint_sha256"]:
         raise UserError(f"{Path(checkpoint).name} is not the checkpoint {path.name} was converted from (its sha256 differs from the manifest's)")
     model, meta = load_checkpoint(checkpoint)
@@ -35,7 +35,7 @@ def debug_verified(path: Path, manifest: dict, checkpoint: Path, data: Path, ima
     layers = source_layers(folded, tuple(preprocessing.input_size))
     modules = dict(folded.named_modules())
     try:
-        per_image = target.capture(path, manifest, batch)
+        per_image = target.capture(path, manifest, batch, lambda: rebuilt_job(folded, meta, manifest, Path(data)))
     except RuntimeUnavailable as exc:
         raise UserError(f"cannot run {path.name} here: {exc}") from None
     for captures in per_image:
@@ -61,6 +61,24 @@ def debug_verified(path: Path, manifest: dict, checkpoint: Path, data: Path, ima
                                 "median_before_db": float(np.median([row["sqnr_db"] for row in rows[:jump]])) if jump else None,
                                 **diagnose(capture, references[capture.layer][0], conv.weight.detach().numpy(), bias)}
     return report
+
+
+def rebuilt_job(folded, meta, manifest: dict, data: Path):
+    """The artifact's conversion job again, from its checkpoint's folded model and the calibration
+    images under `data` (its calib split), for runtimes that show their insides only to a rebuild."""
+    from conversion.pipeline import JobFactory
+    from quantization.ptq import QuantRecipe
+
+    record = dict((manifest.get("quantization") or {}).get("recipe") or {})
+    record["float_modules"] = tuple(record.get("float_modules", ()))
+    recipe = QuantRecipe(**record)
+    images = calibration_images(data, meta.preprocessing, recipe.calibration_size)
+    job = JobFactory(folded, meta, images).make(manifest["target"], manifest["precision"], recipe, manifest.get("target_options") or {})
+    expected = (manifest.get("provenance") or {}).get("calibration_sha256")
+    if expected and job.calibration_sha256 != expected:
+        raise UserError(f"{manifest['artifact']} was calibrated on other images than {data}'s calib split (the sha256 differs): "
+                        "pass as --data the dataset it was converted with")
+    return job
 
 
 def debug_artifact(artifact: Path, checkpoint: Path, data: Path, images: int = 8, verify_key: Path | None = None) -> dict:

@@ -76,7 +76,10 @@ def _float_op(capture: Capture, x: torch.Tensor, weight: torch.Tensor, bias: tor
         y = F.linear(x.flatten(1), weight, bias)
     else:
         stride = detail.get("stride", (1, 1))
-        if detail.get("padding") == "same":
+        if isinstance(detail.get("padding"), tuple):  # explicit (height, width) padding, as torch states it
+            height, width = detail["padding"]
+            x = F.pad(x, [width, width, height, height])
+        elif detail.get("padding") == "same":
             pads = []
             for size, k, s in ((x.shape[3], weight.shape[3], stride[1]), (x.shape[2], weight.shape[2], stride[0])):
                 total = max((-(-size // s) - 1) * s + k - size, 0)
