@@ -337,6 +337,8 @@ def _recover(target, job: ConversionJob, result: ArtifactResult, jobs, budget: A
     met = chosen is not None
     final = chosen or search.best()
     record = _record(search, base, final, met, time.perf_counter() - started)
+    if final is not base and final.files and not search.simulated:
+        record["latency_ratio"] = _latency_ratio(search, (result.path, result.manifest), final.files)
     hint = target.gate_failure_hint(result.manifest) if not met and target.gate_failure_hint is not None else None
     if hint:  # why this target cannot get there, in its own words
         record["summary"] += f"; {hint}"
@@ -350,6 +352,21 @@ def _recover(target, job: ConversionJob, result: ArtifactResult, jobs, budget: A
     if rewritten.status == "ok" and not met:  # the best artifact found is in place; the run fails, saying by how much
         rewritten.status, rewritten.message = "failed", record["summary"]
     return rewritten
+
+
+def _latency_ratio(search: Search, base_files: tuple, final_files: tuple) -> float | None:
+    """The chosen artifact's latency over the all-int8 one's, timed round-robin in one stretch: each
+    attempt's own latency was taken minutes apart, which on a shared machine moved the ratio by 2x."""
+    from edgemnv2.validation.timing import time_interleaved
+
+    try:
+        runners = {name: search.target.load(path, manifest, search.budget.threads)
+                   for name, (path, manifest) in (("base", base_files), ("final", final_files))}
+    except RuntimeUnavailable:
+        return None
+    sample = search.heldout.preprocessing.normalize(search.heldout.read(0)[0][None])
+    timed = time_interleaved(runners, sample, warmup=3, runs=2 * TIMED_RUNS)
+    return timed["final"]["median_ms"] / timed["base"]["median_ms"]
 
 
 STANDARD_MANIFEST_KEYS = {"schema", "artifact", "target", "runtime", "precision", "arch", "task", "model_kwargs", "class_names", "preprocessing",

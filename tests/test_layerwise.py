@@ -105,7 +105,7 @@ def test_debug_reads_executorchs_int8_tensors_from_a_verified_rebuild_and_refuse
     report = debug_artifact(pte, checkpoint, shapes_root / "detection", images=2)
     assert len(report["layers"]) > 40 and all(row["layer"] for row in report["layers"])
     assert report["layers"][0]["layer"] == "backbone.0.0" and report["layers"][0]["sqnr_db"] > 15
-    assert {row["kind"] for row in report["layers"]} == {"conv", "dwconv"}
+    assert {row["kind"] for row in report["layers"]} == {"conv", "dwconv", "gemm"}  # gemm: the 1x1 convs
     # another program under this artifact's manifest (its sha256 fixed up): the fp32 .pte's bytes
     swapped = tmp_path / pte.name
     swapped.write_bytes(_artifact(folder, "executorch", "fp32").read_bytes())
