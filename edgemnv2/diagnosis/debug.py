@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 
 from conversion import get_target, target_names
-from conversion.pipeline import calibration_images
+from conversion.pipeline import JobFactory, calibration_images
 from quantization.fuse import fold_batchnorm
+from quantization.ptq import QuantRecipe
 
 from ..artifacts import RuntimeUnavailable, verified_copy
 from ..checkpoint import load_checkpoint
@@ -66,9 +67,6 @@ def debug_verified(path: Path, manifest: dict, checkpoint: Path, data: Path, ima
 def rebuilt_job(folded, meta, manifest: dict, data: Path):
     """The artifact's conversion job again, from its checkpoint's folded model and the calibration
     images under `data` (its calib split), for runtimes that show their insides only to a rebuild."""
-    from conversion.pipeline import JobFactory
-    from quantization.ptq import QuantRecipe
-
     record = dict((manifest.get("quantization") or {}).get("recipe") or {})
     record["float_modules"] = tuple(record.get("float_modules", ()))
     recipe = QuantRecipe(**record)
