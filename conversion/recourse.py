@@ -355,8 +355,9 @@ def _recover(target, job: ConversionJob, result: ArtifactResult, jobs, budget: A
 
 
 def _latency_ratio(search: Search, base_files: tuple, final_files: tuple) -> float | None:
-    """The chosen artifact's latency over the all-int8 one's, timed round-robin in one stretch: each
-    attempt's own latency was taken minutes apart, which on a shared machine moved the ratio by 2x."""
+    """The chosen artifact's latency over the all-int8 one's, timed round-robin in one stretch. Each
+    attempt's own latency was taken minutes apart: on a shared machine that gave ratios from 0.02 to
+    1.44 for recipes that keep the very same graph (round-robin on a quiet machine: 0.98-0.99)."""
     from edgemnv2.validation.timing import time_interleaved
 
     try:
