@@ -25,28 +25,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import machine, time_interleaved  # noqa: E402
+from quantization.ptq import calibrate  # noqa: E402
 
 SIZE = 224
-
-
-def _calibration(data: Path, size: int) -> np.ndarray:
-    from conversion.pipeline import calibration_images
-    from edgemnv2.data.preprocess import Preprocessing
-
-    return calibration_images(data, Preprocessing((SIZE, SIZE)), size)
-
-
-def _calibrate(model, images: np.ndarray) -> None:
-    with torch.no_grad():
-        for image in images:
-            model(torch.from_numpy(image[None].copy()))
 
 
 def executorch_flow(model, example, images, dest: Path) -> Path:
@@ -57,7 +44,7 @@ def executorch_flow(model, example, images, dest: Path) -> Path:
 
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
     prepared = prepare_pt2e(torch.export.export(model, (example,)).module(), quantizer)
-    _calibrate(prepared, images)
+    calibrate(prepared, images)
     quantized = convert_pt2e(prepared)
     program = to_edge_transform_and_lower(torch.export.export(quantized, (example,)), partitioner=[XnnpackPartitioner()]).to_executorch()
     dest.write_bytes(program.buffer)
@@ -72,7 +59,7 @@ def tflite_flow(model, example, images, dest: Path) -> Path:
 
     quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
     prepared = prepare_pt2e(torch.export.export(model, (example,)).module(), quantizer)
-    _calibrate(prepared, images)
+    calibrate(prepared, images)
     quantized = convert_pt2e(prepared, fold_quantize=False)
     litert_torch.convert(quantized, (example,), quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(str(dest))
     return dest
@@ -86,27 +73,17 @@ def torchscript_flow(images, dest: Path) -> Path:
     model.fuse_model(is_qat=False)
     model.qconfig = torch.ao.quantization.get_default_qconfig("x86")
     torch.ao.quantization.prepare(model, inplace=True)
-    _calibrate(model, images)
+    calibrate(model, images)
     torch.ao.quantization.convert(model, inplace=True)
     torch.jit.save(torch.jit.script(model), str(dest))
     return dest
 
 
-def _torchscript_runner(path: Path):
-    torch.backends.quantized.engine = "x86"
-    module = torch.jit.load(str(path)).eval()
-
-    def run(sample: np.ndarray) -> list[np.ndarray]:
-        with torch.no_grad():
-            return [module(torch.from_numpy(sample)).numpy()]
-
-    return run
-
-
 def main(argv=None) -> int:
     from conversion import TARGETS
     from conversion.base import find_artifacts
-    from conversion.pipeline import run_conversion
+    from conversion.pipeline import calibration_images, run_conversion
+    from conversion.torchscript import torch_module_runner
     from edgemnv2.checkpoint import CheckpointMeta, save_checkpoint
     from edgemnv2.data.preprocess import Preprocessing
     from edgemnv2.data.shapes import ShapesConfig, generate
@@ -123,7 +100,7 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="edgemnv2-flows-"))
     generate(work / "data", ShapesConfig(classification_counts=(1, 1, args.calib_size), detection_counts=(0, 0, 0)), tasks=("classification",))
     data = work / "data" / "classification"
-    images = _calibration(data, args.calib_size)
+    images = calibration_images(data, Preprocessing((SIZE, SIZE)), args.calib_size)
     example = torch.from_numpy(images[:1].copy())
 
     torch.manual_seed(0)
@@ -140,7 +117,9 @@ def main(argv=None) -> int:
         runners[(manifest["target"], "pipeline")] = TARGETS[manifest["target"]].load(artifact, manifest, args.threads)
     runners[("executorch", "library flow")] = TARGETS["executorch"].load(executorch_flow(model, example, images, flows / "flow.pte"), None, args.threads)
     runners[("tflite", "library flow")] = TARGETS["tflite"].load(tflite_flow(model, example, images, flows / "flow.tflite"), None, args.threads)
-    runners[("torchscript", "library flow")] = _torchscript_runner(torchscript_flow(images, flows / "flow.pt"))
+    torch.backends.quantized.engine = "x86"  # packed weights unpack for the engine current at load
+    flow_module = torch.jit.load(str(torchscript_flow(images, flows / "flow.pt"))).eval()
+    runners[("torchscript", "library flow")] = torch_module_runner(flow_module, quantized_engine="x86")
     torch.set_num_threads(args.threads)
     sample = images[:1]
     timed = time_interleaved(runners, sample, warmup=5, runs=args.runs)

@@ -67,8 +67,8 @@ class _Layer:
         if self.kind == "gemm":
             self.detail["op"] = "FULLY_CONNECTED"
         else:
-            stride, padding, dilation, groups = (list(node.args[3:4]) or [[1, 1]])[0], (list(node.args[4:5]) or [[0, 0]])[0], \
-                (list(node.args[5:6]) or [[1, 1]])[0], (list(node.args[6:7]) or [1])[0]
+            # aten.conv2d(input, weight, bias, stride, padding, dilation, groups): trailing defaults are left out
+            stride, padding, dilation, groups = (list(node.args[3:]) + [[1, 1], [0, 0], [1, 1], 1][len(node.args) - 3:])[:4]
             if groups > 1:
                 self.kind = "dwconv"
             self.detail.update(stride=tuple(stride), padding=tuple(padding), dilation=tuple(dilation))

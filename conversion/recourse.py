@@ -121,6 +121,10 @@ class Search:
         self.requested = base_job.requested_recipe or base_job.recipe  # what the user asked for: the manifest's provenance
         self.points = points
 
+    def timing_sample(self) -> np.ndarray:
+        """The image every latency of this search is timed on: the held-out split's first."""
+        return self.heldout.preprocessing.normalize(self.heldout.read(0)[0][None])
+
     @property
     def evaluations(self) -> int:
         return len(self.attempts)
@@ -141,8 +145,7 @@ class Search:
         latency = None  # not measured where the runtime cannot run (CoreML on Linux: simulated)
         try:
             runner = self.target.load(path, manifest, self.budget.threads)
-            sample = self.heldout.preprocessing.normalize(self.heldout.read(0)[0][None])
-            latency = time_runner(runner, sample, 2, TIMED_RUNS)["median_ms"]
+            latency = time_runner(runner, self.timing_sample(), 2, TIMED_RUNS)["median_ms"]
         except RuntimeUnavailable:
             if self.target.simulate is None:
                 raise
@@ -365,8 +368,7 @@ def _latency_ratio(search: Search, base_files: tuple, final_files: tuple) -> flo
                    for name, (path, manifest) in (("base", base_files), ("final", final_files))}
     except RuntimeUnavailable:
         return None
-    sample = search.heldout.preprocessing.normalize(search.heldout.read(0)[0][None])
-    timed = time_interleaved(runners, sample, warmup=3, runs=2 * TIMED_RUNS)
+    timed = time_interleaved(runners, search.timing_sample(), warmup=3, runs=2 * TIMED_RUNS)
     return timed["final"]["median_ms"] / timed["base"]["median_ms"]
 
 

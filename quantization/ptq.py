@@ -15,6 +15,7 @@ real inputs, a known cause of broken int8 models.
 """
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,6 +55,11 @@ class QuantRecipe:
         record = dataclasses.asdict(self)
         record["float_modules"] = list(self.float_modules)
         return record
+
+    @classmethod
+    def from_dict(cls, record: dict) -> "QuantRecipe":
+        """The inverse of to_dict (a manifest's recipe); keys it lacks keep their defaults."""
+        return cls(**{**record, "float_modules": tuple(record.get("float_modules", ()))})
 
     def keeping_in_float(self, *names: str) -> "QuantRecipe":
         return dataclasses.replace(self, float_modules=tuple(dict.fromkeys(self.float_modules + names)))
@@ -179,6 +185,7 @@ def fx_quantize(model: nn.Module, example: torch.Tensor, calibration_images: np.
     return quantized
 
 
+@functools.lru_cache(maxsize=None)  # one subclass per observer class, not per observer
 def _clamped_observer_class(observer_class: type) -> type:
     class ObservingThroughReLU6(observer_class):
         def forward(self, x_orig):

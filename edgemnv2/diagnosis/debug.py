@@ -67,9 +67,7 @@ def debug_verified(path: Path, manifest: dict, checkpoint: Path, data: Path, ima
 def rebuilt_job(folded, meta, manifest: dict, data: Path):
     """The artifact's conversion job again, from its checkpoint's folded model and the calibration
     images under `data` (its calib split), for runtimes that show their insides only to a rebuild."""
-    record = dict((manifest.get("quantization") or {}).get("recipe") or {})
-    record["float_modules"] = tuple(record.get("float_modules", ()))
-    recipe = QuantRecipe(**record)
+    recipe = QuantRecipe.from_dict((manifest.get("quantization") or {}).get("recipe") or {})
     images = calibration_images(data, meta.preprocessing, recipe.calibration_size)
     job = JobFactory(folded, meta, images).make(manifest["target"], manifest["precision"], recipe, manifest.get("target_options") or {})
     expected = (manifest.get("provenance") or {}).get("calibration_sha256")
