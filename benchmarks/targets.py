@@ -1,7 +1,8 @@
 """Latency and size of every artifact of MobileNetV2 1.0 at 224x224, batch 1, beside eager fp32.
 
     python benchmarks/targets.py [--checkpoint CKPT] [--threads 2] [--runs 30]
-    python benchmarks/targets.py --sizes [--runs 30] [--json out.json]   # int8 over fp32 at the four shipped sizes
+    python benchmarks/targets.py --sizes [--runs 30] [--json out.json]   # int8 over fp32 at the four shipped sizes,
+                                                                          # with each int8's per-op profile against its fp32
 
 Without a checkpoint a 10-class MobileNetV2 1.0 is built (speed does not depend on the weights);
 int8 is still calibrated on real images (the built-in shapes, generated on the fly).
@@ -40,6 +41,7 @@ def main(argv=None) -> int:
     parser.add_argument("--calib-size", type=int, default=32)
     parser.add_argument("--json", type=Path, help="also write the table as JSON")
     parser.add_argument("--sizes", action="store_true", help="ExecuTorch and TFLite, fp32 and int8, at the four sizes the product ships")
+    parser.add_argument("--no-profiles", dest="profiles", action="store_false", help="--sizes without the per-op evidence (faster)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="edgemnv2-bench-"))
@@ -107,7 +109,9 @@ SIZE_TARGETS = ("executorch", "tflite")
 def four_sizes(args, work: Path) -> int:
     """int8 over its own fp32 for ExecuTorch and TFLite at each shipped size (weights freshly
     initialised: latency does not depend on them; int8 calibrated on real images). Each size's four
-    artifacts are timed round-robin, so its ratios come from one stretch of the machine's time."""
+    artifacts are timed round-robin, so its ratios come from one stretch of the machine's time; then
+    each int8 artifact is profiled against its fp32 in the runtime (the per-op evidence), with this
+    CPU's int8-over-fp32 GEMM ceiling for the runtime."""
     table = []
     for label, arch, task, size, kwargs in SIZES:
         checkpoint = work / f"{arch}_{size}.pt"
@@ -115,17 +119,34 @@ def four_sizes(args, work: Path) -> int:
         save_checkpoint(checkpoint, create_model(arch, num_classes=10, **kwargs), CheckpointMeta(arch, task, classes, Preprocessing((size, size)), kwargs))
         out = work / f"artifacts_{arch}_{size}"
         run_conversion(checkpoint, list(SIZE_TARGETS), ["fp32", "int8"], work / "data" / "classification", out, QuantRecipe(calibration_size=args.calib_size))
-        runners = {(m["target"], m["precision"]): TARGETS[m["target"]].load(a, m, args.threads) for a, m in find_artifacts(out)}
+        found = {(m["target"], m["precision"]): (a, m) for a, m in find_artifacts(out)}
+        runners = {key: TARGETS[key[0]].load(a, m, args.threads) for key, (a, m) in found.items()}
         sample = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
         timed = time_interleaved(runners, sample, warmup=3, runs=args.runs)
         for target in SIZE_TARGETS:
             fp32, int8 = timed[(target, "fp32")]["median_ms"], timed[(target, "int8")]["median_ms"]
-            table.append({"size": label, "target": target, "fp32_ms": round(fp32, 3), "int8_ms": round(int8, 3), "int8_over_fp32": round(fp32 / int8, 2)})
+            row = {"size": label, "target": target, "fp32_ms": round(fp32, 3), "int8_ms": round(int8, 3), "int8_over_fp32": round(fp32 / int8, 2)}
             print(f"{label:<52}{target:<12}fp32 {fp32:8.3f} ms   int8 {int8:8.3f} ms   int8 {fp32 / int8:5.2f}x faster", flush=True)
+            if args.profiles:
+                row["evidence"] = evidence(found[(target, "int8")], found[(target, "fp32")], args, sample, timed[(target, "int8")], timed[(target, "fp32")])
+                print(f"    {row['evidence']['verdict']}", flush=True)
+            table.append(row)
     print(f"\nmachine: {machine()}; {args.threads} threads; medians of {args.runs} interleaved rounds per size")
     if args.json:
         args.json.write_text(json.dumps({"machine": machine(), "threads": args.threads, "runs": args.runs, "rows": table}, indent=2))
     return 0
+
+
+def evidence(int8, fp32, args, sample: np.ndarray, int8_timing: dict, fp32_timing: dict) -> dict:
+    """The int8 artifact's per-op profile against its fp32's, held against the round-robin latencies
+    above (so the verdict's end-to-end ratio is the table's), with the runtime's measured ceiling."""
+    from edgemnv2.diagnosis.profile import profile_verified
+    from edgemnv2.diagnosis.speed import compare
+
+    profiles = [profile_verified(path, manifest, args.threads, args.runs, sample=sample, end_to_end_ms=timing["median_ms"])
+                for (path, manifest), timing in ((int8, int8_timing), (fp32, fp32_timing))]
+    comparison = compare(*profiles)
+    return {key: comparison[key] for key in ("ceiling", "compute_over_fp32", "by_kind", "non_compute_extra", "verdict")}
 
 
 if __name__ == "__main__":

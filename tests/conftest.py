@@ -9,6 +9,8 @@ import torch
 os.environ.setdefault("EDGEMNV2_NO_PROGRESS", "1")
 # third-party output of the commands under test goes to logs here, not into the user's cache
 os.environ.setdefault("EDGEMNV2_LOG_DIR", tempfile.mkdtemp(prefix="edgemnv2-test-logs-"))
+# this CPU's GEMM peaks (profile, validate --profile): measured once per test session, not into the user's cache
+os.environ.setdefault("EDGEMNV2_PEAK_CACHE", os.path.join(tempfile.mkdtemp(prefix="edgemnv2-test-peaks-"), "peak_gmacs.json"))
 torch.set_num_threads(2)
 
 

@@ -66,3 +66,23 @@ def profile_artifact(artifact: Path, threads: int = 2, runs: int = 30, peak: boo
     with ExitStack() as stack:
         verified = stack.enter_context(verified_copy(Path(artifact), verify_key))
         return profile_verified(verified.path, verified.manifest, threads, runs, peak)
+
+
+def profile_pair(artifact: Path, fp32_artifact: Path, threads: int = 2, runs: int = 30, peak: bool = True, verify_key: Path | None = None) -> dict:
+    """The quantized artifact's profile, with `against_fp32`: the same model's fp32 artifact for the
+    same target profiled in the same run, compared layer by layer (edgemnv2.diagnosis.speed)."""
+    from .speed import compare
+
+    with ExitStack() as stack:
+        quantized = stack.enter_context(verified_copy(Path(artifact), verify_key))
+        reference = stack.enter_context(verified_copy(Path(fp32_artifact), verify_key))
+        mine, theirs = quantized.manifest, reference.manifest
+        if theirs["precision"] != "fp32" or mine["precision"] == "fp32":
+            raise UserError(f"--against takes the fp32 artifact and ARTIFACT a quantized one (got {mine['precision']} against {theirs['precision']})")
+        if mine["target"] != theirs["target"] or mine.get("checkpoint_sha256") != theirs.get("checkpoint_sha256"):
+            raise UserError(f"{Path(fp32_artifact).name} is not {Path(artifact).name}'s model for the same target "
+                            "(compare artifacts converted from one checkpoint for one target)")
+        report = profile_verified(quantized.path, mine, threads, runs, peak)
+        against = profile_verified(reference.path, theirs, threads, runs, peak)
+    report["against_fp32"] = {"fp32_artifact": Path(fp32_artifact).name, **compare(report, against)}
+    return report

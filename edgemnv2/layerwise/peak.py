@@ -21,6 +21,9 @@ GEMM_MACS = GEMM_SHAPE[0] * GEMM_SHAPE[1] * GEMM_SHAPE[2]
 
 
 def cache_file() -> Path:
+    """$EDGEMNV2_PEAK_CACHE, else ~/.cache/edgemnv2/peak_gmacs.json (or under $XDG_CACHE_HOME)."""
+    if os.environ.get("EDGEMNV2_PEAK_CACHE"):
+        return Path(os.environ["EDGEMNV2_PEAK_CACHE"])
     root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return root / "edgemnv2" / "peak_gmacs.json"
 

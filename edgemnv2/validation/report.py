@@ -123,7 +123,7 @@ def notes(report: dict) -> list[str]:
                        f"({recourse['evaluations']} evaluations{latency}; on {recourse['measured_on']} held-out images)")
         speed = a.get("speed") or {}
         if speed.get("why"):
-            out.append(f"{a['artifact']}: recommend fp32 for speed: {speed['why']}")
+            out.append(f"{a['artifact']}: recommend {speed['recommend']} for speed: {speed['why']}")
         profile = a.get("profile") or {}
         if profile:
             kinds = ", ".join(f"{kind} {ms:.3f}" for kind, ms in sorted(profile["by_kind_ms"].items(), key=lambda kv: -kv[1]))

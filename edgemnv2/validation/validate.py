@@ -128,25 +128,36 @@ def _open_artifact(stack: ExitStack, artifact: Path, manifest: dict, sample: np.
 
 def _profile_summary(report: dict) -> dict:
     """What the report keeps of a profile: totals, time by kind and by non-compute op, every row."""
-    keys = ("end_to_end_ms", "ops_sum_ms", "ops_over_end_to_end", "layers_mapped", "by_kind_ms", "other_ops_ms", "rows")
+    keys = ("end_to_end_ms", "ops_sum_ms", "ops_over_end_to_end", "layers_mapped", "by_kind_ms", "other_ops_ms", "peak_gmacs", "rows")
     return {key: report[key] for key in keys}
 
 
 def speed_advice(rows: list[ArtifactRow]) -> None:
-    """Each quantized row that ran: its latency against the same target's fp32 row; where it is not
-    faster, recommend fp32 for speed (int8 still wins on size), with the profile's evidence if any."""
-    fp32 = {row.target: row.measured.get("latency_median_ms") for row in rows if row.precision == "fp32" and row.measured_on == "runtime"}
+    """Each quantized row that ran: its latency against the same target's fp32 row, and which of the
+    two to ship for speed (int8 still wins on size). Where int8 is short of what it should buy, `why`
+    gives the evidence: with both rows profiled (validate --profile), the layer-by-layer comparison and
+    this CPU's int8-over-fp32 ceiling for the runtime (edgemnv2.diagnosis.speed)."""
+    from ..diagnosis.speed import TARGET_OVER_FP32, compare
+
+    fp32 = {row.target: row for row in rows if row.precision == "fp32" and row.measured_on == "runtime" and row.measured.get("latency_median_ms")}
     for row in rows:
-        mine, theirs = row.measured.get("latency_median_ms"), fp32.get(row.target)
-        if row.precision == "fp32" or row.measured_on != "runtime" or not mine or not theirs:
+        reference = fp32.get(row.target)
+        mine = row.measured.get("latency_median_ms")
+        if row.precision == "fp32" or row.measured_on != "runtime" or not mine or reference is None:
             continue
+        theirs = reference.measured["latency_median_ms"]
         ratio = theirs / mine
-        row.speed = {"over_fp32": round(ratio, 2), "recommend": row.precision if ratio > 1.0 else "fp32"}
-        if ratio <= 1.0:
+        row.speed = {"over_fp32": round(ratio, 2), "target_over_fp32": TARGET_OVER_FP32, "recommend": row.precision if ratio > 1.0 else "fp32"}
+        if row.profile and reference.profile:
+            comparison = compare(row.profile, reference.profile)
+            row.speed.update(ceiling=comparison["ceiling"], by_kind=comparison["by_kind"], layers=comparison["layers"])
+            if ratio < TARGET_OVER_FP32:
+                row.speed["why"] = comparison["verdict"]
+        elif ratio <= 1.0:
             others = (row.profile or {}).get("other_ops_ms") or {}
             evidence = ", ".join(f"{name} {ms:.3f} ms" for name, ms in list(others.items())[:3])
             row.speed["why"] = (f"{row.precision} is not faster than fp32 here ({mine:.3f} ms against {theirs:.3f} ms)" +
-                                (f"; outside the convolutions it spends: {evidence}" if evidence else "; `edgemnv2 profile` shows where the time goes"))
+                                (f"; outside the convolutions it spends: {evidence}" if evidence else "; `validate --profile` or `edgemnv2 profile --against` shows where the time goes"))
 
 
 def _recourse_summary(record: dict | None) -> dict:
@@ -180,7 +191,7 @@ def _load_runner(target, path: Path, manifest: dict, sample: np.ndarray, setting
             row.measured.update(_latency(time_runner(runner, sample, settings.warmup, settings.runs)))
     runtime = row.measured_on == "runtime"
     if runtime and settings.profile and target.profile is not None:  # outside the memory figure: profiling is not running it
-        row.profile = _profile_summary(profile_verified(path, manifest, settings.threads, settings.runs, peak=False, sample=sample,
+        row.profile = _profile_summary(profile_verified(path, manifest, settings.threads, settings.runs, sample=sample,
                                                         end_to_end_ms=row.measured["latency_median_ms"]))
     row.measured["peak_rss_mb"] = memory.peak_mb if runtime else None
     # what loading and running this artifact added on top of the process (torch, the other runtimes, ...)
