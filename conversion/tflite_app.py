@@ -32,19 +32,35 @@ SELF_DESCRIPTION_ENTRY = "edgemnv2.json"  # custom metadata entry: the self-desc
 
 
 class AppImageInput(nn.Module):
-    """uint8 NHWC pixels -> the network's normalized NCHW float input, inside the graph."""
+    """uint8 NHWC pixels -> the network's normalized NCHW float input, inside the graph.
+
+    The normalization (x * scale_c + shift_c per channel) runs on rows of ROW_PIXELS pixels (48
+    values) rather than on pixels (3 values): the same products and sums on the same values, but
+    XNNPACK's elementwise kernels broadcast the constant along the innermost dimension, and at 3
+    wide they ran at a fraction of their vector width. Measured on the demo detector (128 px, AMD
+    EPYC, 2 threads, one interleaved run, identical outputs): fp32 1.209 -> 1.130 ms, int8 1.421 ->
+    1.270 ms; MUL + ADD in int8 0.25 -> 0.04 ms."""
+
+    ROW_PIXELS = 16
 
     def __init__(self, model: nn.Module, mean, std):
         super().__init__()
         self.model = model
-        std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
-        mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(std, dtype=torch.float32)
+        mean = torch.tensor(mean, dtype=torch.float32)
         self.register_buffer("scale", 1.0 / (255.0 * std))
         self.register_buffer("shift", -mean / std)
+        self.register_buffer("scale_row", self.scale.repeat(self.ROW_PIXELS))
+        self.register_buffer("shift_row", self.shift.repeat(self.ROW_PIXELS))
 
     def forward(self, pixels: torch.Tensor):
-        x = pixels.permute(0, 3, 1, 2).to(torch.float32)
-        return self.model(x * self.scale + self.shift)
+        n, h, w, c = pixels.shape
+        if (h * w) % self.ROW_PIXELS == 0:  # rows before the cast: the int8 graph's only float ops stay its edge's
+            rows = pixels.reshape(n, h * w // self.ROW_PIXELS, self.ROW_PIXELS * c).to(torch.float32)
+            x = (rows * self.scale_row + self.shift_row).reshape(n, h, w, c)
+        else:
+            x = pixels.to(torch.float32) * self.scale + self.shift
+        return self.model(x.permute(0, 3, 1, 2))
 
 
 def example_pixels(example: torch.Tensor) -> torch.Tensor:
@@ -89,21 +105,38 @@ def delegated_pixel_input(content: bytes) -> bytes:
     values, in an op XNNPACK takes. XNNPACK has no CAST from uint8, so the converter's CAST ran
     outside the delegate, as the interpreter's reference kernel, on every pixel. Measured (Intel
     Xeon, 2 threads): int8 MobileNetV2 1.0 at 224 px 2.90 -> 2.72 ms, demo classifier 0.353 -> 0.320 ms,
-    identical outputs; fp32 unchanged (its float path was already fast)."""
+    identical outputs; fp32 unchanged (its float path was already fast). A RESHAPE between the input
+    and the CAST (AppImageInput's rows) gets the same scale 1 on its uint8 tensors, so XNNPACK takes it too."""
     schema = _schema()
     model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
     graph = model.subgraphs[0]
     inputs = set(graph.inputs)
-    casts = [op for op in graph.operators
-             if max(model.operatorCodes[op.opcodeIndex].builtinCode, model.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode) == schema.BuiltinOperator.CAST
-             and op.inputs[0] in inputs and graph.tensors[op.inputs[0]].type == schema.TensorType.UINT8]
+
+    def opcode(op) -> int:
+        return max(model.operatorCodes[op.opcodeIndex].builtinCode, model.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode)
+
+    producers = {out: op for op in graph.operators for out in op.outputs}
+
+    def uint8_chain(tensor: int) -> list[int] | None:
+        """The uint8 tensors from a graph input through RESHAPEs to `tensor`, or None."""
+        chain = [tensor]
+        while chain[-1] not in inputs:
+            producer = producers.get(chain[-1])
+            if producer is None or opcode(producer) != schema.BuiltinOperator.RESHAPE:
+                return None
+            chain.append(producer.inputs[0])
+        return chain if all(graph.tensors[t].type == schema.TensorType.UINT8 for t in chain) else None
+
+    casts = [(op, chain) for op in graph.operators if opcode(op) == schema.BuiltinOperator.CAST
+             for chain in [uint8_chain(op.inputs[0])] if chain is not None]
     if not casts:
         return content
     opcode_index = _dequantize_opcode(model)
-    for op in casts:
-        quantization = schema.QuantizationParametersT()
-        quantization.scale, quantization.zeroPoint = [1.0], [0]
-        graph.tensors[op.inputs[0]].quantization = quantization
+    for op, chain in casts:
+        for tensor in chain:
+            quantization = schema.QuantizationParametersT()
+            quantization.scale, quantization.zeroPoint = [1.0], [0]
+            graph.tensors[tensor].quantization = quantization
         op.opcodeIndex, op.builtinOptionsType, op.builtinOptions = opcode_index, 0, None
     return pack_model(model)
 
