@@ -182,11 +182,11 @@ def load(path: Path, manifest: dict | None = None, threads: int = 2) -> Runner:
     outputs = output_order(interpreter)
     encode = input_encoder(input_detail, path, manifest)
 
-    def run_one(sample: np.ndarray) -> list[np.ndarray]:
-        result = signature_runner(**{input_name: encode(sample)})
+    def run_encoded(native: np.ndarray) -> list[np.ndarray]:
+        result = signature_runner(**{input_name: native})
         return [_from_output(result[o["name"]], o) for o in outputs]
 
-    return per_sample(run_one)
+    return per_sample(lambda sample: run_encoded(encode(sample)), encode, run_encoded)
 
 
 TARGET = Target(SPEC, convert, load, describe=lambda path: read_metadata(path).get("self_description", {}), options=(INPUT, decode_option("graph")),

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..artifacts import timed_call
+
 
 # The instruction sets int8 speed depends on, by /proc/cpuinfo flag: without VNNI an int8 dot
 # product takes as many instructions as an fp32 one, so "int8 is not faster here" is often this line.
@@ -44,13 +46,15 @@ def machine() -> str:
 
 
 def time_runner(runner, sample: np.ndarray, warmup: int = 5, runs: int = 30) -> dict:
-    """Warm up, then time `runs` calls on one sample: median, p90 and min in milliseconds."""
+    """Warm up, then time `runs` calls on one sample: median, p90 and min in milliseconds (on the
+    artifact's own input where its runner says how: edgemnv2.artifacts.timed_call)."""
+    call = timed_call(runner, sample)
     for _ in range(warmup):
-        runner(sample)
+        call()
     times = []
     for _ in range(max(runs, 1)):
         start = time.perf_counter()
-        runner(sample)
+        call()
         times.append((time.perf_counter() - start) * 1000)
     return _latency_stats(times)
 
@@ -70,16 +74,17 @@ def time_interleaved(runners: dict, sample: np.ndarray, warmup: int = 2, runs: i
     flushed the caches, and a cold call would charge a small int8 model for its neighbour
     (measured: 19 ms cold against 13 ms warm for the same artifact). Deployed models run warm.
     """
-    for runner in runners.values():
+    calls = {name: timed_call(runner, sample) for name, runner in runners.items()}
+    for call in calls.values():
         for _ in range(warmup):
-            runner(sample)
+            call()
     times: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(max(runs, 1)):
-        for name, runner in runners.items():
+        for name, call in calls.items():
             for _ in range(rewarm):
-                runner(sample)
+                call()
             start = time.perf_counter()
-            runner(sample)
+            call()
             times[name].append((time.perf_counter() - start) * 1000)
     return {name: _latency_stats(values) for name, values in times.items()}
 
