@@ -30,7 +30,9 @@ INT8_MIN_AGREEMENT = 0.97
 # fix 26.5 (ExecuTorch), without all three 15.2 (TFLite). The floor catches those regressions.
 # full 8-bit int8 with per-channel weights and its own ReLU6 ranges (the PT2E targets, and ONNX
 # Runtime's QDQ): measured 29.7-29.8 dB on this classifier; the 28 dB floor catches a regression
-FULL_INT8_MIN_SQNR_DB = {"executorch": 28.0, "tflite": 28.0, "onnx": 28.0}
+# ONNX's weights are 7-bit (reduce_range, conversion/onnx.py: 8-bit ones saturate ONNX Runtime's
+# kernels on CPUs without VNNI, 20.8 dB here on an AMD EPYC): measured 27.9 dB, so its floor is 26
+FULL_INT8_MIN_SQNR_DB = {"executorch": 28.0, "tflite": 28.0, "onnx": 26.0}
 DETECTOR_INT8_MIN_COSINE = 0.97  # heatmap logits of the tiny detector (demo detector: SQNR 25 dB)
 
 
