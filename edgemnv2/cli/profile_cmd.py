@@ -58,7 +58,7 @@ def profile(
             print_comparison(report["against_fp32"])
     if out_dir is not None:
         write_profile_files(report, out_dir, force)
-        console.print(f"wrote profile.json, profile.md and profile.png to {out_dir}")
+        console.print(f"wrote profile.json, profile.md, profile.png{' and ' + COMPARISON_FILE if against is not None else ''} to {out_dir}")
 
 
 def print_comparison(comparison: dict) -> None:

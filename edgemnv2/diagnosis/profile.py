@@ -15,7 +15,7 @@ from ..layerwise.peak import peak_gmacs
 from ..layerwise.records import COMPUTE_KINDS
 from ..layerwise.render import profile_rows, summary_by_kind
 from ..layerwise.source import map_layers, model_for, source_layers
-from ..validation.timing import machine, time_runner
+from ..validation.timing import machine, time_interleaved, time_runner
 
 
 def profile_sample(manifest: dict, seed: int = 0) -> np.ndarray:
@@ -82,7 +82,14 @@ def profile_pair(artifact: Path, fp32_artifact: Path, threads: int = 2, runs: in
         if mine["target"] != theirs["target"] or mine.get("checkpoint_sha256") != theirs.get("checkpoint_sha256"):
             raise UserError(f"{Path(fp32_artifact).name} is not {Path(artifact).name}'s model for the same target "
                             "(compare artifacts converted from one checkpoint for one target)")
-        report = profile_verified(quantized.path, mine, threads, runs, peak)
-        against = profile_verified(reference.path, theirs, threads, runs, peak)
+        # both end-to-end latencies from one round-robin stretch: their ratio is the verdict's
+        sample = profile_sample(mine)
+        try:
+            runners = {"int8": get_target(mine["target"]).load(quantized.path, mine, threads), "fp32": get_target(theirs["target"]).load(reference.path, theirs, threads)}
+        except RuntimeUnavailable as exc:
+            raise UserError(f"cannot run {Path(artifact).name} here: {exc}") from None
+        timed = time_interleaved(runners, sample, warmup=10, runs=runs)
+        report = profile_verified(quantized.path, mine, threads, runs, peak, sample, timed["int8"]["median_ms"])
+        against = profile_verified(reference.path, theirs, threads, runs, peak, sample, timed["fp32"]["median_ms"])
     report["against_fp32"] = {"fp32_artifact": Path(fp32_artifact).name, **compare(report, against)}
     return report

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 
 from ..validation.timing import machine
 
@@ -28,8 +27,11 @@ def cache_file() -> Path:
     return root / "edgemnv2" / "peak_gmacs.json"
 
 
-def gmacs_of(run: Callable[[], object], warmup: int = 3, runs: int = 10) -> float:
-    """GEMM_MACS / the median time of `run`, in GMAC/s."""
+def gmacs_of(run: Callable[[], object], warmup: int = 3, runs: int = 20) -> float:
+    """GEMM_MACS / the fastest time of `run`, in GMAC/s. The fastest, not the median: a peak is the
+    best the runtime does, and on a shared machine a neighbour only ever slows a run (medians of
+    ExecuTorch's int8 GEMM measured 50, 59 and 64 GMAC/s within two hours on one AMD EPYC, against
+    35-36 for fp32: the int8-over-fp32 ceiling moved from 1.42x to 1.78x, across 1.5x)."""
     for _ in range(warmup):
         run()
     times = []
@@ -37,7 +39,7 @@ def gmacs_of(run: Callable[[], object], warmup: int = 3, runs: int = 10) -> floa
         start = time.perf_counter()
         run()
         times.append(time.perf_counter() - start)
-    return GEMM_MACS / float(np.median(times)) / 1e9
+    return GEMM_MACS / min(times) / 1e9
 
 
 def peak_gmacs(runtime_key: str, dtype: str, threads: int, measure: Callable[[str, int], float]) -> dict:
