@@ -3,7 +3,7 @@ and this CPU's ceiling for the runtime.
 
 The ceiling is the runtime's int8 GEMM peak over its fp32 GEMM peak, both measured on this CPU
 (edgemnv2.layerwise.peak). Convolutions are GEMMs at heart: where the int8 peak is not 1.5x the
-fp32 one (a CPU without VNNI runs an int8 dot product in as many instructions as an fp32 FMA), the
+fp32 one (without VNNI, x86 has no single instruction for an int8 dot product), the
 convolutions cannot reach 1.5x in int8 however the graph is built, and the evidence says so instead
 of a promise. Where the ceiling is high, the per-layer rows show which layers fall short of it and
 what int8 adds outside the convolutions (quantize and dequantize ops, requantizing adds).
@@ -60,7 +60,7 @@ def compare(int8: dict, fp32: dict) -> dict:
     result = {"fp32_ms": fp32["end_to_end_ms"], "int8_ms": int8["end_to_end_ms"],
               "int8_over_fp32": _ratio(fp32["end_to_end_ms"], int8["end_to_end_ms"]), "target_over_fp32": TARGET_OVER_FP32,
               "compute_over_fp32": _ratio(compute_fp32, compute_int8), "by_kind": kinds, "layers": layers,
-              "ceiling": ceiling(int8, fp32), "non_compute_extra": _non_compute_gains(int8, fp32)}
+              "ceiling": ceiling(int8, fp32), "non_compute_extra": _non_compute_extra(int8, fp32)}
     result["recommend"] = "int8" if (result["int8_over_fp32"] or 0) > 1.0 else "fp32"
     result["verdict"] = verdict(result)
     return result
@@ -75,7 +75,7 @@ def _without_dtype(name: str) -> str:
     return name[:inside.start()] + (f"({', '.join(kept)})" if kept else "").strip() + name[inside.end():]
 
 
-def _non_compute_gains(int8: dict, fp32: dict) -> dict[str, dict]:
+def _non_compute_extra(int8: dict, fp32: dict) -> dict[str, dict]:
     """Non-compute ops (dtype codes dropped) where int8 spends more than fp32, most first: the
     quantize/dequantize ops only int8 has, and data movement that int8 runs slower."""
     def by_name(profile):
