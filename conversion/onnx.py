@@ -31,7 +31,7 @@ SPEC = TargetSpec("onnx", ".onnx", ("fp32", "int8"), runtime="ONNX Runtime (CPU 
                   runtime_modules=("onnxruntime",), device_runtime="onnxruntime", tool_packages=("onnx", "onnxscript", "onnxruntime"))
 OPSET = 18
 INPUT_NAME = "input"
-WEIGHT_BITS = TargetOption("weight_bits", "7", ("7", "8"), "int8 weights: 7 (ONNX Runtime's reduce_range; exact on any x86: without VNNI its U8S8 "
+WEIGHT_BITS = TargetOption("weight_bits", "7", ("7", "8"), "int8 weights: 7 (ONNX Runtime's reduce_range; no saturation on any x86: without VNNI its U8S8 "
                            "kernels saturate 8-bit weights) or 8 (only for runtimes with VNNI or ARM dot products)")
 
 
