@@ -140,12 +140,9 @@ def four_sizes(args, work: Path) -> int:
 def evidence(int8, fp32, args, sample: np.ndarray, int8_timing: dict, fp32_timing: dict) -> dict:
     """The int8 artifact's per-op profile against its fp32's, held against the round-robin latencies
     above (so the verdict's end-to-end ratio is the table's), with the runtime's measured ceiling."""
-    from edgemnv2.diagnosis.profile import profile_verified
-    from edgemnv2.diagnosis.speed import compare
+    from edgemnv2.diagnosis.profile import profile_against_fp32
 
-    profiles = [profile_verified(path, manifest, args.threads, args.runs, sample=sample, end_to_end_ms=timing["median_ms"])
-                for (path, manifest), timing in ((int8, int8_timing), (fp32, fp32_timing))]
-    comparison = compare(*profiles)
+    _, comparison = profile_against_fp32(int8, fp32, args.threads, args.runs, sample, (int8_timing["median_ms"], fp32_timing["median_ms"]))
     return {key: comparison[key] for key in ("ceiling", "compute_over_fp32", "by_kind", "non_compute_extra", "verdict")}
 
 

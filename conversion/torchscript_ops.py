@@ -88,10 +88,10 @@ def profiler_cost() -> tuple[float, float]:
         for _ in range(30):
             chain(x)
     calls = [event for event in recorded.events() if event.name == "forward" and event.cpu_parent is None]
-    profiled = float(np.median([call.cpu_time_total / 1000 for call in calls]))
-    own = float(np.median(plain)) / CALIBRATION_OPS  # an add as the interpreter runs it, dispatch included
+    profiled, unprofiled = float(np.median([call.cpu_time_total / 1000 for call in calls])), float(np.median(plain))
+    own = unprofiled / CALIBRATION_OPS  # an add as the interpreter runs it, dispatch included
     recorded_add = float(np.median([child.cpu_time_total / 1000 for call in calls for child in call.cpu_children]))
-    per_event = max(profiled - float(np.median(plain)), 0.0) / CALIBRATION_OPS
+    per_event = max(profiled - unprofiled, 0.0) / CALIBRATION_OPS
     return max(recorded_add - own, 0.0), per_event
 
 

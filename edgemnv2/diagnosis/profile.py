@@ -71,8 +71,6 @@ def profile_artifact(artifact: Path, threads: int = 2, runs: int = 30, peak: boo
 def profile_pair(artifact: Path, fp32_artifact: Path, threads: int = 2, runs: int = 30, peak: bool = True, verify_key: Path | None = None) -> dict:
     """The quantized artifact's profile, with `against_fp32`: the same model's fp32 artifact for the
     same target profiled in the same run, compared layer by layer (edgemnv2.diagnosis.speed)."""
-    from .speed import compare
-
     with ExitStack() as stack:
         quantized = stack.enter_context(verified_copy(Path(artifact), verify_key))
         reference = stack.enter_context(verified_copy(Path(fp32_artifact), verify_key))
@@ -89,7 +87,17 @@ def profile_pair(artifact: Path, fp32_artifact: Path, threads: int = 2, runs: in
         except RuntimeUnavailable as exc:
             raise UserError(f"cannot run {Path(artifact).name} here: {exc}") from None
         timed = time_interleaved(runners, sample, warmup=10, runs=runs)
-        report = profile_verified(quantized.path, mine, threads, runs, peak, sample, timed["int8"]["median_ms"])
-        against = profile_verified(reference.path, theirs, threads, runs, peak, sample, timed["fp32"]["median_ms"])
-    report["against_fp32"] = {"fp32_artifact": Path(fp32_artifact).name, **compare(report, against)}
+        report, comparison = profile_against_fp32((quantized.path, mine), (reference.path, theirs), threads, runs, sample,
+                                                  (timed["int8"]["median_ms"], timed["fp32"]["median_ms"]), peak)
+    report["against_fp32"] = {"fp32_artifact": Path(fp32_artifact).name, **comparison}
     return report
+
+
+def profile_against_fp32(quantized: tuple[Path, dict], fp32: tuple[Path, dict], threads: int, runs: int, sample: np.ndarray,
+                         end_to_end_ms: tuple[float, float], peak: bool = True) -> tuple[dict, dict]:
+    """(the quantized artifact's profile, its comparison with the fp32 one's: edgemnv2.diagnosis.speed),
+    both held against end-to-end latencies the caller timed round-robin, so the ratio is one stretch's."""
+    from .speed import compare
+
+    report = profile_verified(*quantized, threads, runs, peak, sample, end_to_end_ms[0])
+    return report, compare(report, profile_verified(*fp32, threads, runs, peak, sample, end_to_end_ms[1]))

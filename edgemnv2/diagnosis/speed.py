@@ -81,7 +81,8 @@ def _non_compute_extra(int8: dict, fp32: dict) -> dict[str, dict]:
     def by_name(profile):
         merged = {}
         for name, ms in (profile.get("other_ops_ms") or {}).items():
-            merged[_without_dtype(name)] = merged.get(_without_dtype(name), 0.0) + ms
+            name = _without_dtype(name)
+            merged[name] = merged.get(name, 0.0) + ms
         return merged
 
     mine, theirs = by_name(int8), by_name(fp32)

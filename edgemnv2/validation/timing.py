@@ -22,27 +22,32 @@ from ..artifacts import timed_call
 INT8_ISA = (("avx512_vnni", "AVX-512 VNNI"), ("avx_vnni", "AVX-VNNI"), ("amx_int8", "AMX"), ("avx512f", "AVX-512"), ("avx2", "AVX2"), ("asimddp", "Arm dot product"))
 
 
-def cpu_features(flags: set[str] | None = None) -> list[str]:
+def _cpuinfo() -> dict[str, str]:
+    """/proc/cpuinfo's first processor as key -> value ({} where there is none)."""
+    path = Path("/proc/cpuinfo")
+    fields = {}
+    for line in path.read_text().splitlines() if path.exists() else []:
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def cpu_features() -> list[str]:
     """The int8-relevant instruction sets this CPU has (INT8_ISA's names), best first."""
-    if flags is None:
-        flags = set()
-        cpuinfo = Path("/proc/cpuinfo")
-        if cpuinfo.exists():
-            line = next((line for line in cpuinfo.read_text().splitlines() if line.startswith(("flags", "Features"))), "")
-            flags = set(line.split(":", 1)[-1].split())
+    info = _cpuinfo()
+    flags = set((info.get("flags") or info.get("Features") or "").split())
     return [name for flag, name in INT8_ISA if flag in flags]
 
 
+def has_int8_dot_product(features: list[str]) -> bool:
+    """VNNI or AMX: an instruction that multiplies and sums int8 in one step."""
+    return any("VNNI" in name or name == "AMX" for name in features)
+
+
 def machine() -> str:
-    model = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+    model = _cpuinfo().get("model name") or platform.processor() or platform.machine()
     features = cpu_features()
-    isa = f" ({', '.join(features)}{'' if any('VNNI' in f or f == 'AMX' for f in features) else '; no VNNI'})" if features else ""
+    isa = f" ({', '.join(features)}{'' if has_int8_dot_product(features) else '; no VNNI'})" if features else ""
     return f"{model}{isa}, {os.cpu_count()} logical cores, {platform.system()} {platform.machine()}, Python {platform.python_version()}"
 
 
