@@ -3,6 +3,7 @@ lists targets (so a new target is its module plus one registry line)."""
 
 import ast
 import importlib
+import re
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,56 @@ def test_the_fifth_target_is_one_module_and_one_registry_line(name):
             mentions.append(str(path.relative_to(REPO)))
     assert sorted(mentions) == ["conversion/onnx.py"], mentions
     assert importlib.import_module(f"conversion.{name}").TARGET.name == name
+
+
+# A latency, a speed-up or a timing ratio depends on the CPU (these machines are AMD with and without
+# VNNI, Intel with AMX), so it belongs in benchmarks/, which print it with the machine line. A test
+# may check that a time is reported (> 0, finite) and that the code's rules over times hold, the
+# latter marked on the assert's line with "# not a timing assertion: <why>".
+TIMING_WORDS = re.compile(r"_ms\b|_ms\W|latency|speed|ratio|faster|slower|seconds|gmacs|over_fp32|over_end_to_end|throughput|elapsed|duration"
+                          r"|perf_counter|monotonic|img_s|per_second")
+TIMING_PRAGMA = "# not a timing assertion:"
+
+
+def _value_names(node: ast.AST) -> list[str]:
+    """What names the values in an expression: variables, attributes and dict keys (not file names)."""
+    words = []
+    for child in ast.walk(node):
+        if isinstance(child, ast.Name):
+            words.append(child.id)
+        elif isinstance(child, ast.Attribute):
+            words.append(child.attr)
+        elif isinstance(child, ast.Subscript) and isinstance(child.slice, ast.Constant) and isinstance(child.slice.value, str):
+            words.append(child.slice.value)
+    return words
+
+
+def _timing_orderings(path: Path) -> list[str]:
+    source = path.read_text()
+    lines = source.splitlines()
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Assert) or any(TIMING_PRAGMA in lines[n - 1] for n in range(node.lineno, node.end_lineno + 1)):
+            continue
+        for compare in (c for c in ast.walk(node.test) if isinstance(c, ast.Compare)):
+            if not any(isinstance(op, (ast.Lt, ast.LtE, ast.Gt, ast.GtE)) for op in compare.ops):
+                continue
+            operands = [compare.left, *compare.comparators]
+            timed = [any(TIMING_WORDS.search(word) for word in _value_names(operand)) for operand in operands]
+            zero = [isinstance(operand, ast.Constant) and operand.value == 0 for operand in operands]
+            if any(timed) and not all(t or z for t, z in zip(timed, zero)) or sum(timed) > 1:
+                found.append(f"{path.relative_to(REPO) if path.is_relative_to(REPO) else path.name}:{node.lineno}: {ast.unparse(compare)}")
+    return found
+
+
+def test_no_test_asserts_a_latency_a_speed_up_or_a_timing_ratio():
+    offenders = [line for path in sorted((REPO / "tests").glob("*.py")) for line in _timing_orderings(path)]
+    assert not offenders, "timing relations go to benchmarks/ (or mark a rule over times with " + TIMING_PRAGMA + "):\n" + "\n".join(offenders)
+
+
+def test_the_timing_rule_catches_what_it_is_for(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("def test():\n    assert 0.8 <= report['ops_sum_ms'] / report['end_to_end_ms'] <= 1.2\n"
+                     "    assert int8_latency < fp32_latency\n    assert speedup > 1.5\n    assert row['median_ms'] > 0\n"
+                     "    assert (a == 'fp32') == (over_fp32 <= 1.0)  # not a timing assertion: the verdict's rule\n")
+    assert [line.split(":")[1] for line in _timing_orderings(probe)] == ["2", "3", "4"]
