@@ -5,9 +5,9 @@
 The rows of `edgemnv2 profile` are each runtime's own per-op figures: ExecuTorch's ETDump events,
 torch.profiler's rows for TorchScript, and for LiteRT (whose pip wheel has no op profiler) times of
 growing prefixes of the graph. Their sum against the end-to-end median is a property of the CPU,
-the thread pool and the runtime's per-invoke overhead, not of the code: on the demo detector (0.16
-ms end to end in TFLite int8) it was 1.43x on an AMD EPYC with AVX-512 VNNI and about 1.0x on the
-others. So it is printed here, per runtime and size, with the machine line, and no test asserts it.
+the thread pool and the runtime's per-invoke overhead, not of the code: on the test suite's 64 px
+detector (0.16 ms end to end in TFLite int8) it was 1.43x on an AMD EPYC with AVX-512 VNNI and about
+1.0x on the others. So it is printed here, per runtime and size, with the machine line, and no test asserts it.
 
 CenterNet MobileNetV2 0.5 with freshly initialised weights (time does not depend on them); int8 is
 calibrated on the built-in shapes images.
