@@ -1,5 +1,11 @@
 """The target registry: one line per target. Each module exposes TARGET (the contract in conversion/base.py)."""
 
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from edgemnv2.artifacts import VerifiedArtifact, verified_copy
+
 from edgemnv2.errors import did_you_mean
 
 from . import coreml, executorch, onnx, tflite, torchscript, torchscript_mobile
@@ -19,3 +25,32 @@ def get_target(name: str) -> Target:
     if name not in TARGETS:
         raise did_you_mean(name, target_names(), "target")
     return TARGETS[name]
+
+
+def kind_of(path: Path) -> str | None:
+    """The target whose artifact this file is, by its own bytes: the target its suffix names when
+    the bytes agree, else any target whose bytes identify it alone (a renamed artifact). None: not
+    an artifact's bytes."""
+    path = Path(path)
+    named = [target for target in TARGETS.values() if path.name.endswith(target.spec.suffix)]
+    for target in named + [t for t in TARGETS.values() if t.recognized_alone and t not in named]:
+        if target.recognizes is not None and target.recognizes(path):
+            return target.name
+    return None
+
+
+def looks_like_an_artifact(path: Path) -> bool:
+    """Whether a file in an artifacts folder is meant as an artifact: its suffix is a target's
+    (whatever its bytes: a random-bytes `evil.onnx` still needs checking), or its bytes are one's."""
+    path = Path(path)
+    if any(path.name.endswith(t.spec.suffix) and t.claims_suffix for t in TARGETS.values()):
+        return True
+    return kind_of(path) is not None
+
+
+@contextmanager
+def verified_artifact(artifact_or_manifest: Path, verify_key: Path | None = None) -> Iterator[VerifiedArtifact]:
+    """edgemnv2.artifacts.verified_copy, with the file's kind checked against its manifest's target:
+    how every reader (validate, predict, bundle, profile, debug) opens an artifact."""
+    with verified_copy(artifact_or_manifest, verify_key, kind_of=kind_of) as verified:
+        yield verified

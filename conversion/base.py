@@ -22,9 +22,9 @@ verifying and the Runner contract live one layer down, in edgemnv2.artifacts.
 """
 
 import json
+import logging
 import platform
 import time
-import traceback
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -39,12 +39,14 @@ from edgemnv2.artifacts import (  # noqa: F401  (re-exported for the target modu
 )
 from edgemnv2.checkpoint import CheckpointMeta
 from edgemnv2 import failpoints
-from edgemnv2.errors import UserError, did_you_mean
-from edgemnv2.fileio import commit, discard, folder_lock, remove_stale_temps, sha256_of, size_of, temp_path
+from edgemnv2.errors import UserError, did_you_mean, is_internal_error, one_line, reraise_if_debugging
+from edgemnv2.fileio import HASH_ENCODING, commit, discard, folder_lock, remove_stale_temps, sha256_of, size_of, temp_path
 from edgemnv2.precision import Precision
 from edgemnv2.signing import sign_files, signature_path
 from edgemnv2.tasks import get_task
 from quantization.ptq import QuantRecipe, xnnpack_int8_graph
+
+LOG = logging.getLogger("edgemnv2.convert")
 
 CORE_PACKAGES = ("edgemnv2", "torch", "torchao", "numpy")  # every artifact's manifest records these; targets add theirs
 
@@ -86,6 +88,14 @@ class Target:
     profile: Callable | None = None
     capture: Callable | None = None
     peak_gemm: Callable | None = None
+    # The file's own bytes say it is this target's (conversion/file_kinds.py): validate trusts this,
+    # never a manifest's word. `recognized_alone`: the bytes identify it without its suffix (a
+    # flatbuffer identifier, a zip's members), so a renamed artifact is still found; ONNX's protobuf
+    # header is too weak for that. `claims_suffix`: any file with the suffix is meant as this
+    # target's artifact (False for TorchScript's .pt, which checkpoints share).
+    recognizes: Callable[[Path], bool] | None = None
+    recognized_alone: bool = True
+    claims_suffix: bool = True
 
     @property
     def name(self) -> str:
@@ -172,6 +182,7 @@ class ArtifactResult:
     size_bytes: int = 0
     message: str = ""
     manifest: dict = field(default_factory=dict)
+    internal: bool = False  # failed by a bug of edgemnv2's, not by the converter's refusal: exit 3
 
 
 def tool_versions(target_packages: tuple[str, ...] = ()) -> dict:
@@ -260,6 +271,7 @@ def build_manifest(job: ConversionJob, spec: TargetSpec, artifact: Path, provena
         "checkpoint_sha256": provenance["checkpoint_sha256"],
         "provenance": provenance,
         "artifact_sha256": sha256_of(artifact),
+        "hash_encoding": HASH_ENCODING,  # how the sha256 values were computed: readers refuse another
         "artifact_bytes": size_of(artifact),
         "conversion_seconds": round(seconds, 2),
         "tool_versions": provenance["tool_versions"],
@@ -273,11 +285,14 @@ def build_manifest(job: ConversionJob, spec: TargetSpec, artifact: Path, provena
 def stale_reason(manifest_file: Path, provenance: dict) -> str | None:
     """None when the artifact behind manifest_file was built from exactly `provenance`; else why not."""
     try:
-        recorded = json.loads(manifest_file.read_text()).get("provenance")
+        written = json.loads(manifest_file.read_text())
+        recorded, encoding = written.get("provenance"), written.get("hash_encoding")
     except (OSError, ValueError, AttributeError):
         return "its manifest is unreadable"
     if not isinstance(recorded, dict):
         return "its manifest records no provenance (an older edgemnv2 wrote it)"
+    if encoding != HASH_ENCODING:  # readers refuse it (verify_artifact): it is never "up to date"
+        return f"it was made by an older edgemnv2 (hash encoding {encoding or 'not recorded'}, now {HASH_ENCODING})"
     labels = {"checkpoint_sha256": "another checkpoint", "precision": "another precision", "target_options": "other target options",
               "recipe": "another quantization recipe",
               "calibration_sha256": "another calibration set", "tool_versions": "other tool versions", "max_drop": "another --max-drop budget"}
@@ -339,8 +354,10 @@ def write_artifact(target: Target, job: ConversionJob, out_dir: Path, stem: str,
     except OSError as exc:
         return ArtifactResult(spec.name, job.precision.name, None, "failed", time.perf_counter() - started, message=f"could not write {final.name}: {exc.strerror or exc}")
     except Exception as exc:  # a converter crash must not abort the other targets
-        detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
-        return ArtifactResult(spec.name, job.precision.name, None, "failed", time.perf_counter() - started, message=detail[:300])
+        reraise_if_debugging(exc)
+        internal = is_internal_error(exc)
+        LOG.error("converting %s %s: %s", spec.name, job.precision.name, "internal error" if internal else "the converter refused it", exc_info=exc)
+        return ArtifactResult(spec.name, job.precision.name, None, "failed", time.perf_counter() - started, message=one_line(exc), internal=internal)
     finally:
         for leftover in [temp, temp_manifest, temp_signature, *sidecars.values()]:
             discard(Path(leftover))

@@ -27,6 +27,7 @@ from edgemnv2.artifacts import ArtifactRefused
 
 from quantization.ptq import xnnpack_int8_graph
 
+from .file_kinds import folder_with
 from .base import SELF_DESCRIPTION, SIDECARS, ConversionJob, Runner, RuntimeUnavailable, Target, TargetOption, TargetSpec, decode_option, output_names, per_sample, self_description, sidecar_path, sidecar_temp
 from .program_file import load_program, save_program
 from .tflite_app import pixels_from_normalized
@@ -321,4 +322,5 @@ def load(path: Path, manifest: dict | None = None, threads: int = 2) -> Runner:
     return per_sample(run_one)
 
 
-TARGET = Target(SPEC, convert, load, simulate=simulation_runner, describe=carried_description, options=(INPUT, decode_option("graph")))
+TARGET = Target(SPEC, convert, load, simulate=simulation_runner, describe=carried_description, options=(INPUT, decode_option("graph")),
+                recognizes=folder_with("Manifest.json"))

@@ -10,6 +10,7 @@ from quantization.delegable import nearest_upsampling_as_copies
 from quantization.ptq import xnnpack_int8_graph
 
 from . import executorch_capture, executorch_ops
+from .file_kinds import flatbuffer_identified
 from .base import ConversionJob, Runner, RuntimeUnavailable, Target, TargetSpec, decode_option, per_sample, self_description
 
 SPEC = TargetSpec("executorch", ".pte", ("fp32", "int8"), runtime="ExecuTorch runtime, XNNPACK delegate",
@@ -77,4 +78,5 @@ def load(path: Path, manifest: dict | None = None, threads: int = 2) -> Runner:
 
 
 TARGET = Target(SPEC, convert, load, describe=carried_description, options=(decode_option("host"),),
-                profile=executorch_ops.profile, capture=executorch_capture.capture, peak_gemm=executorch_ops.peak_gemm)
+                profile=executorch_ops.profile, capture=executorch_capture.capture, peak_gemm=executorch_ops.peak_gemm,
+                recognizes=flatbuffer_identified(b"ET12"))

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .file_kinds import header
 from .base import (SELF_DESCRIPTION, ConversionJob, Runner, RuntimeUnavailable, Target, TargetOption, TargetSpec, decode_option, output_names, per_sample,
                    self_description)
 
@@ -146,4 +147,6 @@ def load(path: Path, manifest: dict | None = None, threads: int = 2) -> Runner:
     return per_sample(run_one)
 
 
-TARGET = Target(SPEC, convert, load, describe=carried_description, options=(WEIGHT_BITS, decode_option("host")))
+# An ONNX ModelProto starts with its ir_version (field 1, a varint): tag byte 0x08.
+TARGET = Target(SPEC, convert, load, describe=carried_description, options=(WEIGHT_BITS, decode_option("host")),
+                recognizes=lambda path: header(path)[:1] == b"\x08", recognized_alone=False)

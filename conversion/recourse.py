@@ -373,7 +373,7 @@ def _latency_ratio(search: Search, base_files: tuple, final_files: tuple) -> flo
 
 
 STANDARD_MANIFEST_KEYS = {"schema", "artifact", "target", "runtime", "precision", "arch", "task", "model_kwargs", "class_names", "preprocessing",
-                          "outputs", "quantization", "target_options", "checkpoint_sha256", "provenance", "artifact_sha256", "artifact_bytes",
+                          "outputs", "quantization", "target_options", "checkpoint_sha256", "provenance", "artifact_sha256", "hash_encoding", "artifact_bytes",
                           "conversion_seconds", "tool_versions", "byte_reproducible", "nondeterminism", "recourse", "sidecars", "signed"}
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from quantization.ptq import litert_quantizer, pt2e_quantize
 
 from . import tflite_ops
+from .file_kinds import flatbuffer_identified
 from .base import ConversionJob, Runner, RuntimeUnavailable, Target, TargetOption, TargetSpec, decode_option, output_names, per_sample, self_description
 from .tflite_app import AppImageInput, delegated_pixel_input, example_pixels, float_outputs, metadata_bytes, pixels_from_normalized, read_metadata, with_metadata
 
@@ -190,4 +191,5 @@ def load(path: Path, manifest: dict | None = None, threads: int = 2) -> Runner:
 
 
 TARGET = Target(SPEC, convert, load, describe=lambda path: read_metadata(path).get("self_description", {}), options=(INPUT, decode_option("graph")),
-                profile=tflite_ops.profile, capture=tflite_ops.capture, peak_gemm=tflite_ops.peak_gemm)
+                profile=tflite_ops.profile, capture=tflite_ops.capture, peak_gemm=tflite_ops.peak_gemm,
+                recognizes=flatbuffer_identified(b"TFL3"))

@@ -12,6 +12,7 @@ import torch
 from quantization.ptq import ENGINES, fx_quantize
 
 from . import torchscript_ops
+from .file_kinds import zip_with_member
 from .base import SELF_DESCRIPTION, ConversionJob, Runner, Target, TargetOption, TargetSpec, decode_option, self_description, zipped_extra_file
 
 SPEC = TargetSpec("torchscript", ".pt", ("fp32", "int8"), runtime="torch.jit (x86 or onednn quantized engine for int8)",
@@ -94,4 +95,5 @@ def load(path: Path, manifest: dict | None = None, threads: int = 2) -> Runner:
 
 
 TARGET = Target(SPEC, convert, load, gate_failure_hint=gate_failure_hint, describe=carried_description, options=(ENGINE, decode_option("host")),
-                profile=torchscript_ops.profile, capture=torchscript_ops.capture, peak_gemm=torchscript_ops.peak_gemm)
+                profile=torchscript_ops.profile, capture=torchscript_ops.capture, peak_gemm=torchscript_ops.peak_gemm,
+                recognizes=zip_with_member(lambda name: "/code/" in name and not name.endswith("bytecode.pkl")), claims_suffix=False)

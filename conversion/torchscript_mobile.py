@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from .file_kinds import zip_with_member
 from .base import SELF_DESCRIPTION, ConversionJob, Runner, Target, TargetSpec, decode_option, self_description, zipped_extra_file
 from .torchscript import script_model, torch_module_runner, use_quantized_engine
 
@@ -46,4 +47,5 @@ def load(path: Path, manifest: dict | None = None, threads: int = 2) -> Runner:
     return torch_module_runner(_load_for_lite_interpreter(str(path)), engine)
 
 
-TARGET = Target(SPEC, convert, load, describe=zipped_extra_file, options=(decode_option("host"),))
+TARGET = Target(SPEC, convert, load, describe=zipped_extra_file, options=(decode_option("host"),),
+                recognizes=zip_with_member(lambda name: name.endswith("/bytecode.pkl")))

@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .errors import CheckFailed, UserError
-from .fileio import sha256_of
+from .fileio import HASH_ENCODING, sha256_of
 from .signing import SIGNATURE_SUFFIX, SignatureRefused, signature_path, verify_folder
 
 Runner = Callable[[np.ndarray], list[np.ndarray]]  # NCHW float32 batch -> outputs, float32
@@ -34,6 +34,8 @@ REQUIRED_MANIFEST_KEYS = ("artifact", "target", "precision", "task", "arch", "cl
 class RuntimeUnavailable(Exception):
     """The artifact is fine but its runtime cannot run here (e.g. CoreML on Linux)."""
 
+    expected = True  # not a bug (edgemnv2.errors.is_internal_error)
+
 
 class ArtifactRefused(CheckFailed):
     """Bytes that do not match their manifest, or a manifest that cannot be trusted (exit 1)."""
@@ -43,8 +45,12 @@ def manifest_path(artifact: Path) -> Path:
     return artifact.with_name(artifact.name + MANIFEST_SUFFIX)
 
 
+MAX_NAME_BYTES = 255  # no file system holds a longer file name: a manifest naming one is refused, not an OSError
+
+
 def _is_plain_name(name) -> bool:
-    return isinstance(name, str) and bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name
+    return isinstance(name, str) and bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name \
+        and "\0" not in name and len(name.encode("utf-8", "surrogatepass")) <= MAX_NAME_BYTES
 
 
 def parse_manifest(text: bytes | str, source: Path) -> dict:
@@ -57,6 +63,11 @@ def parse_manifest(text: bytes | str, source: Path) -> dict:
         raise UserError(f"{source} is not an edgemnv2 manifest (a JSON object); re-run convert")
     if not _is_plain_name(manifest.get("artifact")):
         raise UserError(f"{source.name} names its artifact {manifest.get('artifact')!r}, which is not a plain file name beside it; refusing it")
+    # X.manifest.json is about X and nothing else: a good artifact's manifest copied under another
+    # name would otherwise vouch for that good artifact while the file it sits beside goes unread.
+    if source.name.endswith(MANIFEST_SUFFIX) and manifest["artifact"] != source.name[: -len(MANIFEST_SUFFIX)]:
+        raise UserError(f"{source.name} describes {manifest['artifact']!r}, not {source.name[: -len(MANIFEST_SUFFIX)]!r}: a manifest describes "
+                        f"only the file whose name it carries; refusing it")
     missing = [key for key in REQUIRED_MANIFEST_KEYS if key not in manifest]
     if missing:
         raise UserError(f"{source} lacks {', '.join(missing)}: it was not written by this edgemnv2's convert; re-run convert")
@@ -97,6 +108,8 @@ def scan_artifacts(folder: Path) -> FolderScan:
             scan.found.append(read_manifest(manifest_file))
         except UserError as exc:
             scan.problems.append((manifest_file, str(exc)))
+        except OSError as exc:  # unreadable, or a name the file system refuses: this manifest's row, not the run's end
+            scan.problems.append((manifest_file, f"cannot read {manifest_file.name}: {exc.strerror or exc}"))
     return scan
 
 
@@ -114,6 +127,10 @@ def artifact_files(artifact: Path, manifest: dict) -> dict[str, Path]:
 
 def verify_artifact(artifact: Path, manifest: dict) -> None:
     """Refuse an artifact (or a sidecar) whose bytes are not the ones its manifest recorded."""
+    encoding = manifest.get("hash_encoding")
+    if encoding != HASH_ENCODING:  # a hash of another encoding is not comparable: refused, never mis-verified
+        raise ArtifactRefused(f"{artifact.name}'s manifest was made by an older edgemnv2 (hash encoding {encoding or 'not recorded'}, "
+                              f"this one checks {HASH_ENCODING}): re-run convert")
     if sha256_of(artifact) != manifest.get("artifact_sha256"):
         raise ArtifactRefused(f"{artifact.name} does not match the sha256 in its manifest: it was modified or corrupted after conversion; re-run convert")
     for entry in (manifest.get("sidecars") or {}).values():
@@ -141,8 +158,13 @@ def _copy(source: Path, dest: Path) -> None:
 
 
 @contextmanager
-def verified_copy(artifact_or_manifest: Path, verify_key: Path | None = None) -> Iterator[VerifiedArtifact]:
+def verified_copy(artifact_or_manifest: Path, verify_key: Path | None = None,
+                  kind_of: Callable[[Path], str | None] | None = None) -> Iterator[VerifiedArtifact]:
     """A private copy of one artifact whose sha256 (and signature, with verify_key) were checked.
+
+    With `kind_of` (conversion.kind_of: the target a file's own bytes say it is), the copy must be
+    the kind of file its manifest's target makes: a manifest's word never picks the runtime or the
+    gate section for bytes of another kind (readers use conversion.verified_artifact, which passes it).
 
     Without verify_key, a signature beside the artifact is carried but not checked (said so in
     `.signature`); with it, an unsigned or wrongly signed artifact is refused.
@@ -167,6 +189,12 @@ def verified_copy(artifact_or_manifest: Path, verify_key: Path | None = None) ->
                 _copy(folder / name, private / name)
         copy = private / artifact.name
         verify_artifact(copy, manifest)
+        if kind_of is not None:
+            kind = kind_of(copy)
+            if kind != manifest["target"]:
+                what = f"a {kind} file" if kind else "no target's file"
+                raise ArtifactRefused(f"{artifact.name} is {what}, but its manifest says target {manifest['target']!r}; "
+                                      "the target comes from the file's bytes: refusing it")
         signature = signature_path(artifact)
         if verify_key is not None:
             if not signature.is_file():

@@ -10,6 +10,12 @@
         bundle.json                               tolerances from the gates, provenance, and the
                                                   sha256 of every other file (checked before running)
         run_bundle.py                             the device runner (device_tests/run_bundle.py)
+        bundle.sig                                with --sign-key: one signature over every file
+                                                  above, bundle.json included
+
+The artifact's signature covers the artifact and its manifest, not bundle.json: whoever edits the
+folder could point bundle.json at another manifest, or empty its tolerances. `run_bundle.py
+--verify-key` therefore accepts only a bundle signed whole (bundle.sig) and verifies it strictly.
 
 Tolerances are the gates that a sample set can judge: agreement and SQNR. Metric drops need the
 whole validation set (one flip in 64 images is 1.6 points), and latency limits belong to the host,
@@ -23,19 +29,20 @@ from pathlib import Path
 
 import numpy as np
 
-from conversion import get_target
+from conversion import get_target, verified_artifact
 
-from .artifacts import VerifiedArtifact, scan_artifacts, verified_copy
+from .artifacts import VerifiedArtifact, scan_artifacts
 from .errors import UserError
 from .data.stream import batches
 from .evaluate import torch_runner
-from .fileio import atomic_output, refuse_overwrite, sha256_of
-from .signing import signature_path
+from .fileio import HASH_ENCODING, atomic_output, refuse_overwrite, sha256_of
+from .signing import signature_path, sign_files
 from .tasks import get_task
 from .validation.gates import GATE_KINDS, Gates
 
 SCHEMA = "edgemnv2-bundle/2"
 PUBLIC_KEY_NAME = "signing_key.pub"
+BUNDLE_SIGNATURE = "bundle.sig"  # the device runner's BUNDLE_SIGNATURE
 BUNDLE_GATES = ("min_top1_agreement", "min_sqnr_db", "max_abs_error")
 
 
@@ -53,12 +60,18 @@ def tolerances(gates: Gates, task: str, precision: str, target: str) -> list[dic
 
 
 def write_bundle(verified: VerifiedArtifact, source_artifact: Path, inputs: np.ndarray, references: list[np.ndarray], labels: np.ndarray | None,
-                 gates: Gates, dest: Path, force: bool, runtime, verify_key: Path | None = None, compared: list[int] | None = None) -> Path:
+                 gates: Gates, dest: Path, force: bool, runtime, verify_key: Path | None = None, compared: list[int] | None = None,
+                 sign_key: Path | None = None) -> Path:
     """Build the folder under a temporary name and rename it into place: never half a bundle.
     The artifact files come from the verified private copy, not from the artifacts folder.
-    `runtime`: the target's spec (its device runtime and importable runtime modules)."""
+    `runtime`: the target's spec (its device runtime and importable runtime modules).
+    `sign_key`: sign the finished folder, bundle.json included, as one model (BUNDLE_SIGNATURE)."""
     refuse_overwrite(dest, force)
     manifest, artifact = verified.manifest, verified.path
+    limits = tolerances(gates, manifest["task"], manifest["precision"], manifest["target"])
+    if not limits:  # the device runner refuses a bundle that checks nothing: never make one
+        raise UserError(f"the gates ({gates.source}) give {artifact.name} no limit a device can check ({', '.join(BUNDLE_GATES)}); "
+                        f"add one for {manifest['task']} {manifest['precision']}")
     with atomic_output(dest, force=True) as temp:
         temp.mkdir(parents=True)
         # artifact, manifest, sidecars (and the signature, when it was verified): the private copy
@@ -77,8 +90,8 @@ def write_bundle(verified: VerifiedArtifact, source_artifact: Path, inputs: np.n
             np.save(temp / "labels.npy", labels.astype(np.int64), allow_pickle=False)
         shutil.copy2(runner_script(), temp / "run_bundle.py")
         info = {
-            "schema": SCHEMA, "manifest": artifact.name + ".manifest.json", "samples": int(len(inputs)),
-            "outputs": manifest["outputs"], "tolerances": tolerances(gates, manifest["task"], manifest["precision"], manifest["target"]),
+            "schema": SCHEMA, "hash_encoding": HASH_ENCODING, "manifest": artifact.name + ".manifest.json", "samples": int(len(inputs)),
+            "outputs": manifest["outputs"], "tolerances": limits,
             # the device runner never imports edgemnv2: what it needs of the task and target travels here
             "argmax_output": get_task(manifest["task"]).argmax_output, "device_runtime": runtime.device_runtime,
             "drift_outputs": compared,  # indices of the outputs the drift figures compare (null: all)
@@ -91,6 +104,8 @@ def write_bundle(verified: VerifiedArtifact, source_artifact: Path, inputs: np.n
             "files": {member.name: sha256_of(member) for member in sorted(temp.iterdir())},
         }
         (temp / "bundle.json").write_text(json.dumps(info, indent=2))
+        if sign_key is not None:  # every file, git-like names too: the runner's strict check admits no unsigned file
+            sign_files({member.name: member for member in sorted(temp.iterdir())}, sign_key, temp / BUNDLE_SIGNATURE, every_file=True)
     return dest
 
 
@@ -105,7 +120,7 @@ def _postprocessed(references: list[np.ndarray], task, meta) -> tuple[list[np.nd
 
 
 def make_bundles(checkpoint: Path, model, meta, artifacts_dir: Path, data, out_dir: Path, gates: Gates, force: bool,
-                 verify_key: Path | None = None) -> list[Path]:
+                 verify_key: Path | None = None, sign_key: Path | None = None) -> list[Path]:
     """`model`/`meta`: the loaded checkpoint (the caller already needed its preprocessing)."""
     checkpoint_sha = sha256_of(checkpoint)
     scan = scan_artifacts(artifacts_dir)
@@ -127,12 +142,12 @@ def make_bundles(checkpoint: Path, model, meta, artifacts_dir: Path, data, out_d
     written = []
     task = get_task(meta.task)
     for artifact, _ in found:
-        with verified_copy(artifact, verify_key) as verified:
+        with verified_artifact(artifact, verify_key) as verified:
             stem = artifact.name.replace(".", "_")
             spec = get_target(verified.manifest["target"]).spec
             expected, compared = references, None
             if task.drift_view is not None and list(verified.manifest["outputs"]) == list(task.postprocessed_output_names):
                 expected, compared = _postprocessed(references, task, meta)
             written.append(write_bundle(verified, artifact, inputs, expected, labels, gates, Path(out_dir) / stem, force, spec, verify_key,
-                                        compared))
+                                        compared, sign_key))
     return written

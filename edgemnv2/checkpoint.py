@@ -19,6 +19,7 @@ from .data.preprocess import Preprocessing
 from .errors import UserError
 from .fileio import atomic_output
 from .models import create_model, get_spec
+from .tasks import get_task
 
 FORMAT = "edgemnv2-checkpoint"
 FORMAT_VERSION = 1
@@ -47,16 +48,33 @@ class CheckpointMeta:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "CheckpointMeta":
+    def from_dict(cls, data: dict, source: str = "checkpoint metadata") -> "CheckpointMeta":
+        """What a file says of its model, checked: the one reader of a checkpoint's metadata, a
+        manifest, and the self-description a bare artifact carries. The task must be known, the class
+        names a non-empty list of strings, the preprocessing valid (Preprocessing.from_dict). Errors
+        are one line naming `source`."""
+        if not isinstance(data, dict):
+            raise UserError(f"{source} is not a JSON object")
         try:
-            return cls(
-                arch=data["arch"], task=data["task"], class_names=list(data["class_names"]),
-                preprocessing=Preprocessing.from_dict(data["preprocessing"]),
-                model_kwargs=dict(data.get("model_kwargs", {})), metrics=dict(data.get("metrics", {})),
-                versions=dict(data.get("versions", {})),
-            )
-        except (KeyError, TypeError) as exc:
-            raise UserError(f"checkpoint metadata is incomplete (missing {exc})") from None
+            arch, task, class_names, preprocessing = data["arch"], data["task"], data["class_names"], data["preprocessing"]
+        except KeyError as exc:
+            raise UserError(f"{source} is incomplete (missing {exc})") from None
+        if not isinstance(arch, str) or not isinstance(task, str):
+            raise UserError(f"{source}: arch and task must be names (found {type(arch).__name__} and {type(task).__name__})")
+        try:
+            get_task(task)
+        except UserError as exc:
+            raise UserError(f"{source}: {exc}") from None
+        if not isinstance(class_names, list) or not class_names or not all(isinstance(name, str) for name in class_names):
+            found = (type(class_names).__name__ if not isinstance(class_names, list) else "an empty list" if not class_names
+                     else next(type(name).__name__ for name in class_names if not isinstance(name, str)) + " among them")
+            raise UserError(f"{source}: class_names must be a non-empty list of strings, one per class (found {found})")
+        try:
+            return cls(arch=arch, task=task, class_names=list(class_names), preprocessing=Preprocessing.from_dict(preprocessing, source),
+                       model_kwargs=dict(data.get("model_kwargs") or {}), metrics=dict(data.get("metrics") or {}),
+                       versions=dict(data.get("versions") or {}))
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"{source}: model_kwargs, metrics and versions must be objects ({exc})") from None
 
 
 def tool_versions() -> dict:

@@ -73,6 +73,67 @@ def world(cuda: bool = False) -> World:
     return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
+# When one rank stops on bad input, the others must not call its absence an internal error: at the
+# collective they wait in, gloo says "Connection closed by peer", and torchrun SIGTERMs the rest.
+# The stopping rank writes why in the store every rank of the group shares (the rendezvous', which
+# outlives the workers), before it exits; a rank whose collective breaks, or that torchrun
+# terminates, reads it there and exits with that rank's code, silently (the line is printed once).
+
+
+def _shared_store():
+    """The key-value store of this torchrun's group; None outside a joined group."""
+    if not launched_by_torchrun():
+        return None
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    from torch.distributed.distributed_c10d import _get_default_store
+
+    return _get_default_store()
+
+
+def _failure_key() -> str:  # one per attempt: a restarted group (torchrun --max-restarts) starts clean
+    return f"edgemnv2/failure/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+
+
+def report_failure(code: int, message: str) -> bool:
+    """Under torchrun: tell the other ranks this rank stops with `code` because of `message` (the first
+    report stands). -> whether this rank prints its message: not when another rank already reported
+    the very same one (every rank met the same bad file: one line, not one per rank)."""
+    import json
+
+    store = _shared_store()
+    if store is None:
+        return True
+    import torch.distributed as dist
+
+    mine = {"rank": dist.get_rank(), "code": int(code), "message": str(message)}
+    try:
+        first = json.loads(store.compare_set(_failure_key(), "", json.dumps(mine)))
+    except Exception:  # the store is gone too: say it here
+        return True
+    return first["rank"] == mine["rank"] or first["message"] != mine["message"]
+
+
+def peer_failure() -> dict | None:
+    """{rank, code, message} of another rank that stopped on its own error (under torchrun); None if none did."""
+    import json
+
+    store = _shared_store()
+    if store is None:
+        return None
+    import torch.distributed as dist
+
+    try:
+        if not store.check([_failure_key()]):
+            return None
+        first = json.loads(store.get(_failure_key()))
+    except Exception:
+        return None
+    return first if first.get("rank") != dist.get_rank() else None
+
+
 def leave() -> None:
     """Leave the group cleanly (torch warns at exit otherwise)."""
     if launched_by_torchrun():

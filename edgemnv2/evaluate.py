@@ -45,10 +45,22 @@ def evaluate_runner(runner: Runner, split, batch_size: int = 32, indices: Sequen
     return task.reduce_metrics(*tally.ordered(), split)
 
 
+def finite_images(outputs: list[np.ndarray]) -> np.ndarray:
+    """(N,) bool: every value of every output of the image is finite. An image that is not counts as
+    wrong in every measure (a miss for top-k and mAP, a disagreement, the worst SQNR): argmax takes
+    NaN as the largest value and argsort puts it last, so left to themselves the measures disagree."""
+    finite = np.ones(len(outputs[0]), bool)
+    for output in outputs:
+        values = np.asarray(output)
+        if np.issubdtype(values.dtype, np.floating):
+            finite &= np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+    return finite
+
+
 def top_k_hits(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    """(N,) bool: the label is among the k highest logits."""
+    """(N,) bool: the label is among the k highest logits (never for a row with a non-finite logit)."""
     order = np.argsort(-logits, axis=1)[:, : min(k, logits.shape[1])]
-    return (order == labels[:, None]).any(axis=1)
+    return (order == labels[:, None]).any(axis=1) & finite_images([logits])
 
 
 def coco_detections(outputs: list[np.ndarray], original_sizes: np.ndarray, input_size: tuple[int, int], top_k: int = 100) -> list[np.ndarray]:
@@ -56,7 +68,10 @@ def coco_detections(outputs: list[np.ndarray], original_sizes: np.ndarray, input
     boxes, scores, labels = detections(outputs, top_k, input_size)
     height, width = input_size
     per_image = []
-    for b, s, l, (orig_h, orig_w) in zip(boxes.numpy(), scores.numpy(), labels.numpy(), original_sizes):
+    for b, s, l, (orig_h, orig_w), finite in zip(boxes.numpy(), scores.numpy(), labels.numpy(), original_sizes, finite_images(outputs)):
+        if not finite:  # non-finite maps find nothing (finite_images)
+            per_image.append(np.zeros((0, 6), np.float32))
+            continue
         xyxy = b * np.array([orig_w / width, orig_h / height] * 2, np.float32)
         xywh = np.concatenate([xyxy[:, :2], np.maximum(0.0, xyxy[:, 2:] - xyxy[:, :2])], axis=1)
         per_image.append(np.concatenate([xywh, s[:, None], l[:, None].astype(np.float32)], axis=1).astype(np.float32))
@@ -100,7 +115,7 @@ def confident_detections(outputs: list[np.ndarray], input_size: tuple[int, int],
     """Per image: [(box x1y1x2y2 in input pixels, score, label)] with score >= threshold."""
     boxes, scores, labels = detections(outputs, top_k, input_size)
     per_image = []
-    for b, s, l in zip(boxes.numpy(), scores.numpy(), labels.numpy()):
-        keep = s >= threshold
+    for b, s, l, finite in zip(boxes.numpy(), scores.numpy(), labels.numpy(), finite_images(outputs)):
+        keep = (s >= threshold) & finite  # non-finite maps find nothing (finite_images)
         per_image.append([(box, float(score), int(label)) for box, score, label in zip(b[keep], s[keep], l[keep])])
     return per_image

@@ -7,6 +7,7 @@ never half-written. Existing outputs are kept unless the caller passes force=Tru
 import hashlib
 import os
 import shutil
+import struct
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -109,18 +110,35 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+# The encoding sha256_of gives a folder. Manifests and bundles record it, and readers refuse
+# another: a hash made under another encoding is not comparable, so it must not be compared.
+HASH_ENCODING = "edgemnv2-sha256/2"
+
+
 def sha256_of(path: Path) -> str:
-    """sha256 of a file, or of a directory's files (names and bytes, in sorted order)."""
+    """sha256 of a file's bytes; of a folder, sha256 over its files in sorted order, each framed as
+    (name length, name, size, sha256 of its bytes) (HASH_ENCODING). Unframed, names and bytes ran
+    together: `Data/model.mlmode` holding "l" + W hashed like `Data/model.mlmodel` holding W.
+    The device runner (device/run_bundle.py) has its own copy, which must give the same result."""
     path = Path(path)
+    if not path.is_dir():
+        return _file_digest(path)[0].hexdigest()
     digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        if path.is_dir():
-            digest.update(str(file.relative_to(path)).encode())
-        with open(file, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        name = file.relative_to(path).as_posix().encode()
+        content, size = _file_digest(file)
+        digest.update(struct.pack(">Q", len(name)) + name + struct.pack(">Q", size) + content.digest())
     return digest.hexdigest()
+
+
+def _file_digest(path: Path):
+    """-> (sha256 of the bytes, how many bytes were read)."""
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest, size
 
 
 def size_of(path: Path) -> int:

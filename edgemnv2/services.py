@@ -19,7 +19,7 @@ from .checkpoint import CheckpointMeta, load_checkpoint
 from .data.preprocess import Preprocessing
 from .data.shapes import ShapesConfig, generate
 from .distributed import world
-from .errors import UserError, did_you_mean
+from .errors import CheckFailed, UserError, did_you_mean
 from .evaluate import evaluate_runner, torch_runner
 from .fileio import refuse_overwrite
 from .models import create_model, get_spec
@@ -45,7 +45,7 @@ def _verify_key_usable(verify_key: Path | None) -> None:
 class ValidationOutcome:
     report: dict
     paths: dict[str, Path]
-    gates: Gates
+    gates: Gates | None  # None: validated without a gates file (only finite outputs and "was it checked" decide)
 
     @property
     def passed(self) -> bool:
@@ -69,25 +69,38 @@ def validate_artifacts(checkpoint: Path, artifacts: Path, data: Path, *, gates: 
         raise UserError("--limit must be at least 1")
     report_dir = Path(report_dir or artifacts)
     refuse_overwrite(report_dir / "report.json", force)
-    loaded_gates = load_gates(gates, target_names())
+    # Without a gates file no limit is applied, but the verdict keeps its one rule: every artifact in
+    # the folder was checked and ran to finite outputs, else it is not passed (and the CLI exits 1).
+    loaded_gates = load_gates(gates, target_names()) if gates is not None else None
     _verify_key_usable(verify_key)
     settings = ValidationSettings(threads=threads, runs=runs, batch_size=batch_size, workers=workers, profile=profile)
     report = validate(Path(checkpoint), Path(artifacts), Path(data), split, settings, loaded_gates, arch, limit, verify_key, world())
     if report is None:  # not rank 0
         return None
-    comparisons = worst_disagreements(report, checkpoint, artifacts, report_dir, threads)  # none when no row names worst images
+    try:
+        comparisons = worst_disagreements(report, checkpoint, artifacts, report_dir, threads, verify_key=verify_key)
+    except (CheckFailed, UserError) as exc:  # the folder changed while it was being validated: not a pass
+        comparisons = []
+        report["gates"]["reasons"].append(f"comparison pictures: {exc}")
+        report["gates"]["passed"] = False  # none when no row names worst images
     return ValidationOutcome(report, write_reports(report, report_dir, comparisons), loaded_gates)
 
 
 def bundle_artifacts(checkpoint: Path, artifacts: Path, data: Path, out_dir: Path, *, samples: int = 200, split: str = "val",
-                     gates: str | Path | None = None, arch: str | None = None, force: bool = False, verify_key: Path | None = None) -> list[Path]:
-    """One self-contained device bundle per artifact converted from `checkpoint`."""
+                     gates: str | Path | None = None, arch: str | None = None, force: bool = False, verify_key: Path | None = None,
+                     sign_key: Path | None = None) -> list[Path]:
+    """One self-contained device bundle per artifact converted from `checkpoint`; with sign_key, each signed whole."""
     if samples < 1:
         raise UserError("--samples must be at least 1")
     _verify_key_usable(verify_key)
+    if sign_key is not None:
+        if not Path(sign_key).is_file():
+            raise UserError(f"signing key not found: {sign_key}")
+        signing_tool()  # before the references are computed, not after
     model, meta = load_checkpoint(checkpoint, arch)
     dataset = get_task(meta.task).load_split(Path(data), split, meta.preprocessing, samples, meta.class_names)
-    return make_bundles(Path(checkpoint), model, meta, Path(artifacts), dataset, Path(out_dir), load_gates(gates, target_names()), force, verify_key)
+    return make_bundles(Path(checkpoint), model, meta, Path(artifacts), dataset, Path(out_dir), load_gates(gates, target_names()), force, verify_key,
+                        sign_key)
 
 
 def layer_sensitivity(checkpoint: Path, data: Path, *, quantizer: str = "xnnpack", observer: str = "histogram", per_tensor: bool = False,
@@ -177,7 +190,7 @@ def run_demo(out: Path, *, scale: float = 1.0, epoch_scale: float = 1.0, threads
         for r in results:
             log.line(f"  {r.status:>7} {r.target:<19} {r.precision:<13} {r.size_bytes / 1e6:6.2f} MB {r.seconds:6.1f} s {r.message}")
         log.stage(f"5. validate {name}: every artifact in its runtime against fp32, default gates")
-        outcome = validate_artifacts(checkpoint, artifacts, root, report_dir=out / "reports" / name, force=True, threads=threads)
+        outcome = validate_artifacts(checkpoint, artifacts, root, gates="default", report_dir=out / "reports" / name, force=True, threads=threads)
         log.validation(outcome)
         summary[name]["gates_passed"] = outcome.passed
         summary[name]["report"] = str(outcome.paths["md"])

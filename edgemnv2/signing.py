@@ -90,14 +90,17 @@ def _stage(files: dict[str, Path], stage: Path) -> None:
             (shutil.copytree if source.is_dir() else shutil.copy2)(source, target)
 
 
-def sign_files(files: dict[str, Path], private_key: Path, signature_dest: Path) -> None:
-    """Sign `files` ({final name: current path}) as one model; write the signature at signature_dest."""
+def sign_files(files: dict[str, Path], private_key: Path, signature_dest: Path, every_file: bool = False) -> None:
+    """Sign `files` ({final name: current path}) as one model; write the signature at signature_dest.
+    every_file: the signature records no ignored paths (model-signing otherwise records git's names,
+    .gitignore and the like, which a verifier then ignores: files an attacker could add unseen)."""
     key = _key(private_key, "signing key")
     argv_prefix = tool()
     # named like every temporary file of a writer (fileio.temp_path): swept if this process is killed
     with tempfile.TemporaryDirectory(prefix=f".partial-{os.getpid()}-sign-", dir=signature_dest.parent) as stage:
         _stage(files, Path(stage))
-        done = _run([*argv_prefix, "sign", "key", stage, "--private_key", str(key), "--signature", str(signature_dest)])
+        done = _run([*argv_prefix, "sign", "key", stage, *(["--no-ignore-git-paths"] if every_file else []),
+                     "--private_key", str(key), "--signature", str(signature_dest)])
     if done.returncode != 0 or not signature_dest.is_file():
         raise CheckFailed(f"signing failed: {_last_line(done)}")
 

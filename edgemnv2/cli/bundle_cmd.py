@@ -18,12 +18,14 @@ def bundle(
     threads: Annotated[int, typer.Option(help="CPU threads.")] = 2,
     force: Annotated[bool, typer.Option(help="Overwrite existing bundles.")] = False,
     verify_key: Annotated[Optional[Path], typer.Option(envvar="EDGEMNV2_VERIFY_KEY", help="(or EDGEMNV2_VERIFY_KEY) Public key (PEM): bundle only artifacts signed with its private key; the bundle carries the signature and this key for the device runner.")] = None,
+    sign_key: Annotated[Optional[Path], typer.Option(help="Private key (PEM, elliptic curve): sign each bundle whole, bundle.json, samples and runner included (bundle.sig); `run_bundle.py --verify-key` accepts only such bundles.")] = None,
 ) -> None:
     """Self-contained device bundles: artifact + samples + fp32 references + tolerances + runner."""
     from ..services import bundle_artifacts
 
     set_threads(threads)
-    written = bundle_artifacts(checkpoint, artifacts, data, out_dir, samples=samples, split=split, gates=gates, arch=arch, force=force, verify_key=verify_key)
+    written = bundle_artifacts(checkpoint, artifacts, data, out_dir, samples=samples, split=split, gates=gates, arch=arch, force=force, verify_key=verify_key,
+                               sign_key=sign_key)
     for path in written:
         console.print(f"bundle: {path}")
     console.print(f"{len(written)} bundles; on a device run: python <bundle>/run_bundle.py <bundle>")

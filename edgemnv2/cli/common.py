@@ -5,16 +5,32 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
+from rich.segment import Segment
 
 from ..data.preprocess import Preprocessing
-from ..errors import UserError
+from ..errors import UserError, printable
 from ..tasks import get_task
+
+
+class PrintableConsole(Console):
+    """A rich Console whose text cannot drive the terminal: class names, task names, paths and
+    messages come from files, and an ESC or BEL in one must show escaped (edgemnv2.errors.printable),
+    not clear the screen or retitle the window. Rich's own control segments (cursor moves of a
+    progress bar) and the styles it renders are its own, and pass."""
+
+    def render_str(self, text: str, **kwargs):  # strings, escaped before they are measured (tables stay aligned)
+        return super().render_str(printable(text, keep_newlines=True), **kwargs)
+
+    def _render_buffer(self, buffer) -> str:  # and anything else (Text objects), as it is written
+        return super()._render_buffer([Segment(printable(text, keep_newlines=True), style, control) if control is None else Segment(text, style, control)
+                                       for text, style, control in buffer])
+
 
 # Piped output (CI logs, files) gets wide tables instead of rich's 80-column default.
 # markup=False: paths, class names and messages are user text; "[x]" in a path must print as it is
 # (with markup on, it vanished, and an unmatched "[/x]" crashed). Colours go through style=.
-console = Console(stderr=True, width=None if sys.stderr.isatty() else 160, markup=False)
-out = Console(width=None if sys.stdout.isatty() else 160, markup=False)
+console = PrintableConsole(stderr=True, width=None if sys.stderr.isatty() else 160, markup=False)
+out = PrintableConsole(width=None if sys.stdout.isatty() else 160, markup=False)
 
 
 def set_threads(threads: int) -> int:

@@ -63,7 +63,7 @@ def convert(
     """Fold, quantize (calibrated on real images) and export to every requested target.
 
     Exit codes: 0 every conversion succeeded; 1 a conversion failed; 2 bad input or usage; 3 internal error."""
-    from ..errors import CheckFailed
+    from ..errors import CheckFailed, InternalError
 
     set_threads(threads)
 
@@ -100,6 +100,10 @@ def convert(
     console.print(f"BN folding verified: max relative error {result.fold_max_relative_error:.1e}; calibration images: {result.calibration_images}")
     if any("coreml" == r.target and r.status == "ok" for r in results):
         console.print("note: CoreML artifacts were converted here but can only run on macOS.")
+    bugs = [r for r in results if r.internal]
+    if bugs:  # after every other conversion was done and shown
+        raise InternalError(f"{len(bugs)} conversions failed on an edgemnv2 bug: " + "; ".join(f"{r.target}/{r.precision}: {r.message}" for r in bugs)
+                            + f" (the traceback is in {log_path or 'the output above'}; EDGEMNV2_DEBUG=1 raises it here)")
     failed = [r for r in results if r.status == "failed"]
     if failed:
         raise CheckFailed(f"{len(failed)} of {len(results)} conversions failed: " + "; ".join(f"{r.target}/{r.precision}: {r.message}" for r in failed))

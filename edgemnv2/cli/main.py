@@ -15,8 +15,9 @@ try:  # typer >= 0.20 ships its own copy of click: its exceptions are not the cl
 except ImportError:  # pragma: no cover - older typer
     from click import ClickException
 
-from ..errors import EXIT_CODES_HELP, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED, CheckFailed, Terminated, UserError
-from ..distributed import leave, quiet_rank
+from ..errors import EXIT_CODES_HELP, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED, CheckFailed, InternalError, Terminated, UserError
+from ..distributed import leave, peer_failure, quiet_rank, report_failure
+from ..errors import printable
 from .common import console, out
 from . import bench_cmd, bundle_cmd, convert_cmd, data_cmd, debug_cmd, demo_cmd, eval_cmd, info_cmd, predict_cmd, profile_cmd, sensitivity_cmd, train_cmd, validate_cmd
 
@@ -72,6 +73,9 @@ def _raise_terminated(signum, frame):
 
 
 def _interrupted(code: int) -> int:
+    peer = peer_failure()
+    if peer is not None:  # torchrun stops the other ranks when one fails: that rank said why
+        return peer["code"]
     if _signal_seen and _signal_seen[-1] == signal.SIGTERM:
         print(TERMINATED_MESSAGE, file=sys.stderr)
         return EXIT_TERMINATED
@@ -95,7 +99,8 @@ def _sigterm_as_interrupt():
 
 
 def _quiet_other_ranks() -> None:
-    """Under torchrun, one progress bar and one table: rank 0's. Errors still print on every rank."""
+    """Under torchrun, one progress bar and one table: rank 0's. An error prints on the rank that met it
+    (once, when every rank met the same one: edgemnv2.distributed.report_failure)."""
     if quiet_rank():
         os.environ["EDGEMNV2_NO_PROGRESS"] = "1"
         console.quiet = out.quiet = True
@@ -110,10 +115,11 @@ def run(argv: list[str] | None = None) -> int:
         if code == EXIT_INTERRUPTED:  # typer turns Ctrl-C (and our SIGTERM) into exit code 130
             return _interrupted(code)
         return code if isinstance(code, int) else 0
-    except (UserError, CheckFailed) as exc:
+    except (UserError, CheckFailed, InternalError) as exc:
         if _debug():
             raise
-        print(f"edgemnv2: error: {exc}", file=sys.stderr)
+        if report_failure(exc.exit_code, str(exc)):  # under torchrun: the other ranks learn why, and it prints once
+            print(f"edgemnv2: error: {printable(exc)}", file=sys.stderr)
         return exc.exit_code
     except typer.Exit as exc:
         return _interrupted(exc.exit_code) if exc.exit_code == EXIT_INTERRUPTED else exc.exit_code
@@ -122,11 +128,30 @@ def run(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except (KeyboardInterrupt, typer.Abort):  # Terminated included
         return _interrupted(EXIT_INTERRUPTED)
-    except Exception as exc:  # a bug, not a user mistake: say so in one line, keep the traceback opt-in
+    except Exception as exc:  # a bug, not a user mistake: one line here, the traceback in a log file
         if _debug():
             raise
-        print(f"edgemnv2: internal error: {type(exc).__name__}: {exc} (EDGEMNV2_DEBUG=1 shows the traceback)", file=sys.stderr)
+        peer = peer_failure()
+        if peer is not None:  # a collective broke because another torchrun rank stopped: that rank said why
+            return peer["code"]
+        print(f"edgemnv2: internal error: {type(exc).__name__}: {printable(exc)} (traceback in {_write_traceback(exc)}; EDGEMNV2_DEBUG=1 shows it here)",
+              file=sys.stderr)
         return EXIT_INTERNAL
+
+
+def _write_traceback(exc: BaseException) -> str:
+    """The bug's traceback in a new file beside the runs' logs; -> its path (or why there is none)."""
+    import traceback
+
+    from ..quiet import default_log
+
+    path = default_log("internal-error")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(traceback.format_exception(exc)))
+    except OSError as error:
+        return f"no file: {error.strerror or error}"
+    return str(path)
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ def validate(
     checkpoint: Annotated[Path, typer.Option(help="The checkpoint the artifacts were converted from (the fp32 reference).")],
     artifacts: Annotated[Path, typer.Option(help="Folder of artifacts with their manifests.")],
     data: Annotated[Path, typer.Option(help="Dataset root (as for `train`); its validation split is used.")],
-    gates: Annotated[Optional[str], typer.Option(help="Gates TOML file, or 'default' for the shipped gates. With --gates, exit 1 when a gate fails, an artifact could not be checked (tampered, unsigned under --verify-key, runtime missing or crashing) or a gate checked nothing.")] = None,
+    gates: Annotated[Optional[str], typer.Option(help="Gates TOML file, or 'default' for the shipped gates. Exit 1 when a gate fails, no gate applies to an artifact, or a gate checked nothing. With or without --gates, exit 1 when an artifact in the folder could not be checked (no manifest, tampered, foreign, unsigned under --verify-key, runtime missing or crashing) or gave NaN or infinite outputs.")] = None,
     split: Annotated[str, typer.Option(help="Split to validate on.")] = "val",
     limit: Annotated[Optional[int], typer.Option(help="Use only N images (evenly spaced), for a quick check.")] = None,
     threads: Annotated[int, typer.Option(help="CPU threads for every runtime (recorded in the report).")] = 2,
@@ -57,9 +57,10 @@ def validate(
         emit_json(outcome.report)
     if per_layer:
         print_sensitivity(checkpoint, data, arch=arch)
-    if gates is not None and not outcome.passed:
+    if not outcome.passed:  # the report's verdict, the JUnit file's and the exit code are one
         reasons = outcome.report["gates"]["reasons"]
-        raise CheckFailed(f"gates not passed ({outcome.gates.source}): {reasons[0]}" + (f" and {len(reasons) - 1} more; see above" if len(reasons) > 1 else ""))
+        source = outcome.gates.source if outcome.gates is not None else "no gates file: every artifact must be checked and give finite outputs"
+        raise CheckFailed(f"not passed ({source}): {reasons[0]}" + (f" and {len(reasons) - 1} more; see above" if len(reasons) > 1 else ""))
 
 
 def show_validation(outcome, table_to=out) -> None:

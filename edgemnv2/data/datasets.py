@@ -7,6 +7,7 @@ which passes over a split many times, may keep the decoded pixels (`cache`) when
 """
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -141,6 +142,51 @@ def _safe_member(root: Path, file_name: str) -> Path:
     return resolved
 
 
+# A box coordinate's bound when the image entry gives no size (the largest image edgemnv2 decodes has
+# 64 M pixels: any real box is far inside this).
+MAX_BOX_COORDINATE = 1e6
+
+
+def _checked_box(ann: dict, entry: dict, annotations: Path) -> tuple[float, float, float, float]:
+    """A COCO bbox [x, y, width, height], refused unless finite, of positive width and height, and
+    within its image: the image entry's width and height when it gives them (a box may spill over an
+    edge, but not lie further out than the image's own size), else |coordinates| <= MAX_BOX_COORDINATE.
+    NaN, infinity, 1e308 or a negative size would otherwise flow silently into targets and metrics."""
+    bbox = ann["bbox"]
+    try:  # not 4 numbers: TypeError/ValueError, the caller's one line about types
+        x, y, w, h = (float(v) for v in bbox)  # json reads 1e400 as inf and NaN as nan
+    except OverflowError:  # an integer beyond any float
+        x = y = w = h = math.inf
+    problem = None
+    if not all(math.isfinite(v) for v in (x, y, w, h)):
+        problem = "a value that is not a finite number"
+    elif w <= 0 or h <= 0:
+        problem = "a width or height that is not positive"
+    else:
+        width, height = entry.get("width"), entry.get("height")
+        sized = _is_size(width) and _is_size(height)
+        if sized and not (-width <= x and x + w <= 2 * width and -height <= y and y + h <= 2 * height):
+            problem = f"a box outside its {width}x{height} image"
+        elif not sized and max(abs(x), abs(y), abs(x + w), abs(y + h)) > MAX_BOX_COORDINATE:
+            problem = f"a coordinate beyond {MAX_BOX_COORDINATE:g}"
+    if problem:
+        raise UserError(f"{annotations}: annotation {_shown(ann.get('id'))} (image {_shown(entry.get('id'))}) has bbox {_shown(bbox)}, {problem}; "
+                        "fix or remove that annotation")
+    return x, y, w, h
+
+
+def _is_size(value) -> bool:
+    try:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    except OverflowError:
+        return False
+
+
+def _shown(value) -> str:
+    text = json.dumps(value) if isinstance(value, (list, tuple)) else repr(value)
+    return text if len(text) <= 80 else text[:80] + "..."
+
+
 def load_coco(annotations: Path, image_dir: Path, preprocessing: Preprocessing, limit: int | None = None) -> DetectionData:
     """Index COCO detection JSON and its image folder (no pixel is read; a missing image is found when read)."""
     annotations = Path(annotations)
@@ -171,7 +217,7 @@ def load_coco(annotations: Path, image_dir: Path, preprocessing: Preprocessing, 
         for entry in entries:
             image_boxes, image_labels = [], []
             for ann in by_image.get(entry["id"], []):
-                x, y, w, h = (float(v) for v in ann["bbox"])
+                x, y, w, h = _checked_box(ann, entry, annotations)
                 if ann["category_id"] not in label_of:
                     raise UserError(f"{annotations}: annotation {ann.get('id')} has unknown category_id {ann['category_id']}")
                 image_boxes.append((x, y, w, h))

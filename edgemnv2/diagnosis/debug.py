@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from conversion import get_target, target_names
+from conversion import get_target, target_names, verified_artifact
 from conversion.pipeline import JobFactory, calibration_images
 from quantization.fuse import fold_batchnorm
 from quantization.ptq import QuantRecipe
 
-from ..artifacts import RuntimeUnavailable, verified_copy
+from ..artifacts import RuntimeUnavailable
 from ..checkpoint import load_checkpoint
 from ..errors import UserError
 from ..fileio import sha256_of
@@ -83,5 +83,5 @@ def debug_artifact(artifact: Path, checkpoint: Path, data: Path, images: int = 8
     if not Path(checkpoint).is_file():
         raise UserError(f"checkpoint not found: {checkpoint}")
     with ExitStack() as stack:
-        verified = stack.enter_context(verified_copy(Path(artifact), verify_key))
+        verified = stack.enter_context(verified_artifact(Path(artifact), verify_key))
         return debug_verified(verified.path, verified.manifest, checkpoint, data, images)

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from conversion import get_target
+from conversion import get_target, verified_artifact
 from conversion.base import tool_versions
 
-from ..artifacts import RuntimeUnavailable, verified_copy
+from ..artifacts import RuntimeUnavailable
 from ..errors import UserError
 from ..layerwise.peak import peak_gmacs
 from ..layerwise.records import COMPUTE_KINDS
@@ -32,7 +32,7 @@ def _runtime_key(target) -> str:
 
 def profile_verified(path: Path, manifest: dict, threads: int = 2, runs: int = 30, peak: bool = True, sample: np.ndarray | None = None,
                      end_to_end_ms: float | None = None) -> dict:
-    """The profile of an artifact already verified (edgemnv2.artifacts.verified_copy). The end-to-end
+    """The profile of an artifact already verified (conversion.verified_artifact). The end-to-end
     latency it is held against is measured here, without the profiler, unless the caller (validate)
     has just measured it on the same sample."""
     target = get_target(manifest["target"])
@@ -64,7 +64,7 @@ def profile_verified(path: Path, manifest: dict, threads: int = 2, runs: int = 3
 def profile_artifact(artifact: Path, threads: int = 2, runs: int = 30, peak: bool = True, verify_key: Path | None = None) -> dict:
     """Verify the artifact against its manifest, then profile it."""
     with ExitStack() as stack:
-        verified = stack.enter_context(verified_copy(Path(artifact), verify_key))
+        verified = stack.enter_context(verified_artifact(Path(artifact), verify_key))
         return profile_verified(verified.path, verified.manifest, threads, runs, peak)
 
 
@@ -72,8 +72,8 @@ def profile_pair(artifact: Path, fp32_artifact: Path, threads: int = 2, runs: in
     """The quantized artifact's profile, with `against_fp32`: the same model's fp32 artifact for the
     same target profiled in the same run, compared layer by layer (edgemnv2.diagnosis.speed)."""
     with ExitStack() as stack:
-        quantized = stack.enter_context(verified_copy(Path(artifact), verify_key))
-        reference = stack.enter_context(verified_copy(Path(fp32_artifact), verify_key))
+        quantized = stack.enter_context(verified_artifact(Path(artifact), verify_key))
+        reference = stack.enter_context(verified_artifact(Path(fp32_artifact), verify_key))
         mine, theirs = quantized.manifest, reference.manifest
         if theirs["precision"] != "fp32" or mine["precision"] == "fp32":
             raise UserError(f"--against takes the fp32 artifact and ARTIFACT a quantized one (got {mine['precision']} against {theirs['precision']})")

@@ -5,12 +5,15 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from conversion import TARGETS, get_target
+import numpy as np
 
-from ..artifacts import MANIFEST_SUFFIX, RuntimeUnavailable, manifest_path, verified_copy
+from conversion import TARGETS, get_target, verified_artifact
+
+from ..artifacts import MANIFEST_SUFFIX, ArtifactRefused, RuntimeUnavailable, manifest_path
+from ..checkpoint import CheckpointMeta
 from ..data.images import load_rgb
 from ..data.preprocess import Preprocessing
-from ..errors import UserError
+from ..errors import CheckFailed, UserError, one_line
 from ..evaluate import Runner, torch_runner
 from ..tasks import get_task
 
@@ -24,19 +27,24 @@ class Source:
     runner: Runner
 
 
-def open_source(path: Path, threads: int = 2, arch: str | None = None, verify_key: Path | None = None) -> Source:
+def open_source(path: Path, threads: int = 2, arch: str | None = None, verify_key: Path | None = None,
+                expected_sha256: str | None = None) -> Source:
     """A checkpoint (.pt/.safetensors with metadata) or an artifact with its manifest beside it.
 
-    An artifact runs from a private, verified copy (edgemnv2.artifacts.verified_copy) that lives as
-    long as the returned Source."""
+    An artifact runs from a private, verified copy (conversion.verified_artifact) that lives as
+    long as the returned Source. `expected_sha256`: the artifact must be these bytes (validate's
+    comparison pictures reopen the artifact it scored, not whatever the folder holds now)."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"model not found: {path}")
     if path.name.endswith(MANIFEST_SUFFIX) or manifest_path(path).exists():
         keep = ExitStack()
         try:
-            verified = keep.enter_context(verified_copy(path, verify_key))
+            verified = keep.enter_context(verified_artifact(path, verify_key))
             manifest = verified.manifest
+            if expected_sha256 is not None and manifest["artifact_sha256"] != expected_sha256:
+                raise ArtifactRefused(f"{verified.path.name} changed after it was validated (sha256 differs): refusing to run it")
+            meta = CheckpointMeta.from_dict(manifest, f"{verified.path.name}{MANIFEST_SUFFIX}")
             runner = get_target(manifest["target"]).load(verified.path, manifest, threads)
         except RuntimeUnavailable as exc:
             keep.close()
@@ -44,8 +52,7 @@ def open_source(path: Path, threads: int = 2, arch: str | None = None, verify_ke
         except BaseException:
             keep.close()
             raise
-        source = Source(f"{manifest['target']} {manifest['precision']}", manifest["task"], manifest["class_names"],
-                        Preprocessing.from_dict(manifest["preprocessing"]), runner)
+        source = Source(f"{manifest['target']} {manifest['precision']}", meta.task, meta.class_names, meta.preprocessing, runner)
         weakref.finalize(source, keep.close)  # the private copy goes when the source does
         return source
     target = bare_artifact_target(path)
@@ -85,16 +92,41 @@ def _bare_artifact(path: Path, target, threads: int) -> Source:
         carried = target.describe(path)
     except Exception as exc:  # a corrupt file: one line, not a parser's traceback
         raise UserError(f"cannot read {path.name} as a {target.name} artifact: {type(exc).__name__}: {str(exc)[:200]}") from None
-    missing = [key for key in ("task", "class_names", "preprocessing") if key not in carried]
-    if missing:
+    if not isinstance(carried, dict) or any(key not in carried for key in ("task", "class_names", "preprocessing")):
         raise UserError(f"{path.name} has no manifest beside it and does not describe itself (an older edgemnv2, or "
                         f"converted with options that carry no metadata); keep {path.name}{MANIFEST_SUFFIX} beside it")
+    # the same checked reader as checkpoints and manifests: task, class names, bounded input size, mean/std
+    meta = CheckpointMeta.from_dict({"arch": "unknown", **carried}, f"{path.name} (its self-description)")
     try:
         runner = target.load(path, None, threads)
     except RuntimeUnavailable as exc:
         raise UserError(f"cannot run {path.name} here: {exc}") from None
-    return Source(f"{target.name} {carried.get('precision', '?')} (no manifest: unverified)", carried["task"], list(carried["class_names"]),
-                  Preprocessing.from_dict(carried["preprocessing"]), runner)
+    except (UserError, CheckFailed):  # refused by its target's own checks: their words
+        raise
+    except Exception as exc:  # an unverified file whose runtime refuses it: the file's fault, in one line
+        raise UserError(f"cannot load {path.name} as a {target.name} artifact: {one_line(exc)[:300]}") from None
+    height, width = meta.preprocessing.input_size
+    try:  # one run at the size it says it takes: a file that lies about its input or its classes stops here
+        outputs = runner(np.zeros((1, 3, height, width), np.float32))
+    except (UserError, CheckFailed):
+        raise
+    except Exception as exc:
+        raise UserError(f"{path.name} does not run on the {height}x{width} input its self-description gives: {one_line(exc)[:300]}") from None
+    precision = carried.get("precision") if isinstance(carried.get("precision"), str) else "?"
+    source = Source(f"{target.name} {precision} (no manifest: unverified)", meta.task, meta.class_names, meta.preprocessing, runner)
+    check_class_count(source, outputs, path.name)
+    return source
+
+
+def check_class_count(source: Source, outputs: list, what: str | None = None) -> None:
+    """A classifier's scores must match its class names one to one (a file saying fewer names than
+    the model has outputs would otherwise crash on an index, or mislabel)."""
+    argmax_output = get_task(source.task).argmax_output
+    if argmax_output is not None and argmax_output < len(outputs):
+        scores = np.shape(outputs[argmax_output])[-1]
+        if scores != len(source.class_names):
+            raise UserError(f"{what or source.name} gives {scores} class scores but names {len(source.class_names)} classes; "
+                            "its class names do not belong to this model")
 
 
 def predict_image(source: Source, image_path: Path, threshold: float) -> tuple:
@@ -102,4 +134,12 @@ def predict_image(source: Source, image_path: Path, threshold: float) -> tuple:
     a detector's [(box x1y1x2y2 in original-image pixels, score, class index)] above `threshold`."""
     image = load_rgb(image_path)
     outputs = source.runner(source.preprocessing(image)[None])
-    return image, get_task(source.task).predict(outputs, source.class_names, source.preprocessing.input_size, image.size, threshold)
+    check_class_count(source, outputs)
+    task = get_task(source.task)
+    predictions = task.predict(outputs, source.class_names, source.preprocessing.input_size, image.size, threshold)
+    if task.argmax_output is None:  # detections carry class indices: each must name a class
+        bad = next((int(p[2]) for p in predictions if not 0 <= int(p[2]) < len(source.class_names)), None)
+        if bad is not None:
+            raise UserError(f"{source.name} detected class index {bad}, but names {len(source.class_names)} classes; "
+                            "its class names do not belong to this model")
+    return image, predictions

@@ -30,7 +30,9 @@ def _reduce_metrics(positions, records, split) -> dict:
 
 
 def _compare(reference, outputs, batch, split) -> dict:
-    return {"same_top1": reference[0].argmax(1) == outputs[0].argmax(1)}
+    from ..evaluate import finite_images
+
+    return {"same_top1": (reference[0].argmax(1) == outputs[0].argmax(1)) & finite_images(outputs)}
 
 
 def _reduce_agreement(positions, records, split) -> tuple[float, list[str]]:

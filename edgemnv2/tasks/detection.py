@@ -35,15 +35,17 @@ def _reduce_metrics(positions, records, split) -> dict:
 
 
 def _compare(reference, outputs, batch, split) -> dict:
-    from ..evaluate import confident_detections
+    from ..evaluate import confident_detections, finite_images
     from ..validation.drift import match_detections
 
     input_size = split.preprocessing.input_size
     matched, total, disagreements = [], [], []
-    for ref, other in zip(confident_detections(reference, input_size), confident_detections(outputs, input_size)):
+    for ref, other, finite in zip(confident_detections(reference, input_size), confident_detections(outputs, input_size), finite_images(outputs)):
         pairs, missed, extra = match_detections(ref, other)
+        if not finite:  # non-finite maps disagree even where the reference found nothing
+            pairs, missed = [], [None] * max(len(ref), 1)
         matched.append(len(pairs))
-        total.append(len(ref) + len(other))
+        total.append(max(len(ref), 1) + len(other) if not finite else len(ref) + len(other))
         disagreements.append(len(missed) + len(extra))
     return {"matched": np.array(matched, np.int64), "total": np.array(total, np.int64), "disagreements": np.array(disagreements, np.int64)}
 

@@ -11,10 +11,17 @@ Two top-level settings say what a gate run may leave unchecked:
     allow_not_run = ["coreml"]       # these targets' artifacts may fail to RUN here (runtime absent)
                                      # without failing the run; tampered or crashing ones still fail
     unmatched = "fail"               # a section that matches no artifact fails the run ("warn": listed only)
+    foreign = "fail"                 # an artifact converted from another checkpoint fails the run
+                                     # ("ignore": listed, not validated; still verified under --verify-key)
+
+Every artifact must meet at least one limit of the file: one to which no limit applies fails ("no
+gate applies to it"), and an artifact whose outputs hold NaN or infinity fails `finite_outputs`,
+whatever the file says.
 
 A typo or a key in the wrong task is an error naming the fix, never a silently ignored gate.
 """
 
+import math
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
@@ -26,8 +33,9 @@ from ..tasks import TASKS
 
 SCHEMA_VERSION = 1
 PRECISIONS = tuple(precision_names())
-SETTINGS = ("version", "allow_not_run", "unmatched")
+SETTINGS = ("version", "allow_not_run", "unmatched", "foreign")
 UNMATCHED_POLICIES = ("fail", "warn")
+FOREIGN_POLICIES = ("fail", "ignore")
 
 
 GATE_KINDS = {task.name: task.gate_kinds for task in TASKS.values()}  # each task owns its gate kinds
@@ -53,6 +61,7 @@ class Gates:
         self.data = {k: v for k, v in data.items() if k not in SETTINGS}
         self.allow_not_run: list[str] = list(data.get("allow_not_run", []))
         self.unmatched: str = data.get("unmatched", "fail")
+        self.foreign: str = data.get("foreign", "fail")
 
     def sections(self, task: str) -> list[tuple[str, str | None]]:
         """(precision, target or None) of every table with limits for this task."""
@@ -64,11 +73,13 @@ class Gates:
         return found
 
     def unmatched_sections(self, task: str, artifacts: list[tuple[str, str]]) -> list[str]:
-        """Sections that no (precision, target) among `artifacts` falls under: gates that checked nothing."""
+        """Sections that no (precision, target) among `artifacts` (all of `task`) falls under: gates
+        that checked nothing, another task's sections included."""
         unmatched = []
-        for precision, target in self.sections(task):
-            if not any(p == precision and (target is None or t == target) for p, t in artifacts):
-                unmatched.append(f"[{task}.{precision}{'.' + target if target else ''}]")
+        for section_task in self.data:
+            for precision, target in self.sections(section_task):
+                if section_task != task or not any(p == precision and (target is None or t == target) for p, t in artifacts):
+                    unmatched.append(f"[{section_task}.{precision}{'.' + target if target else ''}]")
         return unmatched
 
     def limits(self, task: str, precision: str, target: str) -> dict[str, float]:
@@ -98,7 +109,7 @@ def _validate(data: dict, source: str, target_names: list[str]) -> None:
     version = data.get("version")
     if version is None:
         raise UserError(f"{source}: missing 'version = {SCHEMA_VERSION}' at the top of the gates file")
-    if version != SCHEMA_VERSION:
+    if isinstance(version, bool) or version != SCHEMA_VERSION:  # true == 1 in Python: not a version
         raise UserError(f"{source}: gates schema version {version} is not supported (this edgemnv2 reads version {SCHEMA_VERSION})")
     allowed = data.get("allow_not_run", [])
     if not isinstance(allowed, list) or not all(isinstance(t, str) for t in allowed):
@@ -108,6 +119,8 @@ def _validate(data: dict, source: str, target_names: list[str]) -> None:
             raise did_you_mean(target, target_names, f"target in allow_not_run of {source}")
     if data.get("unmatched", "fail") not in UNMATCHED_POLICIES:
         raise UserError(f"{source}: unmatched must be one of {', '.join(repr(p) for p in UNMATCHED_POLICIES)}, not {data['unmatched']!r}")
+    if data.get("foreign", "fail") not in FOREIGN_POLICIES:
+        raise UserError(f"{source}: foreign must be one of {', '.join(repr(p) for p in FOREIGN_POLICIES)}, not {data['foreign']!r}")
     for task, per_task in data.items():
         if task in SETTINGS:
             continue
@@ -132,8 +145,8 @@ def _validate_limits(section, where: str, task: str, source: str, target_names: 
             _validate_limits(value, f"{where[:-1]}.{key}]", task, source, target_names, allow_targets=False)
         elif key not in known:
             raise did_you_mean(key, list(known), f"gate for {task} in {where} of {source}")
-        elif isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UserError(f"{source}: {where} {key} must be a number, not {value!r}")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise UserError(f"{source}: {where} {key} must be a finite number, not {value!r}")
 
 
 SHIPPED_GATES = "default"  # what a user types for the shipped gates file

@@ -11,6 +11,7 @@ does not grow with the split, and under torchrun each rank takes every N-th batc
 the per-image records: the same numbers as one process, bit for bit.
 """
 
+import logging
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -18,18 +19,19 @@ from pathlib import Path
 
 import numpy as np
 
-from conversion import get_target
+from conversion import get_target, looks_like_an_artifact, verified_artifact
 
-from ..artifacts import RuntimeUnavailable, scan_artifacts, verified_copy
+from ..artifacts import MANIFEST_SUFFIX, FolderScan, RuntimeUnavailable, artifact_files, scan_artifacts
 from ..checkpoint import load_checkpoint
 from ..diagnosis.profile import profile_verified
 from ..data.stream import chunked, read_batches
 from ..distributed import World
-from ..errors import CheckFailed, UserError
+from ..errors import CheckFailed, UserError, reraise_if_debugging
 from ..evaluate import torch_runner
 from ..fileio import sha256_of
 from ..tally import Tally
 from ..tasks import Task, get_task
+from ..signing import signature_path
 from .drift import drift_records, reduce_drift
 from .gates import Gates
 from .timing import PeakMemory, machine, time_runner
@@ -69,6 +71,7 @@ class ArtifactRow:
     gates: list = field(default_factory=list)
     worst_images: list = field(default_factory=list)  # detector: image paths where it disagrees most
     signature: str = ""  # "verified", "unsigned", "signed, not verified (no --verify-key)"
+    sha256: str = ""  # the verified bytes scored: whatever reopens the artifact later must find these
     recourse: dict = field(default_factory=dict)  # convert --max-drop's search, from the manifest (conversion/recourse.py)
     profile: dict = field(default_factory=dict)  # validate --profile: per-op times in the runtime
     speed: dict = field(default_factory=dict)  # a quantized row: its latency against its own target's fp32, and which to ship for speed
@@ -110,8 +113,8 @@ def _open_artifact(stack: ExitStack, artifact: Path, manifest: dict, sample: np.
     try:
         target = get_target(manifest["target"])
         row.runtime = target.spec.runtime
-        verified = stack.enter_context(verified_copy(artifact, verify_key))  # checks and loads one private copy
-        row.signature, subject.manifest = verified.signature, verified.manifest
+        verified = stack.enter_context(verified_artifact(artifact, verify_key))  # checks and loads one private copy
+        row.signature, subject.manifest, row.sha256 = verified.signature, verified.manifest, verified.manifest["artifact_sha256"]
         row.recourse = _recourse_summary(verified.manifest.get("recourse"))
         row.status = COULD_NOT_RUN
         subject.runner = _load_runner(target, verified.path, verified.manifest, sample, settings, row)
@@ -170,9 +173,15 @@ def _recourse_summary(record: dict | None) -> dict:
                                                        "drop_after": (record.get("after") or {}).get("drop")}
 
 
+LOG = logging.getLogger("edgemnv2.validate")
+
+
 def _failed(subject: Subject, exc: Exception) -> None:
+    """The runtime failed on this artifact: a row, the whole message, and the traceback in the run's log."""
+    reraise_if_debugging(exc)
+    LOG.error("%s: the runtime failed", subject.row.artifact, exc_info=exc)
     subject.runner = None
-    subject.row.status, subject.row.note = ERROR, f"{type(exc).__name__}: {str(exc)[:300]}"
+    subject.row.status, subject.row.note = ERROR, f"{type(exc).__name__}: {exc}"
 
 
 def _load_runner(target, path: Path, manifest: dict, sample: np.ndarray, settings: ValidationSettings, row: ArtifactRow):
@@ -249,23 +258,26 @@ def _score_chunk(pending: list, subjects: list[Subject], data, task: Task) -> No
                 break
             try:
                 outputs = _run(subject, x)
-                records = task.score(outputs, batch, data)
-                agreement = task.compare(expected, outputs, batch, data)
-                drift = _drift(subject, expected, outputs, task, data)
             except Exception as exc:  # a runtime crashing mid-way: the row says so, the others go on
                 _failed(subject, exc)
                 break
+            # edgemnv2's own scoring: an exception here is a bug (exit 3), not the artifact's failure
+            records = task.score(outputs, batch, data)
+            agreement = task.compare(expected, outputs, batch, data)
+            drift = _drift(subject, expected, outputs, task, data)
             subject.scores.add(batch.indices, records)
             subject.agreement.add(batch.indices, agreement)
             subject.drift.add(batch.indices, drift)
 
 
 def _drift(subject: Subject, expected: list[np.ndarray], outputs: list[np.ndarray], task: Task, data) -> dict:
+    # every raw output counts for finite_outputs, whatever part of them the drift view compares
+    nonfinite = sum(np.sum(~np.isfinite(np.asarray(o, np.float64).reshape(len(o), -1)), axis=1) for o in outputs)
     if task.drift_view is not None:
         expected, outputs, names = task.drift_view(expected, outputs, data.preprocessing.input_size)
         if names is not None:
             subject.output_names = tuple(names)
-    return drift_records(expected, outputs)
+    return drift_records(expected, outputs) | {"nonfinite_outputs": nonfinite}
 
 
 def _run(subject: Subject, x: np.ndarray) -> list[np.ndarray]:
@@ -300,11 +312,17 @@ def _finish_row(subject: Subject, reference_metrics: dict, data, task: Task, met
         return row
     row.metrics = task.percent_metrics(*subject.scores.ordered(), data)
     row.measured.update({f"{k}_drop": reference_metrics[k] - v for k, v in row.metrics.items()})
-    row.drift = reduce_drift(subject.drift.ordered()[1], list(subject.output_names))
-    row.measured.update(sqnr_db=row.drift["sqnr_db"], max_abs_error=row.drift["max_abs_error"])
+    per_image = subject.drift.ordered()[1]
+    row.drift = reduce_drift(per_image, list(subject.output_names))
+    row.measured.update(sqnr_db=row.drift["sqnr_db"], max_abs_error=row.drift["max_abs_error"],
+                        nonfinite_outputs=int(np.sum(per_image["nonfinite_outputs"])))
     row.measured[task.agreement_measure], row.worst_images = task.reduce_agreement(*subject.agreement.ordered(), data)
+    row.gates = [finite_outputs_gate(row.measured["nonfinite_outputs"])]  # whatever the gates file says
     if gates is not None:
-        row.gates = [vars(g) | {"describe": g.describe()} for g in gates.check(meta.task, row.precision, row.target, row.measured)]
+        applied = [vars(g) | {"describe": g.describe()} for g in gates.check(meta.task, row.precision, row.target, row.measured)]
+        if not any(g["value"] is not None for g in applied):  # nothing measured against a limit: not a pass
+            applied.append(no_gate_applies(gates.source, meta.task, row.precision, row.target))
+        row.gates += applied
     row.status = GATE_FAILED if row.failed_gates else PASSED
     hint = get_target(row.target).gate_failure_hint if row.failed_gates else None
     if hint is not None:  # optional per-target advice
@@ -312,21 +330,35 @@ def _finish_row(subject: Subject, reference_metrics: dict, data, task: Task, met
     return row
 
 
+def finite_outputs_gate(nonfinite: int) -> dict:
+    """NaN or infinity anywhere in an artifact's outputs fails it: no limit can be met by a value
+    that is not a number (argmax and argsort read NaN differently; min(200, nan) is 200)."""
+    return {"name": "finite_outputs", "limit": 0, "value": nonfinite, "unit": "non-finite values", "passed": nonfinite == 0,
+            "describe": f"finite_outputs: {nonfinite} non-finite output values (NaN or infinity), limit 0"}
+
+
+def no_gate_applies(source: str, task: str, precision: str, target: str) -> dict:
+    return {"name": "no_gate_applies", "limit": None, "value": None, "unit": "", "passed": False,
+            "describe": f"no gate applies to it: {source} has no limit for [{task}.{precision}] or [{task}.{precision}.{target}] that was measured here"}
+
+
 def gate_verdict(rows: list[ArtifactRow], gates: Gates | None, task: str) -> dict:
-    """Passed only if every artifact asked about was checked and met its gates, and every gate in
-    the file checked something (a gate that checked nothing is not a pass)."""
+    """Passed only if every artifact in the folder was checked, gave finite outputs and met its gates,
+    at least one limit applied to each, and every gate in the file checked something. Without a gates
+    file (`gates` None) no limit applies and the rest holds: one rule for the report, JUnit and the exit."""
     allowed = set(gates.allow_not_run) if gates else set()
     reasons = []
     for row in rows:
         if row.status == GATE_FAILED:
-            reasons.append(f"{row.artifact}: gate failed")
+            reasons.append(f"{row.artifact}: gate failed ({', '.join(g['name'] for g in row.failed_gates)})")
         elif row.status in (REFUSED, ERROR) or (row.status == COULD_NOT_RUN and row.target not in allowed):
             reasons.append(f"{row.artifact}: {row.status}, so not checked")
     unchecked = gates.unmatched_sections(task, [(r.precision, r.target) for r in rows]) if gates else []
     if unchecked and gates.unmatched == "fail":
         reasons += [f"gates {section} checked nothing: no such artifact in the folder" for section in unchecked]
-    return {"source": gates.source if gates else None, "passed": not reasons, "reasons": reasons, "unchecked": unchecked,
-            "unmatched": gates.unmatched if gates else "fail", "allow_not_run": sorted(allowed)}
+    return {"source": gates.source if gates else None, "applied": gates is not None, "passed": not reasons, "reasons": reasons,
+            "unchecked": unchecked, "unmatched": gates.unmatched if gates else "fail", "foreign": gates.foreign if gates else "fail",
+            "allow_not_run": sorted(allowed)}
 
 
 def validate(checkpoint: Path, artifacts_dir: Path, data_root: Path, split: str, settings: ValidationSettings, gates: Gates | None, arch: str | None = None, limit: int | None = None,
@@ -344,8 +376,11 @@ def validate(checkpoint: Path, artifacts_dir: Path, data_root: Path, split: str,
         raise UserError(f"the '{split}' split of {data_root} has no images")
     checkpoint_sha = sha256_of(checkpoint)
     mine = [(path, manifest) for path, manifest in found if manifest.get("checkpoint_sha256") == checkpoint_sha]
-    if not mine and not scan.problems:
+    foreign = [(path, manifest) for path, manifest in found if manifest.get("checkpoint_sha256") != checkpoint_sha]
+    loose = unmanifested(Path(artifacts_dir), scan)
+    if not mine and not scan.problems and not loose:
         raise UserError(f"none of the {len(found)} artifacts in {artifacts_dir} was converted from {Path(checkpoint).name} (sha256 differs); pass the checkpoint they came from")
+    unchecked_rows, ignored = _not_validated(foreign, loose, gates, verify_key)
     chunks = world.shard(chunked(range(len(data)), settings.batch_size))
     with ExitStack() as stack:
         reference = Subject(ArtifactRow("fp32 eager", "pytorch", "fp32", "PyTorch eager", RUNNING, batch=settings.batch_size),
@@ -364,8 +399,9 @@ def validate(checkpoint: Path, artifacts_dir: Path, data_root: Path, split: str,
     reference_metrics = task.percent_metrics(*merged_reference.scores.ordered(), data)
     rows = [_finish_row(_merge([shard["subjects"][i] for shard in shards]), reference_metrics, data, task, meta, gates) for i in range(len(subjects))]
     speed_advice(rows)
-    # A manifest that could not be read is an artifact nobody checked: it is a row, and it fails the gate.
-    rows += [ArtifactRow(manifest_file.name, "?", "?", "", REFUSED, note=reason) for manifest_file, reason in scan.problems]
+    # A manifest that could not be read, a foreign or manifest-less artifact: nobody checked it, so it
+    # is a row, and it fails the gate.
+    rows += [ArtifactRow(manifest_file.name, "?", "?", "", REFUSED, note=reason) for manifest_file, reason in scan.problems] + unchecked_rows
     ref = merged_reference.row.measured
     return {
         "schema": "edgemnv2-report/1",
@@ -383,5 +419,41 @@ def validate(checkpoint: Path, artifacts_dir: Path, data_root: Path, split: str,
                       **{k: ref.get(k) for k in ("latency_median_ms", "latency_p90_ms", "latency_min_ms", "latency_median_ms_per_rank", "images_per_second",
                                                  "postprocess", "host_postprocess_ms", "end_to_end_ms")}},
         "artifacts": [vars(r) for r in rows],
-        "ignored_artifacts": [path.name for path, manifest in found if manifest.get("checkpoint_sha256") != checkpoint_sha],
+        "ignored_artifacts": ignored,
     }
+
+
+def unmanifested(folder: Path, scan: FolderScan) -> list[Path]:
+    """Files in the folder that are meant as artifacts (a target's suffix, or a target's bytes under
+    any name) and that no manifest describes: nothing says what they are, so nothing checked them."""
+    described = {manifest_file.name[: -len(MANIFEST_SUFFIX)] for manifest_file, _ in scan.problems}
+    for artifact, manifest in scan.found:
+        described |= set(artifact_files(artifact, manifest)) | {signature_path(artifact).name}
+    return [path for path in sorted(folder.iterdir())
+            if path.name not in described and not path.name.endswith(MANIFEST_SUFFIX) and looks_like_an_artifact(path)]
+
+
+def _not_validated(foreign: list[tuple[Path, dict]], loose: list[Path], gates: Gates | None, verify_key: Path | None) -> tuple[list[ArtifactRow], list[str]]:
+    """(failing rows, ignored names) for the artifacts this checkpoint cannot validate. Artifacts of
+    another checkpoint fail unless the gates file says `foreign = "ignore"`; ignored ones must still
+    pass --verify-key. A manifest-less artifact always fails."""
+    rows, ignored = [], []
+    for path, manifest in foreign:
+        row = ArtifactRow(path.name, str(manifest.get("target")), str(manifest.get("precision")), "", REFUSED)
+        if gates is None or gates.foreign != "ignore":
+            row.note = ("converted from another checkpoint (its manifest's checkpoint_sha256 differs): validate it with its own "
+                        "checkpoint, move it out of this folder, or set foreign = \"ignore\" in the gates file")
+            rows.append(row)
+            continue
+        if verify_key is not None:
+            try:
+                with verified_artifact(path, verify_key):
+                    pass
+            except (CheckFailed, UserError) as exc:
+                row.note = f"converted from another checkpoint and ignored, but not verified: {exc}"
+                rows.append(row)
+                continue
+        ignored.append(path.name)
+    rows += [ArtifactRow(path.name, "?", "?", "", REFUSED, note="an artifact file without its manifest: nothing says what it is or lets it "
+                         "be checked; re-run convert, or remove it from the folder") for path in loose]
+    return rows, ignored
