@@ -137,7 +137,8 @@ def test_nan_outputs_fail_every_measure_and_the_finite_outputs_gate(classifier_a
     program = torch.onnx.export(_NanAtTop1(model).eval(), (example,), dynamo=True, input_names=["input"], output_names=list(manifest["outputs"]), verbose=False)
     program.save(str(artifact))
     rewrite_manifest(artifact)  # an attacker who can write the folder (unsigned): before, every default gate passed
-    code, err, report = validate(capsys, checkpoint, folder, shapes_root / "classification", "default", tmp_path)
+    shipped = (Path(__file__).resolve().parents[1] / "edgemnv2" / "validation" / "default_gates.toml").read_text()
+    code, err, report = validate(capsys, checkpoint, folder, shapes_root / "classification", shipped, tmp_path)
     assert code == 1, err
     (row,) = report["artifacts"]
     measured = row["measured"]

@@ -1,0 +1,1 @@
+"""Confinement of the processes that run artifacts (Landlock, resource limits)."""

@@ -1,0 +1,134 @@
+"""A runner process: loads one artifact with its runtime adapter and runs it for the host, confined.
+
+Started by edgemnv2.confine.runner as `python -I -m edgemnv2.confine.child REQUEST_FD REPLY_FD`
+in a fresh interpreter (never a fork of the host: nothing of the host's memory is here), with a
+scrubbed environment and no other file descriptors. Before the artifact is opened it takes away its
+own rights, for good: resource limits (memory, CPU time, file size, no core dumps) and, where the
+kernel has Landlock, read access only to the Python installation, the system libraries and the
+artifact's private copy, write access only to its own empty folder, and no TCP. Then it answers
+requests (protocol.py) until told to stop. Imports numpy, the adapters and, lazily, one runtime.
+"""
+
+import os
+import resource
+import sys
+import sysconfig
+import time
+import traceback
+from pathlib import Path
+
+from . import landlock
+from .protocol import receive, send
+
+# Where a runtime reads from besides the Python installation: shared libraries and their cache,
+# and the few kernel files thread pools and CPU detection read (this process's own /proc entry only).
+SYSTEM_READ = ("/usr/lib", "/usr/lib64", "/lib", "/lib64", "/usr/local/lib", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d",
+               "/proc/self", "/proc/thread-self", "/proc/cpuinfo", "/proc/meminfo", "/proc/stat", "/sys/devices/system/cpu",
+               "/sys/fs/cgroup", "/dev/null", "/dev/urandom", "/usr/share/zoneinfo")
+FAILPOINT = "EDGEMNV2_RUNNER_FAILPOINT"  # tests: "segfault" or "allocate" right after loading (a fault of the artifact's kind)
+
+
+def python_roots() -> list[Path]:
+    """The interpreter, its standard library, its site-packages and edgemnv2's own package: not the
+    other entries of sys.path (an editable install puts the whole source tree there, and an
+    artifacts folder may sit inside it)."""
+    roots = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.executable).resolve().parent.parent, Path(__file__).resolve().parents[1]}
+    roots |= {Path(p) for p in sysconfig.get_paths().values()}
+    return sorted(root.resolve() for root in roots if root.exists())
+
+
+def _limit(kind: int, value: int | None) -> None:
+    if value is None:
+        return
+    soft, hard = resource.getrlimit(kind)
+    cap = value if hard == resource.RLIM_INFINITY else min(value, hard)
+    resource.setrlimit(kind, (cap, cap))
+
+
+def confine(artifact_dir: Path, work_dir: Path, limits: dict) -> str:
+    """Apply the limits and Landlock; -> what was enforced, for the report's rows."""
+    _limit(resource.RLIMIT_CORE, 0)
+    _limit(resource.RLIMIT_DATA, limits.get("memory_bytes"))
+    _limit(resource.RLIMIT_CPU, limits.get("cpu_seconds"))
+    _limit(resource.RLIMIT_FSIZE, limits.get("file_bytes"))
+    try:
+        enforced = landlock.restrict(read=[*python_roots(), *(Path(p) for p in SYSTEM_READ), artifact_dir], write=[work_dir])
+    except OSError as exc:
+        if limits.get("require_confinement"):
+            raise
+        return f"not confined ({exc}); resource limits only"
+    return f"confined: {enforced.describe()}; resource limits"
+
+
+def _failpoint() -> None:
+    point = os.environ.get(FAILPOINT)
+    if point == "segfault":
+        import ctypes
+
+        ctypes.string_at(0)  # reads address 0: SIGSEGV, as a runtime crashing on hostile bytes would
+    elif point == "allocate":
+        hog = []
+        while True:  # until the memory limit stops it
+            hog.append(bytearray(1 << 26))
+
+
+def serve(request_fd: int, reply_fd: int) -> int:
+    header, _ = receive(request_fd)
+    artifact, work_dir = Path(header["artifact"]), Path(header["work_dir"])
+    try:
+        confinement = confine(artifact.parent, work_dir, header.get("limits", {}))
+        from ..device.runtime_adapters import RUNTIMES, NoRuntime
+
+        run_one, runtime, version = RUNTIMES[header["family"]](str(artifact), int(header["threads"]), header.get("manifest") or {})
+    except NoRuntime as exc:
+        send(reply_fd, {"error": str(exc), "kind": "no_runtime"})
+        return 0
+    except Exception as exc:  # the runtime refused the file: the host makes it the artifact's row
+        send(reply_fd, {"error": f"{type(exc).__name__}: {exc}", "kind": "load", "traceback": traceback.format_exc()[-4000:]})
+        return 0
+    _failpoint()
+    send(reply_fd, {"ready": True, "confinement": confinement, "runtime": runtime, "version": version,
+                    "encodes": hasattr(run_one, "encode"), "batched": bool(getattr(run_one, "batched", False))})
+    encoded = None
+    while True:
+        request, arrays = receive(request_fd)
+        op = request.get("op")
+        try:
+            if op == "close":
+                return 0
+            if op == "run":
+                (batch,) = arrays
+                if getattr(run_one, "batched", False):
+                    outputs = run_one(batch)
+                else:
+                    results = [run_one(batch[i : i + 1]) for i in range(len(batch))]
+                    outputs = [__import__("numpy").concatenate([r[k] for r in results]) for k in range(len(results[0]))]
+                send(reply_fd, {"ok": True}, [o.astype("float32", copy=False) for o in outputs])
+            elif op == "time":  # latency measured here, on the artifact's own input, as the host did in process
+                (sample,) = arrays
+                if hasattr(run_one, "encode"):
+                    encoded = run_one.encode(sample)
+                    call = lambda: run_one.run_encoded(encoded)  # noqa: E731
+                else:
+                    call = lambda: run_one(sample)  # noqa: E731
+                for _ in range(int(request.get("warmup", 3))):
+                    call()
+                times = []
+                for _ in range(max(1, int(request.get("runs", 20)))):
+                    start = time.perf_counter()
+                    call()
+                    times.append((time.perf_counter() - start) * 1000)
+                send(reply_fd, {"ok": True, "times_ms": times})
+            else:
+                send(reply_fd, {"error": f"unknown request {op!r}", "kind": "protocol"})
+        except Exception as exc:
+            send(reply_fd, {"error": f"{type(exc).__name__}: {exc}", "kind": "run", "traceback": traceback.format_exc()[-4000:]})
+
+
+def main() -> int:
+    request_fd, reply_fd = int(sys.argv[1]), int(sys.argv[2])
+    return serve(request_fd, reply_fd)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
