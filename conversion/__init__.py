@@ -27,12 +27,17 @@ def get_target(name: str) -> Target:
     return TARGETS[name]
 
 
+def _has_suffix(path: Path, suffix: str) -> bool:
+    """Case-insensitively: runtimes load `model.ONNX` as readily as `model.onnx`."""
+    return path.name.lower().endswith(suffix.lower())
+
+
 def kind_of(path: Path) -> str | None:
     """The target whose artifact this file is, by its own bytes: the target its suffix names when
     the bytes agree, else any target whose bytes identify it alone (a renamed artifact). None: not
     an artifact's bytes."""
     path = Path(path)
-    named = [target for target in TARGETS.values() if path.name.endswith(target.spec.suffix)]
+    named = [target for target in TARGETS.values() if _has_suffix(path, target.spec.suffix)]
     for target in named + [t for t in TARGETS.values() if t.recognized_alone and t not in named]:
         if target.recognizes is not None and target.recognizes(path):
             return target.name
@@ -43,7 +48,7 @@ def looks_like_an_artifact(path: Path) -> bool:
     """Whether a file in an artifacts folder is meant as an artifact: its suffix is a target's
     (whatever its bytes: a random-bytes `evil.onnx` still needs checking), or its bytes are one's."""
     path = Path(path)
-    if any(path.name.endswith(t.spec.suffix) and t.claims_suffix for t in TARGETS.values()):
+    if any(_has_suffix(path, t.spec.suffix) and t.claims_suffix for t in TARGETS.values()):
         return True
     return kind_of(path) is not None
 

@@ -4,6 +4,8 @@ Each target declares `recognizes(path)` with these helpers; `conversion.kind_of`
 read a few header bytes or a zip's member names: nothing is parsed further, unpickled or run.
 """
 
+import os
+import stat
 import zipfile
 from pathlib import Path
 from typing import Callable
@@ -12,11 +14,14 @@ HEADER_BYTES = 16
 
 
 def header(path: Path) -> bytes:
-    """The first bytes of a file (b"" for a folder or an unreadable file)."""
+    """The first bytes of a regular file (b"" for anything else: a folder, a FIFO or a device,
+    whose open or read could block, a dangling or unreadable name)."""
     try:
+        if not stat.S_ISREG(os.stat(path, follow_symlinks=False).st_mode):
+            return b""
         with open(path, "rb") as handle:
             return handle.read(HEADER_BYTES)
-    except OSError:  # a folder, a dangling name: not this kind
+    except OSError:
         return b""
 
 
@@ -42,4 +47,4 @@ def zip_with_member(accept: Callable[[str], bool]) -> Callable[[Path], bool]:
 
 def folder_with(member: str) -> Callable[[Path], bool]:
     """A package folder (Core ML's .mlpackage) holding this file."""
-    return lambda path: Path(path).is_dir() and (Path(path) / member).is_file()
+    return lambda path: Path(path).is_dir() and not Path(path).is_symlink() and (Path(path) / member).is_file()

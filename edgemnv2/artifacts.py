@@ -71,10 +71,33 @@ def parse_manifest(text: bytes | str, source: Path) -> dict:
     missing = [key for key in REQUIRED_MANIFEST_KEYS if key not in manifest]
     if missing:
         raise UserError(f"{source} lacks {', '.join(missing)}: it was not written by this edgemnv2's convert; re-run convert")
-    for suffix, entry in (manifest.get("sidecars") or {}).items():
+    _check_types(manifest, source)
+    sidecars = manifest.get("sidecars") or {}
+    if not isinstance(sidecars, dict):
+        raise UserError(f"{source.name}: sidecars must be a table of entries; re-run convert")
+    for suffix, entry in sidecars.items():
         if not isinstance(entry, dict) or not _is_plain_name(entry.get("file")) or not isinstance(entry.get("sha256"), str):
             raise UserError(f"{source.name}: sidecar entry {suffix!r} is malformed; re-run convert")
+        # a sidecar is named after its artifact (X + suffix): any other name could hide another artifact
+        if not (suffix.startswith(".") and entry["file"] == manifest["artifact"] + suffix and MANIFEST_SUFFIX not in suffix):
+            raise UserError(f"{source.name}: sidecar {entry['file']!r} is not named {manifest['artifact']!r} + {suffix!r}; refusing it")
     return manifest
+
+
+def _check_types(manifest: dict, source: Path) -> None:
+    """The fields every reader computes with, of the types it computes with (a hostile manifest
+    must be one refused line, not a TypeError deep inside a run)."""
+    outputs = manifest["outputs"]
+    if not isinstance(outputs, list) or not outputs or not all(isinstance(name, str) for name in outputs):
+        raise UserError(f"{source.name}: outputs must be a non-empty list of names; re-run convert")
+    for key in ("target", "precision", "task", "arch", "artifact_sha256", "checkpoint_sha256"):
+        if not isinstance(manifest[key], str):
+            raise UserError(f"{source.name}: {key} must be a string; re-run convert")
+    size = manifest.get("artifact_bytes", 0)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise UserError(f"{source.name}: artifact_bytes must be a byte count; re-run convert")
+    if not isinstance(manifest["preprocessing"], dict) or not isinstance(manifest["class_names"], list):
+        raise UserError(f"{source.name}: preprocessing must be a table and class_names a list; re-run convert")
 
 
 def read_manifest(artifact_or_manifest: Path) -> tuple[Path, dict]:

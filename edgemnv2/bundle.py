@@ -10,6 +10,7 @@
         bundle.json                               tolerances from the gates, provenance, and the
                                                   sha256 of every other file (checked before running)
         run_bundle.py                             the device runner (device_tests/run_bundle.py)
+        runtime_adapters.py                       its runtime adapters (the host's runner processes use the same)
         bundle.sig                                with --sign-key: one signature over every file
                                                   above, bundle.json included
 
@@ -89,6 +90,7 @@ def write_bundle(verified: VerifiedArtifact, source_artifact: Path, inputs: np.n
         if labels is not None:
             np.save(temp / "labels.npy", labels.astype(np.int64), allow_pickle=False)
         shutil.copy2(runner_script(), temp / "run_bundle.py")
+        shutil.copy2(runner_script().with_name("runtime_adapters.py"), temp / "runtime_adapters.py")  # the runner's adapters
         info = {
             "schema": SCHEMA, "hash_encoding": HASH_ENCODING, "manifest": artifact.name + ".manifest.json", "samples": int(len(inputs)),
             "outputs": manifest["outputs"], "tolerances": limits,

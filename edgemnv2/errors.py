@@ -45,7 +45,7 @@ _NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 def _is_control(char: str) -> bool:
     import unicodedata
 
-    return unicodedata.category(char) in ("Cc", "Zl", "Zp") or char in _BIDI_CONTROLS
+    return unicodedata.category(char) in ("Cc", "Cs", "Zl", "Zp") or char in _BIDI_CONTROLS  # Cs: a non-UTF-8 file name's bytes
 
 
 def _escaped(char: str) -> str:

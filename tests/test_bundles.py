@@ -36,11 +36,13 @@ def test_bundle_is_self_contained(bundles):
     bundle = bundles / "tiny_classifier_tflite_int8_tflite"
     names = {p.name for p in bundle.iterdir()}
     assert {"tiny_classifier.tflite.int8.tflite", "tiny_classifier.tflite.int8.tflite.manifest.json", "inputs.npy",
-            "reference_0.npy", "labels.npy", "bundle.json", "run_bundle.py"} <= names
+            "reference_0.npy", "labels.npy", "bundle.json", "run_bundle.py", "runtime_adapters.py"} <= names
     tolerances = {t["gate"] for t in json.loads((bundle / "bundle.json").read_text())["tolerances"]}
     assert {"min_top1_agreement", "min_sqnr_db"} <= tolerances
     source = (bundle / "run_bundle.py").read_text()
     assert "import edgemnv2" not in source and "import torch\n" not in source.split("def ")[0]  # numpy + one runtime
+    adapters = (bundle / "runtime_adapters.py").read_text()  # the one copy of the runtime adapters, the host's runners' too
+    assert "edgemnv2" not in adapters.split('"""')[2] and "import torch\n" not in adapters.split("def ")[0]
 
 
 @pytest.mark.parametrize("name, runtime", [

@@ -272,7 +272,7 @@ def test_without_gates_a_refused_artifact_is_never_exit_0(classifier_artifacts, 
     assert 'type="refused"' in (tmp_path / "junit.xml").read_text()
 
 
-def test_a_foreign_artifact_ignored_must_still_be_signed_under_verify_key(signed_artifacts, keys, classifier_artifacts, shapes_root, tmp_path, capsys):
+def test_a_foreign_artifact_ignored_must_still_be_signed_under_verify_key(signed_artifacts, keys, classifier_artifacts, shapes_root, tmp_path, capsys):  # noqa: F811 (fixtures)
     checkpoint = classifier_artifacts[0]
     folder = tmp_path / "art"
     copy_artifact(*artifact_of(signed_artifacts[1], "tflite", "int8"), folder)
@@ -284,3 +284,118 @@ def test_a_foreign_artifact_ignored_must_still_be_signed_under_verify_key(signed
     code, err, report = validate(capsys, checkpoint, folder, shapes_root / "classification", gates, tmp_path, "--verify-key", keys / "signer.pub")
     assert code == 1, err
     assert "not verified" in by_name(report)[unsigned.name]["note"]
+
+
+# ---- what an adversarial review of the above found, each tried again ----
+
+def test_nothing_hides_behind_a_sidecar_a_signature_name_a_subfolder_or_upper_case(classifier_artifacts, shapes_root, tmp_path, capsys):
+    import os
+
+    checkpoint = classifier_artifacts[0]
+    _, source, _, _ = classifier_artifacts
+    folder = one_artifact_folder(classifier_artifacts, tmp_path / "art", ("onnx", "fp32"))
+    onnx, _ = artifact_of(folder, "onnx", "fp32")
+    tflite, _ = artifact_of(source, "tflite", "fp32")
+    shutil.copyfile(tflite, folder / (onnx.name + ".sig"))  # a TFLite file under the signature's name
+    (folder / "sub").mkdir()
+    shutil.copyfile(tflite, folder / "sub" / "evil.tflite")  # in a subfolder
+    shutil.copyfile(artifact_of(source, "onnx", "int8")[0], folder / "evil.ONNX")  # upper-case suffix
+    os.mkfifo(folder / "notes")  # must not hang the scan
+    code, err, report = validate(capsys, checkpoint, folder, shapes_root / "classification", FP32_AND_INT8, tmp_path)
+    assert code == 1, err
+    refused = {name for name, row in by_name(report).items() if row["status"] == "refused"}
+    assert {onnx.name + ".sig", "sub/evil.tflite", "evil.ONNX"} <= refused, refused
+    for name in (onnx.name + ".sig", "evil.ONNX", "notes"):
+        (folder / name).unlink()
+    shutil.rmtree(folder / "sub")
+    shutil.copyfile(tflite, folder / "evil.tflite")
+    rewrite_manifest(onnx, sidecars={".x": {"file": "evil.tflite", "sha256": ""}})  # a "sidecar" that is another artifact
+    code, err, report = validate(capsys, checkpoint, folder, shapes_root / "classification", FP32_AND_INT8, tmp_path)
+    assert code == 1, err
+    assert "is not named" in by_name(report)[onnx.name + ".manifest.json"]["note"] and by_name(report)["evil.tflite"]["status"] == "refused"
+
+
+@pytest.mark.parametrize("changes", [{"artifact_bytes": "x"}, {"outputs": 5}, {"outputs": []}, {"sidecars": ["a"]}],
+                         ids=["bytes-text", "outputs-number", "outputs-empty", "sidecars-list"])
+def test_a_manifest_of_the_wrong_types_is_a_refused_row_not_a_crash(classifier_artifacts, shapes_root, tmp_path, capsys, changes):
+    checkpoint = classifier_artifacts[0]
+    folder = one_artifact_folder(classifier_artifacts, tmp_path / "art", ("onnx", "fp32"))
+    artifact, _ = artifact_of(folder, "onnx", "fp32")
+    manifest = json.loads(manifest_path(artifact).read_text())
+    manifest.update(changes)
+    manifest_path(artifact).write_text(json.dumps(manifest))
+    code, err, report = validate(capsys, checkpoint, folder, shapes_root / "classification", FP32_AND_INT8, tmp_path)
+    assert code == 1, err  # before: exit 3, a TypeError or ValueError
+    assert report["artifacts"][0]["status"] == "refused"
+
+
+class _ThreeMeans(torch.nn.Module):
+    def forward(self, x):
+        return x.mean(dim=(2, 3))  # 3 "logits" where the classifier has 10
+
+
+def test_outputs_of_another_shape_are_an_error_row_and_size_is_measured(classifier_artifacts, shapes_root, tmp_path, capsys):
+    from edgemnv2.checkpoint import load_checkpoint
+
+    checkpoint = classifier_artifacts[0]
+    folder = one_artifact_folder(classifier_artifacts, tmp_path / "art", ("onnx", "fp32"), ("tflite", "fp32"))
+    artifact, manifest = artifact_of(folder, "onnx", "fp32")
+    _, meta = load_checkpoint(checkpoint)
+    program = torch.onnx.export(_ThreeMeans().eval(), (torch.zeros(1, 3, *meta.preprocessing.input_size),), dynamo=True, input_names=["input"],
+                                output_names=list(manifest["outputs"]), verbose=False)
+    program.save(str(artifact))
+    rewrite_manifest(artifact)
+    tflite, _ = artifact_of(folder, "tflite", "fp32")
+    rewrite_manifest(tflite, artifact_bytes=100)  # a size budget must measure the bytes, not this word
+    code, err, report = validate(capsys, checkpoint, folder, shapes_root / "classification", FP32_AND_INT8, tmp_path)
+    assert code == 1, err  # before: exit 3, a broadcast ValueError
+    found = by_name(report)
+    assert found[artifact.name]["status"] == "error" and "shapes" in found[artifact.name]["note"]
+    assert found[tflite.name]["measured"]["size_mb"] == pytest.approx(tflite.stat().st_size / 1e6)
+
+
+def test_junit_fails_what_the_exit_code_fails(classifier_artifacts, shapes_root, tmp_path, capsys):
+    checkpoint = classifier_artifacts[0]
+    folder = one_artifact_folder(classifier_artifacts, tmp_path / "art", ("tflite", "fp32"))
+    code, err, _ = validate(capsys, checkpoint, folder, shapes_root / "classification", 'version = 1\nunmatched = "warn"\n[classification.int8]\nmin_sqnr_db = 10.0\n',
+                            tmp_path, "--junit", tmp_path / "junit.xml")
+    assert code == 1, err
+    xml = (tmp_path / "junit.xml").read_text()
+    assert 'name="no_gate_applies"' in xml and 'failures="1"' in xml.split("\n")[1]  # before: written as skipped, failures="0"
+
+
+def test_a_file_added_or_a_manifest_changed_during_the_run_fails_it(classifier_artifacts, shapes_root, tmp_path, capsys, monkeypatch):
+    import edgemnv2.validation.validate as module
+
+    checkpoint = classifier_artifacts[0]
+    _, source, _, _ = classifier_artifacts
+    folder = one_artifact_folder(classifier_artifacts, tmp_path / "art", ("tflite", "fp32"))
+    original = module._score_pass
+
+    def and_meanwhile(*args, **kwargs):  # another process writes the folder while the artifacts run
+        shutil.copyfile(artifact_of(source, "onnx", "fp32")[0], folder / "late.onnx")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, "_score_pass", and_meanwhile)
+    code, err, report = validate(capsys, checkpoint, folder, shapes_root / "classification", FP32_AND_INT8, tmp_path)
+    assert code == 1 and any("changed while it was being validated" in reason for reason in report["gates"]["reasons"]), err
+    monkeypatch.setattr(module, "_score_pass", original)
+    (folder / "late.onnx").unlink()
+    scan = module.scan_artifacts
+
+    def scanned_then_swapped(path):  # the scan read another precision than the verified copy holds
+        result = scan(path)
+        for _, manifest in result.found:
+            manifest["precision"] = "int8_weights"
+        return result
+
+    monkeypatch.setattr(module, "scan_artifacts", scanned_then_swapped)
+    code, err, report = validate(capsys, checkpoint, folder, shapes_root / "classification", FP32_AND_INT8, tmp_path)
+    assert code == 1 and "changed while the folder was being validated" in report["artifacts"][0]["note"], err
+
+
+def test_a_limit_too_large_for_a_float_is_refused(tmp_path):
+    path = tmp_path / "gates.toml"
+    path.write_text("version = 1\n[classification.int8]\nmin_sqnr_db = 1" + "0" * 400 + "\n")
+    with pytest.raises(UserError, match="finite number"):
+        load_gates(path, list(TARGETS))

@@ -22,7 +22,7 @@ from edgemnv2.device import run_bundle as device_runner
 from edgemnv2.fileio import HASH_ENCODING, sha256_of
 
 from .attacks import copy_artifact
-from .test_trust import MAKE_KEYS, SIGNING_PYTHON
+from .test_trust import SIGNING_PYTHON, keys  # noqa: F401 (the signing keys fixture)
 
 pytestmark = pytest.mark.slow
 SAMPLES = 16
@@ -52,14 +52,6 @@ def test_folder_hashes_are_framed_on_the_host_and_in_the_device_runner(tmp_path)
 
 
 # ---- fixtures: one signed TFLite fp32 and one ONNX fp32 artifact, bundled once ----
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory):
-    assert SIGNING_PYTHON.is_file(), "make setup builds .venv-signing (numpy + LiteRT + model_signing)"
-    folder = tmp_path_factory.mktemp("keys")
-    subprocess.run([str(SIGNING_PYTHON), "-c", MAKE_KEYS, str(folder)], check=True, timeout=120)
-    return folder
-
 
 @pytest.fixture(scope="module")
 def artifacts(trained_classifier, keys, tmp_path_factory):

@@ -19,21 +19,12 @@ import pytest
 from PIL import Image
 
 from edgemnv2.artifacts import MANIFEST_SUFFIX, scan_artifacts
-from edgemnv2.cli.main import run
 from edgemnv2.errors import printable
+
+from .test_trust import cli, error_lines
 
 CLASSES = '["circle", "crescent", "cross", "ellipse", "hexagon", "pentagon", "ring", "square", "star", "triangle"]'  # the test classifier's
 SUFFIXES = {"torchscript": ".pt", "onnx": ".onnx", "tflite": ".tflite", "executorch": ".pte"}
-
-
-def cli(capsys, *args):
-    code = run([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def error_lines(err: str) -> list[str]:
-    return [line for line in err.splitlines() if line.startswith("edgemnv2: error:")]
 
 
 def assert_one_line(code: int, err: str, *words: str) -> None:

@@ -7,7 +7,8 @@ Needs only numpy (1.x or 2.x) and the ONE runtime the artifact needs:
   .pt / .ptl     torch
   .mlpackage     coremltools, on macOS
   .onnx          onnxruntime
-It never imports edgemnv2. Usage, from the bundle folder or anywhere:
+It never imports edgemnv2: the runtime adapters come from runtime_adapters.py beside it. Usage, from the
+bundle folder or anywhere:
 
     python run_bundle.py [BUNDLE_DIR] [--threads N] [--runs N] [--out result.json] [--verify-key PUB]
 
@@ -37,12 +38,13 @@ import time
 
 import numpy as np
 
+try:  # beside this file: in a bundle, and in edgemnv2/device
+    from runtime_adapters import RUNTIMES, NoRuntime
+except ImportError:  # imported as edgemnv2.device.run_bundle
+    from edgemnv2.device.runtime_adapters import RUNTIMES, NoRuntime
+
 SCHEMA = "edgemnv2-bundle-result/1"
 EXIT_OK, EXIT_TOLERANCE, EXIT_NO_RUNTIME, EXIT_BAD_BUNDLE, EXIT_RUNNER_ERROR = 0, 1, 2, 3, 4
-
-
-class NoRuntime(Exception):
-    pass
 
 
 class BadBundle(Exception):
@@ -77,161 +79,8 @@ def _file_digest(path):
     return digest, size
 
 
-# ---- runtimes: each (path, threads, manifest) -> (run_one(sample) -> list of float32 arrays, runtime name, version) ----
-
-def _tflite(path, threads, manifest):
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-        name, module = "ai_edge_litert", "ai_edge_litert"
-    except ImportError:
-        try:
-            from tflite_runtime.interpreter import Interpreter
-            name, module = "tflite_runtime", "tflite_runtime"
-        except ImportError:
-            raise NoRuntime("neither ai_edge_litert nor tflite_runtime is installed")
-    interpreter = Interpreter(model_path=path, num_threads=threads)
-    interpreter.allocate_tensors()
-    key = list(interpreter.get_signature_list())[0]
-    runner = interpreter.get_signature_runner(key)
-    (input_name, input_detail), = runner.get_input_details().items()
-    names = interpreter.get_signature_list()[key]["outputs"]
-    order = sorted(names, key=lambda n: int(n.rsplit("_", 1)[-1]) if n.rsplit("_", 1)[-1].isdigit() else n)
-    output_details = runner.get_output_details()
-
-    app_input = input_detail["dtype"] == np.uint8 and input_detail["shape"][-1] == 3  # uint8 NHWC pixels (app-ready file)
-    if app_input:
-        mean = np.array(manifest["preprocessing"]["mean"], np.float32)[:, None, None]
-        std = np.array(manifest["preprocessing"]["std"], np.float32)[:, None, None]
-
-    def to_input(sample):
-        if app_input:  # the bundle's inputs are normalized NCHW: back to the pixels they came from
-            pixels = np.clip(np.round((sample * std + mean) * 255.0), 0, 255).astype(np.uint8)
-            return np.ascontiguousarray(pixels.transpose(0, 2, 3, 1))
-        if input_detail["dtype"] == np.float32:
-            return sample.astype(np.float32)
-        scale, zero = input_detail["quantization"]
-        info = np.iinfo(input_detail["dtype"])
-        return np.clip(np.round(sample / scale + zero), info.min, info.max).astype(input_detail["dtype"])
-
-    def from_output(values, detail):
-        if values.dtype == np.float32:
-            return values
-        scale, zero = detail["quantization"]
-        return ((values.astype(np.float32) - zero) * scale).astype(np.float32)
-
-    def run_encoded(value):
-        result = runner(**{input_name: value})
-        return [from_output(result[n], output_details[n]) for n in order]
-
-    def run_one(sample):
-        return run_encoded(to_input(sample))
-
-    # latency on the file's own input, converted once outside the clock (as an app hands it pixels)
-    run_one.encode, run_one.run_encoded = to_input, run_encoded
-    return run_one, name, _version(module)
-
-
-def _executorch(path, threads, manifest):
-    try:
-        import torch
-        from executorch.runtime import Runtime
-    except ImportError:
-        raise NoRuntime("executorch is not installed")
-    torch.set_num_threads(threads)
-    method = Runtime.get().load_program(path).load_method("forward")
-
-    def run_one(sample):
-        return [o.float().numpy() for o in method.execute([torch.from_numpy(sample)])]
-
-    return run_one, "executorch", _version("executorch")
-
-
-def _torchscript(path, threads, manifest):
-    try:
-        import torch
-    except ImportError:
-        raise NoRuntime("torch is not installed")
-    torch.set_num_threads(threads)
-    if manifest.get("quantized_engine"):
-        torch.backends.quantized.engine = manifest["quantized_engine"]
-    if path.endswith(".ptl"):
-        from torch.jit.mobile import _load_for_lite_interpreter
-        module = _load_for_lite_interpreter(path)
-    else:
-        module = torch.jit.load(path).eval()
-
-    def run_one(sample):
-        with torch.no_grad():
-            out = module(torch.from_numpy(sample))
-        out = out if isinstance(out, (tuple, list)) else (out,)
-        return [o.float().numpy() for o in out]
-
-    return run_one, "torch.jit" + (" lite interpreter" if path.endswith(".ptl") else ""), _version("torch")
-
-
-def _coreml(path, threads, manifest):
-    if sys.platform != "darwin":
-        raise NoRuntime("CoreML runs only on macOS (this is %s)" % platform.system())
-    try:
-        import coremltools as ct
-    except ImportError:
-        raise NoRuntime("coremltools is not installed")
-    model = ct.models.MLModel(path, compute_units=ct.ComputeUnit.CPU_ONLY)
-    spec = model.get_spec()
-    input_name = spec.description.input[0].name
-    takes_image = spec.description.input[0].type.WhichOneof("Type") == "imageType"  # the app-ready package
-    outputs = list(manifest["outputs"])  # by name: an app classifier also has classLabel and probabilities
-    mean = np.array(manifest["preprocessing"]["mean"], np.float32)[:, None, None]
-    std = np.array(manifest["preprocessing"]["std"], np.float32)[:, None, None]
-
-    def run_one(sample):
-        value = sample
-        if takes_image:
-            from PIL import Image
-
-            pixels = np.clip(np.round((sample[0] * std + mean) * 255.0), 0, 255).astype(np.uint8)
-            value = Image.fromarray(np.ascontiguousarray(pixels.transpose(1, 2, 0)), "RGB")
-        result = model.predict({input_name: value})
-        return [np.asarray(result[n], np.float32) for n in outputs]
-
-    return run_one, "coremltools", _version("coremltools")
-
-
-def _onnxruntime(path, threads, manifest):
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise NoRuntime("onnxruntime is not installed")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    input_name = session.get_inputs()[0].name
-    names = [o.name for o in session.get_outputs()]
-
-    def run_one(sample):
-        return [np.asarray(o, np.float32) for o in session.run(names, {input_name: sample})]
-
-    return run_one, "onnxruntime", _version("onnxruntime")
-
-
-def _version(module):
-    try:
-        from importlib import metadata
-        for dist in (module, module.replace("_", "-")):
-            try:
-                return metadata.version(dist)
-            except metadata.PackageNotFoundError:
-                continue
-    except ImportError:
-        pass
-    return getattr(sys.modules.get(module), "__version__", "unknown")
-
-
-# The runtime families this runner knows, by the `device_runtime` each target declares
-# (conversion/base.py TargetSpec); bundle.json names the family of its artifact.
-RUNTIMES = {"tflite": _tflite, "executorch": _executorch, "torch": _torchscript, "coreml": _coreml, "onnxruntime": _onnxruntime}
-
+# ---- runtimes: one adapter per family, in runtime_adapters.py beside this file (the same module the
+# host's runner processes use; `edgemnv2 bundle` ships it with this runner) ----
 
 def load_runtime(artifact, manifest, threads, family):
     if family not in RUNTIMES:

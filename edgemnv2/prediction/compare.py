@@ -42,5 +42,5 @@ def worst_disagreements(report: dict, checkpoint: Path, artifacts_dir: Path, out
     worst = min(candidates, key=lambda a: a["measured"].get(agreement, 100.0))
     reference = open_source(checkpoint, threads)
     other = open_source(manifest_path(Path(artifacts_dir) / worst["artifact"]), threads, verify_key=verify_key, expected_sha256=worst["sha256"])
-    stem = worst["artifact"].replace(".", "_")
+    stem = worst["artifact"].replace(".", "_")[:120]  # a file name has 255 bytes, and the picture's adds its own
     return [path for path, _ in compare_images(reference, other, [Path(p) for p in worst["worst_images"]], out_dir, threshold, f"compare_{stem}")]

@@ -134,6 +134,14 @@ def _validate(data: dict, source: str, target_names: list[str]) -> None:
             _validate_limits(section, f"[{task}.{precision}]", task, source, target_names, allow_targets=True)
 
 
+def _finite(value: int | float) -> bool:
+    """A number a gate can compare with: finite as a float (10**400 is an int too large for one)."""
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
 def _validate_limits(section, where: str, task: str, source: str, target_names: list[str], allow_targets: bool) -> None:
     if not isinstance(section, dict):
         raise UserError(f"{source}: {where} must be a table of limits")
@@ -145,7 +153,7 @@ def _validate_limits(section, where: str, task: str, source: str, target_names: 
             _validate_limits(value, f"{where[:-1]}.{key}]", task, source, target_names, allow_targets=False)
         elif key not in known:
             raise did_you_mean(key, list(known), f"gate for {task} in {where} of {source}")
-        elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
             raise UserError(f"{source}: {where} {key} must be a finite number, not {value!r}")
 
 

@@ -38,10 +38,18 @@ def junit_xml(report: dict) -> ET.ElementTree:
             continue
         for gate in row["gates"]:
             case = _case(suite, classname, gate["name"])
-            if gate["value"] is None:
-                ET.SubElement(case, "skipped", message=f"{gate['name']} not measured here ({row['measured_on']})")
-            elif not gate["passed"]:
+            if not gate["passed"]:  # before "not measured": no_gate_applies has no value and fails
                 ET.SubElement(case, "failure", message=gate["describe"], type="gate failed").text = gate["describe"]
+            elif gate["value"] is None:
+                ET.SubElement(case, "skipped", message=f"{gate['name']} not measured here ({row['measured_on']})")
+    # reasons that belong to no row (the folder changed during the run, a comparison refused): the
+    # verdict's own case, so the XML never says passed where the exit code says failed
+    names = {row["artifact"] for row in report["artifacts"]}
+    others = [reason for reason in verdict.get("reasons", []) if reason.split(":")[0] not in names and not reason.startswith("gates [")]
+    if others:
+        suite = ET.SubElement(root, "testsuite", name="verdict")
+        for reason in others:
+            ET.SubElement(_case(suite, "edgemnv2.verdict", reason[:80]), "failure", message=reason[:2000])
     unchecked = verdict.get("unchecked", [])
     if unchecked:
         suite = ET.SubElement(root, "testsuite", name="gates file")

@@ -190,6 +190,6 @@ def write_reports(report: dict, out_dir: Path, comparison_images: list[Path] | N
     with atomic_output(paths["json"], force=True) as temp:
         temp.write_text(json.dumps(report, indent=2, default=float))
     with atomic_output(paths["md"], force=True) as temp:
-        temp.write_text(markdown(report, comparison_images))
+        temp.write_text(markdown(report, comparison_images), errors="backslashreplace")  # a file name need not be UTF-8
     plot(report, paths["png"])
     return paths

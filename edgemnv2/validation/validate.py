@@ -12,6 +12,7 @@ the per-image records: the same numbers as one process, bit for bit.
 """
 
 import logging
+import os
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -19,19 +20,19 @@ from pathlib import Path
 
 import numpy as np
 
-from conversion import get_target, looks_like_an_artifact, verified_artifact
+from conversion import get_target, kind_of, looks_like_an_artifact, verified_artifact
 
-from ..artifacts import MANIFEST_SUFFIX, FolderScan, RuntimeUnavailable, artifact_files, scan_artifacts
+from ..artifacts import MANIFEST_SUFFIX, ArtifactRefused, FolderScan, RuntimeUnavailable, artifact_files, scan_artifacts
 from ..checkpoint import load_checkpoint
 from ..diagnosis.profile import profile_verified
 from ..data.stream import chunked, read_batches
 from ..distributed import World
 from ..errors import CheckFailed, UserError, reraise_if_debugging
 from ..evaluate import torch_runner
-from ..fileio import sha256_of
+from ..fileio import sha256_of, size_of
 from ..tally import Tally
 from ..tasks import Task, get_task
-from ..signing import signature_path
+from ..signing import SIGNATURE_SUFFIX, signature_path
 from .drift import drift_records, reduce_drift
 from .gates import Gates
 from .timing import PeakMemory, machine, time_runner
@@ -105,16 +106,22 @@ def _timing_sample(data, meta) -> np.ndarray:
     return meta.preprocessing.normalize(image[None])
 
 
-def _open_artifact(stack: ExitStack, artifact: Path, manifest: dict, sample: np.ndarray, settings: ValidationSettings, verify_key) -> Subject:
-    """Check, load and time one artifact; its row says why not when it cannot run."""
+def _open_artifact(stack: ExitStack, artifact: Path, manifest: dict, sample: np.ndarray, settings: ValidationSettings, verify_key,
+                   checkpoint_sha: str) -> Subject:
+    """Check, load and time one artifact; its row says why not when it cannot run. Everything the
+    verdict reads (target, precision, checkpoint, size) comes from the verified copy, not from the
+    scan's reading of the folder, which a file swapped in between could have told otherwise."""
     row = ArtifactRow(artifact.name, str(manifest.get("target")), str(manifest.get("precision")), "", REFUSED)
-    row.measured["size_mb"] = manifest.get("artifact_bytes", 0) / 1e6
     subject = Subject(row, output_names=tuple(manifest.get("outputs", ())))
     try:
-        target = get_target(manifest["target"])
-        row.runtime = target.spec.runtime
         verified = stack.enter_context(verified_artifact(artifact, verify_key))  # checks and loads one private copy
-        row.signature, subject.manifest, row.sha256 = verified.signature, verified.manifest, verified.manifest["artifact_sha256"]
+        checked = verified.manifest
+        if any(checked[key] != manifest.get(key) for key in ("target", "precision", "checkpoint_sha256")) or checked["checkpoint_sha256"] != checkpoint_sha:
+            raise ArtifactRefused(f"{artifact.name}'s manifest changed while the folder was being validated; refusing it")
+        target = get_target(checked["target"])
+        row.runtime = target.spec.runtime
+        row.measured["size_mb"] = size_of(verified.path) / 1e6  # the bytes, not the manifest's word
+        row.signature, subject.manifest, row.sha256 = verified.signature, checked, checked["artifact_sha256"]
         row.recourse = _recourse_summary(verified.manifest.get("recourse"))
         row.status = COULD_NOT_RUN
         subject.runner = _load_runner(target, verified.path, verified.manifest, sample, settings, row)
@@ -258,7 +265,8 @@ def _score_chunk(pending: list, subjects: list[Subject], data, task: Task) -> No
                 break
             try:
                 outputs = _run(subject, x)
-            except Exception as exc:  # a runtime crashing mid-way: the row says so, the others go on
+                _same_shapes(expected, outputs, list(subject.manifest.get("outputs", [])) == list(task.output_names))
+            except Exception as exc:  # a runtime crashing mid-way, or answering in another shape: a row, the others go on
                 _failed(subject, exc)
                 break
             # edgemnv2's own scoring: an exception here is a bug (exit 3), not the artifact's failure
@@ -268,6 +276,24 @@ def _score_chunk(pending: list, subjects: list[Subject], data, task: Task) -> No
             subject.scores.add(batch.indices, records)
             subject.agreement.add(batch.indices, agreement)
             subject.drift.add(batch.indices, drift)
+
+
+class OutputsMismatch(Exception):
+    """The artifact's outputs are not the reference's in number or shape: nothing can be compared."""
+
+    expected = True  # the artifact's fault, not a bug (edgemnv2.errors.is_internal_error)
+
+
+def _same_shapes(expected: list[np.ndarray], outputs: list[np.ndarray], raw: bool) -> None:
+    """Raw outputs must have the reference's shapes; decoded ones (a detector's in-graph decode) one
+    row per image each."""
+    shapes = [tuple(np.shape(o)) for o in outputs]
+    if raw:
+        ok = shapes == [tuple(e.shape) for e in expected]
+    else:
+        ok = bool(shapes) and all(shape[:1] == (len(expected[0]),) for shape in shapes)
+    if not ok:
+        raise OutputsMismatch(f"its outputs have shapes {shapes}, the reference's {[tuple(e.shape) for e in expected]}")
 
 
 def _drift(subject: Subject, expected: list[np.ndarray], outputs: list[np.ndarray], task: Task, data) -> dict:
@@ -380,14 +406,15 @@ def validate(checkpoint: Path, artifacts_dir: Path, data_root: Path, split: str,
     loose = unmanifested(Path(artifacts_dir), scan)
     if not mine and not scan.problems and not loose:
         raise UserError(f"none of the {len(found)} artifacts in {artifacts_dir} was converted from {Path(checkpoint).name} (sha256 differs); pass the checkpoint they came from")
-    unchecked_rows, ignored = _not_validated(foreign, loose, gates, verify_key)
+    unchecked_rows, ignored = _not_validated(foreign, loose, gates, verify_key, checkpoint_sha, Path(artifacts_dir))
+    listing = folder_listing(Path(artifacts_dir))
     chunks = world.shard(chunked(range(len(data)), settings.batch_size))
     with ExitStack() as stack:
         reference = Subject(ArtifactRow("fp32 eager", "pytorch", "fp32", "PyTorch eager", RUNNING, batch=settings.batch_size),
                             torch_runner(model), output_names=task.output_names)
         sample = _timing_sample(data, meta)  # the first image, batch 1 (a bad image file stops here, with its name)
         reference.row.measured.update(_latency(time_runner(reference.runner, sample, settings.warmup, settings.runs)))
-        subjects = [_open_artifact(stack, path, manifest, sample, settings, verify_key) for path, manifest in mine]
+        subjects = [_open_artifact(stack, path, manifest, sample, settings, verify_key, checkpoint_sha) for path, manifest in mine]
         for subject in [reference, *subjects]:
             _postprocessing_cost(subject, task, sample, data.preprocessing.input_size, settings)
         with PeakMemory() as memory:  # every runtime loaded: what streaming the split adds on top
@@ -402,6 +429,11 @@ def validate(checkpoint: Path, artifacts_dir: Path, data_root: Path, split: str,
     # A manifest that could not be read, a foreign or manifest-less artifact: nobody checked it, so it
     # is a row, and it fails the gate.
     rows += [ArtifactRow(manifest_file.name, "?", "?", "", REFUSED, note=reason) for manifest_file, reason in scan.problems] + unchecked_rows
+    changed = sorted(set(folder_listing(Path(artifacts_dir))) ^ set(listing))
+    verdict = gate_verdict(rows, gates, meta.task)
+    if changed:  # a file added, removed or replaced while it ran was never what the rows checked
+        verdict["reasons"].append(f"the artifacts folder changed while it was being validated ({', '.join(name for name, _ in changed)[:300]}); run again")
+        verdict["passed"] = False
     ref = merged_reference.row.measured
     return {
         "schema": "edgemnv2-report/1",
@@ -414,7 +446,7 @@ def validate(checkpoint: Path, artifacts_dir: Path, data_root: Path, split: str,
         "checkpoint": {"path": str(checkpoint), "sha256": checkpoint_sha, "arch": meta.arch, "task": meta.task},
         "data": {"path": str(data_root), "split": split, "images": int(len(data))},
         "metric_names": list(reference_metrics),
-        "gates": gate_verdict(rows, gates, meta.task),
+        "gates": verdict,
         "reference": {"name": "PyTorch eager fp32", "metrics": reference_metrics, "batch": settings.batch_size,
                       **{k: ref.get(k) for k in ("latency_median_ms", "latency_p90_ms", "latency_min_ms", "latency_median_ms_per_rank", "images_per_second",
                                                  "postprocess", "host_postprocess_ms", "end_to_end_ms")}},
@@ -423,17 +455,63 @@ def validate(checkpoint: Path, artifacts_dir: Path, data_root: Path, split: str,
     }
 
 
+def folder_listing(folder: Path) -> list[tuple[str, tuple]]:
+    """(name, (size, mtime, inode)) of every entry: compared before and after the run."""
+    entries = []
+    for path in sorted(folder.iterdir()):
+        status = path.lstat()
+        entries.append((path.name, (status.st_size, status.st_mtime_ns, status.st_ino)))
+    return entries
+
+
 def unmanifested(folder: Path, scan: FolderScan) -> list[Path]:
-    """Files in the folder that are meant as artifacts (a target's suffix, or a target's bytes under
-    any name) and that no manifest describes: nothing says what they are, so nothing checked them."""
-    described = {manifest_file.name[: -len(MANIFEST_SUFFIX)] for manifest_file, _ in scan.problems}
+    """What is meant as an artifact (a target's suffix, or a target's bytes under any name, in the
+    folder or any subfolder) and no manifest describes: nothing says what it is, so nothing checked
+    it. A sidecar or signature name only covers bytes that are not an artifact's."""
+    artifacts = {manifest_file.name[: -len(MANIFEST_SUFFIX)] for manifest_file, _ in scan.problems}
+    carried = set()
     for artifact, manifest in scan.found:
-        described |= set(artifact_files(artifact, manifest)) | {signature_path(artifact).name}
-    return [path for path in sorted(folder.iterdir())
-            if path.name not in described and not path.name.endswith(MANIFEST_SUFFIX) and looks_like_an_artifact(path)]
+        artifacts.add(artifact.name)
+        carried |= (set(artifact_files(artifact, manifest)) - {artifact.name}) | {signature_path(artifact).name}
+    loose = []
+    for path in sorted(folder.iterdir()):
+        if path.name in artifacts or path.name.endswith(MANIFEST_SUFFIX) and kind_of(path) is None:
+            continue
+        if path.name in carried and kind_of(path) is None and not (path.name.endswith(SIGNATURE_SUFFIX) and not _looks_like_a_signature(path)):
+            continue
+        if looks_like_an_artifact(path) or path.name in carried:
+            loose.append(path)
+        elif path.is_dir() and not path.is_symlink():
+            loose += _artifacts_below(path)
+    return loose
 
 
-def _not_validated(foreign: list[tuple[Path, dict]], loose: list[Path], gates: Gates | None, verify_key: Path | None) -> tuple[list[ArtifactRow], list[str]]:
+def _looks_like_a_signature(path: Path) -> bool:
+    """A model-signing signature is a JSON document (a sigstore bundle)."""
+    try:
+        with open(path, "rb") as handle:
+            return path.is_file() and handle.read(1) == b"{"
+    except OSError:
+        return False
+
+
+def _artifacts_below(folder: Path) -> list[Path]:
+    """Artifacts in a subfolder: validate checks one folder, so they were not checked."""
+    found = []
+    for root, directories, files in os.walk(folder, followlinks=False):
+        for name in sorted(directories + files):
+            path = Path(root) / name
+            if looks_like_an_artifact(path):
+                found.append(path)
+    return found
+
+
+def _relative(path: Path, folder: Path) -> str:
+    return str(path.relative_to(folder)) if path.is_relative_to(folder) else path.name
+
+
+def _not_validated(foreign: list[tuple[Path, dict]], loose: list[Path], gates: Gates | None, verify_key: Path | None,
+                   checkpoint_sha: str, folder: Path) -> tuple[list[ArtifactRow], list[str]]:
     """(failing rows, ignored names) for the artifacts this checkpoint cannot validate. Artifacts of
     another checkpoint fail unless the gates file says `foreign = "ignore"`; ignored ones must still
     pass --verify-key. A manifest-less artifact always fails."""
@@ -445,15 +523,15 @@ def _not_validated(foreign: list[tuple[Path, dict]], loose: list[Path], gates: G
                         "checkpoint, move it out of this folder, or set foreign = \"ignore\" in the gates file")
             rows.append(row)
             continue
-        if verify_key is not None:
-            try:
-                with verified_artifact(path, verify_key):
-                    pass
-            except (CheckFailed, UserError) as exc:
-                row.note = f"converted from another checkpoint and ignored, but not verified: {exc}"
-                rows.append(row)
-                continue
+        try:  # ignored only as what its verified manifest says: another checkpoint's
+            with verified_artifact(path, verify_key) as verified:
+                if verified.manifest["checkpoint_sha256"] == checkpoint_sha:
+                    raise ArtifactRefused(f"{path.name}'s manifest changed while the folder was being validated")
+        except (CheckFailed, UserError, OSError) as exc:
+            row.note = f"converted from another checkpoint and ignored, but not verified: {exc}"
+            rows.append(row)
+            continue
         ignored.append(path.name)
-    rows += [ArtifactRow(path.name, "?", "?", "", REFUSED, note="an artifact file without its manifest: nothing says what it is or lets it "
-                         "be checked; re-run convert, or remove it from the folder") for path in loose]
+    rows += [ArtifactRow(_relative(path, folder), "?", "?", "", REFUSED, note="an artifact file without its manifest (or in a subfolder): nothing "
+                         "says what it is or lets it be checked; re-run convert, or remove it from the folder") for path in loose]
     return rows, ignored

@@ -1,0 +1,1 @@
+../edgemnv2/device/runtime_adapters.py
