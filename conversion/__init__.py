@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Iterator
 
 from edgemnv2.artifacts import VerifiedArtifact, verified_copy
+from edgemnv2.confine.runner import ConfinedRunner, RunnerLimits
 
 from edgemnv2.errors import did_you_mean
 
@@ -59,3 +60,10 @@ def verified_artifact(artifact_or_manifest: Path, verify_key: Path | None = None
     how every reader (validate, predict, bundle, profile, debug) opens an artifact."""
     with verified_copy(artifact_or_manifest, verify_key, kind_of=kind_of) as verified:
         yield verified
+
+
+def confined_runner(target_name: str, artifact: Path, manifest: dict, threads: int, limits: RunnerLimits = RunnerLimits()) -> ConfinedRunner:
+    """The artifact loaded and run by its target's runtime adapter in a runner process
+    (edgemnv2.confine): a Runner whose runtime never shares the caller's process. `artifact` should
+    sit alone in a private folder (a verified copy): the runner may read everything beside it."""
+    return ConfinedRunner(get_target(target_name).spec.device_runtime, Path(artifact), manifest, threads, limits)

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgemnv2.artifacts import ArtifactRefused
+
 from .third_party import tflite_metadata_schema_py_generated as meta_fb
 
 METADATA_NAME = "TFLITE_METADATA"  # the name TFLite Metadata readers look for
@@ -240,6 +242,22 @@ def with_metadata(content: bytes, metadata: bytes, files: dict[str, bytes]) -> b
     return stream.getvalue()
 
 
+MAX_LABELS_BYTES = 1 << 20  # a million bytes of class names: far above 1000 ImageNet classes (21 KB)
+
+
+def _labels(content: bytes, name: str) -> list[str]:
+    """The zipped labels file, decompressed at most MAX_LABELS_BYTES (the zip's own size field is
+    the file's word, so the read itself is bounded: a 100 KB file inflating to gigabytes stops here)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(content)) as archive, archive.open(LABELS_FILE) as member:
+            data = member.read(MAX_LABELS_BYTES + 1)
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError, EOFError, NotImplementedError):
+        return []
+    if len(data) > MAX_LABELS_BYTES:
+        raise ArtifactRefused(f"{name}: its embedded {LABELS_FILE} inflates past {MAX_LABELS_BYTES} bytes; refusing it")
+    return data.decode(errors="replace").splitlines()
+
+
 def read_metadata(path: Path) -> dict:
     """What a `.tflite` says about itself: model name/version/description, input and outputs,
     preprocessing, and the labels (from the zipped associated file). {} when it has no metadata."""
@@ -256,12 +274,7 @@ def read_metadata(path: Path) -> dict:
     meta = meta_fb.ModelMetadataT.InitFromPackedBuf(bytearray(raw), 0)
     subgraph = meta.subgraphMetadata[0]
     custom = {c.name.decode() if isinstance(c.name, bytes) else c.name: bytes(c.data).decode() for c in (subgraph.customMetadata or [])}
-    labels = []
-    try:
-        with zipfile.ZipFile(io.BytesIO(content)) as archive:
-            labels = archive.read(LABELS_FILE).decode().splitlines()
-    except (zipfile.BadZipFile, KeyError):
-        pass
+    labels = _labels(content, Path(path).name)
     decode = lambda value: value.decode() if isinstance(value, bytes) else value  # noqa: E731
     return {"name": decode(meta.name), "description": decode(meta.description), "version": decode(meta.version),
             "author": decode(meta.author), "license": decode(meta.license), "labels": labels,

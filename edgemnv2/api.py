@@ -104,14 +104,14 @@ def convert(model: nn.Module | str | Path, out: str | Path, *, meta: CheckpointM
 def validate(checkpoint: str | Path, artifacts: str | Path, data: str | Path, *, gates: str | Path | None = None, split: str = "val",
              limit: int | None = None, threads: int = 2, runs: int = 20, out: str | Path | None = None, force: bool = False,
              verify_key: str | Path | None = None, batch_size: int = 16, workers: int | None = None, arch: str | None = None,
-             profile: bool = False) -> ValidationOutcome | None:
+             profile: bool = False, require_confinement: bool = False) -> ValidationOutcome | None:
     """Every artifact in `artifacts` through its real runtime against the checkpoint's fp32 outputs on
     `data`'s split; writes report.json/.md/.png into `out` (default: the artifacts folder).
     -> ValidationOutcome: .report (docs/report.md), .paths, .passed (all gates met and checked);
     None on torchrun ranks other than 0 (rank 0 holds the merged report). profile: add each artifact's per-op profile."""
     return validate_artifacts(Path(checkpoint), Path(artifacts), Path(data), gates=gates, split=split, limit=limit, threads=threads, runs=runs,
                               report_dir=Path(out) if out else None, force=force, verify_key=Path(verify_key) if verify_key else None,
-                              batch_size=batch_size, workers=workers, arch=arch, profile=profile)
+                              batch_size=batch_size, workers=workers, arch=arch, profile=profile, require_confinement=require_confinement)
 
 
 def predict(model: nn.Module | str | Path, images: str | Path | Sequence[str | Path], *, meta: CheckpointMeta | None = None,

@@ -55,7 +55,7 @@ class ValidationOutcome:
 def validate_artifacts(checkpoint: Path, artifacts: Path, data: Path, *, gates: str | Path | None = None, split: str = "val",
                        limit: int | None = None, threads: int = 2, runs: int = 20, report_dir: Path | None = None,
                        arch: str | None = None, verify_key: Path | None = None, force: bool = False, batch_size: int = 16,
-                       workers: int | None = None, profile: bool = False) -> ValidationOutcome | None:
+                       workers: int | None = None, profile: bool = False, require_confinement: bool = False) -> ValidationOutcome | None:
     """Every artifact in `artifacts` through its real runtime against the checkpoint's fp32 eager
     outputs; writes report.json/.md/.png (and, for detectors, comparison pictures).
 
@@ -73,7 +73,8 @@ def validate_artifacts(checkpoint: Path, artifacts: Path, data: Path, *, gates: 
     # the folder was checked and ran to finite outputs, else it is not passed (and the CLI exits 1).
     loaded_gates = load_gates(gates, target_names()) if gates is not None else None
     _verify_key_usable(verify_key)
-    settings = ValidationSettings(threads=threads, runs=runs, batch_size=batch_size, workers=workers, profile=profile)
+    settings = ValidationSettings(threads=threads, runs=runs, batch_size=batch_size, workers=workers, profile=profile,
+                                  require_confinement=require_confinement)
     report = validate(Path(checkpoint), Path(artifacts), Path(data), split, settings, loaded_gates, arch, limit, verify_key, world())
     if report is None:  # not rank 0
         return None

@@ -3,6 +3,7 @@ whatever it does, the host survives with a one-line cause. Real runtimes, real f
 
 import json
 import resource
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -70,7 +71,8 @@ def test_a_runner_that_segfaults_or_outgrows_its_memory_is_named_and_the_host_su
         ConfinedRunner("tflite", artifact, manifest, threads=1)
     monkeypatch.setenv("EDGEMNV2_RUNNER_FAILPOINT", "allocate")
     with pytest.raises(RunnerFailed, match="memory limit"):
-        ConfinedRunner("tflite", artifact, manifest, threads=1, limits=RunnerLimits(memory_mb=512))
+        # above what the runner factory's imports already hold (torch's, if a runner needed them: ~1 GB of data)
+        ConfinedRunner("tflite", artifact, manifest, threads=1, limits=RunnerLimits(memory_mb=2048))
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < (4 << 20)  # kB: the host never held the hog
 
 
@@ -137,3 +139,64 @@ def test_the_protocol_refuses_what_no_runner_sends():
         receive(read)
     os.close(read)
     os.close(write)
+
+
+# ---- predict runs every artifact in a runner process ----
+
+def _image(path: Path) -> Path:
+    from PIL import Image
+
+    Image.fromarray(np.full((48, 48, 3), 128, np.uint8)).save(path)
+    return path
+
+
+def test_predict_on_a_writing_torchscript_file_with_a_self_description_changes_nothing(classifier_artifacts, tmp_path, capsys):
+    """The attack of issue 28: a bare `.pt` that describes itself like an edgemnv2 artifact, and the
+    same file under a manifest whose sha256 matches (an unsigned folder anyone could write)."""
+    import zipfile
+
+    from conversion.base import SELF_DESCRIPTION
+    from edgemnv2.fileio import sha256_of
+
+    from .test_trust import cli
+
+    _, folder, _, _ = classifier_artifacts
+    genuine, manifest = artifact_of(folder, "torchscript", "fp32")
+    with zipfile.ZipFile(genuine) as archive:
+        description = next(archive.read(m) for m in archive.namelist() if m.endswith("/extra/" + SELF_DESCRIPTION))
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    writer = _writer_artifact(tmp_path, victim)
+    bare = tmp_path / "downloaded" / "model.pt"
+    bare.parent.mkdir()
+    loaded = torch.jit.load(str(writer))
+    torch.jit.save(loaded, str(bare), _extra_files={SELF_DESCRIPTION: description})
+    image = _image(tmp_path / "photo.png")
+    code, _, err = cli(capsys, "predict", "--model", bare, image)
+    assert victim.read_text() == "precious" and code == 2 and len(err.strip().splitlines()) == 1, err
+    forged = tmp_path / "forged"
+    forged.mkdir()
+    shutil.copyfile(bare, forged / genuine.name)
+    manifest = dict(manifest, artifact_sha256=sha256_of(forged / genuine.name))
+    (forged / (genuine.name + ".manifest.json")).write_text(json.dumps(manifest))
+    code, _, err = cli(capsys, "predict", "--model", forged / genuine.name, image)
+    assert victim.read_text() == "precious" and code == 2 and "cannot run" in err, err
+
+
+def test_a_labels_bomb_tflite_is_one_line_and_the_host_stays_small(classifier_artifacts, tmp_path, capsys):
+    import io
+    import zipfile
+
+    _, folder, _, _ = classifier_artifacts
+    app, _ = artifact_of(folder, "tflite", "fp32")
+    stream = io.BytesIO(app.read_bytes())
+    with zipfile.ZipFile(stream, "a", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("labels.txt", b"\n" * (1 << 30))  # 1 GiB of newlines in about a megabyte
+    bomb = tmp_path / "bomb.tflite"
+    bomb.write_bytes(stream.getvalue())
+    assert bomb.stat().st_size < app.stat().st_size + (2 << 20)
+    probe = ("import resource, sys\nfrom edgemnv2.cli.main import run\ncode = run(['predict', '--model', sys.argv[1], sys.argv[2]])\n"
+             "print(code, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n")
+    done = subprocess.run([sys.executable, "-c", probe, str(bomb), str(_image(tmp_path / "photo.png"))], capture_output=True, text=True, timeout=600)
+    code, peak_mb = map(int, done.stdout.split()[-2:])
+    assert code == 2 and "labels.txt inflates past" in done.stderr and peak_mb < 1024, (code, peak_mb, done.stderr[-500:])

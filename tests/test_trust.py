@@ -79,7 +79,7 @@ def test_a_runtime_that_crashes_on_load_fails_the_gate(classifier_artifacts, sha
     checkpoint = classifier_artifacts[0]
     folder = one_artifact_folder(classifier_artifacts, tmp_path / "art", ("tflite", "int8"))
     artifact, _ = artifact_of(folder, "tflite", "int8")
-    artifact.write_bytes(b"TFL3" + bytes(4096))  # not a flatbuffer; sha256 fixed up as an attacker would
+    artifact.write_bytes(bytes(4) + b"TFL3" + bytes(4096))  # TFLite's identifier, then not a flatbuffer; sha256 fixed up as an attacker would
     rewrite_manifest(artifact)
     code, err, report = validate(capsys, checkpoint, folder, shapes_root / "classification", LENIENT_INT8, tmp_path)
     assert code == 1, err

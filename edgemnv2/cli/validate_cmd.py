@@ -18,6 +18,7 @@ def validate(
     batch_size: Annotated[int, typer.Option(help="Images per call for runtimes that take batches (eager, TorchScript); batch-1 artifacts get them one by one. The report says which.")] = 16,
     workers: Annotated[Optional[int], typer.Option(help="Threads decoding images ahead of the runtimes (default: cores - 1, at least 1).")] = None,
     report_dir: Annotated[Optional[Path], typer.Option("--out", help="Where to write report.json/.md/.png (default: the artifacts folder).")] = None,
+    require_confinement: Annotated[bool, typer.Option("--require-confinement", help="For CI: an artifact whose runner process cannot be confined with Landlock (older kernel, macOS) is an error row and fails the run, instead of running out of process with resource limits only.")] = False,
     profile: Annotated[bool, typer.Option("--profile", help="Also profile every artifact per op in its runtime (time by op kind in the notes; every op in report.json).")] = False,
     per_layer: Annotated[bool, typer.Option("--per-layer", help="Also print per-layer int8 sensitivity (SQNR per layer, worst first).")] = False,
     arch: Annotated[Optional[str], typer.Option(help="Model name, only for bare state dicts.")] = None,
@@ -47,7 +48,8 @@ def validate(
         refuse_overwrite(junit, force)  # before the work, not after it
     with third_party_noise(verbose, log, "validate"):
         outcome = api.validate(checkpoint, artifacts, data, gates=gates, split=split, limit=limit, threads=threads, runs=runs,
-                               out=report_dir, arch=arch, verify_key=verify_key, force=force, batch_size=batch_size, workers=workers, profile=profile)
+                               out=report_dir, arch=arch, verify_key=verify_key, force=force, batch_size=batch_size, workers=workers, profile=profile,
+                               require_confinement=require_confinement)
     if outcome is None:  # a torchrun rank other than 0: rank 0 reports
         return
     show_validation(outcome, table_to=console if json_output else out)

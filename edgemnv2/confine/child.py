@@ -1,14 +1,15 @@
 """A runner process: loads one artifact with its runtime adapter and runs it for the host, confined.
 
-Started by edgemnv2.confine.runner as `python -I -m edgemnv2.confine.child REQUEST_FD REPLY_FD`
-in a fresh interpreter (never a fork of the host: nothing of the host's memory is here), with a
-scrubbed environment and no other file descriptors. Before the artifact is opened it takes away its
+Forked by the runner factory (edgemnv2.confine.zygote: a fresh interpreter, never a fork of the
+host, so nothing of the host's memory is here), with a scrubbed environment and no file descriptors
+but its two pipes. Before the artifact is opened it takes away its
 own rights, for good: resource limits (memory, CPU time, file size, no core dumps) and, where the
 kernel has Landlock, read access only to the Python installation, the system libraries and the
 artifact's private copy, write access only to its own empty folder, and no TCP. Then it answers
 requests (protocol.py) until told to stop. Imports numpy, the adapters and, lazily, one runtime.
 """
 
+import importlib
 import os
 import resource
 import sys
@@ -60,6 +61,16 @@ def confine(artifact_dir: Path, work_dir: Path, limits: dict) -> str:
     return f"confined: {enforced.describe()}; resource limits"
 
 
+def _status_kb(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 def _failpoint() -> None:
     point = os.environ.get(FAILPOINT)
     if point == "segfault":
@@ -77,9 +88,17 @@ def serve(request_fd: int, reply_fd: int) -> int:
     artifact, work_dir = Path(header["artifact"]), Path(header["work_dir"])
     try:
         confinement = confine(artifact.parent, work_dir, header.get("limits", {}))
-        from ..device.runtime_adapters import RUNTIMES, NoRuntime
+        baseline_kb = _status_kb("VmRSS")
+        from ..device.runtime_adapters import IMPORTS, RUNTIMES, NoRuntime
 
+        for module in IMPORTS.get(header["family"], ()):
+            try:
+                importlib.import_module(module)
+            except ImportError:  # the adapter says which runtime is missing, in its words
+                pass
+        started = time.perf_counter()
         run_one, runtime, version = RUNTIMES[header["family"]](str(artifact), int(header["threads"]), header.get("manifest") or {})
+        load_ms = (time.perf_counter() - started) * 1000
     except NoRuntime as exc:
         send(reply_fd, {"error": str(exc), "kind": "no_runtime"})
         return 0
@@ -87,7 +106,7 @@ def serve(request_fd: int, reply_fd: int) -> int:
         send(reply_fd, {"error": f"{type(exc).__name__}: {exc}", "kind": "load", "traceback": traceback.format_exc()[-4000:]})
         return 0
     _failpoint()
-    send(reply_fd, {"ready": True, "confinement": confinement, "runtime": runtime, "version": version,
+    send(reply_fd, {"ready": True, "confinement": confinement, "runtime": runtime, "version": version, "load_ms": load_ms, "baseline_kb": baseline_kb,
                     "encodes": hasattr(run_one, "encode"), "batched": bool(getattr(run_one, "batched", False))})
     encoded = None
     while True:
@@ -124,11 +143,3 @@ def serve(request_fd: int, reply_fd: int) -> int:
         except Exception as exc:
             send(reply_fd, {"error": f"{type(exc).__name__}: {exc}", "kind": "run", "traceback": traceback.format_exc()[-4000:]})
 
-
-def main() -> int:
-    request_fd, reply_fd = int(sys.argv[1]), int(sys.argv[2])
-    return serve(request_fd, reply_fd)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,8 +8,12 @@ connections, and has a memory, CPU-time and per-call wall-clock limit. Arrays tr
 naming the cause, and the host goes on with the other artifacts.
 """
 
+import atexit
+import json
 import os
 import select
+import socket
+import threading
 import shutil
 import signal
 import subprocess
@@ -39,6 +43,8 @@ class RunnerFailed(Exception):
     """The runner process died or broke a limit, or its runtime refused the artifact: the artifact's
     row says which, on one line (a runtime's message can span a whole TorchScript traceback)."""
 
+    expected = True  # the artifact's fault, never a bug of edgemnv2's (edgemnv2.errors.is_internal_error)
+
     def __str__(self) -> str:
         return " ".join(super().__str__().split())
 
@@ -57,16 +63,12 @@ class ConfinedRunner:
     def __init__(self, family: str, artifact: Path, manifest: dict, threads: int, limits: RunnerLimits = RunnerLimits()):
         self.limits = limits
         self._closed = False
+        self._code = None
         self.work = Path(tempfile.mkdtemp(prefix="edgemnv2-runner-"))
         request_read, self._request = os.pipe()
         self._reply, reply_write = os.pipe()
-        env = {key: os.environ[key] for key in ENV_KEEP if key in os.environ}
-        env.update(HOME=str(self.work), TMPDIR=str(self.work), OMP_NUM_THREADS=str(threads), PYTHONDONTWRITEBYTECODE="1")
-        self._log = open(self.work / "runner.log", "wb")
         try:
-            self.process = subprocess.Popen([sys.executable, "-I", "-m", "edgemnv2.confine.child", str(request_read), str(reply_write)],
-                                            stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log, env=env,
-                                            pass_fds=(request_read, reply_write), cwd=self.work, start_new_session=True)
+            self.pid = _zygote().spawn(family, self.work, request_read, reply_write)
         finally:
             os.close(request_read)
             os.close(reply_write)
@@ -81,10 +83,12 @@ class ConfinedRunner:
             self.close()
             raise RunnerFailed(f"the runtime could not load it: {reply['error']}")
         self.confinement, self.runtime, self.version = reply["confinement"], reply["runtime"], reply["version"]
+        self.load_ms = float(reply.get("load_ms") or 0.0)  # the runtime loading the artifact, inside the runner
+        self.baseline_mb = (reply.get("baseline_kb") or 0) / 1024  # the runner before its runtime was imported
         self.batch_size = None if reply.get("batched") else 1
 
     def _ask(self, header: dict, arrays=()) -> tuple[dict, list[np.ndarray]]:
-        if self.process.poll() is not None:
+        if self._code is not None:
             raise RunnerFailed(self._death())
         try:
             send(self._request, header, arrays)
@@ -96,11 +100,17 @@ class ConfinedRunner:
         except (ProtocolError, BrokenPipeError, OSError) as exc:
             if isinstance(exc, RunnerFailed):
                 raise
-            self.process.wait(timeout=30)
             raise RunnerFailed(self._death()) from None
 
+    def _exit_code(self) -> int:
+        """Its exit code (negative: the signal), once it has ended: the zygote, its parent, reaps it."""
+        if self._code is None:
+            code = _zygote().status(self.pid)
+            self._code = code if code is not None else -signal.SIGKILL
+        return self._code
+
     def _death(self) -> str:
-        code = self.process.wait(timeout=30)
+        code = self._exit_code()
         if code < 0:
             name = _signal_name(code)
             limit = {"SIGXCPU": f"its CPU-time limit ({self.limits.cpu_seconds} s)", "SIGKILL": "a kill (a limit or the system's memory guard)",
@@ -132,29 +142,41 @@ class ConfinedRunner:
             raise RunnerFailed("the runner sent no timings")
         return [float(t) for t in times]
 
+    def peak_rss_mb(self) -> float | None:
+        """The runner's resident-memory peak so far (VmHWM), where /proc tells it."""
+        try:
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        except (OSError, ValueError):
+            pass
+        return None
+
     def _kill(self) -> None:
         try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
             pass
-        self.process.wait(timeout=30)
+        self._exit_code()
 
     def close(self) -> None:
         if getattr(self, "_closed", True):
             return
         self._closed = True
-        if self.process.poll() is None:
+        if self._code is None:
             try:
                 send(self._request, {"op": "close"})
-                self.process.wait(timeout=10)
-            except (OSError, subprocess.TimeoutExpired):
+                ready, _, _ = select.select([self._reply], [], [], 10)  # EOF when it has exited
+                if not ready:
+                    self._kill()
+            except OSError:
                 self._kill()
+            self._exit_code()
         for fd in (self._request, self._reply):
             try:
                 os.close(fd)
             except OSError:
                 pass
-        self._log.close()
         shutil.rmtree(self.work, ignore_errors=True)
 
     def __del__(self):
@@ -168,3 +190,56 @@ def _plain_manifest(manifest: dict | None) -> dict:
     """What an adapter reads of a manifest (JSON-safe): outputs, preprocessing, engine."""
     manifest = manifest or {}
     return {key: manifest[key] for key in ("outputs", "preprocessing", "quantized_engine", "target", "precision") if key in manifest}
+
+
+class _Zygote:
+    """The host's one runner factory (edgemnv2.confine.zygote), started on first use and ended with
+    the host: a fresh interpreter with every runtime imported, forking a runner per artifact."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = {key: os.environ[key] for key in ENV_KEEP if key in os.environ}
+        # PASSIVE: an idle runner's OpenMP threads sleep instead of spinning. In one process one pool
+        # served every artifact; here a dozen runners wait side by side, and spinning ones (torch's,
+        # after each call) took the cores from the one being timed (measured: 840 ms for a 0.9 ms model).
+        env.update(OMP_WAIT_POLICY="PASSIVE", OPENBLAS_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1", HOME=tempfile.gettempdir())
+        self.process = subprocess.Popen([sys.executable, "-I", "-m", "edgemnv2.confine.zygote", str(theirs.fileno())], stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, pass_fds=(theirs.fileno(),),
+                                        cwd=tempfile.gettempdir(), start_new_session=True)
+        theirs.close()
+        self.socket = ours
+        atexit.register(self.close)
+
+    def _request(self, header: dict, fds: tuple = ()) -> dict:
+        with self._lock:
+            socket.send_fds(self.socket, [json.dumps(header).encode()], list(fds))
+            reply = self.socket.recv(1 << 16)
+        if not reply:
+            raise RunnerFailed("the runner factory (edgemnv2.confine.zygote) has died")
+        return json.loads(reply)
+
+    def spawn(self, family: str, work: Path, request_fd: int, reply_fd: int) -> int:
+        return int(self._request({"op": "spawn", "family": family, "work_dir": str(work)}, (request_fd, reply_fd))["pid"])
+
+    def status(self, pid: int) -> int | None:
+        return self._request({"op": "status", "pid": pid}).get("code")
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def close(self) -> None:
+        try:
+            self.socket.close()
+            self.process.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            self.process.kill()
+
+
+_FACTORY: list[_Zygote] = []
+
+
+def _zygote() -> _Zygote:
+    if not _FACTORY or not _FACTORY[0].alive():
+        _FACTORY[:] = [_Zygote()]
+    return _FACTORY[0]

@@ -105,6 +105,8 @@ def _torchscript(path, threads, manifest):
         out = out if isinstance(out, (tuple, list)) else (out,)
         return [o.float().numpy() for o in out]
 
+    run_one.batched = True  # a TorchScript module takes any batch (the host's runners give it whole batches)
+
     return run_one, "torch.jit" + (" lite interpreter" if path.endswith(".ptl") else ""), _version("torch")
 
 
@@ -169,4 +171,8 @@ def _version(module):
 
 # The runtime families, by the `device_runtime` each target declares (conversion/base.py TargetSpec);
 # bundle.json and the host's runner requests name the family of their artifact.
+# What each family imports: a runner process imports it before it starts the clock on loading the
+# artifact, so load times stay those of loading, as in a process where the runtime was imported.
+IMPORTS = {"tflite": ("ai_edge_litert.interpreter", "tflite_runtime.interpreter"), "executorch": ("torch", "executorch.runtime"),
+           "torch": ("torch", "torch.jit.mobile"), "coreml": ("coremltools",), "onnxruntime": ("onnxruntime",)}
 RUNTIMES = {"tflite": _tflite, "executorch": _executorch, "torch": _torchscript, "coreml": _coreml, "onnxruntime": _onnxruntime}

@@ -1,19 +1,27 @@
-"""A prediction source: a checkpoint or any artifact, behind the same Runner as `validate`."""
+"""A prediction source: a checkpoint or any artifact, behind the same Runner as `validate`.
 
+An artifact runs in a runner process (conversion.confined_runner, edgemnv2.confine): `predict` on
+a file someone sent, a TorchScript program included, cannot touch this machine's files or network
+where the kernel has Landlock, and its runtime crashing is one line, not this process's end.
+"""
+
+import shutil
+import tempfile
 import weakref
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from conversion import TARGETS, get_target, verified_artifact
+from conversion import TARGETS, confined_runner, verified_artifact
 
 from ..artifacts import MANIFEST_SUFFIX, ArtifactRefused, RuntimeUnavailable, manifest_path
 from ..checkpoint import CheckpointMeta
 from ..data.images import load_rgb
 from ..data.preprocess import Preprocessing
-from ..errors import CheckFailed, UserError, one_line
+from ..confine.runner import RunnerFailed
+from ..errors import UserError
 from ..evaluate import Runner, torch_runner
 from ..tasks import get_task
 
@@ -45,10 +53,13 @@ def open_source(path: Path, threads: int = 2, arch: str | None = None, verify_ke
             if expected_sha256 is not None and manifest["artifact_sha256"] != expected_sha256:
                 raise ArtifactRefused(f"{verified.path.name} changed after it was validated (sha256 differs): refusing to run it")
             meta = CheckpointMeta.from_dict(manifest, f"{verified.path.name}{MANIFEST_SUFFIX}")
-            runner = get_target(manifest["target"]).load(verified.path, manifest, threads)
+            runner = keep.enter_context(closing(confined_runner(manifest["target"], verified.path, manifest, threads)))
         except RuntimeUnavailable as exc:
             keep.close()
             raise UserError(f"cannot run {path.name} here: {exc}") from None
+        except RunnerFailed as exc:  # its runtime refused it, or it crashed its runner: the file's fault
+            keep.close()
+            raise UserError(f"cannot run {path.name}: {exc}") from None
         except BaseException:
             keep.close()
             raise
@@ -97,24 +108,34 @@ def _bare_artifact(path: Path, target, threads: int) -> Source:
                         f"converted with options that carry no metadata); keep {path.name}{MANIFEST_SUFFIX} beside it")
     # the same checked reader as checkpoints and manifests: task, class names, bounded input size, mean/std
     meta = CheckpointMeta.from_dict({"arch": "unknown", **carried}, f"{path.name} (its self-description)")
+    keep = ExitStack()  # a private copy, alone in its folder: all that its runner may read
+    private = Path(keep.enter_context(tempfile.TemporaryDirectory(prefix="edgemnv2-bare-")))
+    shutil.copyfile(path, private / path.name)
     try:
-        runner = target.load(path, None, threads)
+        runner = keep.enter_context(closing(confined_runner(target.name, private / path.name, carried, threads)))
     except RuntimeUnavailable as exc:
+        keep.close()
         raise UserError(f"cannot run {path.name} here: {exc}") from None
-    except (UserError, CheckFailed):  # refused by its target's own checks: their words
+    except RunnerFailed as exc:  # an unverified file whose runtime refuses it, or that crashes it: the file's fault
+        keep.close()
+        raise UserError(f"cannot load {path.name} as a {target.name} artifact: {exc}") from None
+    except BaseException:
+        keep.close()
         raise
-    except Exception as exc:  # an unverified file whose runtime refuses it: the file's fault, in one line
-        raise UserError(f"cannot load {path.name} as a {target.name} artifact: {one_line(exc)[:300]}") from None
     height, width = meta.preprocessing.input_size
     try:  # one run at the size it says it takes: a file that lies about its input or its classes stops here
         outputs = runner(np.zeros((1, 3, height, width), np.float32))
-    except (UserError, CheckFailed):
-        raise
-    except Exception as exc:
-        raise UserError(f"{path.name} does not run on the {height}x{width} input its self-description gives: {one_line(exc)[:300]}") from None
+    except RunnerFailed as exc:
+        keep.close()
+        raise UserError(f"{path.name} does not run on the {height}x{width} input its self-description gives: {exc}") from None
     precision = carried.get("precision") if isinstance(carried.get("precision"), str) else "?"
-    source = Source(f"{target.name} {precision} (no manifest: unverified)", meta.task, meta.class_names, meta.preprocessing, runner)
-    check_class_count(source, outputs, path.name)
+    source = Source(f"{target.name} {precision} (no manifest: unverified, run confined)", meta.task, meta.class_names, meta.preprocessing, runner)
+    weakref.finalize(source, keep.close)
+    try:
+        check_class_count(source, outputs, path.name)
+    except UserError:
+        keep.close()
+        raise
     return source
 
 
@@ -133,7 +154,10 @@ def predict_image(source: Source, image_path: Path, threshold: float) -> tuple:
     """-> (PIL image, predictions), formatted by the task: a classifier's top-5 [(class, probability)];
     a detector's [(box x1y1x2y2 in original-image pixels, score, class index)] above `threshold`."""
     image = load_rgb(image_path)
-    outputs = source.runner(source.preprocessing(image)[None])
+    try:
+        outputs = source.runner(source.preprocessing(image)[None])
+    except RunnerFailed as exc:  # the artifact crashed or broke a limit in its runner process
+        raise UserError(f"{source.name} failed on {Path(image_path).name}: {exc}") from None
     check_class_count(source, outputs)
     task = get_task(source.task)
     predictions = task.predict(outputs, source.class_names, source.preprocessing.input_size, image.size, threshold)

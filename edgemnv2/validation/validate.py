@@ -14,16 +14,17 @@ the per-image records: the same numbers as one process, bit for bit.
 import logging
 import os
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from conversion import get_target, kind_of, looks_like_an_artifact, verified_artifact
+from conversion import confined_runner, get_target, kind_of, looks_like_an_artifact, verified_artifact
 
 from ..artifacts import MANIFEST_SUFFIX, ArtifactRefused, FolderScan, RuntimeUnavailable, artifact_files, scan_artifacts
 from ..checkpoint import load_checkpoint
+from ..confine.runner import RunnerLimits
 from ..diagnosis.profile import profile_verified
 from ..data.stream import chunked, read_batches
 from ..distributed import World
@@ -54,6 +55,7 @@ class ValidationSettings:
     batch_size: int = 16
     workers: int | None = None  # decoding threads (data/stream.py default)
     profile: bool = False  # also each artifact's per-op profile (edgemnv2.diagnosis.profile)
+    require_confinement: bool = False  # an artifact whose runner cannot take Landlock is an error row, never run
 
 
 @dataclass
@@ -72,6 +74,7 @@ class ArtifactRow:
     gates: list = field(default_factory=list)
     worst_images: list = field(default_factory=list)  # detector: image paths where it disagrees most
     signature: str = ""  # "verified", "unsigned", "signed, not verified (no --verify-key)"
+    confinement: str = ""  # how its runner process was confined (edgemnv2.confine), or why it was not
     sha256: str = ""  # the verified bytes scored: whatever reopens the artifact later must find these
     recourse: dict = field(default_factory=dict)  # convert --max-drop's search, from the manifest (conversion/recourse.py)
     profile: dict = field(default_factory=dict)  # validate --profile: per-op times in the runtime
@@ -124,7 +127,7 @@ def _open_artifact(stack: ExitStack, artifact: Path, manifest: dict, sample: np.
         row.signature, subject.manifest, row.sha256 = verified.signature, checked, checked["artifact_sha256"]
         row.recourse = _recourse_summary(verified.manifest.get("recourse"))
         row.status = COULD_NOT_RUN
-        subject.runner = _load_runner(target, verified.path, verified.manifest, sample, settings, row)
+        subject.runner = _load_runner(stack, target, verified.path, verified.manifest, sample, settings, row)
         row.batch = getattr(subject.runner, "batch_size", None) or settings.batch_size
         row.status = RUNNING
     except (CheckFailed, UserError) as exc:  # tampered, unsigned, wrongly signed, unknown target, bad manifest
@@ -191,27 +194,30 @@ def _failed(subject: Subject, exc: Exception) -> None:
     subject.row.status, subject.row.note = ERROR, f"{type(exc).__name__}: {exc}"
 
 
-def _load_runner(target, path: Path, manifest: dict, sample: np.ndarray, settings: ValidationSettings, row: ArtifactRow):
-    """Load (or, for CoreML on Linux, simulate) and time on one image; memory is what this cost."""
-    with PeakMemory() as memory:
-        started = time.perf_counter()
-        try:
-            runner = target.load(path, manifest, settings.threads)
-            row.measured["load_ms"] = (time.perf_counter() - started) * 1000
-        except RuntimeUnavailable as exc:
-            if target.simulate is None:
-                raise
-            runner = target.simulate(path, manifest)
-            row.measured_on, row.note = "simulated", f"{SIMULATED_NOTE} ({exc})"
-        if row.measured_on == "runtime":
-            row.measured.update(_latency(time_runner(runner, sample, settings.warmup, settings.runs)))
+def _load_runner(stack: ExitStack, target, path: Path, manifest: dict, sample: np.ndarray, settings: ValidationSettings, row: ArtifactRow):
+    """Load in a runner process (edgemnv2.confine; or, for CoreML on Linux, simulate here) and time
+    on one image, inside the runner; memory is the runner's."""
+    try:
+        limits = RunnerLimits(require_confinement=settings.require_confinement)
+        runner = stack.enter_context(closing(confined_runner(target.name, path, manifest, settings.threads, limits)))
+        row.measured["load_ms"] = runner.load_ms
+        row.confinement = runner.confinement
+    except RuntimeUnavailable as exc:
+        if target.simulate is None:
+            raise
+        runner = target.simulate(path, manifest)
+        row.measured_on, row.note = "simulated", f"{SIMULATED_NOTE} ({exc})"
+        row.confinement = "not confined: the simulation runs in this process"
     runtime = row.measured_on == "runtime"
-    if runtime and settings.profile and target.profile is not None:  # outside the memory figure: profiling is not running it
+    if runtime:
+        row.measured.update(_latency(time_runner(runner, sample, settings.warmup, settings.runs)))
+    if runtime and settings.profile and target.profile is not None:  # profiling is not running it: not in the memory figure
         row.profile = _profile_summary(profile_verified(path, manifest, settings.threads, settings.runs, sample=sample,
                                                         end_to_end_ms=row.measured["latency_median_ms"]))
-    row.measured["peak_rss_mb"] = memory.peak_mb if runtime else None
-    # what loading and running this artifact added on top of the process (torch, the other runtimes, ...)
-    row.measured["rss_increase_mb"] = max(0.0, memory.peak_mb - memory.baseline_mb) if runtime else None
+    peak = runner.peak_rss_mb() if runtime else None
+    row.measured["peak_rss_mb"] = peak
+    # what loading and running this artifact added to its runner (its runtime's import included)
+    row.measured["rss_increase_mb"] = max(0.0, peak - runner.baseline_mb) if peak is not None else None
     return runner
 
 

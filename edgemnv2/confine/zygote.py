@@ -1,0 +1,88 @@
+"""The runner factory: a fresh interpreter that imports every runtime once, then forks one runner per
+artifact on request (as a browser's zygote does for its renderers).
+
+Started by edgemnv2.confine.runner as `python -I -m edgemnv2.confine.zygote SOCKET_FD` with a scrubbed
+environment; it never opens an artifact itself. Each runner it forks is single-threaded at birth (a
+fork keeps only the calling thread), so the Landlock domain the runner then takes covers every
+thread it will ever run, and it starts in milliseconds instead of re-importing torch for seconds.
+The host's requests come over a SOCK_SEQPACKET socket: {"op": "spawn", "family", "work_dir"} with the runner's
+two pipe ends attached (SCM_RIGHTS) -> {"pid"}; {"op": "status", "pid"} -> {"code"} once it ended.
+"""
+
+import importlib
+import json
+import os
+import socket
+import sys
+
+MAX_MESSAGE = 1 << 16
+
+
+def _preload(family: str) -> None:
+    """Import a family's runtime here, once, before the first fork that needs it (a `predict` on a
+    .tflite never pays for torch)."""
+    from ..device.runtime_adapters import IMPORTS
+
+    for module in IMPORTS.get(family, ()):
+        try:
+            importlib.import_module(module)
+        except Exception:  # absent here: the runner's adapter will say so in its own words
+            pass
+
+
+def _runner(request_fd: int, reply_fd: int, work_dir: str) -> int:
+    from .child import serve
+
+    os.setsid()  # its own process group: the host can kill it and whatever it starts
+    os.environ.update(HOME=work_dir, TMPDIR=work_dir)
+    log = os.open(os.path.join(work_dir, "runner.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    return serve(request_fd, reply_fd)
+
+
+def main() -> int:
+    host = socket.socket(fileno=int(sys.argv[1]))
+    import numpy  # noqa: F401  (every adapter's)
+    while True:
+        try:
+            message, fds, _, _ = socket.recv_fds(host, MAX_MESSAGE, 2)
+        except OSError:
+            return 0
+        if not message:  # the host is gone: so is every reason to be here
+            return 0
+        request = json.loads(message)
+        if request.get("op") == "spawn" and len(fds) == 2:
+            _preload(str(request.get("family")))
+            pid = os.fork()
+            if pid == 0:
+                host.close()
+                code = 1
+                try:
+                    code = _runner(fds[0], fds[1], str(request["work_dir"]))
+                except BaseException:  # into its log (its stderr by now): the host reads the cause there
+                    import traceback
+
+                    traceback.print_exc()
+                    sys.stderr.flush()
+                finally:
+                    os._exit(code)
+            for fd in fds:
+                os.close(fd)
+            host.send(json.dumps({"pid": pid}).encode())
+        elif request.get("op") == "status":
+            try:
+                _, status = os.waitpid(int(request["pid"]), 0)
+                code = os.waitstatus_to_exitcode(status)
+            except ChildProcessError:
+                code = None
+            host.send(json.dumps({"code": code}).encode())
+        else:
+            for fd in fds:
+                os.close(fd)
+            host.send(json.dumps({"error": "unknown request"}).encode())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
