@@ -4,7 +4,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from edgemnv2.artifacts import VerifiedArtifact, verified_copy
+from edgemnv2.artifacts import RuntimeUnavailable, VerifiedArtifact, verified_copy
 from edgemnv2.confine.runner import ConfinedRunner, RunnerLimits
 
 from edgemnv2.errors import did_you_mean
@@ -62,8 +62,13 @@ def verified_artifact(artifact_or_manifest: Path, verify_key: Path | None = None
         yield verified
 
 
-def confined_runner(target_name: str, artifact: Path, manifest: dict, threads: int, limits: RunnerLimits = RunnerLimits()) -> ConfinedRunner:
-    """The artifact loaded and run by its target's runtime adapter in a runner process
-    (edgemnv2.confine): a Runner whose runtime never shares the caller's process. `artifact` should
-    sit alone in a private folder (a verified copy): the runner may read everything beside it."""
-    return ConfinedRunner(get_target(target_name).spec.device_runtime, Path(artifact), manifest, threads, limits)
+def confined_runner(target_name: str, artifact: Path, manifest: dict, threads: int, limits: RunnerLimits = RunnerLimits(),
+                    simulate: bool = False) -> ConfinedRunner:
+    """The artifact loaded and run by its target's runtime adapter (or, with `simulate`, its target's
+    simulation: CoreML on Linux) in a runner process (edgemnv2.confine): a Runner whose runtime never
+    shares the caller's process. `artifact` should sit in a private folder (a verified copy): the
+    runner may read everything beside it."""
+    target = get_target(target_name)
+    if simulate and target.simulate is None:
+        raise RuntimeUnavailable(f"{target_name} has no simulation")
+    return ConfinedRunner("simulation" if simulate else target.spec.device_runtime, Path(artifact), manifest, threads, limits)

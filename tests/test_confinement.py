@@ -66,6 +66,7 @@ def test_a_torchscript_file_that_writes_through_from_file_changes_nothing(tmp_pa
 def test_a_runner_that_segfaults_or_outgrows_its_memory_is_named_and_the_host_survives(classifier_artifacts, monkeypatch):
     _, folder, _, _ = classifier_artifacts
     artifact, manifest = artifact_of(folder, "tflite", "int8")
+    host_peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     monkeypatch.setenv("EDGEMNV2_RUNNER_FAILPOINT", "segfault")
     with pytest.raises(RunnerFailed, match="SIGSEGV"):
         ConfinedRunner("tflite", artifact, manifest, threads=1)
@@ -73,7 +74,7 @@ def test_a_runner_that_segfaults_or_outgrows_its_memory_is_named_and_the_host_su
     with pytest.raises(RunnerFailed, match="memory limit"):
         # above what the runner factory's imports already hold (torch's, if a runner needed them: ~1 GB of data)
         ConfinedRunner("tflite", artifact, manifest, threads=1, limits=RunnerLimits(memory_mb=2048))
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < (4 << 20)  # kB: the host never held the hog
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - host_peak_kb < (256 << 10)  # kB: the host never held the hog
 
 
 def test_a_confined_runner_gives_the_in_process_outputs_and_times_itself(classifier_artifacts):
@@ -180,7 +181,7 @@ def test_predict_on_a_writing_torchscript_file_with_a_self_description_changes_n
     manifest = dict(manifest, artifact_sha256=sha256_of(forged / genuine.name))
     (forged / (genuine.name + ".manifest.json")).write_text(json.dumps(manifest))
     code, _, err = cli(capsys, "predict", "--model", forged / genuine.name, image)
-    assert victim.read_text() == "precious" and code == 2 and "cannot run" in err, err
+    assert victim.read_text() == "precious" and code == 2 and len(err.strip().splitlines()) == 1 and "Permission denied" in err, err
 
 
 def test_a_labels_bomb_tflite_is_one_line_and_the_host_stays_small(classifier_artifacts, tmp_path, capsys):
@@ -190,13 +191,15 @@ def test_a_labels_bomb_tflite_is_one_line_and_the_host_stays_small(classifier_ar
     _, folder, _, _ = classifier_artifacts
     app, _ = artifact_of(folder, "tflite", "fp32")
     stream = io.BytesIO(app.read_bytes())
-    with zipfile.ZipFile(stream, "a", compression=zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("labels.txt", b"\n" * (1 << 30))  # 1 GiB of newlines in about a megabyte
+    with zipfile.ZipFile(stream, "a", compression=zipfile.ZIP_DEFLATED) as archive, archive.open("labels.txt", "w", force_zip64=True) as labels:
+        for _ in range(1 << 6):  # 1 GiB of newlines in about a megabyte, written 16 MB at a time
+            labels.write(b"\n" * (1 << 24))
     bomb = tmp_path / "bomb.tflite"
     bomb.write_bytes(stream.getvalue())
     assert bomb.stat().st_size < app.stat().st_size + (2 << 20)
-    probe = ("import resource, sys\nfrom edgemnv2.cli.main import run\ncode = run(['predict', '--model', sys.argv[1], sys.argv[2]])\n"
-             "print(code, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n")
+    # VmHWM, not ru_maxrss: exec keeps the forking parent's ru_maxrss (this test's, holding the bomb)
+    probe = ("import sys\nfrom edgemnv2.cli.main import run\ncode = run(['predict', '--model', sys.argv[1], sys.argv[2]])\n"
+             "peak = [line for line in open('/proc/self/status') if line.startswith('VmHWM:')][0]\nprint(code, int(peak.split()[1]) // 1024)\n")
     done = subprocess.run([sys.executable, "-c", probe, str(bomb), str(_image(tmp_path / "photo.png"))], capture_output=True, text=True, timeout=600)
     code, peak_mb = map(int, done.stdout.split()[-2:])
     assert code == 2 and "labels.txt inflates past" in done.stderr and peak_mb < 1024, (code, peak_mb, done.stderr[-500:])

@@ -152,7 +152,8 @@ def test_missing_runtime_is_reported_per_target_and_fails_the_gate_unless_allowe
         "        if name.split('.')[0] in ('ai_edge_litert', 'tflite_runtime'):\n"
         "            raise ImportError('hidden by the test: ' + name)\n"
         "sys.meta_path.insert(0, _Block())\n")
-    env = dict(_env(), PYTHONPATH=f"{blocker}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    env = dict(_env(), PYTHONPATH=f"{blocker}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+               EDGEMNV2_RUNNER_FAILPOINT="hide=ai_edge_litert,tflite_runtime")  # the runner processes do not read PYTHONPATH
     lenient = "version = 1\n[classification.int8]\nmin_sqnr_db = 10.0\n"
 
     def validate(gates_text):

@@ -177,18 +177,18 @@ def test_gates_files_refuse_non_finite_limits_and_a_boolean_version(tmp_path, te
 
 # ---- 9. after the check, only the checked bytes ----
 
-def test_the_comparison_pictures_never_run_a_file_swapped_after_scoring(classifier_artifacts, shapes_root, tmp_path):
+def test_the_comparison_pictures_never_run_a_file_swapped_after_scoring(detector_artifacts, shapes_root, tmp_path):
     from edgemnv2.prediction.compare import worst_disagreements
 
-    checkpoint = classifier_artifacts[0]
-    folder = one_artifact_folder(classifier_artifacts, tmp_path / "art", ("torchscript", "int8"))
+    checkpoint, source, _ = detector_artifacts
+    folder = tmp_path / "art"
+    copy_artifact(*artifact_of(source, "torchscript", "int8"), folder)
     artifact, manifest = artifact_of(folder, "torchscript", "int8")
-    image = next((shapes_root / "classification" / "val").rglob("*.png"))
+    image = next((shapes_root / "detection").rglob("*.png"))
     row = {"artifact": artifact.name, "status": "passed", "precision": "int8", "measured_on": "runtime", "worst_images": [str(image)],
-           "measured": {"top1_agreement": 90.0}, "sha256": manifest["artifact_sha256"]}
-    report = {"artifacts": [row], "checkpoint": {"task": "classification"}}
+           "measured": {"box_agreement": 50.0}, "sha256": manifest["artifact_sha256"]}
+    report = {"artifacts": [row], "checkpoint": {"task": "detection"}}
     assert len(worst_disagreements(report, checkpoint, folder, tmp_path / "pictures", 2)) == 1  # the scored bytes: pictures
-    _, source, _, _ = classifier_artifacts
     shutil.copyfile(artifact_of(source, "torchscript", "fp32")[0], artifact)  # swapped after scoring, manifest fixed up, unsigned
     rewrite_manifest(artifact)
     with pytest.raises(ArtifactRefused, match="changed after it was validated"):
@@ -397,5 +397,5 @@ def test_a_file_added_or_a_manifest_changed_during_the_run_fails_it(classifier_a
 def test_a_limit_too_large_for_a_float_is_refused(tmp_path):
     path = tmp_path / "gates.toml"
     path.write_text("version = 1\n[classification.int8]\nmin_sqnr_db = 1" + "0" * 400 + "\n")
-    with pytest.raises(UserError, match="finite number"):
+    with pytest.raises(UserError, match="a finite one"):
         load_gates(path, list(TARGETS))

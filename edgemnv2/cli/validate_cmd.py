@@ -62,7 +62,7 @@ def validate(
     if not outcome.passed:  # the report's verdict, the JUnit file's and the exit code are one
         reasons = outcome.report["gates"]["reasons"]
         source = outcome.gates.source if outcome.gates is not None else "no gates file: every artifact must be checked and give finite outputs"
-        raise CheckFailed(f"not passed ({source}): {reasons[0]}" + (f" and {len(reasons) - 1} more; see above" if len(reasons) > 1 else ""))
+        raise CheckFailed(f"gates not passed ({source}): {reasons[0]}" + (f" and {len(reasons) - 1} more; see above" if len(reasons) > 1 else ""))
 
 
 def show_validation(outcome, table_to=out) -> None:

@@ -10,7 +10,6 @@ requests (protocol.py) until told to stop. Imports numpy, the adapters and, lazi
 """
 
 import importlib
-import os
 import resource
 import sys
 import sysconfig
@@ -26,14 +25,14 @@ from .protocol import receive, send
 SYSTEM_READ = ("/usr/lib", "/usr/lib64", "/lib", "/lib64", "/usr/local/lib", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d",
                "/proc/self", "/proc/thread-self", "/proc/cpuinfo", "/proc/meminfo", "/proc/stat", "/sys/devices/system/cpu",
                "/sys/fs/cgroup", "/dev/null", "/dev/urandom", "/usr/share/zoneinfo")
-FAILPOINT = "EDGEMNV2_RUNNER_FAILPOINT"  # tests: "segfault" or "allocate" right after loading (a fault of the artifact's kind)
 
 
 def python_roots() -> list[Path]:
     """The interpreter, its standard library, its site-packages and edgemnv2's own package: not the
     other entries of sys.path (an editable install puts the whole source tree there, and an
     artifacts folder may sit inside it)."""
-    roots = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.executable).resolve().parent.parent, Path(__file__).resolve().parents[1]}
+    product = Path(__file__).resolve().parents[2]  # edgemnv2, and the conversion and quantization packages a simulation imports
+    roots = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.executable).resolve().parent.parent, *(product / p for p in ("edgemnv2", "conversion", "quantization"))}
     roots |= {Path(p) for p in sysconfig.get_paths().values()}
     return sorted(root.resolve() for root in roots if root.exists())
 
@@ -61,6 +60,21 @@ def confine(artifact_dir: Path, work_dir: Path, limits: dict) -> str:
     return f"confined: {enforced.describe()}; resource limits"
 
 
+SIMULATION = "simulation"  # a target's simulate() (CoreML on Linux): the converted program, run in PyTorch
+
+
+def _simulation(artifact: Path, header: dict):
+    """The target's own simulation of its artifact, here instead of in the host: the program file
+    is as untrusted as any artifact (its operators are ATen's, from_file included)."""
+    import torch
+
+    from conversion import get_target
+
+    torch.set_num_threads(int(header["threads"]))
+    runner = get_target(header["manifest"]["target"]).simulate(artifact, header["manifest"])
+    return runner, "PyTorch (simulation)", torch.__version__
+
+
 def _status_kb(field: str) -> int | None:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -71,8 +85,24 @@ def _status_kb(field: str) -> int | None:
     return None
 
 
-def _failpoint() -> None:
-    point = os.environ.get(FAILPOINT)
+def _hide(point: str | None) -> None:
+    """Tests ("hide=pkg,pkg"): this runner behaves as on a machine without those packages."""
+    if not point or not point.startswith("hide="):
+        return
+    hidden = tuple(point[len("hide="):].split(","))
+    for name in [name for name in sys.modules if name.split(".")[0] in hidden]:
+        del sys.modules[name]
+
+    class Hidden:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in hidden:
+                raise ImportError(f"hidden by a test: {name}")
+
+    sys.meta_path.insert(0, Hidden())
+
+
+def _failpoint(point: str | None) -> None:
+    """Tests (the host's EDGEMNV2_RUNNER_FAILPOINT): a fault of the artifact's kind right after loading."""
     if point == "segfault":
         import ctypes
 
@@ -88,8 +118,10 @@ def serve(request_fd: int, reply_fd: int) -> int:
     artifact, work_dir = Path(header["artifact"]), Path(header["work_dir"])
     try:
         confinement = confine(artifact.parent, work_dir, header.get("limits", {}))
+        _hide(header.get("failpoint"))
         baseline_kb = _status_kb("VmRSS")
         from ..device.runtime_adapters import IMPORTS, RUNTIMES, NoRuntime
+        from ..errors import CheckFailed, UserError
 
         for module in IMPORTS.get(header["family"], ()):
             try:
@@ -97,15 +129,21 @@ def serve(request_fd: int, reply_fd: int) -> int:
             except ImportError:  # the adapter says which runtime is missing, in its words
                 pass
         started = time.perf_counter()
-        run_one, runtime, version = RUNTIMES[header["family"]](str(artifact), int(header["threads"]), header.get("manifest") or {})
+        if header["family"] == SIMULATION:
+            run_one, runtime, version = _simulation(artifact, header)
+        else:
+            run_one, runtime, version = RUNTIMES[header["family"]](str(artifact), int(header["threads"]), header.get("manifest") or {})
         load_ms = (time.perf_counter() - started) * 1000
     except NoRuntime as exc:
         send(reply_fd, {"error": str(exc), "kind": "no_runtime"})
         return 0
+    except (CheckFailed, UserError) as exc:  # edgemnv2's own checks refused the file (a simulation program's shape)
+        send(reply_fd, {"error": str(exc), "kind": "refused"})
+        return 0
     except Exception as exc:  # the runtime refused the file: the host makes it the artifact's row
         send(reply_fd, {"error": f"{type(exc).__name__}: {exc}", "kind": "load", "traceback": traceback.format_exc()[-4000:]})
         return 0
-    _failpoint()
+    _failpoint(header.get("failpoint"))
     send(reply_fd, {"ready": True, "confinement": confinement, "runtime": runtime, "version": version, "load_ms": load_ms, "baseline_kb": baseline_kb,
                     "encodes": hasattr(run_one, "encode"), "batched": bool(getattr(run_one, "batched", False))})
     encoded = None

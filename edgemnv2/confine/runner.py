@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifacts import RuntimeUnavailable
+from ..artifacts import ArtifactRefused, RuntimeUnavailable
 from .protocol import ProtocolError, receive, send
 
-ENV_KEEP = ("PATH", "LANG", "LC_ALL", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "EDGEMNV2_RUNNER_FAILPOINT")
+ENV_KEEP = ("PATH", "LANG", "LC_ALL", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 
 @dataclass(frozen=True)
@@ -75,10 +75,14 @@ class ConfinedRunner:
         limits_sent = {"memory_bytes": limits.memory_mb << 20, "cpu_seconds": limits.cpu_seconds, "file_bytes": limits.file_mb << 20,
                        "require_confinement": limits.require_confinement}
         reply = self._ask({"artifact": str(Path(artifact).resolve()), "work_dir": str(self.work), "family": family, "threads": threads,
-                           "manifest": _plain_manifest(manifest), "limits": limits_sent})[0]
+                           "manifest": manifest if family == "simulation" else _plain_manifest(manifest), "limits": limits_sent,
+                           "failpoint": _failpoint_for(Path(artifact).name)})[0]
         if reply.get("kind") == "no_runtime":
             self.close()
             raise RuntimeUnavailable(reply["error"])
+        if reply.get("kind") == "refused":
+            self.close()
+            raise ArtifactRefused(reply["error"])
         if "error" in reply:
             self.close()
             raise RunnerFailed(f"the runtime could not load it: {reply['error']}")
@@ -184,6 +188,15 @@ class ConfinedRunner:
             self.close()
         except Exception:
             pass
+
+
+# tests: "segfault" or "allocate" (after loading), "hide=pkg,pkg" (a runtime missing), optionally ":ARTIFACT_NAME" for one artifact only
+FAILPOINT = "EDGEMNV2_RUNNER_FAILPOINT"
+
+
+def _failpoint_for(name: str) -> str | None:
+    point, _, only = os.environ.get(FAILPOINT, "").partition(":")
+    return point if point and (not only or only == name) else None
 
 
 def _plain_manifest(manifest: dict | None) -> dict:

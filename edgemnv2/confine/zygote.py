@@ -23,7 +23,8 @@ def _preload(family: str) -> None:
     .tflite never pays for torch)."""
     from ..device.runtime_adapters import IMPORTS
 
-    for module in IMPORTS.get(family, ()):
+    # a target's simulation (CoreML on Linux) runs the product's own loader: its packages, once
+    for module in IMPORTS.get(family, ("conversion",) if family == "simulation" else ()):
         try:
             importlib.import_module(module)
         except Exception:  # absent here: the runner's adapter will say so in its own words

@@ -27,7 +27,7 @@ def _tflite(path, threads, manifest):
             from tflite_runtime.interpreter import Interpreter
             name, module = "tflite_runtime", "tflite_runtime"
         except ImportError:
-            raise NoRuntime("neither ai_edge_litert nor tflite_runtime is installed")
+            raise NoRuntime("no TFLite interpreter here: install ai-edge-litert (or tflite-runtime)")
     interpreter = Interpreter(model_path=path, num_threads=threads)
     interpreter.allocate_tensors()
     key = list(interpreter.get_signature_list())[0]

@@ -154,7 +154,7 @@ def _validate_limits(section, where: str, task: str, source: str, target_names: 
         elif key not in known:
             raise did_you_mean(key, list(known), f"gate for {task} in {where} of {source}")
         elif isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
-            raise UserError(f"{source}: {where} {key} must be a finite number, not {value!r}")
+            raise UserError(f"{source}: {where} {key} must be a number (a finite one), not {value!r}")
 
 
 SHIPPED_GATES = "default"  # what a user types for the shipped gates file

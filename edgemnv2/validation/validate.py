@@ -205,9 +205,9 @@ def _load_runner(stack: ExitStack, target, path: Path, manifest: dict, sample: n
     except RuntimeUnavailable as exc:
         if target.simulate is None:
             raise
-        runner = target.simulate(path, manifest)
+        runner = stack.enter_context(closing(confined_runner(target.name, path, manifest, settings.threads, limits, simulate=True)))
         row.measured_on, row.note = "simulated", f"{SIMULATED_NOTE} ({exc})"
-        row.confinement = "not confined: the simulation runs in this process"
+        row.confinement = runner.confinement
     runtime = row.measured_on == "runtime"
     if runtime:
         row.measured.update(_latency(time_runner(runner, sample, settings.warmup, settings.runs)))
