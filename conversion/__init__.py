@@ -62,7 +62,7 @@ def verified_artifact(artifact_or_manifest: Path, verify_key: Path | None = None
         yield verified
 
 
-def confined_runner(target_name: str, artifact: Path, manifest: dict, threads: int, limits: RunnerLimits = RunnerLimits(),
+def confined_runner(target_name: str, artifact: Path, manifest: dict, threads: int, limits: RunnerLimits | None = None,
                     simulate: bool = False) -> ConfinedRunner:
     """The artifact loaded and run by its target's runtime adapter (or, with `simulate`, its target's
     simulation: CoreML on Linux) in a runner process (edgemnv2.confine): a Runner whose runtime never

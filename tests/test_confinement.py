@@ -203,3 +203,79 @@ def test_a_labels_bomb_tflite_is_one_line_and_the_host_stays_small(classifier_ar
     done = subprocess.run([sys.executable, "-c", probe, str(bomb), str(_image(tmp_path / "photo.png"))], capture_output=True, text=True, timeout=600)
     code, peak_mb = map(int, done.stdout.split()[-2:])
     assert code == 2 and "labels.txt inflates past" in done.stderr and peak_mb < 1024, (code, peak_mb, done.stderr[-500:])
+
+
+# ---- validate: TorchScript under a manifest whose sha256 matches, a CoreML simulation program ----
+
+SIMULATION_WRITER = '''
+import sys
+import torch
+from conversion.program_file import load_program, save_program
+
+@torch.library.register_fake("aten::from_file")  # so that torch.export can trace the call
+def _fake(filename, shared=None, size=0, *, dtype=None, layout=None, device=None, pin_memory=None):
+    return torch.empty(size, dtype=dtype)
+
+class Writer(torch.nn.Module):
+    def forward(self, x):
+        mapped = torch.ops.aten.from_file.default(sys.argv[1], True, 4, dtype=torch.uint8)
+        mapped.fill_(65)
+        return x.mean(dim=(2, 3)).repeat(1, 4)[:, :10] * 0 + mapped.sum().float()
+
+save_program(torch.export.export(Writer(), (torch.zeros(1, 3, 48, 48),)), sys.argv[2])
+if len(sys.argv) > 3:  # run it here, in a process of its own: the attack is real
+    from pathlib import Path
+    load_program(Path(sys.argv[2]).read_bytes(), "probe")(torch.zeros(1, 3, 48, 48))
+'''
+
+
+def test_validate_runs_neither_a_writing_torchscript_file_nor_a_writing_simulation_program(classifier_artifacts, shapes_root, tmp_path, capsys):
+    from edgemnv2.fileio import sha256_of
+
+    from .attacks import rewrite_manifest
+    from .test_trust import one_artifact_folder, validate
+
+    checkpoint = classifier_artifacts[0]
+    victim = tmp_path / "victim.txt"
+    script = tmp_path / "make_simulation.py"
+    script.write_text(SIMULATION_WRITER)
+    victim.write_text("precious")
+    subprocess.run([sys.executable, str(script), str(victim), str(tmp_path / "probe.safetensors"), "run"], check=True, capture_output=True,
+                   timeout=300, cwd=Path(__file__).resolve().parents[1])
+    assert victim.read_text() == "AAAAious"  # loaded and run in a process, the program writes
+    victim.write_text("precious")
+    folder = one_artifact_folder(classifier_artifacts, tmp_path / "art", ("torchscript", "fp32"), ("coreml", "int8_weights"), ("tflite", "int8"))
+    scripted, _ = artifact_of(folder, "torchscript", "fp32")
+    shutil.copyfile(_writer_artifact(tmp_path, victim), scripted)
+    rewrite_manifest(scripted)  # the sha256 matches: an unsigned folder anyone could write
+    coreml, manifest = artifact_of(folder, "coreml", "int8_weights")
+    simulation = coreml.with_name(manifest["sidecars"][".simulation.safetensors"]["file"])
+    subprocess.run([sys.executable, str(script), str(victim), str(simulation)], check=True, capture_output=True, timeout=300,
+                   cwd=Path(__file__).resolve().parents[1])
+    rewrite_manifest(coreml)
+    assert sha256_of(simulation) == json.loads((folder / (coreml.name + ".manifest.json")).read_text())["sidecars"][".simulation.safetensors"]["sha256"]
+    gates = "version = 1\n[classification.fp32]\nmin_sqnr_db = 30.0\n[classification.int8]\nmin_sqnr_db = 10.0\n[classification.int8_weights]\nmin_sqnr_db = 10.0\n"
+    code, err, report = validate(capsys, checkpoint, folder, shapes_root / "classification", gates, tmp_path)
+    assert victim.read_text() == "precious"
+    rows = {row["artifact"]: row for row in report["artifacts"]}
+    assert code == 1, err
+    assert rows[scripted.name]["status"] == "error" and "Permission denied" in rows[scripted.name]["note"]
+    assert rows[coreml.name]["status"] == "error" and "Permission denied" in rows[coreml.name]["note"]
+    tflite, _ = artifact_of(folder, "tflite", "int8")
+    assert rows[tflite.name]["status"] == "passed" and rows[tflite.name]["confinement"].startswith("confined: Landlock")
+
+
+def test_validate_names_a_runner_killed_by_a_signal_and_validates_the_others(classifier_artifacts, shapes_root, tmp_path, capsys, monkeypatch):
+    from .test_trust import one_artifact_folder, validate
+
+    checkpoint = classifier_artifacts[0]
+    folder = one_artifact_folder(classifier_artifacts, tmp_path / "art", ("onnx", "int8"), ("tflite", "int8"))
+    onnx, _ = artifact_of(folder, "onnx", "int8")
+    tflite, _ = artifact_of(folder, "tflite", "int8")
+    monkeypatch.setenv("EDGEMNV2_RUNNER_MEMORY_MB", "2048")
+    for point, cause in (("segfault", "SIGSEGV"), ("allocate", "memory limit")):
+        monkeypatch.setenv("EDGEMNV2_RUNNER_FAILPOINT", f"{point}:{onnx.name}")
+        code, err, report = validate(capsys, checkpoint, folder, shapes_root / "classification", "version = 1\n[classification.int8]\nmin_sqnr_db = 10.0\n", tmp_path)
+        rows = {row["artifact"]: row for row in report["artifacts"]}
+        assert code == 1 and rows[onnx.name]["status"] == "error" and cause in rows[onnx.name]["note"], err
+        assert rows[tflite.name]["status"] == "passed"

@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +30,15 @@ from .protocol import ProtocolError, receive, send
 ENV_KEEP = ("PATH", "LANG", "LC_ALL", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 
+def _memory_mb() -> int:
+    """EDGEMNV2_RUNNER_MEMORY_MB, else 6 GB: what one runner's heap and private mappings may reach."""
+    value = os.environ.get("EDGEMNV2_RUNNER_MEMORY_MB", "")
+    return int(value) if value.isdigit() and int(value) > 0 else 6144
+
+
 @dataclass(frozen=True)
 class RunnerLimits:
-    memory_mb: int = 6144  # RLIMIT_DATA: the heap and private mappings a runtime may take
+    memory_mb: int = field(default_factory=_memory_mb)  # RLIMIT_DATA (the runtimes imported before the fork count too)
     cpu_seconds: int = 3600
     call_seconds: float = 600.0  # wall clock per request (loading included)
     file_mb: int = 64  # the largest file it may write (its folder is scratch only)
@@ -60,8 +66,8 @@ class ConfinedRunner:
     """Runner(batch NCHW float32) -> outputs, served by a confined child; `.time(sample, warmup, runs)`
     measures latency inside the child; `.close()` ends it."""
 
-    def __init__(self, family: str, artifact: Path, manifest: dict, threads: int, limits: RunnerLimits = RunnerLimits()):
-        self.limits = limits
+    def __init__(self, family: str, artifact: Path, manifest: dict, threads: int, limits: RunnerLimits | None = None):
+        self.limits = limits = limits or RunnerLimits()  # read now: the environment may have changed since import
         self._closed = False
         self._code = None
         self.work = Path(tempfile.mkdtemp(prefix="edgemnv2-runner-"))
