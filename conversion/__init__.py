@@ -69,6 +69,8 @@ def confined_runner(target_name: str, artifact: Path, manifest: dict, threads: i
     shares the caller's process. `artifact` should sit in a private folder (a verified copy): the
     runner may read everything beside it."""
     target = get_target(target_name)
-    if simulate and target.simulate is None:
+    if not simulate:
+        return ConfinedRunner(target.spec.device_runtime, Path(artifact), manifest, threads, limits)
+    if target.simulate is None:
         raise RuntimeUnavailable(f"{target_name} has no simulation")
-    return ConfinedRunner("simulation" if simulate else target.spec.device_runtime, Path(artifact), manifest, threads, limits)
+    return ConfinedRunner("simulation", Path(artifact), manifest, threads, limits, simulate=f"{target.simulate.__module__}:{target.simulate.__qualname__}")

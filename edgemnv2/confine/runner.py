@@ -66,7 +66,7 @@ class ConfinedRunner:
     """Runner(batch NCHW float32) -> outputs, served by a confined child; `.time(sample, warmup, runs)`
     measures latency inside the child; `.close()` ends it."""
 
-    def __init__(self, family: str, artifact: Path, manifest: dict, threads: int, limits: RunnerLimits | None = None):
+    def __init__(self, family: str, artifact: Path, manifest: dict, threads: int, limits: RunnerLimits | None = None, simulate: str | None = None):
         self.limits = limits = limits or RunnerLimits()  # read now: the environment may have changed since import
         self._closed = False
         self._code = None
@@ -74,15 +74,15 @@ class ConfinedRunner:
         request_read, self._request = os.pipe()
         self._reply, reply_write = os.pipe()
         try:
-            self.pid = _zygote().spawn(family, self.work, request_read, reply_write)
+            self.pid = _zygote().spawn(family, simulate, self.work, request_read, reply_write)
         finally:
             os.close(request_read)
             os.close(reply_write)
         limits_sent = {"memory_bytes": limits.memory_mb << 20, "cpu_seconds": limits.cpu_seconds, "file_bytes": limits.file_mb << 20,
                        "require_confinement": limits.require_confinement}
         reply = self._ask({"artifact": str(Path(artifact).resolve()), "work_dir": str(self.work), "family": family, "threads": threads,
-                           "manifest": manifest if family == "simulation" else _plain_manifest(manifest), "limits": limits_sent,
-                           "failpoint": _failpoint_for(Path(artifact).name)})[0]
+                           "manifest": manifest if simulate else _plain_manifest(manifest), "limits": limits_sent,
+                           "failpoint": _failpoint_for(Path(artifact).name), "simulate": simulate})[0]
         if reply.get("kind") == "no_runtime":
             self.close()
             raise RuntimeUnavailable(reply["error"])
@@ -238,8 +238,9 @@ class _Zygote:
             raise RunnerFailed("the runner factory (edgemnv2.confine.zygote) has died")
         return json.loads(reply)
 
-    def spawn(self, family: str, work: Path, request_fd: int, reply_fd: int) -> int:
-        return int(self._request({"op": "spawn", "family": family, "work_dir": str(work)}, (request_fd, reply_fd))["pid"])
+    def spawn(self, family: str, simulate: str | None, work: Path, request_fd: int, reply_fd: int) -> int:
+        header = {"op": "spawn", "family": family, "simulate": simulate, "work_dir": str(work)}
+        return int(self._request(header, (request_fd, reply_fd))["pid"])
 
     def status(self, pid: int) -> int | None:
         return self._request({"op": "status", "pid": pid}).get("code")

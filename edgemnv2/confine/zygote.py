@@ -18,13 +18,12 @@ import sys
 MAX_MESSAGE = 1 << 16
 
 
-def _preload(family: str) -> None:
+def _preload(family: str, simulate: str | None) -> None:
     """Import a family's runtime here, once, before the first fork that needs it (a `predict` on a
-    .tflite never pays for torch)."""
+    .tflite never pays for torch); for a simulation, the module of the target's simulate function."""
     from ..device.runtime_adapters import IMPORTS
 
-    # a target's simulation (CoreML on Linux) runs the product's own loader: its packages, once
-    for module in IMPORTS.get(family, ("conversion",) if family == "simulation" else ()):
+    for module in IMPORTS.get(family, ()) + ((simulate.partition(":")[0],) if simulate else ()):
         try:
             importlib.import_module(module)
         except Exception:  # absent here: the runner's adapter will say so in its own words
@@ -55,7 +54,7 @@ def main() -> int:
             return 0
         request = json.loads(message)
         if request.get("op") == "spawn" and len(fds) == 2:
-            _preload(str(request.get("family")))
+            _preload(str(request.get("family")), request.get("simulate"))
             pid = os.fork()
             if pid == 0:
                 host.close()
