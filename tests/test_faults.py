@@ -154,7 +154,8 @@ def test_missing_runtime_is_reported_per_target_and_fails_the_gate_unless_allowe
         "sys.meta_path.insert(0, _Block())\n")
     env = dict(_env(), PYTHONPATH=f"{blocker}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
                EDGEMNV2_RUNNER_FAILPOINT="hide=ai_edge_litert,tflite_runtime")  # the runner processes do not read PYTHONPATH
-    lenient = "version = 1\n[classification.int8]\nmin_sqnr_db = 10.0\n"
+    # a limit for every precision in the folder: an artifact no limit applies to fails (no_gate_applies)
+    lenient = "version = 1\n" + "".join(f"[classification.{p}]\nmin_sqnr_db = 10.0\n" for p in ("fp32", "fp16", "int8", "int8_weights"))
 
     def validate(gates_text):
         gates = tmp_path / "gates.toml"
