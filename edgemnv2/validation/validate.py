@@ -304,7 +304,7 @@ def _same_shapes(expected: list[np.ndarray], outputs: list[np.ndarray], raw: boo
 
 def _drift(subject: Subject, expected: list[np.ndarray], outputs: list[np.ndarray], task: Task, data) -> dict:
     # every raw output counts for finite_outputs, whatever part of them the drift view compares
-    nonfinite = sum(np.sum(~np.isfinite(np.asarray(o, np.float64).reshape(len(o), -1)), axis=1) for o in outputs)
+    nonfinite = sum(np.sum(~np.isfinite(np.asarray(o).reshape(len(o), -1)), axis=1) for o in outputs)  # no float64 copy per batch
     if task.drift_view is not None:
         expected, outputs, names = task.drift_view(expected, outputs, data.preprocessing.input_size)
         if names is not None:
