@@ -75,9 +75,10 @@ def _simulation(artifact: Path, header: dict):
     return runner, "PyTorch (simulation)", torch.__version__
 
 
-def _status_kb(field: str) -> int | None:
+def status_kb(field: str, pid: int | str = "self") -> int | None:
+    """A field of /proc/PID/status in kB (VmRSS, VmHWM), where /proc tells it; the host reads its runners' too."""
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     except (OSError, ValueError):
@@ -119,7 +120,7 @@ def serve(request_fd: int, reply_fd: int) -> int:
     try:
         confinement = confine(artifact.parent, work_dir, header.get("limits", {}))
         _hide(header.get("failpoint"))
-        baseline_kb = _status_kb("VmRSS")
+        baseline_kb = status_kb("VmRSS")
         from ..device.runtime_adapters import IMPORTS, RUNTIMES, NoRuntime
         from ..errors import CheckFailed, UserError
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..artifacts import ArtifactRefused, RuntimeUnavailable
+from .child import status_kb
 from .protocol import ProtocolError, receive, send
 
 ENV_KEEP = ("PATH", "LANG", "LC_ALL", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
@@ -154,13 +155,8 @@ class ConfinedRunner:
 
     def peak_rss_mb(self) -> float | None:
         """The runner's resident-memory peak so far (VmHWM), where /proc tells it."""
-        try:
-            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-        except (OSError, ValueError):
-            pass
-        return None
+        peak = status_kb("VmHWM", self.pid)
+        return None if peak is None else peak / 1024
 
     def _kill(self) -> None:
         try:
