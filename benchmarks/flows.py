@@ -83,7 +83,6 @@ def main(argv=None) -> int:
     from conversion import TARGETS
     from conversion.base import find_artifacts
     from conversion.pipeline import calibration_images, run_conversion
-    from conversion.torchscript import torch_module_runner
     from edgemnv2.checkpoint import CheckpointMeta, save_checkpoint
     from edgemnv2.data.preprocess import Preprocessing
     from edgemnv2.data.shapes import ShapesConfig, generate
@@ -117,9 +116,8 @@ def main(argv=None) -> int:
         runners[(manifest["target"], "pipeline")] = TARGETS[manifest["target"]].load(artifact, manifest, args.threads)
     runners[("executorch", "library flow")] = TARGETS["executorch"].load(executorch_flow(model, example, images, flows / "flow.pte"), None, args.threads)
     runners[("tflite", "library flow")] = TARGETS["tflite"].load(tflite_flow(model, example, images, flows / "flow.tflite"), None, args.threads)
-    torch.backends.quantized.engine = "x86"  # packed weights unpack for the engine current at load
-    flow_module = torch.jit.load(str(torchscript_flow(images, flows / "flow.pt"))).eval()
-    runners[("torchscript", "library flow")] = torch_module_runner(flow_module, quantized_engine="x86")
+    # every file runs in a runner process, as the pipeline's do: the same timing loop on both sides
+    runners[("torchscript", "library flow")] = TARGETS["torchscript"].load(torchscript_flow(images, flows / "flow.pt"), {"quantized_engine": "x86"}, args.threads)
     torch.set_num_threads(args.threads)
     sample = images[:1]
     timed = time_interleaved(runners, sample, warmup=5, runs=args.runs)

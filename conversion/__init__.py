@@ -4,7 +4,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from edgemnv2.artifacts import RuntimeUnavailable, VerifiedArtifact, verified_copy
+from edgemnv2.artifacts import VerifiedArtifact, verified_copy
 from edgemnv2.confine.runner import ConfinedRunner, RunnerLimits
 
 from edgemnv2.errors import did_you_mean
@@ -69,8 +69,4 @@ def confined_runner(target_name: str, artifact: Path, manifest: dict, threads: i
     shares the caller's process. `artifact` should sit in a private folder (a verified copy): the
     runner may read everything beside it."""
     target = get_target(target_name)
-    if not simulate:
-        return ConfinedRunner(target.spec.device_runtime, Path(artifact), manifest, threads, limits)
-    if target.simulate is None:
-        raise RuntimeUnavailable(f"{target_name} has no simulation")
-    return ConfinedRunner("simulation", Path(artifact), manifest, threads, limits, simulate=f"{target.simulate.__module__}:{target.simulate.__qualname__}")
+    return target.simulation(artifact, manifest, threads, limits) if simulate else target.load(artifact, manifest, threads, limits)

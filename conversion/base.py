@@ -1,9 +1,8 @@
 """The target contract, and the one code path that writes an artifact.
 
-A target is one module exposing one `TARGET = Target(spec, convert, load, ...)`:
+A target is one module exposing one `TARGET = Target(spec, convert, ...)`:
     spec: TargetSpec          name, suffix, precisions, runtime, runtime modules, device runtime, tool packages
     convert(job, dest) -> dict           write the artifact at dest; return extra manifest fields
-    load(path, manifest, threads) -> Runner   run it (RuntimeUnavailable when this machine cannot)
     simulate(path, manifest) -> Runner   optional: figures where the runtime cannot run (labelled simulated)
     describe(path) -> dict               optional: the self-description the file carries ({} if none), so it runs without its manifest
     gate_failure_hint(manifest) -> str   optional: advice when its artifact fails a gate
@@ -12,8 +11,12 @@ A target is one module exposing one `TARGET = Target(spec, convert, load, ...)`:
     capture(path, manifest, images, rebuild) -> [[Capture]]   optional: per image, every compute op's output in the runtime;
                                          rebuild() -> the artifact's ConversionJob, for runtimes that must rebuild to see inside
     peak_gemm(dtype, threads) -> GMAC/s  optional: one large GEMM in the runtime (edgemnv2.layerwise.peak)
-A new target is one new file plus one line in conversion/__init__.py (plus, for bundles, its
-runtime family in the numpy-only device runner if it is a new family).
+Running an artifact is not a target's function: `Target.load` hands it to its runtime family's
+adapter (edgemnv2/device/runtime_adapters.py, the one copy, shipped in bundles too) in a confined
+runner process (edgemnv2.confine), and `confined_profile`, `confined_capture`,
+`confined_description` run the target's own functions there, never in the caller's process.
+A new target is one new file plus one line in conversion/__init__.py (plus its runtime family in
+runtime_adapters.py if it is a new family).
 
 Every artifact is written atomically (temp name, then rename) and gets a manifest beside it:
 `<artifact>.manifest.json`. The manifest is renamed into place last, so an artifact without a
@@ -25,6 +28,7 @@ import json
 import logging
 import platform
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -38,6 +42,7 @@ from edgemnv2.artifacts import (  # noqa: F401  (re-exported for the target modu
     read_manifest, scan_artifacts, verify_artifact,
 )
 from edgemnv2.checkpoint import CheckpointMeta
+from edgemnv2.confine.runner import ConfinedRunner, RunnerLimits
 from edgemnv2 import failpoints
 from edgemnv2.errors import UserError, did_you_mean, is_internal_error, one_line, reraise_if_debugging
 from edgemnv2.fileio import HASH_ENCODING, commit, discard, folder_lock, remove_stale_temps, sha256_of, size_of, temp_path
@@ -68,6 +73,18 @@ class TargetSpec:
     nondeterminism: str = ""
 
 
+def _qualified(function: Callable) -> str:
+    """"module:name", as a runner process imports it (a lambda has no name to import: not callable there)."""
+    if "<" in function.__qualname__:
+        raise TypeError(f"{function.__qualname__} in {function.__module__} cannot run in a runner process: give it a name")
+    return f"{function.__module__}:{function.__qualname__}"
+
+
+def _plain(manifest: dict | None) -> dict:
+    """A manifest as JSON (a runner's call takes it as an argument): only its plain values."""
+    return json.loads(json.dumps(manifest or {}, default=str))
+
+
 @dataclass(frozen=True)
 class TargetOption:
     name: str
@@ -80,7 +97,6 @@ class TargetOption:
 class Target:
     spec: TargetSpec
     convert: Callable
-    load: Callable
     simulate: Callable | None = None
     describe: Callable | None = None
     gate_failure_hint: Callable | None = None
@@ -96,10 +112,52 @@ class Target:
     recognizes: Callable[[Path], bool] | None = None
     recognized_alone: bool = True
     claims_suffix: bool = True
+    # capture() needs the artifact rebuilt from its checkpoint (ExecuTorch: a tapped copy of the
+    # program, the product's own build): it runs here, and reaches the artifact only through `load`.
+    capture_rebuilds: bool = False
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    def load(self, path: Path, manifest: dict | None = None, threads: int = 2, limits: RunnerLimits | None = None) -> ConfinedRunner:
+        """A Runner over normalized NCHW float batches: the artifact loaded by its runtime family's
+        adapter in a runner process (RuntimeUnavailable where this machine has no such runtime). It may
+        read everything beside `path`: keep untrusted files alone in a private folder (a verified copy).
+        Without a manifest, what the file says of itself stands in for it (an app file's preprocessing)."""
+        if manifest is None:
+            manifest = self.confined_description(path, limits)
+        return ConfinedRunner(self.spec.device_runtime, Path(path), manifest, threads, limits)
+
+    def simulation(self, path: Path, manifest: dict, threads: int = 2, limits: RunnerLimits | None = None) -> ConfinedRunner:
+        """Its simulate() (CoreML's converted program on Linux), in a runner process like `load`."""
+        if self.simulate is None:
+            raise RuntimeUnavailable(f"{self.name} has no simulation")
+        return ConfinedRunner("simulation", Path(path), manifest, threads, limits, simulate=_qualified(self.simulate))
+
+    def _confined_call(self, function: Callable, path: Path, args: tuple = (), arrays: tuple = (), kwargs: dict | None = None,
+                       records: tuple = (), manifest: dict | None = None, threads: int = 2, limits: RunnerLimits | None = None):
+        name = _qualified(function)
+        with closing(ConfinedRunner(self.spec.device_runtime, Path(path), manifest, threads, limits, adapter=False, preload=name)) as runner:
+            return runner.call(name, args, arrays, kwargs, records)
+
+    def confined_description(self, path: Path, limits: RunnerLimits | None = None) -> dict:
+        """What the file says it is (describe), read in a runner: parsing it, and for ExecuTorch running a
+        method of it, is the file's code."""
+        return {} if self.describe is None else self._confined_call(self.describe, path, limits=limits)
+
+    def confined_profile(self, path: Path, manifest: dict, threads: int, sample: np.ndarray, runs: int) -> list:
+        from edgemnv2.layerwise.records import RuntimeOp
+
+        return self._confined_call(self.profile, path, (_plain(manifest), threads), (np.ascontiguousarray(sample, np.float32),), {"runs": runs},
+                                   (RuntimeOp,), manifest, threads)
+
+    def confined_capture(self, path: Path, manifest: dict, images: np.ndarray, rebuild: Callable | None = None) -> list:
+        from edgemnv2.layerwise.records import Capture
+
+        if self.capture_rebuilds:
+            return self.capture(path, manifest, images, rebuild)
+        return self._confined_call(self.capture, path, (_plain(manifest),), (np.ascontiguousarray(images, np.float32),), None, (Capture,), manifest, 1)
 
     def option_values(self, given: dict | None) -> dict:
         """This target's options: the defaults, overridden by `given` (validated)."""

@@ -16,8 +16,6 @@ normalized NCHW tensor input.
 """
 
 import json
-import platform
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +28,6 @@ from quantization.ptq import xnnpack_int8_graph
 from .file_kinds import folder_with
 from .base import SELF_DESCRIPTION, SIDECARS, ConversionJob, Runner, RuntimeUnavailable, Target, TargetOption, TargetSpec, decode_option, output_names, per_sample, self_description, sidecar_path, sidecar_temp
 from .program_file import load_program, save_program
-from .tflite_app import pixels_from_normalized
 
 INPUT = TargetOption("input", "app", ("app", "tensor"), "app: image input (RGB, 0-255; the preprocessing inside), class labels and "
                      "metadata for Xcode and Vision; tensor: PyTorch's normalized NCHW float input")
@@ -298,29 +295,6 @@ def carried_description(path: Path) -> dict:
     return json.loads(metadata[SELF_DESCRIPTION]) if SELF_DESCRIPTION in metadata else {}
 
 
-def load(path: Path, manifest: dict | None = None, threads: int = 2) -> Runner:
-    if sys.platform != "darwin":
-        raise RuntimeUnavailable(f"{MACOS_ONLY} (this is {platform.system()})")
-    ct = _quiet_coremltools()
-    from PIL import Image
 
-    model = ct.models.MLModel(str(path), compute_units=ct.ComputeUnit.CPU_ONLY)
-    spec = model.get_spec()
-    image_input = spec.description.input[0]
-    input_name = image_input.name
-    takes_image = image_input.type.WhichOneof("Type") == "imageType"
-    output_names = list(manifest["outputs"]) if manifest else [o.name for o in spec.description.output]
-    preprocessing = manifest["preprocessing"] if manifest else json.loads(spec.description.metadata.userDefined["preprocessing"])
-
-    def run_one(sample: np.ndarray) -> list[np.ndarray]:
-        value = sample
-        if takes_image:  # a normalized tensor back to the RGB image it came from
-            value = Image.fromarray(pixels_from_normalized(sample, preprocessing["mean"], preprocessing["std"])[0], "RGB")
-        result = model.predict({input_name: value})
-        return [np.asarray(result[name], np.float32) for name in output_names]
-
-    return per_sample(run_one)
-
-
-TARGET = Target(SPEC, convert, load, simulate=simulation_runner, describe=carried_description, options=(INPUT, decode_option("graph")),
+TARGET = Target(SPEC, convert, simulate=simulation_runner, describe=carried_description, options=(INPUT, decode_option("graph")),
                 recognizes=folder_with("Manifest.json"))

@@ -3,7 +3,6 @@
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from quantization.delegable import nearest_upsampling_as_copies
@@ -11,7 +10,7 @@ from quantization.ptq import xnnpack_int8_graph
 
 from . import executorch_capture, executorch_ops
 from .file_kinds import flatbuffer_identified
-from .base import ConversionJob, Runner, RuntimeUnavailable, Target, TargetSpec, decode_option, per_sample, self_description
+from .base import ConversionJob, Target, TargetSpec, decode_option, self_description
 
 SPEC = TargetSpec("executorch", ".pte", ("fp32", "int8"), runtime="ExecuTorch runtime, XNNPACK delegate",
                   runtime_modules=("executorch",), device_runtime="executorch", tool_packages=("executorch",))
@@ -61,22 +60,7 @@ def carried_description(path: Path) -> dict:
     return json.loads(program.load_method(DESCRIPTION_METHOD).execute([])[0])
 
 
-def load(path: Path, manifest: dict | None = None, threads: int = 2) -> Runner:
-    try:
-        from executorch.runtime import Runtime
-    except ImportError:
-        raise RuntimeUnavailable("the ExecuTorch runtime is not installed here (pip install executorch)") from None
 
-    # XNNPACK sizes its thread pool from the process; torch's setting is what it reads here.
-    torch.set_num_threads(threads)
-    method = Runtime.get().load_program(str(path)).load_method("forward")
-
-    def run_one(sample: np.ndarray) -> list[np.ndarray]:
-        return [o.float().numpy() for o in method.execute([torch.from_numpy(sample)])]
-
-    return per_sample(run_one)
-
-
-TARGET = Target(SPEC, convert, load, describe=carried_description, options=(decode_option("host"),),
+TARGET = Target(SPEC, convert, describe=carried_description, options=(decode_option("host"),),
                 profile=executorch_ops.profile, capture=executorch_capture.capture, peak_gemm=executorch_ops.peak_gemm,
-                recognizes=flatbuffer_identified(b"ET12"))
+                recognizes=flatbuffer_identified(b"ET12"), capture_rebuilds=True)

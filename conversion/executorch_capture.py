@@ -13,6 +13,7 @@ their scale and zero point.
 """
 
 import functools
+from contextlib import closing
 import json
 
 import numpy as np
@@ -159,7 +160,7 @@ def capture(path, manifest: dict | None, images: np.ndarray, rebuild=None) -> li
     """Per image, every int8 conv/linear output of the artifact's program, as XNNPACK computed it."""
     from executorch.runtime import Runtime
 
-    from .executorch import load
+    from .executorch import TARGET
 
     if rebuild is None:
         raise UserError("ExecuTorch's per-layer outputs need the artifact rebuilt from its checkpoint and calibration images")
@@ -167,13 +168,14 @@ def capture(path, manifest: dict | None, images: np.ndarray, rebuild=None) -> li
         raise UserError(f"{path.name} is not int8: debug compares int8 artifacts with their fp32 model")
     program, outputs, layers, taps = _tapped_program(manifest, rebuild)
     method = Runtime.get().load_program(program).load_method("forward")
-    artifact = load(path, manifest, threads=1)
+    with closing(TARGET.load(path, manifest, threads=1)) as artifact:  # the artifact itself runs only in a runner process
+        expected_all = artifact(np.ascontiguousarray(images, dtype=np.float32))
     position = {tap: outputs + index for index, tap in enumerate(taps)}
     per_image = []
-    for image in images:
+    for index, image in enumerate(images):
         sample = np.ascontiguousarray(image[None], dtype=np.float32)
         values = method.execute([torch.from_numpy(sample)])
-        expected = artifact(sample)
+        expected = [e[index : index + 1] for e in expected_all]
         if any(not np.array_equal(values[i].float().numpy(), e) for i, e in enumerate(expected)):
             raise UserError(f"{path.name} is not the program its checkpoint, recipe and calibration images build here (its outputs differ "
                             "from the rebuild's): it was changed after conversion, or built with other tools; re-run convert --force")

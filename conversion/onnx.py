@@ -21,12 +21,10 @@ average. Measured on the suite's classifier (120 images): MinMax and Entropy 100
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .file_kinds import header
-from .base import (SELF_DESCRIPTION, ConversionJob, Runner, RuntimeUnavailable, Target, TargetOption, TargetSpec, decode_option, output_names, per_sample,
-                   self_description)
+from .base import (SELF_DESCRIPTION, ConversionJob, Target, TargetOption, TargetSpec, decode_option, output_names, self_description)
 
 SPEC = TargetSpec("onnx", ".onnx", ("fp32", "int8"), runtime="ONNX Runtime (CPU execution provider)",
                   runtime_modules=("onnxruntime",), device_runtime="onnxruntime", tool_packages=("onnx", "onnxscript", "onnxruntime"))
@@ -129,24 +127,7 @@ def carried_description(path: Path) -> dict:
     return next((json.loads(e.value) for e in model.metadata_props if e.key == SELF_DESCRIPTION), {})
 
 
-def load(path: Path, manifest: dict | None = None, threads: int = 2) -> Runner:
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise RuntimeUnavailable("ONNX Runtime is not installed here (pip install onnxruntime)") from None
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    input_name = session.get_inputs()[0].name
-    outputs = list(manifest["outputs"]) if manifest else [o.name for o in session.get_outputs()]
-
-    def run_one(sample: np.ndarray) -> list[np.ndarray]:
-        return [np.asarray(o, np.float32) for o in session.run(outputs, {input_name: sample})]
-
-    return per_sample(run_one)
-
 
 # An ONNX ModelProto starts with its ir_version (field 1, a varint): tag byte 0x08.
-TARGET = Target(SPEC, convert, load, describe=carried_description, options=(WEIGHT_BITS, decode_option("host")),
+TARGET = Target(SPEC, convert, describe=carried_description, options=(WEIGHT_BITS, decode_option("host")),
                 recognizes=lambda path: header(path)[:1] == b"\x08", recognized_alone=False)

@@ -21,6 +21,7 @@ import math
 import shutil
 import tempfile
 import time
+from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,14 +144,15 @@ class Search:
 
         task = get_task(self.base_job.meta.task)
         latency = None  # not measured where the runtime cannot run (CoreML on Linux: simulated)
-        try:
+        try:  # the candidate runs in a runner process (edgemnv2.confine), as every artifact does
             runner = self.target.load(path, manifest, self.budget.threads)
             latency = time_runner(runner, self.timing_sample(), 2, TIMED_RUNS)["median_ms"]
         except RuntimeUnavailable:
             if self.target.simulate is None:
                 raise
-            runner, self.simulated = self.target.simulate(path, manifest), True
-        metric = 100.0 * evaluate_runner(runner, self.heldout, 16, description=f"held-out check: {candidate.description}")[task.headline_metric]
+            runner, self.simulated = self.target.simulation(path, manifest, self.budget.threads), True
+        with closing(runner):
+            metric = 100.0 * evaluate_runner(runner, self.heldout, 16, description=f"held-out check: {candidate.description}")[task.headline_metric]
         attempt = Attempt(candidate, metric, self.reference - metric, latency, manifest.get("artifact_bytes", 0))
         self.attempts.append(attempt)
         verdict = "meets" if self.met(attempt) else "over"
@@ -363,12 +365,13 @@ def _latency_ratio(search: Search, base_files: tuple, final_files: tuple) -> flo
     1.44 for recipes that keep the very same graph (round-robin on a quiet machine: 0.98-0.99)."""
     from edgemnv2.validation.timing import time_interleaved
 
-    try:
-        runners = {name: search.target.load(path, manifest, search.budget.threads)
-                   for name, (path, manifest) in (("base", base_files), ("final", final_files))}
-    except RuntimeUnavailable:
-        return None
-    timed = time_interleaved(runners, search.timing_sample(), warmup=3, runs=2 * TIMED_RUNS)
+    with ExitStack() as stack:
+        try:
+            runners = {name: stack.enter_context(closing(search.target.load(path, manifest, search.budget.threads)))
+                       for name, (path, manifest) in (("base", base_files), ("final", final_files))}
+        except RuntimeUnavailable:
+            return None
+        timed = time_interleaved(runners, search.timing_sample(), warmup=3, runs=2 * TIMED_RUNS)
     return timed["final"]["median_ms"] / timed["base"]["median_ms"]
 
 

@@ -16,7 +16,7 @@ from quantization.ptq import litert_quantizer, pt2e_quantize
 
 from . import tflite_ops
 from .file_kinds import flatbuffer_identified
-from .base import ConversionJob, Runner, RuntimeUnavailable, Target, TargetOption, TargetSpec, decode_option, output_names, per_sample, self_description
+from .base import ConversionJob, RuntimeUnavailable, Target, TargetOption, TargetSpec, decode_option, output_names, self_description
 from .tflite_app import AppImageInput, delegated_pixel_input, example_pixels, float_outputs, metadata_bytes, pixels_from_normalized, read_metadata, with_metadata
 
 SPEC = TargetSpec("tflite", ".tflite", ("fp32", "int8"), runtime="LiteRT interpreter (ai-edge-litert)",
@@ -173,23 +173,12 @@ def output_order(interpreter) -> list[dict]:
     return [dict(details[n], name=n) for n in ordered]
 
 
-def load(path: Path, manifest: dict | None = None, threads: int = 2) -> Runner:
-    """A Runner over normalized NCHW float batches, whatever the file takes: it reads the input's
-    type and layout from the file, and an app file's preprocessing from its own metadata."""
-    interpreter = make_interpreter(path, threads)
-    key = next(iter(interpreter.get_signature_list()))
-    signature_runner = interpreter.get_signature_runner(key)
-    (input_name, input_detail), = signature_runner.get_input_details().items()
-    outputs = output_order(interpreter)
-    encode = input_encoder(input_detail, path, manifest)
 
-    def run_encoded(native: np.ndarray) -> list[np.ndarray]:
-        result = signature_runner(**{input_name: native})
-        return [_from_output(result[o["name"]], o) for o in outputs]
-
-    return per_sample(lambda sample: run_encoded(encode(sample)), encode, run_encoded)
+def carried_description(path: Path) -> dict:
+    """The self-description a `.tflite` carries in its TFLite Metadata ({} if none)."""
+    return read_metadata(path).get("self_description", {})
 
 
-TARGET = Target(SPEC, convert, load, describe=lambda path: read_metadata(path).get("self_description", {}), options=(INPUT, decode_option("graph")),
+TARGET = Target(SPEC, convert, describe=carried_description, options=(INPUT, decode_option("graph")),
                 profile=tflite_ops.profile, capture=tflite_ops.capture, peak_gemm=tflite_ops.peak_gemm,
                 recognizes=flatbuffer_identified(b"TFL3"))

@@ -6,14 +6,13 @@ import json
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from quantization.ptq import ENGINES, fx_quantize
 
 from . import torchscript_ops
 from .file_kinds import zip_with_member
-from .base import SELF_DESCRIPTION, ConversionJob, Runner, Target, TargetOption, TargetSpec, decode_option, self_description, zipped_extra_file
+from .base import SELF_DESCRIPTION, ConversionJob, Target, TargetOption, TargetSpec, decode_option, self_description, zipped_extra_file
 
 SPEC = TargetSpec("torchscript", ".pt", ("fp32", "int8"), runtime="torch.jit (x86 or onednn quantized engine for int8)",
                   runtime_modules=("torch",), device_runtime="torch", tool_packages=())
@@ -54,21 +53,6 @@ def gate_failure_hint(manifest: dict) -> str | None:
     return None
 
 
-def torch_module_runner(module, quantized_engine: str | None = None) -> Runner:
-    """Runner for a TorchScript module. The quantized engine is process-global in torch, so it is
-    set on every call: an x86 `.pt` and a qnnpack `.ptl` loaded side by side each get their own."""
-
-    def run(batch: np.ndarray) -> list[np.ndarray]:
-        if quantized_engine:
-            torch.backends.quantized.engine = quantized_engine
-        with torch.no_grad():
-            out = module(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)))
-        out = out if isinstance(out, (tuple, list)) else (out,)
-        return [o.float().numpy() for o in out]
-
-    return run
-
-
 def use_quantized_engine(path: Path, manifest: dict) -> str | None:
     """Switch torch to the artifact's quantized engine before loading it (packed weights are
     unpacked for the engine current at load time); returns the engine, None for float artifacts."""
@@ -89,11 +73,7 @@ def load_module(path: Path, manifest: dict | None) -> tuple[torch.jit.ScriptModu
     return torch.jit.load(str(path)).eval(), engine
 
 
-def load(path: Path, manifest: dict | None = None, threads: int = 2) -> Runner:
-    torch.set_num_threads(threads)
-    return torch_module_runner(*load_module(path, manifest))
 
-
-TARGET = Target(SPEC, convert, load, gate_failure_hint=gate_failure_hint, describe=carried_description, options=(ENGINE, decode_option("host")),
+TARGET = Target(SPEC, convert, gate_failure_hint=gate_failure_hint, describe=carried_description, options=(ENGINE, decode_option("host")),
                 profile=torchscript_ops.profile, capture=torchscript_ops.capture, peak_gemm=torchscript_ops.peak_gemm,
                 recognizes=zip_with_member(lambda name: "/code/" in name and not name.endswith("bytecode.pkl")), claims_suffix=False)

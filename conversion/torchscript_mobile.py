@@ -8,11 +8,10 @@ so the frozen graph is saved for the lite interpreter as it is (the manifest rec
 import json
 from pathlib import Path
 
-import torch
 
 from .file_kinds import zip_with_member
-from .base import SELF_DESCRIPTION, ConversionJob, Runner, Target, TargetSpec, decode_option, self_description, zipped_extra_file
-from .torchscript import script_model, torch_module_runner, use_quantized_engine
+from .base import SELF_DESCRIPTION, ConversionJob, Target, TargetSpec, decode_option, self_description, zipped_extra_file
+from .torchscript import script_model
 
 # int8 is FX quantization on the qnnpack engine with full 8-bit activations. It needs the
 # `contiguous_before_clamps` workaround in quantization/ptq.py (qnnpack's quantized clamp misreads
@@ -38,14 +37,6 @@ def convert(job: ConversionJob, dest: Path) -> dict:
     return {"quantized_engine": quantized_engine, "optimize_for_mobile": mobile_optimized, "carries": f"{SELF_DESCRIPTION} (extra file)"}
 
 
-def load(path: Path, manifest: dict | None = None, threads: int = 2) -> Runner:
-    from torch.jit.mobile import _load_for_lite_interpreter
 
-    torch.set_num_threads(threads)
-    # without a manifest: a quantized .ptl is always qnnpack (its packed weights say so when loaded)
-    engine = use_quantized_engine(path, manifest or zipped_extra_file(path) or {"quantized_engine": ENGINE})
-    return torch_module_runner(_load_for_lite_interpreter(str(path)), engine)
-
-
-TARGET = Target(SPEC, convert, load, describe=zipped_extra_file, options=(decode_option("host"),),
+TARGET = Target(SPEC, convert, describe=zipped_extra_file, options=(decode_option("host"),),
                 recognizes=zip_with_member(lambda name: name.endswith("/bytecode.pkl")))

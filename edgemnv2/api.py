@@ -115,10 +115,12 @@ def validate(checkpoint: str | Path, artifacts: str | Path, data: str | Path, *,
 
 
 def predict(model: nn.Module | str | Path, images: str | Path | Sequence[str | Path], *, meta: CheckpointMeta | None = None,
-            threshold: float = 0.3, threads: int = 2, verify_key: str | Path | None = None) -> list[Prediction]:
+            threshold: float = 0.3, threads: int = 2, verify_key: str | Path | None = None, trust_artifact: bool = False) -> list[Prediction]:
     """Top-5 (classifiers) or detections above `threshold` (detectors) for each image: a file, a
-    folder (recursively), or a list of files. `model`: a checkpoint, an artifact, or a module + meta."""
-    source = _source(model, meta, threads, verify_key)
+    folder (recursively), or a list of files. `model`: a checkpoint, an artifact, or a module + meta.
+    An artifact runs in a runner process (edgemnv2.confine); one without its manifest is refused
+    where runners cannot be confined unless `trust_artifact`."""
+    source = _source(model, meta, threads, verify_key, trust_artifact)
     if isinstance(images, (str, Path)):
         images = list_images(Path(images)) if Path(images).is_dir() else [Path(images)]
     files = [Path(p) for p in images]
@@ -136,14 +138,14 @@ def predict(model: nn.Module | str | Path, images: str | Path | Sequence[str | P
     return predictions
 
 
-def _source(model, meta: CheckpointMeta | None, threads: int, verify_key) -> Source:
+def _source(model, meta: CheckpointMeta | None, threads: int, verify_key, trust_artifact: bool = False) -> Source:
     if isinstance(model, nn.Module):
         if meta is None:
             raise UserError("predict(model_in_memory) needs meta=CheckpointMeta(...)")
         from .evaluate import torch_runner
 
         return Source("model in memory", meta.task, meta.class_names, meta.preprocessing, torch_runner(model))
-    return open_source(Path(model), threads, verify_key=Path(verify_key) if verify_key else None)
+    return open_source(Path(model), threads, verify_key=Path(verify_key) if verify_key else None, trust_artifact=trust_artifact)
 
 
 __all__ = ["ConversionResult", "Prediction", "ValidationOutcome", "convert", "predict", "validate"]

@@ -49,8 +49,6 @@ def test_every_runnable_artifact_runs_without_its_manifest(classifier_artifacts,
     """Each file carries what its runner needs (TFLite metadata, TorchScript extra files, ExecuTorch
     constant methods, ONNX metadata_props): copied alone, it gives the same outputs."""
     from conversion import get_target
-    from conversion.executorch import carried_description as executorch_description
-    from conversion.torchscript import carried_description as torchscript_description
 
     checkpoint, folder, _, _ = classifier_artifacts
     _, meta = load_checkpoint(checkpoint)
@@ -68,7 +66,7 @@ def test_every_runnable_artifact_runs_without_its_manifest(classifier_artifacts,
     assert checked == {"tflite", "executorch", "torchscript", "torchscript_mobile", "onnx"}
     pte = next(a for a, m in find_artifacts(folder) if m["target"] == "executorch")
     pt = next(a for a, m in find_artifacts(folder) if m["target"] == "torchscript")
-    for carried in (executorch_description(pte), torchscript_description(pt)):
+    for carried in (get_target("executorch").confined_description(pte), get_target("torchscript").confined_description(pt)):
         assert carried["class_names"] == meta.class_names and carried["preprocessing"] == meta.preprocessing.to_dict()
 
 

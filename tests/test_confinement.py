@@ -104,7 +104,9 @@ def test_no_network_no_foreign_files_inside_the_runner(tmp_path):
         "work = Path(sys.argv[1])\nprint(confine(work / 'artifact', work / 'scratch', {}))\nresults = {}\n"
         "for name, attempt in [('read_home', lambda: Path(sys.argv[2]).read_text()), ('write_scratch', lambda: (work / 'scratch' / 'x').write_text('x')),\n"
         "                      ('write_artifact', lambda: (work / 'artifact' / 'x').write_text('x')), ('connect', lambda: socket.create_connection(('127.0.0.1', 9), 1)),\n"
-        "                      ('listen', lambda: socket.socket().bind(('127.0.0.1', 0)))]:\n"
+        "                      ('listen', lambda: socket.socket().bind(('127.0.0.1', 0))),\n"
+        "                      ('udp', lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('127.0.0.1', 9))),\n"
+        "                      ('unix', lambda: socket.socket(socket.AF_UNIX).connect('/run/dbus/system_bus_socket'))]:\n"
         "    try:\n        attempt(); results[name] = 'allowed'\n    except OSError as exc:\n        results[name] = type(exc).__name__\n"
         "print(json.dumps(results))\n")
     (tmp_path / "artifact").mkdir()
@@ -115,7 +117,7 @@ def test_no_network_no_foreign_files_inside_the_runner(tmp_path):
                           cwd=Path(__file__).resolve().parents[1])
     results = json.loads(done.stdout.strip().splitlines()[-1])
     assert results == {"read_home": "PermissionError", "write_scratch": "allowed", "write_artifact": "PermissionError",
-                       "connect": "PermissionError", "listen": "PermissionError"}, done.stderr[-2000:]
+                       "connect": "PermissionError", "listen": "PermissionError", "udp": "PermissionError", "unix": "PermissionError"}, done.stderr[-2000:]
 
 
 def test_a_missing_runtime_is_runtime_unavailable_not_a_crash(classifier_artifacts):
@@ -279,3 +281,98 @@ def test_validate_names_a_runner_killed_by_a_signal_and_validates_the_others(cla
         rows = {row["artifact"]: row for row in report["artifacts"]}
         assert code == 1 and rows[onnx.name]["status"] == "error" and cause in rows[onnx.name]["note"], err
         assert rows[tflite.name]["status"] == "passed"
+
+
+# ---- profile, debug, predict's self-description, convert --max-drop: every path runs artifacts in runners ----
+
+
+def _forged_writer(classifier_artifacts, tmp_path: Path, victim: Path) -> Path:
+    """The writing TorchScript file in place of the suite's fp32 `.pt`, under a manifest whose sha256 matches."""
+    from .attacks import rewrite_manifest
+    from .test_trust import one_artifact_folder
+
+    folder = one_artifact_folder(classifier_artifacts, tmp_path / "forged", ("torchscript", "fp32"))
+    scripted, _ = artifact_of(folder, "torchscript", "fp32")
+    shutil.copyfile(_writer_artifact(tmp_path, victim), scripted)
+    rewrite_manifest(scripted)
+    return scripted
+
+
+def test_profile_and_debug_run_a_writing_torchscript_file_only_in_a_runner(classifier_artifacts, shapes_root, tmp_path, capsys):
+    """Before: `profile` timed the file with target.load and profiled it with torch.profiler in the
+    host, and `debug` captured its layers there: the victim was overwritten, exit 0."""
+    from .test_trust import cli, error_lines
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    scripted = _forged_writer(classifier_artifacts, tmp_path, victim)
+    for command in (["profile", scripted, "--runs", "3", "--no-peak"],
+                    ["debug", scripted, "--checkpoint", classifier_artifacts[0], "--data", shapes_root / "classification", "--images", "2"]):
+        code, _, err = cli(capsys, *command)
+        assert victim.read_text() == "precious", command[0]
+        assert code in (1, 2) and len(error_lines(err)) == 1 and "Permission denied" in err, (command[0], code, err)
+
+
+def test_profile_and_debug_give_the_runtime_figures_from_a_runner(classifier_artifacts, shapes_root):
+    """The genuine artifacts profile and capture through runner processes (the functions are the
+    targets' own; only where they run changed)."""
+    from conversion import get_target
+    from edgemnv2.diagnosis.debug import debug_verified
+    from edgemnv2.diagnosis.profile import profile_artifact
+
+    checkpoint, folder, _, _ = classifier_artifacts
+    for target in ("tflite", "torchscript"):
+        artifact, manifest = artifact_of(folder, target, "int8")
+        report = profile_artifact(artifact, threads=1, runs=3, peak=False)
+        assert report["rows"] and report["layers_mapped"] and report["end_to_end_ms"] > 0, target
+        debugged = debug_verified(artifact, manifest, checkpoint, shapes_root / "classification", images=2)
+        assert len(debugged["layers"]) == 53 and all(row["sqnr_db"] > 0 for row in debugged["layers"]), target
+    assert get_target("tflite").confined_description(artifact_of(folder, "tflite", "int8")[0])["class_names"] == manifest["class_names"]
+
+
+def test_a_bare_file_is_refused_where_runners_cannot_be_confined_unless_trusted(classifier_artifacts, tmp_path, capsys, monkeypatch):
+    from edgemnv2.prediction import sources
+
+    from .test_trust import cli, error_lines
+
+    _, folder, _, _ = classifier_artifacts
+    genuine, _ = artifact_of(folder, "tflite", "int8")
+    bare = tmp_path / genuine.name
+    shutil.copyfile(genuine, bare)
+    image = _image(tmp_path / "photo.png")
+    monkeypatch.setattr(sources, "confinement_available", lambda: False)  # as on macOS or a kernel without Landlock
+    code, _, err = cli(capsys, "predict", "--model", bare, image)
+    assert code == 2 and len(error_lines(err)) == 1 and "--trust-artifact" in err, err
+    code, out, err = cli(capsys, "predict", "--model", bare, image, "--trust-artifact")
+    assert code == 0 and out.strip(), err
+
+
+def test_a_runner_crash_during_the_max_drop_search_is_that_artifacts_failure_named(trained_classifier, shapes_root, tmp_path, capsys, monkeypatch):
+    """The search's candidates run in runners too: a runtime that crashes on one is that artifact's
+    failure, named (the file is kept as converted and said to be unchecked), not the tool's end."""
+    from .test_trust import cli
+
+    monkeypatch.setenv("EDGEMNV2_RUNNER_FAILPOINT", "segfault")
+    out = tmp_path / "artifacts"
+    code, _, err = cli(capsys, "convert", "--checkpoint", trained_classifier[0], "--target", "tflite", "--precision", "int8", "--calib-data",
+                       shapes_root / "classification", "--max-drop", "0.5", "--recourse", "calibration", "--out", out)
+    assert code == 1 and "SIGSEGV" in err and "unchecked" in err and "Traceback" not in err, err
+
+
+def test_a_runner_answer_can_hold_only_the_records_the_call_returns():
+    from edgemnv2.confine import codec
+    from edgemnv2.layerwise.records import RuntimeOp
+
+    arrays: list = []
+    tree = codec.encode([RuntimeOp("CONV_2D", 0.5, "conv", "int8"), {"x": np.arange(3.0)}], arrays)
+    decoded = codec.decode(tree, arrays, (RuntimeOp,))
+    assert decoded[0] == RuntimeOp("CONV_2D", 0.5, "conv", "int8") and np.array_equal(decoded[1]["x"], np.arange(3.0))
+    for hostile in ({"record": "Popen", "fields": {"args": {"value": "sh"}}}, {"record": "RuntimeOp", "fields": {"__class__": {"value": 1}}},
+                    {"array": 5}, {"value": {"nested": 1}}, {"list": [{"list": []}] * 2, "extra": 1}):
+        with pytest.raises(codec.DecodeError):
+            codec.decode(hostile, arrays, (RuntimeOp,))
+    deep = {"value": 0}
+    for _ in range(100):
+        deep = {"list": [deep]}
+    with pytest.raises(codec.DecodeError):
+        codec.decode(deep, [], ())

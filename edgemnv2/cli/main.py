@@ -15,7 +15,7 @@ try:  # typer >= 0.20 ships its own copy of click: its exceptions are not the cl
 except ImportError:  # pragma: no cover - older typer
     from click import ClickException
 
-from ..errors import EXIT_CODES_HELP, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED, CheckFailed, InternalError, Terminated, UserError
+from ..errors import EXIT_CHECK_FAILED, EXIT_CODES_HELP, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED, CheckFailed, InternalError, Terminated, UserError
 from ..distributed import leave, peer_failure, quiet_rank, report_failure
 from ..errors import printable
 from .common import console, out
@@ -131,6 +131,10 @@ def run(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug, not a user mistake: one line here, the traceback in a log file
         if _debug():
             raise
+        if getattr(exc, "expected", False):  # the artifact's fault (its runner died, its runtime refused it): exit 1
+            if report_failure(EXIT_CHECK_FAILED, str(exc)):
+                print(f"edgemnv2: error: {printable(exc)}", file=sys.stderr)
+            return EXIT_CHECK_FAILED
         peer = peer_failure()
         if peer is not None:  # a collective broke because another torchrun rank stopped: that rank said why
             return peer["code"]

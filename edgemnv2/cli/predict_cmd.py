@@ -59,6 +59,7 @@ def predict(
     force: Annotated[bool, typer.Option(help="Overwrite existing outputs.")] = False,
     verify_key: Annotated[Optional[Path], typer.Option(envvar="EDGEMNV2_VERIFY_KEY", help="(or EDGEMNV2_VERIFY_KEY) Public key (PEM): refuse an artifact not signed with its private key.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the predictions as JSON on stdout; per-image lines go to stderr.")] = False,
+    trust_artifact: Annotated[bool, typer.Option("--trust-artifact", help="Run an artifact that has no manifest even where runner processes cannot be confined (no Landlock: older kernels, macOS). Without it such a file is refused there: it is a program nobody verified.")] = False,
 ) -> None:
     """Predict with a checkpoint or artifact: top-5 for classifiers, annotated images for detectors."""
     from ..errors import UserError
@@ -72,9 +73,9 @@ def predict(
     if not 0.0 <= threshold <= 1.0:
         raise UserError("--threshold must be between 0 and 1")
     files = _images_in(images)[: limit or None]
-    source = open_source(model, threads, arch, verify_key)
+    source = open_source(model, threads, arch, verify_key, trust_artifact=trust_artifact)
     if compare is not None:
-        other = open_source(compare, threads, verify_key=verify_key)
+        other = open_source(compare, threads, verify_key=verify_key, trust_artifact=trust_artifact)
         if other.task != source.task or other.class_names != source.class_names:
             raise UserError(f"{compare.name} is a different model (task or classes differ from {model.name})")
         if source.task != "detection":

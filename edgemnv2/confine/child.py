@@ -17,7 +17,7 @@ import time
 import traceback
 from pathlib import Path
 
-from . import landlock
+from . import codec, landlock, seccomp
 from .protocol import receive, send
 
 # Where a runtime reads from besides the Python installation: shared libraries and their cache,
@@ -53,11 +53,12 @@ def confine(artifact_dir: Path, work_dir: Path, limits: dict) -> str:
     _limit(resource.RLIMIT_FSIZE, limits.get("file_bytes"))
     try:
         enforced = landlock.restrict(read=[*python_roots(), *(Path(p) for p in SYSTEM_READ), artifact_dir], write=[work_dir])
+        seccomp.deny_sockets()
     except OSError as exc:
         if limits.get("require_confinement"):
             raise
         return f"not confined ({exc}); resource limits only"
-    return f"confined: {enforced.describe()}; resource limits"
+    return f"confined: {enforced.describe()}; no sockets (seccomp); resource limits"
 
 
 SIMULATION = "simulation"  # a target's simulate() (CoreML on Linux): the converted program, run in PyTorch
@@ -114,6 +115,26 @@ def _failpoint(point: str | None) -> None:
             hog.append(bytearray(1 << 26))
 
 
+def _load(header: dict, artifact: Path):
+    """-> (run_one or None, runtime, version, load ms): the artifact loaded by its family's adapter,
+    the target's simulation, or nothing (a runner that only answers calls)."""
+    from ..device.runtime_adapters import IMPORTS, RUNTIMES
+
+    for module in IMPORTS.get(header["family"], ()):
+        try:
+            importlib.import_module(module)
+        except ImportError:  # the adapter says which runtime is missing, in its words
+            pass
+    started = time.perf_counter()
+    if not header.get("adapter", True):
+        return None, "-", "-", 0.0
+    if header["family"] == SIMULATION:
+        run_one, runtime, version = _simulation(artifact, header)
+    else:
+        run_one, runtime, version = RUNTIMES[header["family"]](str(artifact), int(header["threads"]), header.get("manifest") or {})
+    return run_one, runtime, version, (time.perf_counter() - started) * 1000
+
+
 def serve(request_fd: int, reply_fd: int) -> int:
     header, _ = receive(request_fd)
     artifact, work_dir = Path(header["artifact"]), Path(header["work_dir"])
@@ -121,20 +142,10 @@ def serve(request_fd: int, reply_fd: int) -> int:
         confinement = confine(artifact.parent, work_dir, header.get("limits", {}))
         _hide(header.get("failpoint"))
         baseline_kb = status_kb("VmRSS")
-        from ..device.runtime_adapters import IMPORTS, RUNTIMES, NoRuntime
+        from ..device.runtime_adapters import NoRuntime
         from ..errors import CheckFailed, UserError
 
-        for module in IMPORTS.get(header["family"], ()):
-            try:
-                importlib.import_module(module)
-            except ImportError:  # the adapter says which runtime is missing, in its words
-                pass
-        started = time.perf_counter()
-        if header["family"] == SIMULATION:
-            run_one, runtime, version = _simulation(artifact, header)
-        else:
-            run_one, runtime, version = RUNTIMES[header["family"]](str(artifact), int(header["threads"]), header.get("manifest") or {})
-        load_ms = (time.perf_counter() - started) * 1000
+        run_one, runtime, version, load_ms = _load(header, artifact)
     except NoRuntime as exc:
         send(reply_fd, {"error": str(exc), "kind": "no_runtime"})
         return 0
@@ -146,39 +157,60 @@ def serve(request_fd: int, reply_fd: int) -> int:
         return 0
     _failpoint(header.get("failpoint"))
     send(reply_fd, {"ready": True, "confinement": confinement, "runtime": runtime, "version": version, "load_ms": load_ms, "baseline_kb": baseline_kb,
-                    "encodes": hasattr(run_one, "encode"), "batched": bool(getattr(run_one, "batched", False))})
-    encoded = None
+                    "batched": bool(getattr(run_one, "batched", False))})
     while True:
         request, arrays = receive(request_fd)
-        op = request.get("op")
+        if request.get("op") == "close":
+            return 0
         try:
-            if op == "close":
-                return 0
-            if op == "run":
-                (batch,) = arrays
-                if getattr(run_one, "batched", False):
-                    outputs = run_one(batch)
-                else:
-                    results = [run_one(batch[i : i + 1]) for i in range(len(batch))]
-                    outputs = [__import__("numpy").concatenate([r[k] for r in results]) for k in range(len(results[0]))]
-                send(reply_fd, {"ok": True}, [o.astype("float32", copy=False) for o in outputs])
-            elif op == "time":  # latency measured here, on the artifact's own input, as the host did in process
-                (sample,) = arrays
-                if hasattr(run_one, "encode"):
-                    encoded = run_one.encode(sample)
-                    call = lambda: run_one.run_encoded(encoded)  # noqa: E731
-                else:
-                    call = lambda: run_one(sample)  # noqa: E731
-                for _ in range(int(request.get("warmup", 3))):
-                    call()
-                times = []
-                for _ in range(max(1, int(request.get("runs", 20)))):
-                    start = time.perf_counter()
-                    call()
-                    times.append((time.perf_counter() - start) * 1000)
-                send(reply_fd, {"ok": True, "times_ms": times})
-            else:
-                send(reply_fd, {"error": f"unknown request {op!r}", "kind": "protocol"})
+            answer, answer_arrays = _answer(request, arrays, run_one, artifact)
+        except (CheckFailed, UserError) as exc:  # the product's own check, in its own words (a capture of an fp32 file)
+            send(reply_fd, {"error": str(exc), "kind": "refused" if isinstance(exc, CheckFailed) else "user"})
+            continue
         except Exception as exc:
             send(reply_fd, {"error": f"{type(exc).__name__}: {exc}", "kind": "run", "traceback": traceback.format_exc()[-4000:]})
+            continue
+        send(reply_fd, answer, answer_arrays)
 
+
+# The product's own functions a host may ask a runner to call on its artifact (a target's profile,
+# capture or describe): code from these packages, never from the artifact.
+CALLABLE_PACKAGES = ("conversion.", "edgemnv2.")
+
+
+def _answer(request: dict, arrays: list, run_one, artifact: Path) -> tuple[dict, list]:
+    op = request.get("op")
+    if op == "call":  # fn(artifact, *args, *arrays, **kwargs)
+        module, _, name = str(request.get("function")).partition(":")
+        if not module.startswith(CALLABLE_PACKAGES):
+            raise ValueError(f"{module!r} is not one of edgemnv2's modules")
+        function = getattr(importlib.import_module(module), name)
+        result = function(artifact, *request.get("args", []), *arrays, **request.get("kwargs", {}))
+        out: list = []
+        return {"ok": True, "result": codec.encode(result, out)}, out
+    if run_one is None:
+        raise ValueError(f"this runner loaded no artifact to {op!r}")
+    if op == "run":
+        (batch,) = arrays
+        if getattr(run_one, "batched", False):
+            outputs = run_one(batch)
+        else:
+            results = [run_one(batch[i : i + 1]) for i in range(len(batch))]
+            outputs = [__import__("numpy").concatenate([r[k] for r in results]) for k in range(len(results[0]))]
+        return {"ok": True}, [o.astype("float32", copy=False) for o in outputs]
+    if op == "time":  # latency measured here, on the artifact's own input, as the host did in process
+        (sample,) = arrays
+        if hasattr(run_one, "encode"):
+            encoded = run_one.encode(sample)
+            call = lambda: run_one.run_encoded(encoded)  # noqa: E731
+        else:
+            call = lambda: run_one(sample)  # noqa: E731
+        for _ in range(int(request.get("warmup", 3))):
+            call()
+        times = []
+        for _ in range(max(1, int(request.get("runs", 20)))):
+            start = time.perf_counter()
+            call()
+            times.append((time.perf_counter() - start) * 1000)
+        return {"ok": True, "times_ms": times}, []
+    raise ValueError(f"unknown request {op!r}")

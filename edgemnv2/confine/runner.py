@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from ..artifacts import ArtifactRefused, RuntimeUnavailable
+from ..errors import UserError
+from . import codec
 from .child import status_kb
 from .protocol import ProtocolError, receive, send
 
@@ -65,9 +67,12 @@ def _signal_name(code: int) -> str:
 
 class ConfinedRunner:
     """Runner(batch NCHW float32) -> outputs, served by a confined child; `.time(sample, warmup, runs)`
-    measures latency inside the child; `.close()` ends it."""
+    measures latency inside the child; `.call(function, ...)` runs one of the product's functions on
+    the artifact there (a per-op profile); `.close()` ends it. With `adapter=False` the child loads
+    nothing itself and only answers calls."""
 
-    def __init__(self, family: str, artifact: Path, manifest: dict, threads: int, limits: RunnerLimits | None = None, simulate: str | None = None):
+    def __init__(self, family: str, artifact: Path, manifest: dict | None, threads: int, limits: RunnerLimits | None = None, simulate: str | None = None,
+                 adapter: bool = True, preload: str | None = None):
         self.limits = limits = limits or RunnerLimits()  # read now: the environment may have changed since import
         self._closed = False
         self._code = None
@@ -75,7 +80,8 @@ class ConfinedRunner:
         request_read, self._request = os.pipe()
         self._reply, reply_write = os.pipe()
         try:
-            self.pid = _zygote().spawn(family, simulate, self.work, request_read, reply_write)
+            # the factory imports the simulation's or the call's module once, before it forks (preload: "module:name")
+            self.pid = _zygote().spawn(family, simulate or preload, self.work, request_read, reply_write)
         finally:
             os.close(request_read)
             os.close(reply_write)
@@ -83,7 +89,7 @@ class ConfinedRunner:
                        "require_confinement": limits.require_confinement}
         reply = self._ask({"artifact": str(Path(artifact).resolve()), "work_dir": str(self.work), "family": family, "threads": threads,
                            "manifest": manifest if simulate else _plain_manifest(manifest), "limits": limits_sent,
-                           "failpoint": _failpoint_for(Path(artifact).name), "simulate": simulate})[0]
+                           "failpoint": _failpoint_for(Path(artifact).name), "simulate": simulate, "adapter": adapter})[0]
         if reply.get("kind") == "no_runtime":
             self.close()
             raise RuntimeUnavailable(reply["error"])
@@ -138,16 +144,31 @@ class ConfinedRunner:
         except OSError:
             return ""
 
-    def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
-        reply, outputs = self._ask({"op": "run"}, [np.ascontiguousarray(batch, dtype=np.float32)])
+    def _answer(self, header: dict, arrays=()) -> tuple[dict, list[np.ndarray]]:
+        reply, outputs = self._ask(header, arrays)
         if "error" in reply:
-            raise RunnerFailed(f"the runtime failed on it: {reply['error']}")
-        return outputs
+            error = str(reply["error"])
+            raise {"user": UserError, "refused": ArtifactRefused}.get(reply.get("kind"), RunnerFailed)(
+                error if reply.get("kind") in ("user", "refused") else f"the runtime failed on it: {error}")
+        return reply, outputs
+
+    def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
+        return self._answer({"op": "run"}, [np.ascontiguousarray(batch, dtype=np.float32)])[1]
+
+    def call(self, function, args: tuple = (), arrays: tuple = (), kwargs: dict | None = None, records: tuple[type, ...] = ()):
+        """function(artifact, *args, *arrays, **kwargs), run in the runner: a function of edgemnv2's
+        own packages (passed as the function or as "module:name"); args and kwargs JSON, arrays numpy.
+        Its result comes back as data (codec.py), with records rebuilt only as the `records` given."""
+        name = function if isinstance(function, str) else f"{function.__module__}:{function.__qualname__}"
+        reply, arrays_back = self._answer({"op": "call", "function": name, "args": list(args), "kwargs": kwargs or {}},
+                                          [np.ascontiguousarray(a) for a in arrays])
+        try:
+            return codec.decode(reply.get("result"), arrays_back, records)
+        except (codec.DecodeError, RecursionError) as exc:
+            raise RunnerFailed(f"the runner's answer to {name} is not what it returns: {exc}") from None
 
     def time(self, sample: np.ndarray, warmup: int, runs: int) -> list[float]:
-        reply, _ = self._ask({"op": "time", "warmup": warmup, "runs": runs}, [np.ascontiguousarray(sample, dtype=np.float32)])
-        if "error" in reply:
-            raise RunnerFailed(f"the runtime failed on it: {reply['error']}")
+        reply, _ = self._answer({"op": "time", "warmup": warmup, "runs": runs}, [np.ascontiguousarray(sample, dtype=np.float32)])
         times = reply.get("times_ms")
         if not isinstance(times, list) or not times or not all(isinstance(t, (int, float)) for t in times):
             raise RunnerFailed("the runner sent no timings")

@@ -35,6 +35,9 @@ def _runner(request_fd: int, reply_fd: int, work_dir: str) -> int:
 
     os.setsid()  # its own process group: the host can kill it and whatever it starts
     os.environ.update(HOME=work_dir, TMPDIR=work_dir)
+    import tempfile
+
+    tempfile.tempdir = work_dir  # the only folder it may write: Python caches the temp folder it chose first
     log = os.open(os.path.join(work_dir, "runner.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(log, 1)
     os.dup2(log, 2)

@@ -36,7 +36,7 @@ def debug_verified(path: Path, manifest: dict, checkpoint: Path, data: Path, ima
     layers = source_layers(folded, tuple(preprocessing.input_size))
     modules = dict(folded.named_modules())
     try:
-        per_image = target.capture(path, manifest, batch, lambda: rebuilt_job(folded, meta, manifest, Path(data)))
+        per_image = target.confined_capture(path, manifest, batch, lambda: rebuilt_job(folded, meta, manifest, Path(data)))
     except RuntimeUnavailable as exc:
         raise UserError(f"cannot run {path.name} here: {exc}") from None
     for captures in per_image:

@@ -1,12 +1,12 @@
 """Profile one artifact: per-op time in its runtime, mapped to the source model's layers, against
 the end-to-end latency measured the usual way and this CPU's peak for the op's data type."""
 
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from pathlib import Path
 
 import numpy as np
 
-from conversion import get_target, verified_artifact
+from conversion import get_target, target_names, verified_artifact
 from conversion.base import tool_versions
 
 from ..artifacts import RuntimeUnavailable
@@ -37,15 +37,16 @@ def profile_verified(path: Path, manifest: dict, threads: int = 2, runs: int = 3
     has just measured it on the same sample."""
     target = get_target(manifest["target"])
     if target.profile is None:
-        raise UserError(f"{manifest['target']} artifacts have no per-op profile here (profile supports: executorch, tflite, torchscript)")
+        supported = ", ".join(name for name in target_names() if get_target(name).profile is not None)
+        raise UserError(f"{manifest['target']} artifacts have no per-op profile here (profile supports: {supported})")
     sample = profile_sample(manifest) if sample is None else sample
-    if end_to_end_ms is None:
-        try:
-            runner = target.load(path, manifest, threads)
-        except RuntimeUnavailable as exc:
-            raise UserError(f"cannot run {path.name} here: {exc}") from None
-        end_to_end_ms = time_runner(runner, sample[:1], warmup=10, runs=runs)["median_ms"]
-    ops = target.profile(path, manifest, threads, sample[:1], runs)
+    try:
+        if end_to_end_ms is None:
+            with closing(target.load(path, manifest, threads)) as runner:
+                end_to_end_ms = time_runner(runner, sample[:1], warmup=10, runs=runs)["median_ms"]
+        ops = target.confined_profile(path, manifest, threads, sample[:1], runs)  # the profiler runs the artifact: in a runner too
+    except RuntimeUnavailable as exc:
+        raise UserError(f"cannot run {path.name} here: {exc}") from None
     input_size = tuple(manifest["preprocessing"]["input_size"])
     mapped = map_layers(ops, source_layers(model_for(manifest), input_size))
     peaks = {}
@@ -83,7 +84,8 @@ def profile_pair(artifact: Path, fp32_artifact: Path, threads: int = 2, runs: in
         # both end-to-end latencies from one round-robin stretch: their ratio is the verdict's
         sample = profile_sample(mine)
         try:
-            runners = {"int8": get_target(mine["target"]).load(quantized.path, mine, threads), "fp32": get_target(theirs["target"]).load(reference.path, theirs, threads)}
+            runners = {"int8": stack.enter_context(closing(get_target(mine["target"]).load(quantized.path, mine, threads))),
+                       "fp32": stack.enter_context(closing(get_target(theirs["target"]).load(reference.path, theirs, threads)))}
         except RuntimeUnavailable as exc:
             raise UserError(f"cannot run {Path(artifact).name} here: {exc}") from None
         timed = time_interleaved(runners, sample, warmup=10, runs=runs)

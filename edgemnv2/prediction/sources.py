@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from conversion import TARGETS, confined_runner, verified_artifact
+from conversion import TARGETS, confined_runner, kind_of, verified_artifact
 
 from ..artifacts import MANIFEST_SUFFIX, ArtifactRefused, RuntimeUnavailable, manifest_path
 from ..checkpoint import CheckpointMeta
 from ..data.images import load_rgb
 from ..data.preprocess import Preprocessing
-from ..confine.runner import RunnerFailed
+from ..confine.runner import RunnerFailed, RunnerLimits
 from ..errors import UserError
 from ..evaluate import Runner, torch_runner
 from ..tasks import get_task
@@ -36,7 +36,7 @@ class Source:
 
 
 def open_source(path: Path, threads: int = 2, arch: str | None = None, verify_key: Path | None = None,
-                expected_sha256: str | None = None) -> Source:
+                expected_sha256: str | None = None, trust_artifact: bool = False) -> Source:
     """A checkpoint (.pt/.safetensors with metadata) or an artifact with its manifest beside it.
 
     An artifact runs from a private, verified copy (conversion.verified_artifact) that lives as
@@ -70,7 +70,7 @@ def open_source(path: Path, threads: int = 2, arch: str | None = None, verify_ke
     if target is not None:
         if verify_key is not None:
             raise UserError(f"{path.name} has no manifest beside it, so there is nothing to verify --verify-key against")
-        return _bare_artifact(path, target, threads)
+        return _bare_artifact(path, target, threads, trust_artifact)
     if path.is_dir():
         raise UserError(f"{path} is a folder without a manifest beside it; pass a checkpoint or an artifact file")
     from ..checkpoint import load_checkpoint
@@ -80,39 +80,41 @@ def open_source(path: Path, threads: int = 2, arch: str | None = None, verify_ke
 
 
 def bare_artifact_target(path: Path):
-    """The target whose file this is, when it is an artifact without its manifest; None otherwise
-    (a `.pt` is a TorchScript archive only if it holds TorchScript code: else it is a checkpoint)."""
-    import zipfile
-
-    for target in TARGETS.values():
-        if path.name.endswith(target.spec.suffix) and target.describe is not None:
-            if target.spec.suffix == ".pt":
-                try:
-                    with zipfile.ZipFile(path) as archive:
-                        if not any(m.endswith("constants.pkl") or "/code/" in m for m in archive.namelist()):
-                            return None
-                except (zipfile.BadZipFile, OSError):
-                    return None
-            return target
-    return None
+    """The target whose file this is, by its own bytes (conversion.kind_of), when it is an artifact
+    without its manifest; None otherwise (a `.pt` checkpoint is a zip too, but holds no TorchScript code)."""
+    kind = kind_of(path) if path.is_file() else None
+    return TARGETS[kind] if kind is not None and TARGETS[kind].describe is not None else None
 
 
-def _bare_artifact(path: Path, target, threads: int) -> Source:
-    """An artifact file on its own: what it is comes from inside it (conversion/base.py self_description)."""
+def confinement_available() -> bool:
+    """Whether runner processes here can take Landlock and the socket filter (edgemnv2.confine)."""
+    from ..confine import landlock, seccomp
+
+    return landlock.abi_version() >= 1 and seccomp.available()
+
+
+def _bare_artifact(path: Path, target, threads: int, trust_artifact: bool = False) -> Source:
+    """An artifact file on its own: what it is comes from inside it (conversion/base.py self_description),
+    read and run only in runner processes, from a private copy alone in its folder. Unverified bytes
+    never run unconfined unless the user says they trust them (`trust_artifact`)."""
+    if not trust_artifact and not confinement_available():
+        raise UserError(f"{path.name} has no manifest to verify it, and runner processes cannot be confined on this machine (no Landlock): "
+                        "it is not run; keep its signed manifest beside it, or pass --trust-artifact if you trust whoever made it")
+    limits = RunnerLimits(require_confinement=not trust_artifact)
+    keep = ExitStack()  # a private copy, alone in its folder: all that its runners may read
     try:
-        carried = target.describe(path)
-    except Exception as exc:  # a corrupt file: one line, not a parser's traceback
-        raise UserError(f"cannot read {path.name} as a {target.name} artifact: {type(exc).__name__}: {str(exc)[:200]}") from None
-    if not isinstance(carried, dict) or any(key not in carried for key in ("task", "class_names", "preprocessing")):
-        raise UserError(f"{path.name} has no manifest beside it and does not describe itself (an older edgemnv2, or "
-                        f"converted with options that carry no metadata); keep {path.name}{MANIFEST_SUFFIX} beside it")
-    # the same checked reader as checkpoints and manifests: task, class names, bounded input size, mean/std
-    meta = CheckpointMeta.from_dict({"arch": "unknown", **carried}, f"{path.name} (its self-description)")
-    keep = ExitStack()  # a private copy, alone in its folder: all that its runner may read
-    private = Path(keep.enter_context(tempfile.TemporaryDirectory(prefix="edgemnv2-bare-")))
-    shutil.copyfile(path, private / path.name)
-    try:
-        runner = keep.enter_context(closing(confined_runner(target.name, private / path.name, carried, threads)))
+        private = Path(keep.enter_context(tempfile.TemporaryDirectory(prefix="edgemnv2-bare-"))) / path.name
+        shutil.copyfile(path, private)
+        try:
+            carried = target.confined_description(private, limits)
+        except (RunnerFailed, ArtifactRefused) as exc:  # a corrupt file: one line, not a parser's traceback
+            raise UserError(f"cannot read {path.name} as a {target.name} artifact: {exc}") from None
+        if not isinstance(carried, dict) or any(key not in carried for key in ("task", "class_names", "preprocessing")):
+            raise UserError(f"{path.name} has no manifest beside it and does not describe itself (an older edgemnv2, or "
+                            f"converted with options that carry no metadata); keep {path.name}{MANIFEST_SUFFIX} beside it")
+        # the same checked reader as checkpoints and manifests: task, class names, bounded input size, mean/std
+        meta = CheckpointMeta.from_dict({"arch": "unknown", **carried}, f"{path.name} (its self-description)")
+        runner = keep.enter_context(closing(target.load(private, carried, threads, limits)))
     except RuntimeUnavailable as exc:
         keep.close()
         raise UserError(f"cannot run {path.name} here: {exc}") from None
