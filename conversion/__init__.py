@@ -70,3 +70,12 @@ def confined_runner(target_name: str, artifact: Path, manifest: dict, threads: i
     runner may read everything beside it."""
     target = get_target(target_name)
     return target.simulation(artifact, manifest, threads, limits) if simulate else target.load(artifact, manifest, threads, limits)
+
+
+def warm_runners(target_names_: list[str]) -> None:
+    """Have the runner factory import these targets' runtimes (and simulations) now, in the background
+    (edgemnv2.confine.runner.warm): validate starts it before it loads its data."""
+    from edgemnv2.confine.runner import warm
+
+    targets = [TARGETS[name] for name in set(target_names_) if name in TARGETS]
+    warm([t.spec.device_runtime for t in targets], [f"{t.simulate.__module__}:{t.simulate.__qualname__}" for t in targets if t.simulate is not None])

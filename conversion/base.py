@@ -115,6 +115,9 @@ class Target:
     # capture() needs the artifact rebuilt from its checkpoint (ExecuTorch: a tapped copy of the
     # program, the product's own build): it runs here, and reaches the artifact only through `load`.
     capture_rebuilds: bool = False
+    # its profile() starts a tool of its own (ExecuTorch's Inspector reads ETDump with flatc): that
+    # runner may start processes, which stay in its group, confined alike, and die with it
+    profile_starts_processes: bool = False
 
     @property
     def name(self) -> str:
@@ -147,17 +150,28 @@ class Target:
         return {} if self.describe is None else self._confined_call(self.describe, path, limits=limits)
 
     def confined_profile(self, path: Path, manifest: dict, threads: int, sample: np.ndarray, runs: int) -> list:
+        from edgemnv2.confine.runner import RunnerFailed
         from edgemnv2.layerwise.records import RuntimeOp
 
-        return self._confined_call(self.profile, path, (_plain(manifest), threads), (np.ascontiguousarray(sample, np.float32),), {"runs": runs},
-                                   (RuntimeOp,), manifest, threads)
+        ops = self._confined_call(self.profile, path, (_plain(manifest), threads), (np.ascontiguousarray(sample, np.float32),), {"runs": runs},
+                                  (RuntimeOp,), manifest, threads, RunnerLimits(processes=self.profile_starts_processes))
+        if not isinstance(ops, list) or not ops or not all(isinstance(op, RuntimeOp) and op.ms >= 0 for op in ops):
+            raise RunnerFailed(f"{self.name}'s profiler sent no per-op times, or negative ones")
+        return ops
 
     def confined_capture(self, path: Path, manifest: dict, images: np.ndarray, rebuild: Callable | None = None) -> list:
         from edgemnv2.layerwise.records import Capture
 
+        from edgemnv2.confine.runner import RunnerFailed
+
         if self.capture_rebuilds:
             return self.capture(path, manifest, images, rebuild)
-        return self._confined_call(self.capture, path, (_plain(manifest),), (np.ascontiguousarray(images, np.float32),), None, (Capture,), manifest, 1)
+        per_image = self._confined_call(self.capture, path, (_plain(manifest),), (np.ascontiguousarray(images, np.float32),), None, (Capture,),
+                                        manifest, 1)
+        if not isinstance(per_image, list) or len(per_image) != len(images) or not all(
+                isinstance(captures, list) and all(isinstance(c, Capture) for c in captures) for captures in per_image):
+            raise RunnerFailed(f"{self.name}'s capture sent no per-layer outputs for each image")
+        return per_image
 
     def option_values(self, given: dict | None) -> dict:
         """This target's options: the defaults, overridden by `given` (validated)."""

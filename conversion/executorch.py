@@ -63,4 +63,4 @@ def carried_description(path: Path) -> dict:
 
 TARGET = Target(SPEC, convert, describe=carried_description, options=(decode_option("host"),),
                 profile=executorch_ops.profile, capture=executorch_capture.capture, peak_gemm=executorch_ops.peak_gemm,
-                recognizes=flatbuffer_identified(b"ET12"), capture_rebuilds=True)
+                recognizes=flatbuffer_identified(b"ET12"), capture_rebuilds=True, profile_starts_processes=True)

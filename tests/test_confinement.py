@@ -100,13 +100,16 @@ def test_no_network_no_foreign_files_inside_the_runner(tmp_path):
     """The confinement itself, in a child that applies it the way a runner does."""
     probe = tmp_path / "probe.py"
     probe.write_text(
-        "import json, socket, sys\nfrom pathlib import Path\nfrom edgemnv2.confine.child import confine\n"
+        "import json, os, socket, sys\nfrom pathlib import Path\nfrom edgemnv2.confine.child import confine\n"
         "work = Path(sys.argv[1])\nprint(confine(work / 'artifact', work / 'scratch', {}))\nresults = {}\n"
         "for name, attempt in [('read_home', lambda: Path(sys.argv[2]).read_text()), ('write_scratch', lambda: (work / 'scratch' / 'x').write_text('x')),\n"
         "                      ('write_artifact', lambda: (work / 'artifact' / 'x').write_text('x')), ('connect', lambda: socket.create_connection(('127.0.0.1', 9), 1)),\n"
         "                      ('listen', lambda: socket.socket().bind(('127.0.0.1', 0))),\n"
         "                      ('udp', lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('127.0.0.1', 9))),\n"
-        "                      ('unix', lambda: socket.socket(socket.AF_UNIX).connect('/run/dbus/system_bus_socket'))]:\n"
+        "                      ('unix', lambda: socket.socket(socket.AF_UNIX).connect('/run/dbus/system_bus_socket')),\n"
+        "                      ('socketpair', lambda: socket.socketpair()), ('fork', lambda: os.fork()), ('setsid', lambda: os.setsid()),\n"
+        "                      ('chmod_scratch', lambda: os.chmod(work / 'scratch' / 'x', 0o777)), ('kill_parent', lambda: os.kill(os.getppid(), 0)),\n"
+        "                      ('kill_self', lambda: os.kill(os.getpid(), 0))]:\n"
         "    try:\n        attempt(); results[name] = 'allowed'\n    except OSError as exc:\n        results[name] = type(exc).__name__\n"
         "print(json.dumps(results))\n")
     (tmp_path / "artifact").mkdir()
@@ -117,7 +120,9 @@ def test_no_network_no_foreign_files_inside_the_runner(tmp_path):
                           cwd=Path(__file__).resolve().parents[1])
     results = json.loads(done.stdout.strip().splitlines()[-1])
     assert results == {"read_home": "PermissionError", "write_scratch": "allowed", "write_artifact": "PermissionError",
-                       "connect": "PermissionError", "listen": "PermissionError", "udp": "PermissionError", "unix": "PermissionError"}, done.stderr[-2000:]
+                       "connect": "PermissionError", "listen": "PermissionError", "udp": "PermissionError", "unix": "PermissionError",
+                       "socketpair": "PermissionError", "fork": "PermissionError", "setsid": "PermissionError", "chmod_scratch": "PermissionError",
+                       "kill_parent": "PermissionError", "kill_self": "allowed"}, done.stderr[-2000:]
 
 
 def test_a_missing_runtime_is_runtime_unavailable_not_a_crash(classifier_artifacts):
@@ -368,6 +373,8 @@ def test_a_runner_answer_can_hold_only_the_records_the_call_returns():
     decoded = codec.decode(tree, arrays, (RuntimeOp,))
     assert decoded[0] == RuntimeOp("CONV_2D", 0.5, "conv", "int8") and np.array_equal(decoded[1]["x"], np.arange(3.0))
     for hostile in ({"record": "Popen", "fields": {"args": {"value": "sh"}}}, {"record": "RuntimeOp", "fields": {"__class__": {"value": 1}}},
+                    codec.encode(RuntimeOp(1, 0.5, "conv"), []), codec.encode(RuntimeOp("x", "slow", "conv"), []),
+                    codec.encode(RuntimeOp("x", float("nan"), "conv"), []),
                     {"array": 5}, {"value": {"nested": 1}}, {"list": [{"list": []}] * 2, "extra": 1}):
         with pytest.raises(codec.DecodeError):
             codec.decode(hostile, arrays, (RuntimeOp,))
@@ -376,3 +383,21 @@ def test_a_runner_answer_can_hold_only_the_records_the_call_returns():
         deep = {"list": [deep]}
     with pytest.raises(codec.DecodeError):
         codec.decode(deep, [], ())
+
+
+# ---- what a taken-over runner can still try: hang the host, flood it, escape its group, change files ----
+
+
+@pytest.mark.parametrize("point, cause", [("stall", "timed out"), ("flood", "not an answer")])
+def test_a_runner_that_stalls_mid_answer_or_floods_the_host_is_killed_and_named(classifier_artifacts, monkeypatch, point, cause):
+    """Before: a runner that wrote two bytes of an answer and slept held the host forever (the
+    timeout covered only the first byte); one that announced 500 arrays of 2 GB was read."""
+    import time
+
+    _, folder, _, _ = classifier_artifacts
+    artifact, manifest = artifact_of(folder, "tflite", "int8")
+    monkeypatch.setenv("EDGEMNV2_RUNNER_FAILPOINT", point)
+    started = time.monotonic()
+    with pytest.raises(RunnerFailed, match=cause):
+        ConfinedRunner("tflite", artifact, manifest, threads=1, limits=RunnerLimits(call_seconds=5.0))
+    assert time.monotonic() - started < 60  # not a timing assertion: a hang would never end; 60 s is far from it

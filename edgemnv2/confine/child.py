@@ -17,7 +17,7 @@ import time
 import traceback
 from pathlib import Path
 
-from . import codec, landlock, seccomp
+from . import capabilities, codec, landlock, seccomp
 from .protocol import receive, send
 
 # Where a runtime reads from besides the Python installation: shared libraries and their cache,
@@ -32,7 +32,7 @@ def python_roots() -> list[Path]:
     other entries of sys.path (an editable install puts the whole source tree there, and an
     artifacts folder may sit inside it)."""
     product = Path(__file__).resolve().parents[2]  # edgemnv2, and the conversion and quantization packages a simulation imports
-    roots = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.executable).resolve().parent.parent, *(product / p for p in ("edgemnv2", "conversion", "quantization"))}
+    roots = {Path(sys.prefix), Path(sys.base_prefix), *(product / p for p in ("edgemnv2", "conversion", "quantization"))}
     roots |= {Path(p) for p in sysconfig.get_paths().values()}
     return sorted(root.resolve() for root in roots if root.exists())
 
@@ -46,19 +46,31 @@ def _limit(kind: int, value: int | None) -> None:
 
 
 def confine(artifact_dir: Path, work_dir: Path, limits: dict) -> str:
-    """Apply the limits and Landlock; -> what was enforced, for the report's rows."""
+    """Apply the limits, drop capabilities, then Landlock and the seccomp filter, each on its own (a
+    kernel without Landlock still gets the filter); -> what was enforced, for the report's rows.
+    With `require_confinement`, anything missing raises instead."""
     _limit(resource.RLIMIT_CORE, 0)
     _limit(resource.RLIMIT_DATA, limits.get("memory_bytes"))
+    if limits.get("memory_bytes"):  # shared mappings escape RLIMIT_DATA: all new address space is held to the same budget
+        _limit(resource.RLIMIT_AS, (status_kb("VmSize") or 0) * 1024 + limits["memory_bytes"])
     _limit(resource.RLIMIT_CPU, limits.get("cpu_seconds"))
     _limit(resource.RLIMIT_FSIZE, limits.get("file_bytes"))
-    try:
-        enforced = landlock.restrict(read=[*python_roots(), *(Path(p) for p in SYSTEM_READ), artifact_dir], write=[work_dir])
-        seccomp.deny_sockets()
-    except OSError as exc:
-        if limits.get("require_confinement"):
-            raise
-        return f"not confined ({exc}); resource limits only"
-    return f"confined: {enforced.describe()}; no sockets (seccomp); resource limits"
+    enforced, missing = [], []
+    for name, take in (("capabilities", capabilities.drop_all),
+                       ("Landlock", lambda: landlock.restrict(read=[*python_roots(), *(Path(p) for p in SYSTEM_READ), artifact_dir], write=[work_dir])),
+                       ("seccomp", lambda: seccomp.restrict(bool(limits.get("processes"))))):
+        try:
+            result = take()
+        except OSError as exc:
+            missing.append(f"{name}: {exc}")
+            continue
+        described = seccomp.DESCRIPTION.replace("no new processes", "processes in its own group only") if limits.get("processes") else seccomp.DESCRIPTION
+        enforced.append({"capabilities": "no capabilities", "seccomp": described}.get(name) or result.describe())
+    if missing and limits.get("require_confinement"):
+        raise OSError("cannot confine the runner: " + "; ".join(missing))
+    if missing:
+        return f"not confined ({'; '.join(missing)}); " + "; ".join(enforced + ["resource limits"])
+    return "confined: " + "; ".join([enforced[1], enforced[2], enforced[0], "resource limits"])
 
 
 SIMULATION = "simulation"  # a target's simulate() (CoreML on Linux): the converted program, run in PyTorch
@@ -103,9 +115,23 @@ def _hide(point: str | None) -> None:
     sys.meta_path.insert(0, Hidden())
 
 
-def _failpoint(point: str | None) -> None:
-    """Tests (the host's EDGEMNV2_RUNNER_FAILPOINT): a fault of the artifact's kind right after loading."""
-    if point == "segfault":
+def _failpoint(point: str | None, reply_fd: int) -> None:
+    """Tests (the host's EDGEMNV2_RUNNER_FAILPOINT): a fault of the artifact's kind right after loading,
+    or a runner taken over by it: one that stops halfway through its answer, or floods the host."""
+    if point == "stall":
+        import os
+
+        os.write(reply_fd, b"\x00\x00")
+        time.sleep(3600)
+    elif point == "flood":
+        import json
+        import os
+        import struct
+
+        header = json.dumps({"ready": True, "arrays": [{"dtype": "float32", "shape": [1 << 29]}] * 500}).encode()
+        os.write(reply_fd, struct.pack(">I", len(header)) + header)  # an answer announcing 1000 GB of arrays
+        time.sleep(3600)
+    elif point == "segfault":
         import ctypes
 
         ctypes.string_at(0)  # reads address 0: SIGSEGV, as a runtime crashing on hostile bytes would
@@ -155,7 +181,7 @@ def serve(request_fd: int, reply_fd: int) -> int:
     except Exception as exc:  # the runtime refused the file: the host makes it the artifact's row
         send(reply_fd, {"error": f"{type(exc).__name__}: {exc}", "kind": "load", "traceback": traceback.format_exc()[-4000:]})
         return 0
-    _failpoint(header.get("failpoint"))
+    _failpoint(header.get("failpoint"), reply_fd)
     send(reply_fd, {"ready": True, "confinement": confinement, "runtime": runtime, "version": version, "load_ms": load_ms, "baseline_kb": baseline_kb,
                     "batched": bool(getattr(run_one, "batched", False))})
     while True:

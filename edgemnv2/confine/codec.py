@@ -8,6 +8,9 @@ names, with only their fields: a taken-over runner can send data, never choose w
 """
 
 import dataclasses
+import math
+import types
+import typing
 
 import numpy as np
 
@@ -36,6 +39,28 @@ def encode(value, arrays: list[np.ndarray]):
     raise TypeError(f"a runner cannot send a {type(value).__name__}")
 
 
+def _matches(value, hint) -> bool:
+    """Whether a decoded value is of a record field's annotated type (a runner is not trusted to say)."""
+    origin, arguments = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, option) for option in arguments)
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return type(value) in (int, float) and math.isfinite(value)
+    if hint in (int, str, bool):
+        return type(value) is hint
+    if hint is np.ndarray:
+        return isinstance(value, np.ndarray)
+    if origin in (tuple, list):  # tuples travel as lists
+        items = arguments[:-1] if arguments[-1:] == (Ellipsis,) else arguments
+        return isinstance(value, list) and (origin is list or len(value) == len(items)) and all(
+            _matches(item, items[0] if origin is list or arguments[-1:] == (Ellipsis,) else items[index]) for index, item in enumerate(value))
+    if hint is dict or origin is dict:
+        return isinstance(value, dict)
+    return False
+
+
 def decode(tree, arrays: list[np.ndarray], records: tuple[type, ...] = (), depth: int = 0):
     if depth > MAX_DEPTH or not isinstance(tree, dict) or set(tree) not in SHAPES:
         raise DecodeError("an answer nested too deep, or not an encoded value")
@@ -56,11 +81,15 @@ def decode(tree, arrays: list[np.ndarray], records: tuple[type, ...] = (), depth
         kind = next((record for record in records if record.__name__ == tree["record"]), None)
         if kind is None:
             raise DecodeError(f"an answer holding a {str(tree['record'])[:60]!r}, which this call does not return")
-        names = {f.name for f in dataclasses.fields(kind)}
-        if not set(tree["fields"]) <= names:
+        hints = typing.get_type_hints(kind)
+        if not set(tree["fields"]) <= set(hints):
             raise DecodeError(f"a {kind.__name__} with fields it does not have")
+        values = {key: decode(item, arrays, records, depth + 1) for key, item in tree["fields"].items()}
+        wrong = next((key for key, value in values.items() if not _matches(value, hints[key])), None)
+        if wrong is not None:
+            raise DecodeError(f"a {kind.__name__} whose {wrong} is not a {hints[wrong]}")
         try:
-            return kind(**{key: decode(item, arrays, records, depth + 1) for key, item in tree["fields"].items()})
+            return kind(**values)
         except TypeError as exc:
             raise DecodeError(f"a {kind.__name__} that cannot be built: {exc}") from None
     raise DecodeError("an encoded value of no known kind")

@@ -25,6 +25,7 @@ FS = {name: 1 << bit for bit, name in enumerate((
 FS_BY_ABI = {1: (1 << 13) - 1, 2: (1 << 14) - 1, 3: (1 << 15) - 1, 4: (1 << 15) - 1, 5: (1 << 16) - 1}
 NET_BIND_TCP, NET_CONNECT_TCP = 1, 2
 SCOPE_ABSTRACT_UNIX_SOCKET, SCOPE_SIGNAL = 1, 2
+MIN_ABI = 3  # TRUNCATE: below it, a file a runner may read it may also truncate
 
 READ = FS["EXECUTE"] | FS["READ_FILE"] | FS["READ_DIR"]
 WRITE = READ | FS["WRITE_FILE"] | FS["REMOVE_DIR"] | FS["REMOVE_FILE"] | FS["MAKE_DIR"] | FS["MAKE_REG"] | FS["TRUNCATE"]
@@ -76,6 +77,8 @@ def restrict(read: list[Path], write: list[Path]) -> Enforced:
     abi = abi_version()
     if abi < 1:
         raise OSError("the kernel has no Landlock (Linux 5.13+ with landlock in the LSM list)")
+    if abi < MIN_ABI:  # ABI 1-2 let a runner truncate any file it can see: not worth calling confined
+        raise OSError(f"the kernel's Landlock is ABI {abi}, which does not stop truncating files; confinement needs ABI {MIN_ABI}+ (Linux 6.2+)")
     handled_fs = FS_BY_ABI.get(abi, FS_BY_ABI[5])
     attr = _RulesetAttr(handled_fs, (NET_BIND_TCP | NET_CONNECT_TCP) if abi >= 4 else 0,
                         (SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL) if abi >= 6 else 0)

@@ -7,13 +7,17 @@ against limits before anything is allocated. Imports only numpy (a runner import
 """
 
 import json
+import math
 import os
+import select
 import struct
+import time
 
 import numpy as np
 
 MAX_HEADER_BYTES = 1 << 20
-MAX_ARRAY_BYTES = 1 << 31  # one output of one batch; far above any model this tool makes
+MAX_MESSAGE_BYTES = 1 << 31  # all the arrays of one message; far above any model this tool makes
+MAX_DIMENSIONS = 8
 ALLOWED_DTYPES = ("float32", "float64", "int8", "uint8", "int16", "int32", "int64", "bool")
 
 
@@ -21,15 +25,29 @@ class ProtocolError(Exception):
     """The other side sent something that is not a message, or went away."""
 
 
-def _read_exactly(fd: int, size: int) -> bytes:
-    chunks, left = [], size
-    while left:
-        chunk = os.read(fd, min(left, 1 << 22))
-        if not chunk:
+class TimedOut(ProtocolError):
+    """The other side did not finish its message before the deadline."""
+
+
+def _read_into(fd: int, buffer: memoryview, deadline: float | None) -> None:
+    """Fill `buffer` from the pipe, waiting at most until `deadline` (time.monotonic()) in all: a
+    sender that stops halfway through a message cannot hold the reader past it."""
+    filled = 0
+    while filled < len(buffer):
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise TimedOut("no whole message before the deadline")
+        count = os.readv(fd, [buffer[filled:]])
+        if not count:
             raise ProtocolError("the other side closed the pipe")
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
+        filled += count
+
+
+def _read_exactly(fd: int, size: int, deadline: float | None = None) -> bytearray:
+    data = bytearray(size)
+    _read_into(fd, memoryview(data), deadline)
+    return data
 
 
 def _write_all(fd: int, data) -> None:
@@ -49,25 +67,33 @@ def send(fd: int, header: dict, arrays: list[np.ndarray] = ()) -> None:
             _write_all(fd, array.data)
 
 
-def receive(fd: int) -> tuple[dict, list[np.ndarray]]:
-    (length,) = struct.unpack(">I", _read_exactly(fd, 4))
+def receive(fd: int, deadline: float | None = None, max_bytes: int = MAX_MESSAGE_BYTES) -> tuple[dict, list[np.ndarray]]:
+    """One message; `deadline` (time.monotonic()) bounds the whole of it, `max_bytes` all its arrays together."""
+    (length,) = struct.unpack(">I", _read_exactly(fd, 4, deadline))
     if length > MAX_HEADER_BYTES:
         raise ProtocolError(f"a message header of {length} bytes (at most {MAX_HEADER_BYTES})")
     try:
-        header = json.loads(_read_exactly(fd, length))
-    except ValueError as exc:
-        raise ProtocolError(f"a message header that is not JSON: {exc}") from None
+        header = json.loads(_read_exactly(fd, length, deadline))
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(f"a message header that is not JSON: {str(exc)[:200]}") from None
     if not isinstance(header, dict) or not isinstance(header.get("arrays", []), list):
         raise ProtocolError("a message header that is not an object with an array list")
-    arrays = []
-    for spec in header.pop("arrays", []):
+    specs, total = [], 0
+    for spec in header.pop("arrays", []):  # every size checked, and summed, before anything is allocated
         dtype, shape = spec.get("dtype") if isinstance(spec, dict) else None, spec.get("shape") if isinstance(spec, dict) else None
-        if dtype not in ALLOWED_DTYPES or not isinstance(shape, list) or not all(isinstance(n, int) and 0 <= n < 1 << 31 for n in shape):
+        if dtype not in ALLOWED_DTYPES or not isinstance(shape, list) or len(shape) > MAX_DIMENSIONS \
+                or not all(type(n) is int and 0 <= n < 1 << 31 for n in shape):
             raise ProtocolError(f"an array of a type or shape no runner sends: {spec!r}"[:300])
-        count = int(np.prod(shape, dtype=np.int64))
-        nbytes = count * np.dtype(dtype).itemsize
-        if nbytes > MAX_ARRAY_BYTES:
-            raise ProtocolError(f"an array of {nbytes} bytes (at most {MAX_ARRAY_BYTES})")
-        # a bytearray: the array is writable (runtimes such as torch.from_numpy expect that)
-        arrays.append(np.frombuffer(bytearray(_read_exactly(fd, nbytes)), dtype=dtype).reshape(shape) if nbytes else np.zeros(shape, dtype))
+        nbytes = math.prod(shape) * np.dtype(dtype).itemsize  # Python integers: no overflow
+        total += nbytes
+        if total > max_bytes:
+            raise ProtocolError(f"arrays of more than {max_bytes} bytes in one message")
+        specs.append((dtype, shape, nbytes))
+    arrays = []
+    for dtype, shape, nbytes in specs:
+        # read straight into the array's own (writable) memory: runtimes such as torch.from_numpy expect that
+        array = np.empty(shape, dtype)
+        if nbytes:
+            _read_into(fd, memoryview(array.reshape(-1).view(np.uint8)), deadline)
+        arrays.append(array)
     return header, arrays

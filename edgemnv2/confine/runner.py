@@ -10,6 +10,7 @@ naming the cause, and the host goes on with the other artifacts.
 
 import atexit
 import json
+import math
 import os
 import select
 import socket
@@ -19,6 +20,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +30,7 @@ from ..artifacts import ArtifactRefused, RuntimeUnavailable
 from ..errors import UserError
 from . import codec
 from .child import status_kb
-from .protocol import ProtocolError, receive, send
+from .protocol import ProtocolError, TimedOut, receive, send
 
 ENV_KEEP = ("PATH", "LANG", "LC_ALL", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
@@ -46,6 +48,7 @@ class RunnerLimits:
     call_seconds: float = 600.0  # wall clock per request (loading included)
     file_mb: int = 64  # the largest file it may write (its folder is scratch only)
     require_confinement: bool = False  # refuse to run where Landlock is missing
+    processes: bool = False  # may start processes (in its own group, confined alike): the product's own tools, such as flatc
 
 
 class RunnerFailed(Exception):
@@ -74,19 +77,21 @@ class ConfinedRunner:
     def __init__(self, family: str, artifact: Path, manifest: dict | None, threads: int, limits: RunnerLimits | None = None, simulate: str | None = None,
                  adapter: bool = True, preload: str | None = None):
         self.limits = limits = limits or RunnerLimits()  # read now: the environment may have changed since import
-        self._closed = False
-        self._code = None
+        self._closed, self._code, self.pid = False, None, None
         self.work = Path(tempfile.mkdtemp(prefix="edgemnv2-runner-"))
         request_read, self._request = os.pipe()
         self._reply, reply_write = os.pipe()
         try:
             # the factory imports the simulation's or the call's module once, before it forks (preload: "module:name")
             self.pid = _zygote().spawn(family, simulate or preload, self.work, request_read, reply_write)
+        except BaseException:
+            self.close()
+            raise
         finally:
             os.close(request_read)
             os.close(reply_write)
         limits_sent = {"memory_bytes": limits.memory_mb << 20, "cpu_seconds": limits.cpu_seconds, "file_bytes": limits.file_mb << 20,
-                       "require_confinement": limits.require_confinement}
+                       "require_confinement": limits.require_confinement, "processes": limits.processes}
         reply = self._ask({"artifact": str(Path(artifact).resolve()), "work_dir": str(self.work), "family": family, "threads": threads,
                            "manifest": manifest if simulate else _plain_manifest(manifest), "limits": limits_sent,
                            "failpoint": _failpoint_for(Path(artifact).name), "simulate": simulate, "adapter": adapter})[0]
@@ -99,32 +104,40 @@ class ConfinedRunner:
         if "error" in reply:
             self.close()
             raise RunnerFailed(f"the runtime could not load it: {reply['error']}")
-        self.confinement, self.runtime, self.version = reply["confinement"], reply["runtime"], reply["version"]
-        self.load_ms = float(reply.get("load_ms") or 0.0)  # the runtime loading the artifact, inside the runner
-        self.baseline_mb = (reply.get("baseline_kb") or 0) / 1024  # the runner before its runtime was imported
-        self.batch_size = None if reply.get("batched") else 1
+        self.confinement, self.runtime, self.version = (_text(reply.get(key)) for key in ("confinement", "runtime", "version"))
+        self.load_ms = _number(reply.get("load_ms"))  # the runtime loading the artifact, inside the runner
+        self.baseline_mb = _number(reply.get("baseline_kb")) / 1024  # the runner before its runtime was imported
+        self.batch_size = None if reply.get("batched") is True else 1
 
     def _ask(self, header: dict, arrays=()) -> tuple[dict, list[np.ndarray]]:
+        """Send a request; its whole answer must arrive within the per-call limit (a runner that stops
+        halfway through a message is killed like one that never answers)."""
         if self._code is not None:
             raise RunnerFailed(self._death())
         try:
             send(self._request, header, arrays)
-            ready, _, _ = select.select([self._reply], [], [], self.limits.call_seconds)
-            if not ready:
-                self._kill()
-                raise RunnerFailed(f"timed out: no answer within {self.limits.call_seconds:g} s (the runner was killed)")
-            return receive(self._reply)
-        except (ProtocolError, BrokenPipeError, OSError) as exc:
-            if isinstance(exc, RunnerFailed):
-                raise
-            raise RunnerFailed(self._death()) from None
+            return receive(self._reply, time.monotonic() + self.limits.call_seconds)
+        except TimedOut:
+            self._kill()
+            raise RunnerFailed(f"timed out: no whole answer within {self.limits.call_seconds:g} s (the runner was killed)") from None
+        except (ProtocolError, OSError) as exc:  # a broken pipe (it died), or bytes that are not a message
+            cause = self._death() if self._ended() else f"it sent what is not an answer ({exc}); the runner was killed"
+            self._kill()
+            raise RunnerFailed(cause) from None
+
+    def _ended(self) -> bool:
+        """Whether it has exited (reaped, with its code) — asked without waiting."""
+        if self._code is None and self.pid is not None:
+            code = _zygote().status(self.pid, wait=False)
+            if code is not None:
+                self._code = code
+        return self._code is not None
 
     def _exit_code(self) -> int:
-        """Its exit code (negative: the signal), once it has ended: the zygote, its parent, reaps it."""
-        if self._code is None:
-            code = _zygote().status(self.pid)
-            self._code = code if code is not None else -signal.SIGKILL
-        return self._code
+        """Its exit code (negative: the signal): a runner still there is killed first, so this never waits on it."""
+        if self._code is None and not self._ended():
+            self._kill()
+        return self._code if self._code is not None else -signal.SIGKILL
 
     def _death(self) -> str:
         code = self._exit_code()
@@ -153,7 +166,10 @@ class ConfinedRunner:
         return reply, outputs
 
     def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
-        return self._answer({"op": "run"}, [np.ascontiguousarray(batch, dtype=np.float32)])[1]
+        outputs = self._answer({"op": "run"}, [np.ascontiguousarray(batch, dtype=np.float32)])[1]
+        if not outputs or any(output.dtype != np.float32 or not output.ndim or len(output) != len(batch) for output in outputs):
+            raise RunnerFailed("the runner's outputs are not float32 arrays, one row per input")
+        return outputs
 
     def call(self, function, args: tuple = (), arrays: tuple = (), kwargs: dict | None = None, records: tuple[type, ...] = ()):
         """function(artifact, *args, *arrays, **kwargs), run in the runner: a function of edgemnv2's
@@ -170,8 +186,8 @@ class ConfinedRunner:
     def time(self, sample: np.ndarray, warmup: int, runs: int) -> list[float]:
         reply, _ = self._answer({"op": "time", "warmup": warmup, "runs": runs}, [np.ascontiguousarray(sample, dtype=np.float32)])
         times = reply.get("times_ms")
-        if not isinstance(times, list) or not times or not all(isinstance(t, (int, float)) for t in times):
-            raise RunnerFailed("the runner sent no timings")
+        if not isinstance(times, list) or len(times) != max(runs, 1) or not all(_is_duration(t) for t in times):
+            raise RunnerFailed("the runner sent no timings, or timings that are not durations")
         return [float(t) for t in times]
 
     def peak_rss_mb(self) -> float | None:
@@ -180,25 +196,26 @@ class ConfinedRunner:
         return None if peak is None else peak / 1024
 
     def _kill(self) -> None:
+        if self.pid is None or self._code is not None:
+            return
         try:
-            os.killpg(self.pid, signal.SIGKILL)
+            os.killpg(self.pid, signal.SIGKILL)  # its process group: it cannot start processes, nor leave the group
         except (ProcessLookupError, PermissionError):
             pass
-        self._exit_code()
+        code = _zygote().status(self.pid, wait=True)  # after SIGKILL, a wait that ends
+        self._code = code if code is not None else -signal.SIGKILL
 
     def close(self) -> None:
         if getattr(self, "_closed", True):
             return
         self._closed = True
-        if self._code is None:
+        if self._code is None and self.pid is not None:
             try:
                 send(self._request, {"op": "close"})
-                ready, _, _ = select.select([self._reply], [], [], 10)  # EOF when it has exited
-                if not ready:
-                    self._kill()
+                _until_end_of_file(self._reply, time.monotonic() + 10)  # it has exited (or closed its end: killed below)
             except OSError:
-                self._kill()
-            self._exit_code()
+                pass
+            self._exit_code()  # killed if it is still there: never waited on
         for fd in (self._request, self._reply):
             try:
                 os.close(fd)
@@ -211,6 +228,26 @@ class ConfinedRunner:
             self.close()
         except Exception:
             pass
+
+
+def _until_end_of_file(fd: int, deadline: float) -> None:
+    """Drain the pipe until the other end is closed, or the deadline passes."""
+    while (left := deadline - time.monotonic()) > 0 and select.select([fd], [], [], left)[0]:
+        if not os.read(fd, 1 << 16):
+            return
+
+
+def _text(value) -> str:
+    return value[:500] if isinstance(value, str) else "?"
+
+
+def _number(value) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0 else 0.0
+
+
+def _is_duration(value) -> bool:
+    """A latency in ms a runner may report: finite, not negative, under a day."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and 0 <= value < 86_400_000
 
 
 # tests: "segfault" or "allocate" (after loading), "hide=pkg,pkg" (a runtime missing), optionally ":ARTIFACT_NAME" for one artifact only
@@ -258,8 +295,13 @@ class _Zygote:
         header = {"op": "spawn", "family": family, "simulate": simulate, "work_dir": str(work)}
         return int(self._request(header, (request_fd, reply_fd))["pid"])
 
-    def status(self, pid: int) -> int | None:
-        return self._request({"op": "status", "pid": pid}).get("code")
+    def preload(self, families: list[str], modules: list[str]) -> None:
+        self._request({"op": "preload", "families": families, "modules": modules})
+
+    def status(self, pid: int, wait: bool) -> int | None:
+        """Its exit code once it has ended (the factory reaps it); None while it runs (wait=False)."""
+        code = self._request({"op": "status", "pid": pid, "wait": wait}).get("code")
+        return code if isinstance(code, int) else None
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -273,6 +315,20 @@ class _Zygote:
 
 
 _FACTORY: list[_Zygote] = []
+
+
+def warm(families: list[str], modules: list[str] = ()) -> None:
+    """Start the runner factory now and have it import these runtime families (and modules) while
+    the caller does other work (validate loads its data and checkpoint meanwhile): the runners it
+    forks later start with their runtime imported, as a process that imported it would."""
+    _zygote().preload(sorted(set(families)), sorted(set(modules)))
+
+
+def settle() -> None:
+    """Wait until the runner factory has finished what it was asked to import (warm): a caller about
+    to time something does not want those imports competing for the CPU."""
+    if _FACTORY and _FACTORY[0].alive():
+        _FACTORY[0]._request({"op": "ping"})
 
 
 def _zygote() -> _Zygote:

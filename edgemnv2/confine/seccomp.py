@@ -1,26 +1,59 @@
-"""No sockets: a seccomp filter, through ctypes, that makes socket(2) and io_uring_setup(2) fail.
+"""A seccomp filter, through ctypes: the system calls a runner never needs, refused for good.
 
-Landlock (ABI 4 and later) stops TCP bind and connect, but not UDP, raw or netlink sockets, nor a
-connect to a named unix socket somewhere on the disk (a Docker or D-Bus socket). A runner needs no
-socket at all: it talks to its host over two inherited pipes. So socket(2) fails with EACCES for
-every address family (socketpair(2), which reaches nothing, stays allowed), and io_uring_setup(2)
-too, since io_uring can open sockets without calling socket(2). Like Landlock, the filter can never
-be removed and passes to children. A dozen BPF instructions, as linux/seccomp.h and linux/filter.h
-define them; x86_64's x32 system calls (numbers with bit 30 set) are refused outright.
+Landlock confines files (and TCP from ABI 4, signals from ABI 6), but not everything a process can
+do outside them. A runner talks to its host over two inherited pipes and runs one artifact; it needs
+no socket, no new process, no change to a file's owner, mode, times or extended attributes, no
+kernel keyring, and no signal to anyone but itself. So, for every address family, socket(2) and
+socketpair(2) fail (a socketpair end can still sendto() a named datagram socket such as /dev/log),
+and io_uring_setup(2) (io_uring opens sockets and files without the calls filtered here);
+fork, vfork, clone without CLONE_THREAD and clone3 (ENOSYS: glibc then makes its threads with
+clone) fail, as do execve, setsid and setpgid (a grandchild in its own session would outlive the
+runner's kill); the chmod, chown, utime and xattr families and path truncate(2) fail (Landlock
+ABI < 3 does not cover truncate, no ABI covers the others); kill, tgkill and sigqueue work only on
+the runner's own pid, and tkill and pidfd_send_signal not at all. Like Landlock, the filter can
+never be removed and passes to children. x86_64's x32 calls (bit 30 set) and other ABIs' calls
+(ia32 on x86_64) are refused outright.
 """
 
 import ctypes
 import errno
+import os
 import platform
 
 PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
 RET_ALLOW, RET_ERRNO = 0x7FFF0000, 0x00050000
-LD_W_ABS, JEQ_K, JGE_K, RET_K = 0x20, 0x15, 0x35, 0x06
-OFFSET_NR, OFFSET_ARCH = 0, 4  # struct seccomp_data: int nr; __u32 arch; ...
+LD_W_ABS, JEQ_K, JGE_K, JSET_K, RET_K = 0x20, 0x15, 0x35, 0x45, 0x06
+OFFSET_NR, OFFSET_ARCH, OFFSET_ARG0 = 0, 4, 16  # struct seccomp_data: int nr; __u32 arch; __u64 ip; __u64 args[6] (low word first)
 X32_BIT = 0x40000000
+CLONE_THREAD = 0x00010000
 
-# machine -> (AUDIT_ARCH_*, socket, io_uring_setup)
-ARCHES = {"x86_64": (0xC000003E, 41, 425), "aarch64": (0xC00000B7, 198, 425)}
+DENIED = ("socket", "socketpair", "io_uring_setup", "fork", "vfork", "execve", "execveat", "setsid", "setpgid",
+          "chmod", "fchmod", "fchmodat", "fchmodat2", "chown", "fchown", "lchown", "fchownat", "utime", "utimes", "futimesat", "utimensat",
+          "setxattr", "lsetxattr", "fsetxattr", "removexattr", "lremovexattr", "fremovexattr", "setxattrat", "removexattrat", "truncate",
+          "keyctl", "add_key", "request_key", "tkill", "pidfd_send_signal")
+ENOSYS_CALLS = ("clone3",)  # "not here": glibc falls back to clone(2) for threads, which the filter can inspect
+OWN_PID_CALLS = ("kill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo")  # first argument: a pid (tgid)
+THREAD_ONLY_CALLS = ("clone",)  # first argument: flags (x86_64 and aarch64 alike)
+
+# machine -> (AUDIT_ARCH_*, {name: number}); aarch64 has no chmod/chown/utime/fork family (only the *at calls)
+ARCHES = {
+    "x86_64": (0xC000003E, {
+        "socket": 41, "socketpair": 53, "clone": 56, "fork": 57, "vfork": 58, "execve": 59, "kill": 62, "truncate": 76, "chmod": 90, "fchmod": 91,
+        "chown": 92, "fchown": 93, "lchown": 94, "setpgid": 109, "setsid": 112, "rt_sigqueueinfo": 129, "utime": 132, "setxattr": 188,
+        "lsetxattr": 189, "fsetxattr": 190, "removexattr": 197, "lremovexattr": 198, "fremovexattr": 199, "tkill": 200, "tgkill": 234,
+        "utimes": 235, "add_key": 248, "request_key": 249, "keyctl": 250, "fchownat": 260, "futimesat": 261, "fchmodat": 268, "utimensat": 280,
+        "rt_tgsigqueueinfo": 297, "execveat": 322, "pidfd_send_signal": 424, "io_uring_setup": 425, "clone3": 435, "fchmodat2": 452,
+        "setxattrat": 463, "removexattrat": 466}),
+    "aarch64": (0xC00000B7, {
+        "setxattr": 5, "lsetxattr": 6, "fsetxattr": 7, "removexattr": 14, "lremovexattr": 15, "fremovexattr": 16, "truncate": 45, "fchmod": 52,
+        "fchmodat": 53, "fchownat": 54, "fchown": 55, "utimensat": 88, "kill": 129, "tkill": 130, "tgkill": 131, "rt_sigqueueinfo": 138,
+        "setpgid": 154, "setsid": 157, "socket": 198, "socketpair": 199, "add_key": 217, "request_key": 218, "keyctl": 219, "clone": 220,
+        "execve": 221, "rt_tgsigqueueinfo": 240, "execveat": 281, "pidfd_send_signal": 424, "io_uring_setup": 425, "clone3": 435,
+        "fchmodat2": 452, "setxattrat": 463, "removexattrat": 466}),
+}
+
+
+DESCRIPTION = "seccomp: no sockets, no new processes, no file mode/owner/time changes, signals to itself only"
 
 
 class _Instruction(ctypes.Structure):
@@ -35,27 +68,38 @@ def available() -> bool:
     return platform.system() == "Linux" and platform.machine() in ARCHES
 
 
-def _program(arch: int, socket_nr: int, io_uring_nr: int) -> list[tuple[int, int, int, int]]:
-    deny = RET_ERRNO | errno.EACCES
-    return [
-        (LD_W_ABS, 0, 0, OFFSET_ARCH),
-        (JEQ_K, 1, 0, arch),  # another ABI's calls (ia32 on x86_64): refused, their numbers differ
-        (RET_K, 0, 0, deny),
-        (LD_W_ABS, 0, 0, OFFSET_NR),
-        (JGE_K, 3, 0, X32_BIT),
-        (JEQ_K, 2, 0, socket_nr),
-        (JEQ_K, 1, 0, io_uring_nr),
-        (RET_K, 0, 0, RET_ALLOW),
-        (RET_K, 0, 0, deny),
-    ]
+PROCESS_CALLS = ("fork", "vfork", "execve", "execveat", "clone", "clone3")  # allowed with `allow_processes`
 
 
-def deny_sockets() -> None:
-    """From now on socket(2) fails with EACCES in this thread and every thread and process it
-    starts. Call it while single-threaded (a runner just forked). Raises OSError where it cannot."""
+def _program(arch: int, numbers: dict[str, int], own_pid: int, allow_processes: bool = False) -> list[tuple[int, int, int, int]]:
+    """The filter, as (code, jt, jf, k) rows. Jumps are relative: each rule's rows end by returning."""
+    if allow_processes:
+        numbers = {name: number for name, number in numbers.items() if name not in PROCESS_CALLS}
+    deny, enosys = (RET_K, 0, 0, RET_ERRNO | errno.EACCES), (RET_K, 0, 0, RET_ERRNO | errno.ENOSYS)
+    allow = (RET_K, 0, 0, RET_ALLOW)
+    rows = [(LD_W_ABS, 0, 0, OFFSET_ARCH), (JEQ_K, 1, 0, arch), deny, (LD_W_ABS, 0, 0, OFFSET_NR), (JGE_K, 0, 1, X32_BIT), deny]
+    for name in DENIED + ENOSYS_CALLS:
+        if name in numbers:
+            rows += [(JEQ_K, 0, 1, numbers[name]), enosys if name in ENOSYS_CALLS else deny]
+    for name in OWN_PID_CALLS:  # nr matches: load arg0, allow iff it is our pid, then reload nr for the next rule
+        if name in numbers:
+            rows += [(JEQ_K, 0, 4, numbers[name]), (LD_W_ABS, 0, 0, OFFSET_ARG0), (JEQ_K, 1, 0, own_pid), deny, allow]
+    for name in THREAD_ONLY_CALLS:
+        if name in numbers:
+            rows += [(JEQ_K, 0, 4, numbers[name]), (LD_W_ABS, 0, 0, OFFSET_ARG0), (JSET_K, 1, 0, CLONE_THREAD), deny, allow]
+    return rows + [allow]
+
+
+def restrict(allow_processes: bool = False) -> None:
+    """From now on the calls above fail in this thread and every thread it starts. Call it while
+    single-threaded (a runner just forked). Raises OSError where it cannot. `allow_processes`: it
+    may start processes (a tool the product's own code runs, such as ExecuTorch's flatc); they stay
+    in its process group (setsid and setpgid still fail), under the same filter and Landlock, and
+    die with it."""
     if not available():
         raise OSError(f"no seccomp filter for {platform.system()} {platform.machine()}")
-    instructions = _program(*ARCHES[platform.machine()])
+    arch, numbers = ARCHES[platform.machine()]
+    instructions = _program(arch, numbers, os.getpid(), allow_processes)
     table = (_Instruction * len(instructions))(*(_Instruction(*row) for row in instructions))
     program = _Program(len(instructions), table)
     libc = ctypes.CDLL(None, use_errno=True)

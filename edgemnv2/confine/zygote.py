@@ -6,7 +6,8 @@ environment; it never opens an artifact itself. Each runner it forks is single-t
 fork keeps only the calling thread), so the Landlock domain the runner then takes covers every
 thread it will ever run, and it starts in milliseconds instead of re-importing torch for seconds.
 The host's requests come over a SOCK_SEQPACKET socket: {"op": "spawn", "family", "work_dir"} with the runner's
-two pipe ends attached (SCM_RIGHTS) -> {"pid"}; {"op": "status", "pid"} -> {"code"} once it ended.
+two pipe ends attached (SCM_RIGHTS) -> {"pid"}; {"op": "status", "pid"} -> {"code"} once it ended;
+{"op": "preload", "families", "modules"} -> {"ok"} at once, then the imports (the host works meanwhile).
 """
 
 import importlib
@@ -20,10 +21,12 @@ MAX_MESSAGE = 1 << 16
 
 def _preload(family: str, simulate: str | None) -> None:
     """Import a family's runtime here, once, before the first fork that needs it (a `predict` on a
-    .tflite never pays for torch); for a simulation, the module of the target's simulate function."""
+    .tflite never pays for torch); for a simulation or a call, the module of its function ("module:name")."""
     from ..device.runtime_adapters import IMPORTS
 
     for module in IMPORTS.get(family, ()) + ((simulate.partition(":")[0],) if simulate else ()):
+        if module in sys.modules:
+            continue
         try:
             importlib.import_module(module)
         except Exception:  # absent here: the runner's adapter will say so in its own words
@@ -74,10 +77,20 @@ def main() -> int:
             for fd in fds:
                 os.close(fd)
             host.send(json.dumps({"pid": pid}).encode())
-        elif request.get("op") == "status":
+        elif request.get("op") == "preload":  # answered first: the host goes on while the imports run here
+            for fd in fds:
+                os.close(fd)
+            host.send(json.dumps({"ok": True}).encode())
+            for family in request.get("families", []):
+                _preload(str(family), None)
+            for module in request.get("modules", []):
+                _preload("", str(module))
+        elif request.get("op") == "ping":  # answered after everything asked before it: the preloads included
+            host.send(json.dumps({"ok": True}).encode())
+        elif request.get("op") == "status":  # wait=False: never blocks on a runner still there (the host kills it first)
             try:
-                _, status = os.waitpid(int(request["pid"]), 0)
-                code = os.waitstatus_to_exitcode(status)
+                pid, status = os.waitpid(int(request["pid"]), 0 if request.get("wait") else os.WNOHANG)
+                code = os.waitstatus_to_exitcode(status) if pid else None
             except ChildProcessError:
                 code = None
             host.send(json.dumps({"code": code}).encode())

@@ -75,6 +75,20 @@ def is_decoded(outputs) -> bool:
     return np.ndim(outputs[0]) == 3
 
 
+def shape_problem(outputs) -> str | None:
+    """Why these cannot be a detector's outputs (None: they can): raw hm (B, C, H, W) with wh and reg
+    (B, 2, H, W), or decoded boxes (B, K, 4) with scores and classes (B, K). An artifact's outputs
+    are checked before anything indexes them."""
+    shapes = [tuple(np.shape(o)) for o in outputs]
+    if len(shapes) == 3 and len(shapes[0]) == 3:
+        batch, top_k = shapes[0][:2]
+        ok = shapes == [(batch, top_k, 4), (batch, top_k), (batch, top_k)]
+    else:
+        ok = len(shapes) >= 3 and len(shapes[0]) == 4 and shapes[1] == shapes[2] == (shapes[0][0], 2, *shapes[0][2:])
+    return None if ok else (f"outputs of shapes {shapes}: a detector returns hm (B, C, H, W), wh and reg (B, 2, H, W), "
+                            "or boxes (B, K, 4), scores and classes (B, K)")
+
+
 def decode(hm_logits, wh, reg, top_k: int = DEFAULT_TOP_K, input_size: tuple[int, int] | None = None):
     """Peaks are pixels equal to the 3x3 max of the sigmoid heatmap; the top-K become detections.
 

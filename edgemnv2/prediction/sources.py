@@ -90,7 +90,7 @@ def confinement_available() -> bool:
     """Whether runner processes here can take Landlock and the socket filter (edgemnv2.confine)."""
     from ..confine import landlock, seccomp
 
-    return landlock.abi_version() >= 1 and seccomp.available()
+    return landlock.abi_version() >= landlock.MIN_ABI and seccomp.available()
 
 
 def _bare_artifact(path: Path, target, threads: int, trust_artifact: bool = False) -> Source:
@@ -162,6 +162,9 @@ def predict_image(source: Source, image_path: Path, threshold: float) -> tuple:
         raise UserError(f"{source.name} failed on {Path(image_path).name}: {exc}") from None
     check_class_count(source, outputs)
     task = get_task(source.task)
+    problem = task.output_problem(outputs)
+    if problem is not None:
+        raise UserError(f"{source.name} gave {problem}")
     predictions = task.predict(outputs, source.class_names, source.preprocessing.input_size, image.size, threshold)
     if task.argmax_output is None:  # detections carry class indices: each must name a class
         bad = next((int(p[2]) for p in predictions if not 0 <= int(p[2]) < len(source.class_names)), None)

@@ -60,6 +60,9 @@ class Task:
     # The host's share of that post-processing: (outputs, input size) -> anything (timed by validate
     # for artifacts that return the raw outputs, so graph and host decode compare end to end).
     host_postprocess: Callable[..., Any] | None = None
+    # (outputs) -> why they cannot be this task's (None: they can): checked before an artifact's
+    # outputs are scored or drawn (a file may return anything).
+    output_problem: Callable[[list], str | None] = lambda outputs: None
 
     def percent_metrics(self, positions: np.ndarray, records: dict, split) -> dict:
         return {k: v * 100 for k, v in self.reduce_metrics(positions, records, split).items()}

@@ -81,6 +81,12 @@ def _graph_postprocess(model, meta):
     return DecodedDetector(model, tuple(meta.preprocessing.input_size))
 
 
+def _shape_problem(outputs):
+    from ..models.decode import shape_problem
+
+    return shape_problem(outputs)
+
+
 def _host_decode(outputs, input_size):
     from ..evaluate import confident_detections
 
@@ -131,4 +137,5 @@ DETECTION = Task(
     postprocessed_output_names=("boxes", "scores", "classes"),
     drift_view=_drift_view,
     host_postprocess=_host_decode,
+    output_problem=_shape_problem,
 )

@@ -20,11 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from conversion import confined_runner, get_target, kind_of, looks_like_an_artifact, verified_artifact
+from conversion import confined_runner, get_target, kind_of, looks_like_an_artifact, verified_artifact, warm_runners
 
 from ..artifacts import MANIFEST_SUFFIX, ArtifactRefused, FolderScan, RuntimeUnavailable, artifact_files, scan_artifacts
 from ..checkpoint import load_checkpoint
 from ..confine.runner import RunnerLimits
+from ..confine.runner import settle as settle_runners
 from ..diagnosis.profile import profile_verified
 from ..data.stream import chunked, read_batches
 from ..distributed import World
@@ -271,7 +272,7 @@ def _score_chunk(pending: list, subjects: list[Subject], data, task: Task) -> No
                 break
             try:
                 outputs = _run(subject, x)
-                _same_shapes(expected, outputs, list(subject.manifest.get("outputs", [])) == list(task.output_names))
+                _same_shapes(expected, outputs, list(subject.manifest.get("outputs", [])) == list(task.output_names), task)
             except Exception as exc:  # a runtime crashing mid-way, or answering in another shape: a row, the others go on
                 _failed(subject, exc)
                 break
@@ -290,9 +291,9 @@ class OutputsMismatch(Exception):
     expected = True  # the artifact's fault, not a bug (edgemnv2.errors.is_internal_error)
 
 
-def _same_shapes(expected: list[np.ndarray], outputs: list[np.ndarray], raw: bool) -> None:
+def _same_shapes(expected: list[np.ndarray], outputs: list[np.ndarray], raw: bool, task: Task) -> None:
     """Raw outputs must have the reference's shapes; decoded ones (a detector's in-graph decode) one
-    row per image each."""
+    row per image each, in the shapes the task's post-processing gives."""
     shapes = [tuple(np.shape(o)) for o in outputs]
     if raw:
         ok = shapes == [tuple(e.shape) for e in expected]
@@ -300,6 +301,9 @@ def _same_shapes(expected: list[np.ndarray], outputs: list[np.ndarray], raw: boo
         ok = bool(shapes) and all(shape[:1] == (len(expected[0]),) for shape in shapes)
     if not ok:
         raise OutputsMismatch(f"its outputs have shapes {shapes}, the reference's {[tuple(e.shape) for e in expected]}")
+    problem = task.output_problem(outputs)
+    if problem is not None:
+        raise OutputsMismatch(f"its {problem}")
 
 
 def _drift(subject: Subject, expected: list[np.ndarray], outputs: list[np.ndarray], task: Task, data) -> dict:
@@ -403,6 +407,7 @@ def validate(checkpoint: Path, artifacts_dir: Path, data_root: Path, split: str,
     found = scan.found
     if not found and not scan.problems:
         raise UserError(f"no artifacts (with manifests) in {artifacts_dir}; run `edgemnv2 convert` first")
+    warm_runners([str(manifest.get("target")) for _, manifest in found])  # runtimes import in the runner factory while the data loads
     data = task.load_split(Path(data_root), split, meta.preprocessing, limit, meta.class_names)
     if len(data) == 0:
         raise UserError(f"the '{split}' split of {data_root} has no images")
@@ -419,6 +424,7 @@ def validate(checkpoint: Path, artifacts_dir: Path, data_root: Path, split: str,
         reference = Subject(ArtifactRow("fp32 eager", "pytorch", "fp32", "PyTorch eager", RUNNING, batch=settings.batch_size),
                             torch_runner(model), output_names=task.output_names)
         sample = _timing_sample(data, meta)  # the first image, batch 1 (a bad image file stops here, with its name)
+        settle_runners()  # the runner factory's imports are done: nothing competes with the timings below
         reference.row.measured.update(_latency(time_runner(reference.runner, sample, settings.warmup, settings.runs)))
         subjects = [_open_artifact(stack, path, manifest, sample, settings, verify_key, checkpoint_sha) for path, manifest in mine]
         for subject in [reference, *subjects]:
