@@ -305,7 +305,7 @@ def _forged_writer(classifier_artifacts, tmp_path: Path, victim: Path) -> Path:
 
 def test_profile_and_debug_run_a_writing_torchscript_file_only_in_a_runner(classifier_artifacts, shapes_root, tmp_path, capsys):
     """Before: `profile` timed the file with target.load and profiled it with torch.profiler in the
-    host, and `debug` captured its layers there: the victim was overwritten, exit 0."""
+    host, and `debug` captured its layers there: the victim was overwritten."""
     from .test_trust import cli, error_lines
 
     victim = tmp_path / "victim.txt"
@@ -316,6 +316,10 @@ def test_profile_and_debug_run_a_writing_torchscript_file_only_in_a_runner(class
         code, _, err = cli(capsys, *command)
         assert victim.read_text() == "precious", command[0]
         assert code in (1, 2) and len(error_lines(err)) == 1 and "Permission denied" in err, (command[0], code, err)
+    # bundle copies the file for a device without running it here: nothing to confine, nothing written
+    code, _, err = cli(capsys, "bundle", "--checkpoint", classifier_artifacts[0], "--artifacts", scripted.parent, "--data", shapes_root / "classification",
+                       "--out", tmp_path / "bundles", "--samples", "4")
+    assert victim.read_text() == "precious" and code == 0, err
 
 
 def test_profile_and_debug_give_the_runtime_figures_from_a_runner(classifier_artifacts, shapes_root):

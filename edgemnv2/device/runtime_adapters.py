@@ -173,6 +173,8 @@ def _version(module):
 # bundle.json and the host's runner requests name the family of their artifact.
 # What each family imports: a runner process imports it before it starts the clock on loading the
 # artifact, so load times stay those of loading, as in a process where the runtime was imported.
+# Core ML runs only on macOS: elsewhere its adapter says so before importing anything (coremltools
+# alone takes 10 s to import).
 IMPORTS = {"tflite": ("ai_edge_litert.interpreter", "tflite_runtime.interpreter"), "executorch": ("torch", "executorch.runtime"),
-           "torch": ("torch", "torch.jit.mobile"), "coreml": ("coremltools",), "onnxruntime": ("onnxruntime",)}
+           "torch": ("torch", "torch.jit.mobile"), "coreml": ("coremltools",) if sys.platform == "darwin" else (), "onnxruntime": ("onnxruntime",)}
 RUNTIMES = {"tflite": _tflite, "executorch": _executorch, "torch": _torchscript, "coreml": _coreml, "onnxruntime": _onnxruntime}
