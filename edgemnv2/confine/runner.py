@@ -121,16 +121,23 @@ class ConfinedRunner:
             self._kill()
             raise RunnerFailed(f"timed out: no whole answer within {self.limits.call_seconds:g} s (the runner was killed)") from None
         except (ProtocolError, OSError) as exc:  # a broken pipe (it died), or bytes that are not a message
-            cause = self._death() if self._ended() else f"it sent what is not an answer ({exc}); the runner was killed"
+            # a runner that died closed its pipe a moment before the kernel made it reapable: give its exit a second
+            cause = self._death() if self._ended(grace=1.0) else f"it sent what is not an answer ({exc}); the runner was killed"
             self._kill()
             raise RunnerFailed(cause) from None
 
-    def _ended(self) -> bool:
-        """Whether it has exited (reaped, with its code) — asked without waiting."""
-        if self._code is None and self.pid is not None:
+    def _ended(self, grace: float = 0.0) -> bool:
+        """Whether it has exited (reaped, with its code), polled for at most `grace` seconds: never a
+        blocking wait on a runner that may still be there."""
+        deadline = time.monotonic() + grace
+        while self._code is None and self.pid is not None:
             code = _zygote().status(self.pid, wait=False)
             if code is not None:
                 self._code = code
+            elif time.monotonic() < deadline:
+                time.sleep(0.01)
+                continue
+            break
         return self._code is not None
 
     def _exit_code(self) -> int:
