@@ -363,7 +363,7 @@ def test_a_runner_crash_during_the_max_drop_search_is_that_artifacts_failure_nam
 
     monkeypatch.setenv("EDGEMNV2_RUNNER_FAILPOINT", "segfault")
     out = tmp_path / "artifacts"
-    code, _, err = cli(capsys, "convert", "--checkpoint", trained_classifier[0], "--target", "tflite", "--precision", "int8", "--calib-data",
+    code, _, err = cli(capsys, "convert", "--checkpoint", trained_classifier[0], "--target", "onnx", "--precision", "int8", "--calib-data",
                        shapes_root / "classification", "--max-drop", "0.5", "--recourse", "calibration", "--out", out)
     assert code == 1 and "SIGSEGV" in err and "unchecked" in err and "Traceback" not in err, err
 
