@@ -90,6 +90,6 @@ def decode(tree, arrays: list[np.ndarray], records: tuple[type, ...] = (), depth
             raise DecodeError(f"a {kind.__name__} whose {wrong} is not a {hints[wrong]}")
         try:
             return kind(**values)
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             raise DecodeError(f"a {kind.__name__} that cannot be built: {exc}") from None
     raise DecodeError("an encoded value of no known kind")

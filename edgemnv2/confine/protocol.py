@@ -50,21 +50,30 @@ def _read_exactly(fd: int, size: int, deadline: float | None = None) -> bytearra
     return data
 
 
-def _write_all(fd: int, data) -> None:
+def _write_all(fd: int, data, deadline: float | None = None) -> None:
+    """Write it all; with a `deadline` (on a non-blocking fd), never past it: a reader that stops
+    reading cannot hold the writer either."""
     view = memoryview(data).cast("B")
     while view:
-        written = os.write(fd, view)
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([], [fd], [], left)[1]:
+                raise TimedOut("the other side stopped reading before the deadline")
+        try:
+            written = os.write(fd, view)
+        except BlockingIOError:
+            continue
         view = view[written:]
 
 
-def send(fd: int, header: dict, arrays: list[np.ndarray] = ()) -> None:
+def send(fd: int, header: dict, arrays: list[np.ndarray] = (), deadline: float | None = None) -> None:
     arrays = [np.ascontiguousarray(a) for a in arrays]
     header = dict(header, arrays=[{"dtype": str(a.dtype), "shape": list(a.shape)} for a in arrays])
     encoded = json.dumps(header).encode()
-    _write_all(fd, struct.pack(">I", len(encoded)) + encoded)
+    _write_all(fd, struct.pack(">I", len(encoded)) + encoded, deadline)
     for array in arrays:
         if array.nbytes:
-            _write_all(fd, array.data)
+            _write_all(fd, array.data, deadline)
 
 
 def receive(fd: int, deadline: float | None = None, max_bytes: int = MAX_MESSAGE_BYTES) -> tuple[dict, list[np.ndarray]]:

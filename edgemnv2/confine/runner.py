@@ -81,6 +81,7 @@ class ConfinedRunner:
         self.work = Path(tempfile.mkdtemp(prefix="edgemnv2-runner-"))
         request_read, self._request = os.pipe()
         self._reply, reply_write = os.pipe()
+        os.set_blocking(self._request, False)  # writes to it are bounded by the call's deadline too
         try:
             # the factory imports the simulation's or the call's module once, before it forks (preload: "module:name")
             self.pid = _zygote().spawn(family, simulate or preload, self.work, request_read, reply_write)
@@ -114,9 +115,10 @@ class ConfinedRunner:
         halfway through a message is killed like one that never answers)."""
         if self._code is not None:
             raise RunnerFailed(self._death())
+        deadline = time.monotonic() + self.limits.call_seconds
         try:
-            send(self._request, header, arrays)
-            return receive(self._reply, time.monotonic() + self.limits.call_seconds)
+            send(self._request, header, arrays, deadline)  # a runner that stops reading times out as one that stops answering
+            return receive(self._reply, deadline)
         except TimedOut:
             self._kill()
             raise RunnerFailed(f"timed out: no whole answer within {self.limits.call_seconds:g} s (the runner was killed)") from None
@@ -203,10 +205,12 @@ class ConfinedRunner:
         return None if peak is None else peak / 1024
 
     def _kill(self) -> None:
+        """Kill its whole process group (what it started stays in it: it cannot leave), then have the
+        factory reap it; the factory kills the group again before reaping, so nothing outlives it."""
         if self.pid is None or self._code is not None:
             return
         try:
-            os.killpg(self.pid, signal.SIGKILL)  # its process group: it cannot start processes, nor leave the group
+            os.killpg(self.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
         code = _zygote().status(self.pid, wait=True)  # after SIGKILL, a wait that ends
@@ -218,9 +222,9 @@ class ConfinedRunner:
         self._closed = True
         if self._code is None and self.pid is not None:
             try:
-                send(self._request, {"op": "close"})
+                send(self._request, {"op": "close"}, deadline=time.monotonic() + 2)
                 _until_end_of_file(self._reply, time.monotonic() + 10)  # it has exited (or closed its end: killed below)
-            except OSError:
+            except (OSError, ProtocolError):
                 pass
             self._exit_code()  # killed if it is still there: never waited on
         for fd in (self._request, self._reply):

@@ -30,7 +30,11 @@ CLONE_THREAD = 0x00010000
 DENIED = ("socket", "socketpair", "io_uring_setup", "fork", "vfork", "execve", "execveat", "setsid", "setpgid",
           "chmod", "fchmod", "fchmodat", "fchmodat2", "chown", "fchown", "lchown", "fchownat", "utime", "utimes", "futimesat", "utimensat",
           "setxattr", "lsetxattr", "fsetxattr", "removexattr", "lremovexattr", "fremovexattr", "setxattrat", "removexattrat", "truncate",
-          "keyctl", "add_key", "request_key", "tkill", "pidfd_send_signal")
+          "keyctl", "add_key", "request_key", "tkill", "pidfd_send_signal",
+          # other processes and the kernel's bigger surfaces: Landlock refuses ptrace outside its domain,
+          # but a kernel below ABI 3 runs without Landlock, and none of these has a use in a runner
+          "ptrace", "process_vm_readv", "process_vm_writev", "pidfd_open", "pidfd_getfd", "kcmp", "unshare", "setns",
+          "mount", "umount2", "fsopen", "fsmount", "move_mount", "open_tree", "userfaultfd", "bpf", "perf_event_open")
 ENOSYS_CALLS = ("clone3",)  # "not here": glibc falls back to clone(2) for threads, which the filter can inspect
 OWN_PID_CALLS = ("kill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo")  # first argument: a pid (tgid)
 THREAD_ONLY_CALLS = ("clone",)  # first argument: flags (x86_64 and aarch64 alike)
@@ -43,13 +47,17 @@ ARCHES = {
         "lsetxattr": 189, "fsetxattr": 190, "removexattr": 197, "lremovexattr": 198, "fremovexattr": 199, "tkill": 200, "tgkill": 234,
         "utimes": 235, "add_key": 248, "request_key": 249, "keyctl": 250, "fchownat": 260, "futimesat": 261, "fchmodat": 268, "utimensat": 280,
         "rt_tgsigqueueinfo": 297, "execveat": 322, "pidfd_send_signal": 424, "io_uring_setup": 425, "clone3": 435, "fchmodat2": 452,
-        "setxattrat": 463, "removexattrat": 466}),
+        "setxattrat": 463, "removexattrat": 466, "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311, "pidfd_open": 434,
+        "pidfd_getfd": 438, "kcmp": 312, "unshare": 272, "setns": 308, "mount": 165, "umount2": 166, "fsopen": 430, "fsmount": 432,
+        "move_mount": 429, "open_tree": 428, "userfaultfd": 323, "bpf": 321, "perf_event_open": 298}),
     "aarch64": (0xC00000B7, {
         "setxattr": 5, "lsetxattr": 6, "fsetxattr": 7, "removexattr": 14, "lremovexattr": 15, "fremovexattr": 16, "truncate": 45, "fchmod": 52,
         "fchmodat": 53, "fchownat": 54, "fchown": 55, "utimensat": 88, "kill": 129, "tkill": 130, "tgkill": 131, "rt_sigqueueinfo": 138,
         "setpgid": 154, "setsid": 157, "socket": 198, "socketpair": 199, "add_key": 217, "request_key": 218, "keyctl": 219, "clone": 220,
         "execve": 221, "rt_tgsigqueueinfo": 240, "execveat": 281, "pidfd_send_signal": 424, "io_uring_setup": 425, "clone3": 435,
-        "fchmodat2": 452, "setxattrat": 463, "removexattrat": 466}),
+        "fchmodat2": 452, "setxattrat": 463, "removexattrat": 466, "ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271,
+        "pidfd_open": 434, "pidfd_getfd": 438, "kcmp": 272, "unshare": 97, "setns": 268, "mount": 40, "umount2": 39, "fsopen": 430,
+        "fsmount": 432, "move_mount": 429, "open_tree": 428, "userfaultfd": 282, "bpf": 280, "perf_event_open": 241}),
 }
 
 

@@ -13,10 +13,12 @@ two pipe ends attached (SCM_RIGHTS) -> {"pid"}; {"op": "status", "pid"} -> {"cod
 import importlib
 import json
 import os
+import signal
 import socket
 import sys
 
 MAX_MESSAGE = 1 << 16
+PR_SET_PDEATHSIG = 1
 
 
 def _preload(family: str, simulate: str | None) -> None:
@@ -37,6 +39,7 @@ def _runner(request_fd: int, reply_fd: int, work_dir: str) -> int:
     from .child import serve
 
     os.setsid()  # its own process group: the host can kill it and whatever it starts
+    _die_with_parent()
     os.environ.update(HOME=work_dir, TMPDIR=work_dir)
     import tempfile
 
@@ -48,7 +51,32 @@ def _runner(request_fd: int, reply_fd: int, work_dir: str) -> int:
     return serve(request_fd, reply_fd)
 
 
+def _reap(pid: int, wait: bool) -> int | None:
+    """Its exit code once it has ended (None while it runs, with wait=False). Before reaping, its
+    process group is killed: whatever it started (the one runner allowed to start processes) dies
+    with it, and while it is unreaped its pid, and so its group id, cannot be reused."""
+    try:
+        if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT | (0 if wait else os.WNOHANG)) is None:
+            return None
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    except ChildProcessError:
+        return None
+
+
+def _die_with_parent() -> None:
+    """SIGKILL when the parent goes (the host for the factory, the factory for a runner): no runner
+    outlives the command that started it."""
+    import ctypes
+
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
 def main() -> int:
+    _die_with_parent()
     host = socket.socket(fileno=int(sys.argv[1]))
     import numpy  # noqa: F401  (every adapter's)
     while True:
@@ -88,11 +116,7 @@ def main() -> int:
         elif request.get("op") == "ping":  # answered after everything asked before it: the preloads included
             host.send(json.dumps({"ok": True}).encode())
         elif request.get("op") == "status":  # wait=False: never blocks on a runner still there (the host kills it first)
-            try:
-                pid, status = os.waitpid(int(request["pid"]), 0 if request.get("wait") else os.WNOHANG)
-                code = os.waitstatus_to_exitcode(status) if pid else None
-            except ChildProcessError:
-                code = None
+            code = _reap(int(request["pid"]), bool(request.get("wait")))
             host.send(json.dumps({"code": code}).encode())
         else:
             for fd in fds:
