@@ -10,7 +10,7 @@ from edgemnv2.confine.runner import ConfinedRunner, RunnerLimits
 from edgemnv2.errors import did_you_mean
 
 from . import coreml, executorch, onnx, tflite, torchscript, torchscript_mobile
-from .base import Target
+from .base import Target, qualified
 
 TARGETS: dict[str, Target] = {
     target.name: target
@@ -78,4 +78,4 @@ def warm_runners(target_names_: list[str]) -> None:
     from edgemnv2.confine.runner import warm
 
     targets = [TARGETS[name] for name in set(target_names_) if name in TARGETS]
-    warm([t.spec.device_runtime for t in targets], [f"{t.simulate.__module__}:{t.simulate.__qualname__}" for t in targets if t.simulate is not None])
+    warm([t.spec.device_runtime for t in targets], [qualified(t.simulate) for t in targets if t.simulate is not None])

@@ -42,7 +42,7 @@ from edgemnv2.artifacts import (  # noqa: F401  (re-exported for the target modu
     read_manifest, scan_artifacts, verify_artifact,
 )
 from edgemnv2.checkpoint import CheckpointMeta
-from edgemnv2.confine.runner import ConfinedRunner, RunnerLimits
+from edgemnv2.confine.runner import ConfinedRunner, RunnerFailed, RunnerLimits, plain_manifest
 from edgemnv2 import failpoints
 from edgemnv2.errors import UserError, did_you_mean, is_internal_error, one_line, reraise_if_debugging
 from edgemnv2.fileio import HASH_ENCODING, commit, discard, folder_lock, remove_stale_temps, sha256_of, size_of, temp_path
@@ -73,16 +73,11 @@ class TargetSpec:
     nondeterminism: str = ""
 
 
-def _qualified(function: Callable) -> str:
+def qualified(function: Callable) -> str:
     """"module:name", as a runner process imports it (a lambda has no name to import: not callable there)."""
     if "<" in function.__qualname__:
         raise TypeError(f"{function.__qualname__} in {function.__module__} cannot run in a runner process: give it a name")
     return f"{function.__module__}:{function.__qualname__}"
-
-
-def _plain(manifest: dict | None) -> dict:
-    """A manifest as JSON (a runner's call takes it as an argument): only its plain values."""
-    return json.loads(json.dumps(manifest or {}, default=str))
 
 
 @dataclass(frozen=True)
@@ -136,12 +131,12 @@ class Target:
         """Its simulate() (CoreML's converted program on Linux), in a runner process like `load`."""
         if self.simulate is None:
             raise RuntimeUnavailable(f"{self.name} has no simulation")
-        return ConfinedRunner("simulation", Path(path), manifest, threads, limits, simulate=_qualified(self.simulate))
+        return ConfinedRunner("simulation", Path(path), manifest, threads, limits, simulate=qualified(self.simulate))
 
     def _confined_call(self, function: Callable, path: Path, args: tuple = (), arrays: tuple = (), kwargs: dict | None = None,
-                       records: tuple = (), manifest: dict | None = None, threads: int = 2, limits: RunnerLimits | None = None):
-        name = _qualified(function)
-        with closing(ConfinedRunner(self.spec.device_runtime, Path(path), manifest, threads, limits, adapter=False, preload=name)) as runner:
+                       records: tuple = (), threads: int = 2, limits: RunnerLimits | None = None):
+        name = qualified(function)
+        with closing(ConfinedRunner(self.spec.device_runtime, Path(path), None, threads, limits, adapter=False, preload=name)) as runner:
             return runner.call(name, args, arrays, kwargs, records)
 
     def confined_description(self, path: Path, limits: RunnerLimits | None = None) -> dict:
@@ -150,11 +145,10 @@ class Target:
         return {} if self.describe is None else self._confined_call(self.describe, path, limits=limits)
 
     def confined_profile(self, path: Path, manifest: dict, threads: int, sample: np.ndarray, runs: int) -> list:
-        from edgemnv2.confine.runner import RunnerFailed
         from edgemnv2.layerwise.records import RuntimeOp
 
-        ops = self._confined_call(self.profile, path, (_plain(manifest), threads), (np.ascontiguousarray(sample, np.float32),), {"runs": runs},
-                                  (RuntimeOp,), manifest, threads, RunnerLimits(processes=self.profile_starts_processes))
+        ops = self._confined_call(self.profile, path, (plain_manifest(manifest), threads), (np.ascontiguousarray(sample, np.float32),), {"runs": runs},
+                                  (RuntimeOp,), threads, RunnerLimits(processes=self.profile_starts_processes))
         if not isinstance(ops, list) or not ops or not all(isinstance(op, RuntimeOp) and op.ms >= 0 for op in ops):
             raise RunnerFailed(f"{self.name}'s profiler sent no per-op times, or negative ones")
         return ops
@@ -162,12 +156,10 @@ class Target:
     def confined_capture(self, path: Path, manifest: dict, images: np.ndarray, rebuild: Callable | None = None) -> list:
         from edgemnv2.layerwise.records import Capture
 
-        from edgemnv2.confine.runner import RunnerFailed
-
         if self.capture_rebuilds:
             return self.capture(path, manifest, images, rebuild)
-        per_image = self._confined_call(self.capture, path, (_plain(manifest),), (np.ascontiguousarray(images, np.float32),), None, (Capture,),
-                                        manifest, 1)
+        per_image = self._confined_call(self.capture, path, (plain_manifest(manifest),), (np.ascontiguousarray(images, np.float32),), None, (Capture,),
+                                        threads=1)
         if not isinstance(per_image, list) or len(per_image) != len(images) or not all(
                 isinstance(captures, list) and all(isinstance(c, Capture) for c in captures) for captures in per_image):
             raise RunnerFailed(f"{self.name}'s capture sent no per-layer outputs for each image")

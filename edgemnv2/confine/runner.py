@@ -94,7 +94,7 @@ class ConfinedRunner:
         limits_sent = {"memory_bytes": limits.memory_mb << 20, "cpu_seconds": limits.cpu_seconds, "file_bytes": limits.file_mb << 20,
                        "require_confinement": limits.require_confinement, "processes": limits.processes}
         reply = self._ask({"artifact": str(Path(artifact).resolve()), "work_dir": str(self.work), "family": family, "threads": threads,
-                           "manifest": manifest if simulate else _plain_manifest(manifest), "limits": limits_sent,
+                           "manifest": manifest if simulate else plain_manifest(manifest), "limits": limits_sent,
                            "failpoint": _failpoint_for(Path(artifact).name), "simulate": simulate, "adapter": adapter})[0]
         if reply.get("kind") == "no_runtime":
             self.close()
@@ -180,17 +180,16 @@ class ConfinedRunner:
             raise RunnerFailed("the runner's outputs are not float32 arrays, one row per input")
         return outputs
 
-    def call(self, function, args: tuple = (), arrays: tuple = (), kwargs: dict | None = None, records: tuple[type, ...] = ()):
+    def call(self, function: str, args: tuple = (), arrays: tuple = (), kwargs: dict | None = None, records: tuple[type, ...] = ()):
         """function(artifact, *args, *arrays, **kwargs), run in the runner: a function of edgemnv2's
-        own packages (passed as the function or as "module:name"); args and kwargs JSON, arrays numpy.
+        own packages, named "module:name"; args and kwargs JSON, arrays numpy.
         Its result comes back as data (codec.py), with records rebuilt only as the `records` given."""
-        name = function if isinstance(function, str) else f"{function.__module__}:{function.__qualname__}"
-        reply, arrays_back = self._answer({"op": "call", "function": name, "args": list(args), "kwargs": kwargs or {}},
+        reply, arrays_back = self._answer({"op": "call", "function": function, "args": list(args), "kwargs": kwargs or {}},
                                           [np.ascontiguousarray(a) for a in arrays])
         try:
             return codec.decode(reply.get("result"), arrays_back, records)
         except (codec.DecodeError, RecursionError) as exc:
-            raise RunnerFailed(f"the runner's answer to {name} is not what it returns: {exc}") from None
+            raise RunnerFailed(f"the runner's answer to {function} is not what it returns: {exc}") from None
 
     def time(self, sample: np.ndarray, warmup: int, runs: int) -> list[float]:
         reply, _ = self._answer({"op": "time", "warmup": warmup, "runs": runs}, [np.ascontiguousarray(sample, dtype=np.float32)])
@@ -270,7 +269,7 @@ def _failpoint_for(name: str) -> str | None:
     return point if point and (not only or only == name) else None
 
 
-def _plain_manifest(manifest: dict | None) -> dict:
+def plain_manifest(manifest: dict | None) -> dict:
     """What an adapter reads of a manifest (JSON-safe): outputs, preprocessing, engine."""
     manifest = manifest or {}
     return {key: manifest[key] for key in ("outputs", "preprocessing", "quantized_engine", "target", "precision") if key in manifest}
