@@ -43,6 +43,9 @@ from edgemnv2.artifacts import (  # noqa: F401  (re-exported for the target modu
 )
 from edgemnv2.checkpoint import CheckpointMeta
 from edgemnv2.confine.runner import ConfinedRunner, RunnerFailed, RunnerLimits, plain_manifest
+
+# a per-op profile keeps one interpreter per cut of the graph (TFLite), each with its own thread pool
+PROFILE_TASKS = 4096
 from edgemnv2 import failpoints
 from edgemnv2.errors import UserError, did_you_mean, is_internal_error, one_line, reraise_if_debugging
 from edgemnv2.fileio import HASH_ENCODING, commit, discard, folder_lock, remove_stale_temps, sha256_of, size_of, temp_path
@@ -148,7 +151,8 @@ class Target:
         from edgemnv2.layerwise.records import RuntimeOp
 
         ops = self._confined_call(self.profile, path, (plain_manifest(manifest), threads), (np.ascontiguousarray(sample, np.float32),), {"runs": runs},
-                                  (RuntimeOp,), threads, RunnerLimits(processes=self.profile_starts_processes))
+                                  (RuntimeOp,), threads,
+                                  RunnerLimits(processes=self.profile_starts_processes, tasks=PROFILE_TASKS))
         if not isinstance(ops, list) or not ops or not all(isinstance(op, RuntimeOp) and op.ms >= 0 for op in ops):
             raise RunnerFailed(f"{self.name}'s profiler sent no per-op times, or negative ones")
         return ops

@@ -2,6 +2,7 @@
 whatever it does, the host survives with a one-line cause. Real runtimes, real files."""
 
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from edgemnv2.artifacts import RuntimeUnavailable
-from edgemnv2.confine import landlock
+from edgemnv2.confine import landlock, tasks
 from edgemnv2.confine.runner import ConfinedRunner, RunnerFailed, RunnerLimits
 
 from .test_trust import artifact_of
@@ -77,6 +78,22 @@ def test_a_runner_that_segfaults_or_outgrows_its_memory_is_named_and_the_host_su
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - host_peak_kb < (256 << 10)  # kB: the host never held the hog
 
 
+@pytest.mark.skipif(tasks.parent_dir() is None and os.getuid() == 0, reason="root without a writable pids cgroup: threads cannot be capped here")
+def test_a_runner_that_starts_threads_without_end_meets_its_cap_and_leaves_no_cgroup(classifier_artifacts, monkeypatch):
+    _, folder, _, _ = classifier_artifacts
+    artifact, manifest = artifact_of(folder, "tflite", "int8")
+    monkeypatch.setenv("EDGEMNV2_RUNNER_FAILPOINT", "threads")
+    with pytest.raises(RunnerFailed, match=rf"thread limit \({tasks.allowance(1)}\)"):
+        ConfinedRunner("tflite", artifact, manifest, threads=1)
+    monkeypatch.delenv("EDGEMNV2_RUNNER_FAILPOINT")
+    runner = ConfinedRunner("tflite", artifact, manifest, threads=1)
+    assert f"at most {tasks.allowance(1)}" in runner.confinement
+    pid = runner.pid
+    runner.close()
+    if tasks.parent_dir() is not None:  # the factory removed the runner's cgroup once it reaped it
+        assert not list(tasks.parent_dir().glob(f"{tasks.PREFIX}*-{pid}"))
+
+
 def test_a_confined_runner_gives_the_in_process_outputs_and_times_itself(classifier_artifacts):
     from conversion import TARGETS
 
@@ -101,7 +118,7 @@ def test_no_network_no_foreign_files_inside_the_runner(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text(
         "import json, os, socket, sys\nfrom pathlib import Path\nfrom edgemnv2.confine.child import confine\n"
-        "work = Path(sys.argv[1])\nprint(confine(work / 'artifact', work / 'scratch', {}))\nresults = {}\n"
+        "work = Path(sys.argv[1])\nprint(confine(work / 'artifact', work / 'scratch', {}, 1))\nresults = {}\n"
         "for name, attempt in [('read_home', lambda: Path(sys.argv[2]).read_text()), ('write_scratch', lambda: (work / 'scratch' / 'x').write_text('x')),\n"
         "                      ('write_artifact', lambda: (work / 'artifact' / 'x').write_text('x')), ('connect', lambda: socket.create_connection(('127.0.0.1', 9), 1)),\n"
         "                      ('listen', lambda: socket.socket().bind(('127.0.0.1', 0))),\n"
@@ -119,7 +136,11 @@ def test_no_network_no_foreign_files_inside_the_runner(tmp_path):
     done = subprocess.run([sys.executable, "-I", str(probe), str(tmp_path), str(secret)], capture_output=True, text=True, timeout=120,
                           cwd=Path(__file__).resolve().parents[1])
     results = json.loads(done.stdout.strip().splitlines()[-1])
-    assert results == {"read_home": "PermissionError", "write_scratch": "allowed", "write_artifact": "PermissionError",
+    if tasks.parent_dir() is not None:  # the probe joined a pids cgroup as a runner does; no factory is here to remove it
+        for folder in tasks.parent_dir().glob(f"{tasks.PREFIX}{os.getpid()}-*"):
+            folder.rmdir()
+    # only the runner allowed to start processes (the ExecuTorch profile's flatc) may write its folder
+    assert results == {"read_home": "PermissionError", "write_scratch": "PermissionError", "write_artifact": "PermissionError",
                        "connect": "PermissionError", "listen": "PermissionError", "udp": "PermissionError", "unix": "PermissionError",
                        "socketpair": "PermissionError", "fork": "PermissionError", "setsid": "PermissionError", "chmod_scratch": "PermissionError",
                        "kill_parent": "PermissionError", "kill_self": "allowed"}, done.stderr[-2000:]

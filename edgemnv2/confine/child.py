@@ -17,7 +17,7 @@ import time
 import traceback
 from pathlib import Path
 
-from . import capabilities, codec, landlock, seccomp
+from . import capabilities, codec, landlock, seccomp, tasks
 from .protocol import receive, send
 
 # Where a runtime reads from besides the Python installation: shared libraries and their cache,
@@ -45,19 +45,22 @@ def _limit(kind: int, value: int | None) -> None:
     resource.setrlimit(kind, (cap, cap))
 
 
-def confine(artifact_dir: Path, work_dir: Path, limits: dict) -> str:
-    """Apply the limits, drop capabilities, then Landlock and the seccomp filter, each on its own (a
-    kernel without Landlock still gets the filter); -> what was enforced, for the report's rows.
-    With `require_confinement`, anything missing raises instead."""
+def confine(artifact_dir: Path, work_dir: Path, limits: dict, threads: int) -> str:
+    """Apply the limits, cap its threads, drop capabilities, then Landlock and the seccomp filter, each
+    on its own (a kernel without Landlock still gets the filter); -> what was enforced, for the
+    report's rows. With `require_confinement`, anything missing raises instead (an uncapped thread
+    count is said, not refused: it threatens the machine's liveness, not its files)."""
     _limit(resource.RLIMIT_CORE, 0)
     _limit(resource.RLIMIT_DATA, limits.get("memory_bytes"))
     if limits.get("memory_bytes"):  # shared mappings escape RLIMIT_DATA: all new address space is held to the same budget
         _limit(resource.RLIMIT_AS, (status_kb("VmSize") or 0) * 1024 + limits["memory_bytes"])
     _limit(resource.RLIMIT_CPU, limits.get("cpu_seconds"))
     _limit(resource.RLIMIT_FSIZE, limits.get("file_bytes"))
+    threads_capped, threads_uncapped = tasks.cap(int(limits.get("tasks") or tasks.allowance(threads)))  # first: joining a cgroup needs the rights dropped next
     enforced, missing = [], []
     for name, take in (("capabilities", capabilities.drop_all),
-                       ("Landlock", lambda: landlock.restrict(read=[*python_roots(), *(Path(p) for p in SYSTEM_READ), artifact_dir], write=[work_dir])),
+                       ("Landlock", lambda: landlock.restrict(read=[*python_roots(), *(Path(p) for p in SYSTEM_READ), artifact_dir, work_dir],
+                                                           write=[work_dir] if limits.get("processes") else [])),
                        ("seccomp", lambda: seccomp.restrict(bool(limits.get("processes"))))):
         try:
             result = take()
@@ -68,9 +71,10 @@ def confine(artifact_dir: Path, work_dir: Path, limits: dict) -> str:
         enforced.append({"capabilities": "no capabilities", "seccomp": described}.get(name) or result.describe())
     if missing and limits.get("require_confinement"):
         raise OSError("cannot confine the runner: " + "; ".join(missing))
+    limited = ["resource limits", threads_capped or threads_uncapped]
     if missing:
-        return f"not confined ({'; '.join(missing)}); " + "; ".join(enforced + ["resource limits"])
-    return "confined: " + "; ".join([enforced[1], enforced[2], enforced[0], "resource limits"])
+        return f"not confined ({'; '.join(missing)}); " + "; ".join(enforced + limited)
+    return "confined: " + "; ".join([enforced[1], enforced[2], enforced[0], *limited])
 
 
 SIMULATION = "simulation"  # a target's simulate() (CoreML on Linux): the converted program, run in PyTorch
@@ -135,6 +139,11 @@ def _failpoint(point: str | None, reply_fd: int) -> None:
         import ctypes
 
         ctypes.string_at(0)  # reads address 0: SIGSEGV, as a runtime crashing on hostile bytes would
+    elif point == "threads":
+        import threading
+
+        for _ in range(100_000):  # until the thread cap stops it: "can't start new thread"
+            threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
     elif point == "allocate":
         hog = []
         while True:  # until the memory limit stops it
@@ -165,7 +174,7 @@ def serve(request_fd: int, reply_fd: int) -> int:
     header, _ = receive(request_fd)
     artifact, work_dir = Path(header["artifact"]), Path(header["work_dir"])
     try:
-        confinement = confine(artifact.parent, work_dir, header.get("limits", {}))
+        confinement = confine(artifact.parent, work_dir, header.get("limits", {}), int(header["threads"]))
         _hide(header.get("failpoint"))
         baseline_kb = status_kb("VmRSS")
         from ..device.runtime_adapters import NoRuntime

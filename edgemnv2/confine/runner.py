@@ -28,7 +28,7 @@ import numpy as np
 
 from ..artifacts import ArtifactRefused, RuntimeUnavailable
 from ..errors import UserError
-from . import codec
+from . import codec, tasks
 from .child import status_kb
 from .protocol import ProtocolError, TimedOut, receive, send
 
@@ -49,6 +49,7 @@ class RunnerLimits:
     file_mb: int = 64  # the largest file it may write (its folder is scratch only)
     require_confinement: bool = False  # refuse to run where Landlock is missing
     processes: bool = False  # may start processes (in its own group, confined alike): the product's own tools, such as flatc
+    tasks: int | None = None  # threads and processes at once; None: edgemnv2.confine.tasks.allowance(threads)
 
 
 class RunnerFailed(Exception):
@@ -77,7 +78,7 @@ class ConfinedRunner:
     def __init__(self, family: str, artifact: Path, manifest: dict | None, threads: int, limits: RunnerLimits | None = None, simulate: str | None = None,
                  adapter: bool = True, preload: str | None = None):
         self.limits = limits = limits or RunnerLimits()  # read now: the environment may have changed since import
-        self._closed, self._code, self.pid = False, None, None
+        self._closed, self._code, self.pid, self.threads = False, None, None, threads
         self.work = Path(tempfile.mkdtemp(prefix="edgemnv2-runner-"))
         request_read, self._request = os.pipe()
         self._reply, reply_write = os.pipe()
@@ -92,7 +93,8 @@ class ConfinedRunner:
             os.close(request_read)
             os.close(reply_write)
         limits_sent = {"memory_bytes": limits.memory_mb << 20, "cpu_seconds": limits.cpu_seconds, "file_bytes": limits.file_mb << 20,
-                       "require_confinement": limits.require_confinement, "processes": limits.processes}
+                       "require_confinement": limits.require_confinement, "processes": limits.processes,
+                       "tasks": limits.tasks or tasks.allowance(threads)}
         reply = self._ask({"artifact": str(Path(artifact).resolve()), "work_dir": str(self.work), "family": family, "threads": threads,
                            "manifest": manifest if simulate else plain_manifest(manifest), "limits": limits_sent,
                            "failpoint": _failpoint_for(Path(artifact).name), "simulate": simulate, "adapter": adapter})[0]
@@ -158,6 +160,8 @@ class ConfinedRunner:
         tail = self._log_tail()
         if "MemoryError" in tail:
             return f"the runner exceeded its memory limit ({self.limits.memory_mb} MB)"
+        if "can't start new thread" in tail:
+            return f"the runner exceeded its thread limit ({self.limits.tasks or tasks.allowance(self.threads)})"
         return f"the runner exited with code {code}" + (f": {tail.splitlines()[-1][:300]}" if tail.strip() else "")
 
     def _log_tail(self) -> str:

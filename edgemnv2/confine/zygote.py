@@ -17,6 +17,8 @@ import signal
 import socket
 import sys
 
+from . import tasks
+
 MAX_MESSAGE = 1 << 16
 PR_SET_PDEATHSIG = 1
 
@@ -62,7 +64,9 @@ def _reap(pid: int, wait: bool) -> int | None:
             os.killpg(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-        return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        tasks.release(pid)
+        return code
     except ChildProcessError:
         return None
 
@@ -77,6 +81,7 @@ def _die_with_parent() -> None:
 
 def main() -> int:
     _die_with_parent()
+    tasks.sweep()
     host = socket.socket(fileno=int(sys.argv[1]))
     import numpy  # noqa: F401  (every adapter's)
     while True:
