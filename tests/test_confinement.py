@@ -117,8 +117,10 @@ def test_no_network_no_foreign_files_inside_the_runner(tmp_path):
     """The confinement itself, in a child that applies it the way a runner does."""
     probe = tmp_path / "probe.py"
     probe.write_text(
-        "import json, os, socket, sys\nfrom pathlib import Path\nfrom edgemnv2.confine.child import confine\n"
-        "work = Path(sys.argv[1])\nprint(confine(work / 'artifact', work / 'scratch', {}, 1))\nresults = {}\n"
+        "import ctypes, json, os, socket, sys\nfrom pathlib import Path\nfrom edgemnv2.confine.child import confine\n"
+        "work = Path(sys.argv[1])\nlog = os.open(work / 'runner.log', os.O_WRONLY | os.O_CREAT, 0o600)\n"
+        "print(confine(work / 'artifact', work / 'scratch', {}, 1))\nresults = {}\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+        "def checked(code):\n    if code == -1:\n        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))\n"
         "for name, attempt in [('read_home', lambda: Path(sys.argv[2]).read_text()), ('write_scratch', lambda: (work / 'scratch' / 'x').write_text('x')),\n"
         "                      ('write_artifact', lambda: (work / 'artifact' / 'x').write_text('x')), ('connect', lambda: socket.create_connection(('127.0.0.1', 9), 1)),\n"
         "                      ('listen', lambda: socket.socket().bind(('127.0.0.1', 0))),\n"
@@ -126,7 +128,9 @@ def test_no_network_no_foreign_files_inside_the_runner(tmp_path):
         "                      ('unix', lambda: socket.socket(socket.AF_UNIX).connect('/run/dbus/system_bus_socket')),\n"
         "                      ('socketpair', lambda: socket.socketpair()), ('fork', lambda: os.fork()), ('setsid', lambda: os.setsid()),\n"
         "                      ('chmod_scratch', lambda: os.chmod(work / 'scratch' / 'x', 0o777)), ('kill_parent', lambda: os.kill(os.getppid(), 0)),\n"
-        "                      ('kill_self', lambda: os.kill(os.getpid(), 0))]:\n"
+        "                      ('kill_self', lambda: os.kill(os.getpid(), 0)), ('memfd', lambda: os.memfd_create('x')),\n"
+        "                      ('shm', lambda: checked(libc.shmget(0, 1 << 20, 0o1600))),\n"
+        "                      ('fallocate_keep_size', lambda: checked(libc.fallocate(log, 1, ctypes.c_long(0), ctypes.c_long(1 << 30))))]:\n"
         "    try:\n        attempt(); results[name] = 'allowed'\n    except OSError as exc:\n        results[name] = type(exc).__name__\n"
         "print(json.dumps(results))\n")
     (tmp_path / "artifact").mkdir()
@@ -143,7 +147,8 @@ def test_no_network_no_foreign_files_inside_the_runner(tmp_path):
     assert results == {"read_home": "PermissionError", "write_scratch": "PermissionError", "write_artifact": "PermissionError",
                        "connect": "PermissionError", "listen": "PermissionError", "udp": "PermissionError", "unix": "PermissionError",
                        "socketpair": "PermissionError", "fork": "PermissionError", "setsid": "PermissionError", "chmod_scratch": "PermissionError",
-                       "kill_parent": "PermissionError", "kill_self": "allowed"}, done.stderr[-2000:]
+                       "kill_parent": "PermissionError", "kill_self": "allowed", "memfd": "PermissionError", "shm": "PermissionError",
+                       "fallocate_keep_size": "OSError"}, done.stderr[-2000:]
 
 
 def test_a_missing_runtime_is_runtime_unavailable_not_a_crash(classifier_artifacts):

@@ -10,6 +10,7 @@ requests (protocol.py) until told to stop. Imports numpy, the adapters and, lazi
 """
 
 import importlib
+import os
 import resource
 import sys
 import sysconfig
@@ -45,7 +46,7 @@ def _limit(kind: int, value: int | None) -> None:
     resource.setrlimit(kind, (cap, cap))
 
 
-def confine(artifact_dir: Path, work_dir: Path, limits: dict, threads: int) -> str:
+def confine(artifact_dir: Path, work_dir: Path, limits: dict, threads: int, factory: int | None = None) -> str:
     """Apply the limits, cap its threads, drop capabilities, then Landlock and the seccomp filter, each
     on its own (a kernel without Landlock still gets the filter); -> what was enforced, for the
     report's rows. With `require_confinement`, anything missing raises instead (an uncapped thread
@@ -56,7 +57,7 @@ def confine(artifact_dir: Path, work_dir: Path, limits: dict, threads: int) -> s
         _limit(resource.RLIMIT_AS, (status_kb("VmSize") or 0) * 1024 + limits["memory_bytes"])
     _limit(resource.RLIMIT_CPU, limits.get("cpu_seconds"))
     _limit(resource.RLIMIT_FSIZE, limits.get("file_bytes"))
-    threads_capped, threads_uncapped = tasks.cap(int(limits.get("tasks") or tasks.allowance(threads)))  # first: joining a cgroup needs the rights dropped next
+    threads_capped, threads_uncapped = tasks.cap(int(limits.get("tasks") or tasks.allowance(threads)), factory or os.getppid())  # first: joining a cgroup needs the rights dropped next
     enforced, missing = [], []
     for name, take in (("capabilities", capabilities.drop_all),
                        ("Landlock", lambda: landlock.restrict(read=[*python_roots(), *(Path(p) for p in SYSTEM_READ), artifact_dir, work_dir],
@@ -170,11 +171,11 @@ def _load(header: dict, artifact: Path):
     return run_one, runtime, version, (time.perf_counter() - started) * 1000
 
 
-def serve(request_fd: int, reply_fd: int) -> int:
+def serve(request_fd: int, reply_fd: int, factory: int | None = None) -> int:
     header, _ = receive(request_fd)
     artifact, work_dir = Path(header["artifact"]), Path(header["work_dir"])
     try:
-        confinement = confine(artifact.parent, work_dir, header.get("limits", {}), int(header["threads"]))
+        confinement = confine(artifact.parent, work_dir, header.get("limits", {}), int(header["threads"]), factory)
         _hide(header.get("failpoint"))
         baseline_kb = status_kb("VmRSS")
         from ..device.runtime_adapters import NoRuntime

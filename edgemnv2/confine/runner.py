@@ -15,7 +15,6 @@ import os
 import select
 import socket
 import threading
-import shutil
 import signal
 import subprocess
 import sys
@@ -60,6 +59,34 @@ class RunnerFailed(Exception):
 
     def __str__(self) -> str:
         return " ".join(super().__str__().split())
+
+
+def _remove_tree(root: Path) -> None:
+    """Remove a runner's folder without recursion (3.11's rmtree recurses, and a runner allowed to
+    write may have nested folders thousands deep); symbolic links are removed, never followed."""
+    stack, emptied = [str(root)], set()
+    while stack:
+        folder = stack[-1]
+        if folder in emptied:  # its subfolders are done (or could not be removed): now itself
+            stack.pop()
+            try:
+                os.rmdir(folder)
+            except OSError:
+                pass
+            continue
+        emptied.add(folder)
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(entry.path)
+            else:
+                try:
+                    os.unlink(entry.path)
+                except OSError:
+                    pass
 
 
 def _signal_name(code: int) -> str:
@@ -235,7 +262,7 @@ class ConfinedRunner:
                 os.close(fd)
             except OSError:
                 pass
-        shutil.rmtree(self.work, ignore_errors=True)
+        _remove_tree(self.work)
 
     def __del__(self):
         try:

@@ -10,7 +10,10 @@ fork, vfork, clone without CLONE_THREAD and clone3 (ENOSYS: glibc then makes its
 clone) fail, as do execve, setsid and setpgid (a grandchild in its own session would outlive the
 runner's kill); the chmod, chown, utime and xattr families and path truncate(2) fail (Landlock
 ABI < 3 does not cover truncate, no ABI covers the others); kill, tgkill and sigqueue work only on
-the runner's own pid, and tkill and pidfd_send_signal not at all. Like Landlock, the filter can
+the runner's own pid, and tkill and pidfd_send_signal not at all; memfd_create and System V shared
+memory, messages and semaphores fail (memory no rlimit counts, segments that outlive the runner,
+and IPC with any process of the same uid), clone into new namespaces fails, and fallocate answers
+EOPNOTSUPP (FALLOC_FL_KEEP_SIZE reserves disk past RLIMIT_FSIZE; libc falls back to bounded writes). Like Landlock, the filter can
 never be removed and passes to children. x86_64's x32 calls (bit 30 set) and other ABIs' calls
 (ia32 on x86_64) are refused outright.
 """
@@ -34,10 +37,17 @@ DENIED = ("socket", "socketpair", "io_uring_setup", "fork", "vfork", "execve", "
           # other processes and the kernel's bigger surfaces: Landlock refuses ptrace outside its domain,
           # but a kernel below ABI 3 runs without Landlock, and none of these has a use in a runner
           "ptrace", "process_vm_readv", "process_vm_writev", "pidfd_open", "pidfd_getfd", "kcmp", "unshare", "setns",
-          "mount", "umount2", "fsopen", "fsmount", "move_mount", "open_tree", "userfaultfd", "bpf", "perf_event_open")
+          "mount", "umount2", "fsopen", "fsmount", "move_mount", "open_tree", "userfaultfd", "bpf", "perf_event_open",
+          # memory no rlimit counts (a memfd's pages, System V segments, which outlive the process) and System V IPC
+          # with other processes of the same uid
+          "memfd_create", "memfd_secret", "shmget", "shmat", "shmdt", "shmctl", "msgget", "msgsnd", "msgrcv", "msgctl",
+          "semget", "semop", "semctl", "semtimedop")
 ENOSYS_CALLS = ("clone3",)  # "not here": glibc falls back to clone(2) for threads, which the filter can inspect
+# fallocate(FALLOC_FL_KEEP_SIZE) reserves disk space past RLIMIT_FSIZE; refused, posix_fallocate falls back to writes, which it bounds
+EOPNOTSUPP_CALLS = ("fallocate",)
 OWN_PID_CALLS = ("kill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo")  # first argument: a pid (tgid)
-THREAD_ONLY_CALLS = ("clone",)  # first argument: flags (x86_64 and aarch64 alike)
+CLONE = "clone"  # first argument: flags (x86_64 and aarch64 alike): threads only, never into new namespaces
+CLONE_NEW_NAMESPACES = 0x7E020080  # CLONE_NEWTIME, NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET
 
 # machine -> (AUDIT_ARCH_*, {name: number}); aarch64 has no chmod/chown/utime/fork family (only the *at calls)
 ARCHES = {
@@ -49,7 +59,9 @@ ARCHES = {
         "rt_tgsigqueueinfo": 297, "execveat": 322, "pidfd_send_signal": 424, "io_uring_setup": 425, "clone3": 435, "fchmodat2": 452,
         "setxattrat": 463, "removexattrat": 466, "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311, "pidfd_open": 434,
         "pidfd_getfd": 438, "kcmp": 312, "unshare": 272, "setns": 308, "mount": 165, "umount2": 166, "fsopen": 430, "fsmount": 432,
-        "move_mount": 429, "open_tree": 428, "userfaultfd": 323, "bpf": 321, "perf_event_open": 298}),
+        "move_mount": 429, "open_tree": 428, "userfaultfd": 323, "bpf": 321, "perf_event_open": 298,
+        "memfd_create": 319, "memfd_secret": 447, "shmget": 29, "shmat": 30, "shmctl": 31, "shmdt": 67, "semget": 64, "semop": 65,
+        "semctl": 66, "semtimedop": 220, "msgget": 68, "msgsnd": 69, "msgrcv": 70, "msgctl": 71, "fallocate": 285}),
     "aarch64": (0xC00000B7, {
         "setxattr": 5, "lsetxattr": 6, "fsetxattr": 7, "removexattr": 14, "lremovexattr": 15, "fremovexattr": 16, "truncate": 45, "fchmod": 52,
         "fchmodat": 53, "fchownat": 54, "fchown": 55, "utimensat": 88, "kill": 129, "tkill": 130, "tgkill": 131, "rt_sigqueueinfo": 138,
@@ -57,11 +69,13 @@ ARCHES = {
         "execve": 221, "rt_tgsigqueueinfo": 240, "execveat": 281, "pidfd_send_signal": 424, "io_uring_setup": 425, "clone3": 435,
         "fchmodat2": 452, "setxattrat": 463, "removexattrat": 466, "ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271,
         "pidfd_open": 434, "pidfd_getfd": 438, "kcmp": 272, "unshare": 97, "setns": 268, "mount": 40, "umount2": 39, "fsopen": 430,
-        "fsmount": 432, "move_mount": 429, "open_tree": 428, "userfaultfd": 282, "bpf": 280, "perf_event_open": 241}),
+        "fsmount": 432, "move_mount": 429, "open_tree": 428, "userfaultfd": 282, "bpf": 280, "perf_event_open": 241,
+        "memfd_create": 279, "memfd_secret": 447, "shmget": 194, "shmctl": 195, "shmat": 196, "shmdt": 197, "semget": 190, "semctl": 191,
+        "semtimedop": 192, "semop": 193, "msgget": 186, "msgctl": 187, "msgrcv": 188, "msgsnd": 189, "fallocate": 47}),
 }
 
 
-DESCRIPTION = "seccomp: no sockets, no new processes, no file mode/owner/time changes, signals to itself only"
+DESCRIPTION = "seccomp: no sockets, no new processes, no file mode/owner/time changes, no memfd or System V IPC, signals to itself only"
 
 
 class _Instruction(ctypes.Structure):
@@ -76,7 +90,7 @@ def available() -> bool:
     return platform.system() == "Linux" and platform.machine() in ARCHES
 
 
-PROCESS_CALLS = ("fork", "vfork", "execve", "execveat", "clone", "clone3")  # allowed with `allow_processes`
+PROCESS_CALLS = ("fork", "vfork", "execve", "execveat")  # allowed with `allow_processes` (and clone without CLONE_THREAD)
 
 
 def _program(arch: int, numbers: dict[str, int], own_pid: int, allow_processes: bool = False) -> list[tuple[int, int, int, int]]:
@@ -84,17 +98,19 @@ def _program(arch: int, numbers: dict[str, int], own_pid: int, allow_processes: 
     if allow_processes:
         numbers = {name: number for name, number in numbers.items() if name not in PROCESS_CALLS}
     deny, enosys = (RET_K, 0, 0, RET_ERRNO | errno.EACCES), (RET_K, 0, 0, RET_ERRNO | errno.ENOSYS)
+    unsupported = (RET_K, 0, 0, RET_ERRNO | errno.EOPNOTSUPP)
     allow = (RET_K, 0, 0, RET_ALLOW)
     rows = [(LD_W_ABS, 0, 0, OFFSET_ARCH), (JEQ_K, 1, 0, arch), deny, (LD_W_ABS, 0, 0, OFFSET_NR), (JGE_K, 0, 1, X32_BIT), deny]
-    for name in DENIED + ENOSYS_CALLS:
+    for name in DENIED + ENOSYS_CALLS + EOPNOTSUPP_CALLS:
         if name in numbers:
-            rows += [(JEQ_K, 0, 1, numbers[name]), enosys if name in ENOSYS_CALLS else deny]
+            rows += [(JEQ_K, 0, 1, numbers[name]), enosys if name in ENOSYS_CALLS else unsupported if name in EOPNOTSUPP_CALLS else deny]
     for name in OWN_PID_CALLS:  # nr matches: load arg0, allow iff it is our pid, then reload nr for the next rule
         if name in numbers:
             rows += [(JEQ_K, 0, 4, numbers[name]), (LD_W_ABS, 0, 0, OFFSET_ARG0), (JEQ_K, 1, 0, own_pid), deny, allow]
-    for name in THREAD_ONLY_CALLS:
-        if name in numbers:
-            rows += [(JEQ_K, 0, 4, numbers[name]), (LD_W_ABS, 0, 0, OFFSET_ARG0), (JSET_K, 1, 0, CLONE_THREAD), deny, allow]
+    if CLONE in numbers:  # clone: never a new namespace; and, unless processes are allowed, a thread only
+        threads_only = [] if allow_processes else [(JSET_K, 1, 0, CLONE_THREAD), deny]
+        block = [(LD_W_ABS, 0, 0, OFFSET_ARG0), (JSET_K, 0, 1, CLONE_NEW_NAMESPACES), deny, *threads_only, allow]
+        rows += [(JEQ_K, 0, len(block), numbers[CLONE]), *block]
     return rows + [allow]
 
 

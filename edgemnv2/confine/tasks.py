@@ -82,23 +82,34 @@ def parent_dir() -> Path | None:
     return None
 
 
-def _join_cgroup(limit: int) -> Path | None:
-    """Put this process in a new pids cgroup capped at `limit` tasks: -> its folder, or None."""
+def folder_name(factory: int, runner: int) -> str:
+    return f"{PREFIX}{factory}-{runner}"
+
+
+def _join_cgroup(limit: int, factory: int) -> tuple[Path | None, str]:
+    """Put this process in a new pids cgroup capped at `limit` tasks: -> (its folder, "") or (None, why not)."""
     parent = parent_dir()
     if parent is None:
-        return None
-    folder = parent / f"{PREFIX}{os.getppid()}-{os.getpid()}"
+        return None, "no writable pids cgroup"
+    folder = parent / folder_name(factory, os.getpid())
     try:
         folder.mkdir()
-    except OSError:
-        return None
+    except FileExistsError:  # left by an earlier runner of the same pids, which cannot be running now: empty, so removable
+        if not _remove(folder):
+            return None, f"{folder} exists and is in use"
+        try:
+            folder.mkdir()
+        except OSError as exc:
+            return None, f"cannot make {folder}: {exc}"
+    except OSError as exc:
+        return None, f"cannot make {folder}: {exc}"
     try:
         (folder / "pids.max").write_text(str(limit))
         (folder / "cgroup.procs").write_text(str(os.getpid()))
-    except OSError:
+    except OSError as exc:
         _remove(folder)
-        return None
-    return folder
+        return None, f"cannot join {folder}: {exc}"
+    return folder, ""
 
 
 def _user_tasks(uid: int) -> int:
@@ -114,10 +125,12 @@ def _user_tasks(uid: int) -> int:
     return total
 
 
-def cap(limit: int) -> tuple[str | None, str | None]:
-    """Cap this process's tasks at `limit` (called in the runner, before it drops its capabilities)
-    -> (what is enforced, None) or (None, why nothing could be)."""
-    if _join_cgroup(limit) is not None:
+def cap(limit: int, factory: int) -> tuple[str | None, str | None]:
+    """Cap this process's tasks at `limit` (called in the runner, before it drops its capabilities;
+    `factory`: the pid of the factory that forked it, which names and removes its cgroup) ->
+    (what is enforced, None) or (None, why nothing could be)."""
+    folder, why = _join_cgroup(limit, factory)
+    if folder is not None:
         return f"at most {limit} threads (pids cgroup)", None
     uid = os.getuid()
     if uid != 0:
@@ -129,7 +142,7 @@ def cap(limit: int) -> tuple[str | None, str | None]:
         except (OSError, ValueError) as exc:
             return None, f"threads: not capped ({exc})"
         return f"at most {limit} more threads for this user (RLIMIT_NPROC)", None
-    return None, "threads: not capped (root, and no writable pids cgroup; RLIMIT_NPROC does not apply to root)"
+    return None, f"threads: not capped (root, and {why}; RLIMIT_NPROC does not apply to root)"
 
 
 def _remove(folder: Path, patience: float = 0.0) -> bool:
@@ -146,11 +159,11 @@ def _remove(folder: Path, patience: float = 0.0) -> bool:
             time.sleep(0.01)
 
 
-def release(runner_pid: int) -> None:
-    """The factory, once it has reaped a runner: remove that runner's cgroup."""
+def release(runner_pid: int) -> bool:
+    """The factory, once it has reaped a runner: remove that runner's cgroup; False while it is still
+    busy (a process the runner started, killed with it, is still being torn down: retry later)."""
     parent = parent_dir()
-    if parent is not None:
-        _remove(parent / f"{PREFIX}{os.getpid()}-{runner_pid}", patience=0.5)
+    return parent is None or _remove(parent / folder_name(os.getpid(), runner_pid), patience=0.2)
 
 
 def sweep() -> None:

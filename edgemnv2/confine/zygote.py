@@ -37,11 +37,13 @@ def _preload(family: str, simulate: str | None) -> None:
             pass
 
 
-def _runner(request_fd: int, reply_fd: int, work_dir: str) -> int:
+def _runner(request_fd: int, reply_fd: int, work_dir: str, factory: int) -> int:
     from .child import serve
 
     os.setsid()  # its own process group: the host can kill it and whatever it starts
     _die_with_parent()
+    if os.getppid() != factory:  # the factory died before the line above took effect: nobody would ever kill this runner
+        return 1
     os.environ.update(HOME=work_dir, TMPDIR=work_dir)
     import tempfile
 
@@ -50,7 +52,7 @@ def _runner(request_fd: int, reply_fd: int, work_dir: str) -> int:
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.close(log)
-    return serve(request_fd, reply_fd)
+    return serve(request_fd, reply_fd, factory)
 
 
 def _reap(pid: int, wait: bool) -> int | None:
@@ -65,7 +67,9 @@ def _reap(pid: int, wait: bool) -> int | None:
         except (ProcessLookupError, PermissionError):
             pass
         code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-        tasks.release(pid)
+        LIVE.discard(pid)
+        if not tasks.release(pid):
+            UNRELEASED.add(pid)
         return code
     except ChildProcessError:
         return None
@@ -79,6 +83,31 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
+LIVE: set[int] = set()  # runners forked and not yet reaped
+UNRELEASED: set[int] = set()  # runners reaped whose cgroup was still busy then
+
+
+def _release_pending() -> None:
+    for pid in list(UNRELEASED):
+        if tasks.release(pid):
+            UNRELEASED.discard(pid)
+
+
+def _end() -> int:
+    """The host is gone: kill and reap every runner still here, and remove their cgroups."""
+    for pid in list(LIVE):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        _reap(pid, wait=True)
+    for _ in range(20):  # what the runners started may take a moment to be torn down
+        _release_pending()
+        if not UNRELEASED:
+            break
+    return 0
+
+
 def main() -> int:
     _die_with_parent()
     tasks.sweep()
@@ -88,18 +117,20 @@ def main() -> int:
         try:
             message, fds, _, _ = socket.recv_fds(host, MAX_MESSAGE, 2)
         except OSError:
-            return 0
+            return _end()
         if not message:  # the host is gone: so is every reason to be here
-            return 0
+            return _end()
+        _release_pending()
         request = json.loads(message)
         if request.get("op") == "spawn" and len(fds) == 2:
             _preload(str(request.get("family")), request.get("simulate"))
+            factory = os.getpid()
             pid = os.fork()
             if pid == 0:
                 host.close()
                 code = 1
                 try:
-                    code = _runner(fds[0], fds[1], str(request["work_dir"]))
+                    code = _runner(fds[0], fds[1], str(request["work_dir"]), factory)
                 except BaseException:  # into its log (its stderr by now): the host reads the cause there
                     import traceback
 
@@ -107,6 +138,7 @@ def main() -> int:
                     sys.stderr.flush()
                 finally:
                     os._exit(code)
+            LIVE.add(pid)
             for fd in fds:
                 os.close(fd)
             host.send(json.dumps({"pid": pid}).encode())
