@@ -116,6 +116,9 @@ class Target:
     # its profile() starts a tool of its own (ExecuTorch's Inspector reads ETDump with flatc): that
     # runner may start processes, which stay in its group, confined alike, and die with it
     profile_starts_processes: bool = False
+    # the fake quantization quantization-aware training fine-tunes under for this target's int8
+    # (quantization/qat.py): its own quantizer's scheme. None: QAT is not offered for it.
+    fake_quantization: object = None
 
     @property
     def name(self) -> str:
@@ -183,6 +186,9 @@ class Target:
         return values
 
 
+TRAINED_RANGES = "trained in QAT"  # a manifest's quantization record, when the artifact carries QAT's ranges
+
+
 @dataclass
 class ConversionJob:
     """Everything a target needs. `model` is the BN-folded fp32 eval model."""
@@ -202,6 +208,8 @@ class ConversionJob:
     budget: object = None  # recourse.AccuracyBudget when convert --max-drop asked for one
     requested_recipe: QuantRecipe | None = None  # what the user asked for, when the recourse search chose `recipe`
     recourse: dict | None = None  # what the search did (goes into the manifest)
+    qat: object = None  # quantization/qat.py QatResult, when the recipe asked for quantization-aware training
+    trained_ranges_used: bool = False  # the target converted QAT's trained graph (its ranges), not a calibration
 
     @property
     def example(self) -> torch.Tensor:
@@ -217,7 +225,28 @@ class ConversionJob:
 
     def xnnpack_int8_graph(self) -> torch.nn.Module:
         """The XNNPACK PT2E int8 graph, calibrated once per run and shared (ExecuTorch, CoreML W8A8)."""
+        from quantization.qat import pt2e_convert
+
+        trained = self.trained_int8(pt2e_convert)  # XNNPACK QAT's graph (quantization/qat.py), when there is one
+        if trained is not None:
+            return trained
         return self.shared(f"xnnpack-int8-{self.recipe}", lambda: xnnpack_int8_graph(self.model, self.example, self.require_calibration(), self.recipe))
+
+    def trained_int8(self, convert: Callable[[torch.nn.Module], torch.nn.Module]) -> torch.nn.Module | None:
+        """The int8 graph with the ranges quantization-aware training learned (`convert` turns the
+        trained graph into it), where this job's graph is the trained one: the bare network, with no
+        in-graph decode around it. None: quantize and calibrate as usual (the fine-tuned weights)."""
+        if self.qat is None or self.recipe.qat is None or self.recipe.qat.ranges != "trained" or self.postprocessed:
+            return None
+        self.trained_ranges_used = True
+        return convert(self.qat.trained)
+
+    @property
+    def fine_tuning(self) -> dict | None:
+        """What quantization-aware training did, and whether its ranges went into the artifact."""
+        if self.qat is None:
+            return None
+        return {**self.qat.stats, "ranges": TRAINED_RANGES if self.trained_ranges_used else "calibrated on the fine-tuned weights"}
 
     def require_calibration(self) -> np.ndarray:
         if self.calibration_images is None or not len(self.calibration_images):
@@ -288,11 +317,13 @@ def _quantization_record(job: ConversionJob) -> dict | None:
         return None
     weights = "int8 symmetric weights (" + ("per-channel" if job.recipe.per_channel else "per-tensor") + ")"
     calibration = None
-    if precision.needs_calibration and job.calibration_images is not None:
+    if job.trained_ranges_used:  # no calibration: quantization-aware training's ranges (the "qat" entry)
+        calibration = {"ranges": TRAINED_RANGES}
+    elif precision.needs_calibration and job.calibration_images is not None:
         calibration = {"images": int(min(len(job.calibration_images), job.recipe.calibration_size)), "observer": job.recipe.observer}
     return {"scheme": weights + (", int8 activations" if precision.quantizes_activations else f", {precision.float_dtype} activations"),
             "weights_quantized": precision.quantizes_weights, "activations_quantized": precision.quantizes_activations,
-            "recipe": job.recipe.to_dict(), "calibration": calibration}
+            "recipe": job.recipe.to_dict(), "calibration": calibration, **({"qat": job.fine_tuning} if job.fine_tuning else {})}
 
 
 SELF_DESCRIPTION = "edgemnv2.json"  # the name under which artifacts that can carry files or constants carry it

@@ -23,6 +23,7 @@ import torch
 
 from edgemnv2.artifacts import ArtifactRefused
 
+from quantization import qat
 from quantization.ptq import xnnpack_int8_graph
 
 from .file_kinds import folder_with
@@ -297,4 +298,4 @@ def carried_description(path: Path) -> dict:
 
 
 TARGET = Target(SPEC, convert, simulate=simulation_runner, describe=carried_description, options=(INPUT, decode_option("graph")),
-                recognizes=folder_with("Manifest.json"))
+                recognizes=folder_with("Manifest.json"), fake_quantization=qat.XNNPACK)

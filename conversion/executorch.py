@@ -5,6 +5,7 @@ from pathlib import Path
 
 import torch
 
+from quantization import qat
 from quantization.delegable import nearest_upsampling_as_copies
 from quantization.ptq import xnnpack_int8_graph
 
@@ -63,4 +64,5 @@ def carried_description(path: Path) -> dict:
 
 TARGET = Target(SPEC, convert, describe=carried_description, options=(decode_option("host"),),
                 profile=executorch_ops.profile, capture=executorch_capture.capture, peak_gemm=executorch_ops.peak_gemm,
-                recognizes=flatbuffer_identified(b"ET12"), capture_rebuilds=True, profile_starts_processes=True)
+                recognizes=flatbuffer_identified(b"ET12"), capture_rebuilds=True, profile_starts_processes=True,
+                fake_quantization=qat.XNNPACK)

@@ -1,5 +1,6 @@
 """checkpoint -> fold BN (verified on real images) -> per target x precision: quantize + convert."""
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,7 +162,9 @@ def run_conversion(
     folded, fold_error = prepare_model(model, meta, check)
     checkpoint_hash = sha256_of(checkpoint)
     stem = Path(checkpoint).stem
-    jobs = JobFactory(folded, meta, images)
+    from .recourse import training_split
+
+    jobs = JobFactory(folded, meta, images, training_split(budget, meta))
     planned = [(target, jobs.make(target, precision, recipe, options[target], budget)) for target, precision in work.pairs]
     if not force:
         refuse_stale(planned, out_dir, stem, checkpoint_hash)
@@ -184,11 +187,13 @@ class JobFactory:
     """Conversion jobs of one run: the folded model, with the recipe's equalization and the
     target's in-graph post-processing; quantized graphs and equalized models built once and shared."""
 
-    def __init__(self, folded: torch.nn.Module, meta: CheckpointMeta, images: np.ndarray | None):
-        self.folded, self.meta, self.images = folded, meta, images
+    def __init__(self, folded: torch.nn.Module, meta: CheckpointMeta, images: np.ndarray | None, training=None):
+        """training: the split quantization-aware training fine-tunes on (a recipe with `qat` needs it)."""
+        self.folded, self.meta, self.images, self.training = folded, meta, images, training
         self.shared_graphs: dict = {}
         self.equalized: dict = {}
         self.hashes: dict = {}
+        self.fine_tunes: dict = {}
 
     def make(self, target: str, precision: str, recipe: QuantRecipe, options: dict, budget=None, images: np.ndarray | None = None,
              requested: QuantRecipe | None = None) -> ConversionJob:
@@ -197,10 +202,33 @@ class JobFactory:
         images = self.images if images is None else images
         chosen = get_precision(precision)
         model = equalized(self.folded, recipe, images, self.equalized) if chosen.quantized else self.folded
+        qat = None
+        if chosen.quantized and recipe.qat is not None:
+            qat = self.fine_tuned(target, model, recipe, options, images)
+            model = qat.model
         model, job_recipe, postprocessed = _with_postprocessing(model, self.meta, recipe, options)
         calibration = images[: recipe.calibration_size] if images is not None else None
         key = (id(images), recipe.calibration_size)
         if calibration is not None and key not in self.hashes:
             self.hashes[key] = calibration_sha256(calibration)
         return ConversionJob(model, self.meta, chosen, job_recipe, images, self.shared_graphs, options, self.hashes.get(key),
-                             TARGETS[target].spec.tool_packages, postprocessed, budget=budget, requested_recipe=requested)
+                             TARGETS[target].spec.tool_packages, postprocessed, budget=budget, requested_recipe=requested, qat=qat)
+
+    def fine_tuned(self, target: str, model: torch.nn.Module, recipe: QuantRecipe, options: dict, images: np.ndarray | None):
+        """The model fine-tuned under the target's fake quantization (quantization/qat.py QatResult):
+        once per scheme, target options that change it, and recipe; shared by the targets that quantize alike."""
+        from quantization.qat import fine_tuned
+
+        scheme = TARGETS[target].fake_quantization
+        if scheme is None:
+            raise UserError(f"{target} offers no quantization-aware training")
+        if self.training is None:
+            raise UserError("quantization-aware training needs a training split (--train-data)")
+        key = (scheme.name, scheme.options_used(options), dataclasses.replace(recipe, qat=dataclasses.replace(recipe.qat, ranges="trained")), id(images))
+        if key not in self.fine_tunes:
+            task = get_task(self.meta.task)
+            height, width = self.meta.preprocessing.input_size
+            example = torch.from_numpy(images[:1].copy()) if images is not None else torch.zeros(1, 3, height, width)
+            self.fine_tunes[key] = fine_tuned(model, example, recipe, options, scheme,
+                                              lambda module, settings, after_epoch: task.fine_tune(module, self.training, self.meta, settings, after_epoch))
+        return self.fine_tunes[key]

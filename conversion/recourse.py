@@ -11,7 +11,11 @@ at the first candidate that meets it:
   3. mixed precision: the layers the per-layer sensitivity ranks worst kept in float (at most 10% of
      them; `QuantRecipe.float_modules`, which every target honours in its own way: unannotated for
      XNNPACK and LiteRT, qconfig None for TorchScript FX, excluded nodes for ONNX Runtime), the
-     smallest such set found by doubling, then bisecting.
+     smallest such set found by doubling, then bisecting;
+  4. quantization-aware training (quantization/qat.py): the best recipe so far, its weights
+     fine-tuned for a few epochs on the training split (`--train-data`, default the `train` split
+     beside the calibration images; never the held-out ones) under the target's own fake
+     quantization, then quantized as usual.
 Every candidate is a full evaluation: converted by the target, run on the held-out images. The
 search spends at most MAX_EVALUATIONS; the manifest and `validate` record what it did.
 """
@@ -30,11 +34,12 @@ import numpy as np
 from edgemnv2.artifacts import RuntimeUnavailable
 from edgemnv2.errors import UserError
 from quantization.ptq import OBSERVER_NAMES, QuantRecipe
+from quantization.qat import QatRecipe
 
-from .base import ArtifactResult, ConversionJob, write_artifact
+from .base import TRAINED_RANGES, ArtifactResult, ConversionJob, write_artifact
 
 MAX_EVALUATIONS = 20
-STEPS = ("calibration", "equalization", "mixed-precision")  # in the order the search tries them
+STEPS = ("calibration", "equalization", "mixed-precision", "qat")  # in the order the search tries them
 MAX_FLOAT_FRACTION = 0.10  # at most this share of the layers kept in float
 LARGER_CALIBRATION = 4  # the calibration step also tries this many times the images
 TIMED_RUNS = 10
@@ -53,6 +58,8 @@ class AccuracyBudget:
     steps: tuple[str, ...] = STEPS  # which recourse steps the search may take
     log: object = None  # callable(str): one line per evaluation
     gates: object = None  # a validation Gates (its limits(task, precision, target)), when the budget comes from a gates file
+    qat: QatRecipe = QatRecipe()  # the quantization-aware training step's settings
+    train_data: Path | None = None  # its training images (a dataset root; its `train` split); None: beside the calibration images
     _state: dict = dataclasses.field(default_factory=dict, repr=False)
 
     def __post_init__(self):
@@ -68,21 +75,51 @@ class AccuracyBudget:
         return self.gates.limits(task.name, "int8", target).get(f"max_{task.headline_metric}_drop")
 
     def provenance(self) -> dict:
-        return {"points": self.points, "gates": getattr(self.gates, "source", None), "data": str(self.data), "split": self.split, "limit": self.limit, "steps": list(self.steps)}
+        record = {"points": self.points, "gates": getattr(self.gates, "source", None), "data": str(self.data), "split": self.split, "limit": self.limit,
+                  "steps": list(self.steps)}
+        if "qat" in self.steps:
+            record.update(qat=dataclasses.asdict(self.qat), train_data=str(self.train_data))
+        return record
 
     def say(self, line: str) -> None:
         if self.log is not None:
             self.log(line)
 
 
+TRAIN_SPLIT = "train"
+
+
 def check_budget_data(budget: AccuracyBudget, calib_data: Path | None) -> None:
-    """The held-out images must exist and must not be the calibration images."""
+    """The held-out images must exist and must not be the calibration images; with the QAT step,
+    the training split must exist, hold at least a batch, and not be the held-out images."""
     root = Path(budget.data)
     if not root.exists():
         raise UserError(f"--accuracy-data not found: {root}")
     if calib_data is not None and Path(calib_data).resolve() == root.resolve() and not (root / "calib").is_dir():
         raise UserError(f"{root} has no calib/ split, so its {budget.split} images would also be calibration images; "
                         "give --accuracy-data another folder (or a dataset with calib/ and val/ splits)")
+    if "qat" in budget.steps:
+        if budget.train_data is None and calib_data is None:
+            raise UserError("the qat recourse step needs training images: --train-data (a dataset root with a train/ split)")
+        budget.train_data = Path(budget.train_data or calib_data)
+        folder = budget.train_data / TRAIN_SPLIT
+        if not folder.is_dir():
+            raise UserError(f"the qat recourse step needs a training split: {folder} not found (--train-data names a dataset root with a train/ split)")
+        if folder.resolve() == (root / budget.split).resolve():
+            raise UserError(f"{folder} is also the held-out split the budget is measured on; quantization-aware training must not see it")
+
+
+def training_split(budget: AccuracyBudget, meta):
+    """The QAT step's training split (None when the search has no such step), loaded lazily."""
+    if budget is None or "qat" not in budget.steps:
+        return None
+    from edgemnv2.tasks import get_task
+
+    split = get_task(meta.task).load_split(Path(budget.train_data), TRAIN_SPLIT, meta.preprocessing, None, meta.class_names)
+    if len(split) < budget.qat.batch_size:
+        raise UserError(f"{Path(budget.train_data) / TRAIN_SPLIT} has {len(split)} images: quantization-aware training needs at least "
+                        f"a batch ({budget.qat.batch_size})")
+    return split
 
 
 @dataclass
@@ -102,10 +139,12 @@ class Attempt:
     size_bytes: int
     message: str = ""
     files: tuple | None = None  # (artifact, manifest) of the candidate, in the search's scratch folder
+    fine_tuning: dict | None = None  # what quantization-aware training did (the qat step)
 
     def record(self) -> dict:
         return {"step": self.candidate.step, "description": self.candidate.description, "metric": self.metric, "drop": self.drop,
-                "latency_ms": self.latency_ms, "size_bytes": self.size_bytes, **({"message": self.message} if self.message else {})}
+                "latency_ms": self.latency_ms, "size_bytes": self.size_bytes, **({"message": self.message} if self.message else {}),
+                **({"qat": self.fine_tuning} if self.fine_tuning else {})}
 
 
 class Search:
@@ -176,7 +215,7 @@ class Search:
             self.budget.say(f"{self.target.name} {job.precision.name}: {candidate.description}: conversion failed: {result.message}")
             return attempt
         attempt = self.evaluate_artifact(candidate, result.path, result.manifest)
-        attempt.files = (result.path, result.manifest)
+        attempt.files, attempt.fine_tuning = (result.path, result.manifest), job.fine_tuning
         return attempt
 
 
@@ -282,6 +321,31 @@ def _mixed_precision(search: Search, recipe: QuantRecipe, images: np.ndarray | N
     return found
 
 
+def _quantization_aware(search: Search) -> Attempt | None:
+    """The best recipe so far, its weights fine-tuned under the target's fake quantization."""
+    if search.target.fake_quantization is None:
+        search.budget.say(f"{search.target.name}: no quantization-aware training for this target")
+        return None
+    if search.jobs.training is None:
+        return None
+    best = search.best().candidate
+    settings = search.budget.qat
+    attempt = None
+    # the ranges training learned, where the target's graph is the trained one; else (or if they miss) the fine-tuned weights calibrated
+    for ranges in ("trained", "calibrated"):
+        if attempt is not None and (attempt.fine_tuning or {}).get("ranges", "").startswith("calibrated"):
+            break  # the target could not take the trained ranges: that attempt was the calibrated one already
+        candidate = Candidate("qat", f"quantization-aware training, {settings.epochs} epochs at lr {settings.lr:g}, {ranges} ranges ({best.description})",
+                              dataclasses.replace(best.recipe, qat=dataclasses.replace(settings, ranges=ranges)), best.images)
+        attempt = search.try_candidate(candidate)
+        if attempt is not None and ranges == "trained" and not (attempt.fine_tuning or {}).get("ranges", "").startswith("trained"):
+            # the target's graph wraps the network (app-ready input, in-graph decode): it calibrated the fine-tuned weights
+            attempt.candidate.description = attempt.candidate.description.replace("trained ranges", "calibrated ranges (the graph wraps the trained network)")
+        if attempt is None or search.met(attempt):
+            return attempt
+    return None
+
+
 def recover(target, job: ConversionJob, result: ArtifactResult, jobs, budget: AccuracyBudget, calib_data: Path | None, out_dir: Path, stem: str,
             checkpoint_hash: str, sign_key: Path | None) -> ArtifactResult:
     """Measure the artifact just written; over budget, search and replace it with the first recipe
@@ -339,6 +403,8 @@ def _recover(target, job: ConversionJob, result: ArtifactResult, jobs, budget: A
     if chosen is None and "mixed-precision" in steps:
         best = search.best().candidate
         chosen = _mixed_precision(search, best.recipe, best.images)
+    if chosen is None and "qat" in steps:
+        chosen = _quantization_aware(search)
     met = chosen is not None
     final = chosen or search.best()
     record = _record(search, base, final, met, time.perf_counter() - started)
@@ -387,6 +453,8 @@ def _adopting(target, artifact: Path, manifest: dict):
 
     def copy(job, dest: Path) -> dict:
         shutil.copyfile(artifact, dest) if artifact.is_file() else shutil.copytree(artifact, dest)
+        # the measured file was quantized with QAT's trained ranges or calibrated: its manifest says so again
+        job.trained_ranges_used = ((manifest.get("quantization") or {}).get("qat") or {}).get("ranges") == TRAINED_RANGES
         sidecars = {}
         for suffix in manifest.get("sidecars") or {}:
             temp = sidecar_temp(dest, suffix)
@@ -409,8 +477,10 @@ def _record(search: Search, base: Attempt, final: Attempt, met: bool, seconds: f
     elif met:
         summary = f"{final.candidate.description}: drop {base.drop:.2f} -> {final.drop:.2f} <= {search.points:g} points"
     else:
+        tried = "quantization-aware training included" if any(a.candidate.step == "qat" for a in search.attempts) else \
+            f"at most {MAX_FLOAT_FRACTION:.0%} of the layers in float"
         summary = (f"budget not met: best drop {final.drop:.2f} > {search.points:g} points ({final.candidate.description}) after "
-                   f"{search.evaluations} evaluations; the search ran out of steps (at most {MAX_FLOAT_FRACTION:.0%} of the layers in float)")
+                   f"{search.evaluations} evaluations; the search ran out of steps ({tried})")
     return {
         "max_drop": search.points, "metric": task.headline_metric, "met": met, "summary": summary,
         "heldout": {"data": str(search.budget.data), "split": search.budget.split, "images": len(search.heldout)},
@@ -419,6 +489,7 @@ def _record(search: Search, base: Attempt, final: Attempt, met: bool, seconds: f
         "after": {"metric": final.metric, "drop": final.drop, "latency_ms": final.latency_ms, "size_bytes": final.size_bytes},
         "chosen": {"step": final.candidate.step, "description": final.candidate.description, "recipe": recipe.to_dict()},
         "float_layers": float_layers,
+        **({"qat": final.fine_tuning} if final.fine_tuning else {}),
         "latency_ratio": latency_ratio,
         "size_ratio": final.size_bytes / base.size_bytes if base.size_bytes else None,
         "measured_on": "simulated (CoreML runs only on macOS)" if search.simulated else "runtime",

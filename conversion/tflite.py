@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from quantization import qat
 from quantization.ptq import litert_quantizer, pt2e_quantize
 
 from . import tflite_ops
@@ -43,8 +44,10 @@ def convert(job: ConversionJob, dest: Path) -> dict:
         calibration = job.require_calibration()
         if app:  # the same images, as the uint8 pixels the app graph takes
             calibration = pixels_from_normalized(calibration, preprocessing.mean, preprocessing.std)
-        quantizer = litert_quantizer(job.recipe)
-        quantized = pt2e_quantize(model, example, quantizer, calibration, fold_quantize=False)
+        quantized = None if app else job.trained_int8(lambda graph: qat.pt2e_convert(graph, fold_quantize=False))  # QAT's graph, its ranges
+        quantizer = litert_quantizer(job.recipe, qat=quantized is not None)
+        if quantized is None:
+            quantized = pt2e_quantize(model, example, quantizer, calibration, fold_quantize=False)
         edge_model = litert_torch.convert(quantized, (example,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
     content = edge_model.model_content()
     if app:
@@ -181,4 +184,4 @@ def carried_description(path: Path) -> dict:
 
 TARGET = Target(SPEC, convert, describe=carried_description, options=(INPUT, decode_option("graph")),
                 profile=tflite_ops.profile, capture=tflite_ops.capture, peak_gemm=tflite_ops.peak_gemm,
-                recognizes=flatbuffer_identified(b"TFL3"))
+                recognizes=flatbuffer_identified(b"TFL3"), fake_quantization=qat.LITERT)

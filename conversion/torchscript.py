@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from quantization import qat
 from quantization.ptq import ENGINES, fx_quantize
 
 from . import torchscript_ops
@@ -23,7 +24,8 @@ ENGINE = TargetOption("engine", "x86", ENGINES, "int8 kernels: x86 (any x86 CPU,
 def script_model(job: ConversionJob, engine: str) -> torch.jit.ScriptModule:
     model = job.model
     if job.precision.name == "int8":
-        model = fx_quantize(model, job.example, job.require_calibration(), job.recipe, engine)
+        trained = job.trained_int8(lambda graph: qat.fx_convert(graph, engine))  # quantization-aware training's graph, its ranges
+        model = trained if trained is not None else fx_quantize(model, job.example, job.require_calibration(), job.recipe, engine)
     with torch.no_grad():
         traced = torch.jit.trace(model, job.example, check_trace=False)
     return torch.jit.freeze(traced.eval())
@@ -76,4 +78,5 @@ def load_module(path: Path, manifest: dict | None) -> tuple[torch.jit.ScriptModu
 
 TARGET = Target(SPEC, convert, gate_failure_hint=gate_failure_hint, describe=carried_description, options=(ENGINE, decode_option("host")),
                 profile=torchscript_ops.profile, capture=torchscript_ops.capture, peak_gemm=torchscript_ops.peak_gemm,
-                recognizes=zip_with_member(lambda name: "/code/" in name and not name.endswith("bytecode.pkl")), claims_suffix=False)
+                recognizes=zip_with_member(lambda name: "/code/" in name and not name.endswith("bytecode.pkl")), claims_suffix=False,
+                fake_quantization=qat.fx_scheme(lambda options: options.get("engine", ENGINE.default)))

@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 
 
+from quantization import qat
+
 from .file_kinds import zip_with_member
 from .base import SELF_DESCRIPTION, ConversionJob, Target, TargetSpec, decode_option, self_description, zipped_extra_file
 from .torchscript import script_model
@@ -39,4 +41,5 @@ def convert(job: ConversionJob, dest: Path) -> dict:
 
 
 TARGET = Target(SPEC, convert, describe=zipped_extra_file, options=(decode_option("host"),),
-                recognizes=zip_with_member(lambda name: name.endswith("/bytecode.pkl")))
+                recognizes=zip_with_member(lambda name: name.endswith("/bytecode.pkl")),
+                fake_quantization=qat.fx_scheme(lambda options: "qnnpack"))

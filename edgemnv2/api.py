@@ -24,6 +24,7 @@ from conversion.base import ArtifactResult
 from conversion.pipeline import run_conversion
 from conversion.recourse import STEPS as RECOURSE_STEPS, AccuracyBudget
 from quantization.ptq import QuantRecipe
+from quantization.qat import QatRecipe
 
 from .checkpoint import CheckpointMeta, save_checkpoint
 from .data.images import is_image_file, list_images
@@ -63,7 +64,7 @@ def convert(model: nn.Module | str | Path, out: str | Path, *, meta: CheckpointM
             per_channel: bool = True, equalization: str = "none", server_engine: str = "x86", target_options: dict[str, dict] | None = None, force: bool = False,
             sign_key: str | Path | None = None, max_drop: float | None = None, accuracy_data: str | Path | None = None,
             accuracy_limit: int | None = 1000, gates: str | Path | None = None, recourse_steps: Sequence[str] | None = None, name: str = "model", arch: str | None = None, on_start=None, on_result=None,
-            on_search=None) -> ConversionResult:
+            on_search=None, train_data: str | Path | None = None, qat_epochs: int = QatRecipe.epochs) -> ConversionResult:
     """Fold, quantize and export a checkpoint file, or a model in memory, to every requested target.
 
     A model in memory (an `nn.Module` built by `edgemnv2.models.create_model`, trained however you
@@ -75,7 +76,9 @@ def convert(model: nn.Module | str | Path, out: str | Path, *, meta: CheckpointM
     gates: a gates file whose max_top1_drop / max_map50_drop (int8, per target) is the budget when max_drop is not given.
     max_drop: the most (points of top-1, or of mAP@.5) an int8 artifact may lose on held-out images
     (`accuracy_data`, default `calib_data`'s val split); over it, the recourse search
-    (conversion/recourse.py) finds a recipe that meets it; on_search(line) reports each evaluation."""
+    (conversion/recourse.py) finds a recipe that meets it; on_search(line) reports each evaluation.
+    Its last step, quantization-aware training, fine-tunes `qat_epochs` epochs on `train_data`'s
+    train split (default: `calib_data`'s)."""
     out = Path(out)
     if isinstance(model, nn.Module):
         if meta is None:
@@ -93,7 +96,8 @@ def convert(model: nn.Module | str | Path, out: str | Path, *, meta: CheckpointM
             raise UserError("an accuracy budget needs held-out images: --accuracy-data, or --calib-data with a val/ split")
         steps = tuple(recourse_steps) if recourse_steps else RECOURSE_STEPS
         budget = AccuracyBudget(None if max_drop is None else float(max_drop), Path(held_out), limit=accuracy_limit, steps=steps, log=on_search,
-                                gates=load_gates(Path(gates), target_names()) if gates is not None and max_drop is None else None)
+                                gates=load_gates(Path(gates), target_names()) if gates is not None and max_drop is None else None,
+                                qat=QatRecipe(epochs=qat_epochs), train_data=Path(train_data) if train_data else None)
     results, plan, info = run_conversion(checkpoint, list(targets), list(precisions), Path(calib_data) if calib_data else None, out, recipe, force,
                                          arch, on_result=on_result, sign_key=Path(sign_key) if sign_key else None,
                                          target_options={"torchscript": {"engine": server_engine}, **(target_options or {})}, on_start=on_start,

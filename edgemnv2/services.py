@@ -12,6 +12,7 @@ from typing import Callable
 
 from conversion import target_names
 from conversion.pipeline import calibration_images, prepare_model, run_conversion
+from conversion.recourse import AccuracyBudget
 from quantization.ptq import QuantRecipe, litert_quantizer, pt2e_quantize, xnnpack_quantizer
 
 from .bundle import make_bundles
@@ -180,9 +181,12 @@ def run_demo(out: Path, *, scale: float = 1.0, epoch_scale: float = 1.0, threads
         metrics = evaluate_runner(torch_runner(model), val_data)
         summary[name] = {"checkpoint": str(checkpoint), **metrics}
         log.line(f"{name}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-        log.stage(f"4. convert {name} to every target")
+        log.stage(f"4. convert {name} to every target (int8 budget: the default gates)")
         artifacts = out / "artifacts" / name
-        results, _, _ = run_conversion(checkpoint, ["all"], ["all"], root, artifacts, QuantRecipe(), force=False,
+        # the default gates are the int8 accuracy budget (as `convert --gates default`): an artifact that would fail its
+        # gate is re-made by the recourse search (conversion/recourse.py) before validate judges it
+        budget = AccuracyBudget(None, root, threads=threads, gates=load_gates("default", target_names()), log=lambda line: log.line(f"    {line}"))
+        results, _, _ = run_conversion(checkpoint, ["all"], ["all"], root, artifacts, QuantRecipe(), force=False, budget=budget,
                                        on_start=lambda target, precision, i, n: log.line(f"  [{i}/{n}] converting {target} {precision} ..."))
         summary[name]["artifacts"] = [
             {"target": r.target, "precision": r.precision, "status": r.status, "bytes": r.size_bytes, "seconds": round(r.seconds, 1), "message": r.message}

@@ -243,3 +243,53 @@ def _report(record: dict) -> None:
 
     parts = [f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()]
     Console(file=TERMINAL.get()).print("  ".join(parts), highlight=False)
+
+
+# ---- fine-tuning a prepared model (quantization-aware training, quantization/qat.py) ----
+
+def classification_loss(module: nn.Module, data: ClassificationData, batch: Batch, meta: CheckpointMeta, rng) -> torch.Tensor:
+    x = torch.from_numpy(meta.preprocessing.normalize(batch.images))
+    flip = torch.from_numpy(rng.uniform(size=len(batch)) < 0.5)
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x).contiguous()
+    labels = torch.from_numpy(data.labels[batch.indices])
+    return nn.functional.cross_entropy(module(x), labels, label_smoothing=TrainConfig.label_smoothing)
+
+
+def detection_loss(module: nn.Module, data: DetectionData, batch: Batch, meta: CheckpointMeta, rng, stride: int = 4) -> torch.Tensor:
+    images, (heatmap, wh, offset, mask) = _detection_batch(data, batch, rng, meta.num_classes, stride, augment=True)
+    loss, _ = centernet_loss(module(torch.from_numpy(meta.preprocessing.normalize(images)).contiguous()), heatmap, wh, offset, mask)
+    return loss
+
+
+def fine_tune(module: nn.Module, data, meta: CheckpointMeta, settings, loss_of, after_epoch=None, description: str = "QAT") -> dict:
+    """`settings.epochs` epochs of AdamW (no weight decay: the weights are trained already) on `data`,
+    the learning rate decaying from `settings.lr` to 0 (cosine), seeded; `loss_of(module, data,
+    batch, meta, rng)` is the task's loss. -> what it did, for the manifest."""
+    if len(data) == 0:
+        raise UserError("the training split for quantization-aware training is empty")
+    rng = _seed_everything(settings.seed)
+    per_epoch = min(len(data), settings.images_per_epoch or len(data))
+    steps = settings.epochs * math.ceil(per_epoch / settings.batch_size)
+    parameters = [p for p in module.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
+    started, seen, losses = time.perf_counter(), 0, []
+    for epoch in range(1, settings.epochs + 1):
+        order = rng.permutation(len(data))[:per_epoch]
+        epoch_losses = []
+        for batch in read_batches(data, chunked(order, settings.batch_size), description=f"{description} epoch {epoch}/{settings.epochs}"):
+            loss = loss_of(module, data, batch, meta, rng)
+            if not torch.isfinite(loss):
+                raise UserError(f"quantization-aware training diverged (loss is {float(loss)}) in epoch {epoch}; lower the QAT learning rate")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(parameters, GRADIENT_CLIP)
+            optimizer.step()
+            schedule.step()
+            epoch_losses.append(loss.item())
+            seen += len(batch)
+        losses.append(float(np.mean(epoch_losses)))
+        if after_epoch is not None:
+            after_epoch(epoch)
+    return {"epochs": settings.epochs, "lr": settings.lr, "batch_size": settings.batch_size, "seed": settings.seed, "images_seen": seen,
+            "train_images": len(data), "loss_per_epoch": [round(v, 5) for v in losses], "seconds": round(time.perf_counter() - started, 1)}

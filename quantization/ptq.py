@@ -25,6 +25,8 @@ from torch import nn
 from edgemnv2.errors import UserError, did_you_mean
 from edgemnv2.progress import progress
 
+from .qat import QatRecipe
+
 OBSERVER_NAMES = ("histogram", "minmax", "moving_average")
 EQUALIZATIONS = ("none", "cle", "cle+bc")  # quantization/equalize.py: cross-layer equalization, then bias correction
 ENGINES = ("x86", "onednn", "qnnpack")
@@ -42,6 +44,7 @@ class QuantRecipe:
     # accuracy, and a detector's in-graph decode (max-pool, top-K and gathers are not int8 ops).
     float_modules: tuple[str, ...] = ()
     equalization: str = "none"  # applied to the folded fp32 model before quantizing (conversion/pipeline.py)
+    qat: "QatRecipe | None" = None  # fine-tune under the target's fake quantization first (quantization/qat.py)
 
     def __post_init__(self):
         if self.observer not in OBSERVER_NAMES:
@@ -54,12 +57,15 @@ class QuantRecipe:
     def to_dict(self) -> dict:
         record = dataclasses.asdict(self)
         record["float_modules"] = list(self.float_modules)
+        if self.qat is None:  # recipes without QAT keep the manifests (and their provenance) they always had
+            del record["qat"]
         return record
 
     @classmethod
     def from_dict(cls, record: dict) -> "QuantRecipe":
         """The inverse of to_dict (a manifest's recipe); keys it lacks keep their defaults."""
-        return cls(**{**record, "float_modules": tuple(record.get("float_modules", ()))})
+        qat = record.get("qat")
+        return cls(**{**record, "float_modules": tuple(record.get("float_modules", ())), "qat": QatRecipe(**qat) if qat else None})
 
     def keeping_in_float(self, *names: str) -> "QuantRecipe":
         return dataclasses.replace(self, float_modules=tuple(dict.fromkeys(self.float_modules + names)))
@@ -82,23 +88,26 @@ def _with_activation_observer(config, recipe: QuantRecipe):
     return dataclasses.replace(config, **replace)
 
 
-def xnnpack_quantizer(recipe: QuantRecipe):
+def xnnpack_quantizer(recipe: QuantRecipe, qat: bool = False):
+    """qat: the config's fake quantization (quantization/qat.py) instead of the recipe's observer."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
 
     from .annotations import leave_float_modules_unannotated, quantize_clamps_after_their_producer, with_annotation_fixes
 
-    config = get_symmetric_quantization_config(is_per_channel=recipe.per_channel)
-    quantizer = XNNPACKQuantizer().set_global(_with_activation_observer(config, recipe))
+    config = get_symmetric_quantization_config(is_per_channel=recipe.per_channel, is_qat=qat)
+    quantizer = XNNPACKQuantizer().set_global(config if qat else _with_activation_observer(config, recipe))
     return with_annotation_fixes(quantizer, recipe.float_modules, leave_float_modules_unannotated, quantize_clamps_after_their_producer)
 
 
-def litert_quantizer(recipe: QuantRecipe):
+def litert_quantizer(recipe: QuantRecipe, qat: bool = False):
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
 
     from .annotations import annotate_missed_ops, leave_float_modules_unannotated, quantize_clamps_after_their_producer, with_annotation_fixes
 
-    config = get_symmetric_quantization_config(is_per_channel=recipe.per_channel, is_dynamic=False)
-    quantizer = PT2EQuantizer().set_global(_with_activation_observer(config, recipe))
+    config = get_symmetric_quantization_config(is_per_channel=recipe.per_channel, is_qat=qat, is_dynamic=False)
+    if qat:  # its fake quantization, but not its QAT conv+BN annotator: that one fails on torchao's export (litert-torch 0.x);
+        config = dataclasses.replace(config, is_qat=False)  # and BN is folded before QAT anyway (quantization/qat.py)
+    quantizer = PT2EQuantizer().set_global(config if qat else _with_activation_observer(config, recipe))
     return with_annotation_fixes(quantizer, recipe.float_modules, leave_float_modules_unannotated, quantize_clamps_after_their_producer,
                                  annotate_missed_ops)
 
@@ -208,6 +217,8 @@ def observe_through_clamps(prepared: torch.fx.GraphModule) -> int:
     patched = 0
     for node in prepared.graph.nodes:
         observer = modules.get(node.target) if node.op == "call_module" else None
+        if isinstance(observer, torch.ao.quantization.FakeQuantizeBase):  # QAT (quantization/qat.py): the observer it quantizes with
+            observer = getattr(observer, "activation_post_process", None)
         if not isinstance(observer, torch.ao.quantization.ObserverBase) or not node.users:
             continue
         if all(_is_relu6(user, modules) for user in node.users):

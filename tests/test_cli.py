@@ -2,7 +2,6 @@
 
 import pickle
 
-import pytest
 import torch
 from PIL import Image
 

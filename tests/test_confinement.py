@@ -7,6 +7,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,37 @@ def test_a_runner_that_starts_threads_without_end_meets_its_cap_and_leaves_no_cg
         assert not list(tasks.parent_dir().glob(f"{tasks.PREFIX}*-{pid}"))
 
 
+def test_what_a_runner_started_dies_with_a_host_killed_outright(tmp_path):
+    """The host killed by SIGKILL (a crash, the OOM killer) runs no cleanup of its own: the factory
+    kills every runner's group, what they started included, and removes their cgroups."""
+    host = tmp_path / "host.py"
+    host.write_text("import os, signal, sys\nfrom edgemnv2.confine.runner import ConfinedRunner, RunnerLimits\n"
+                    "runner = ConfinedRunner('tflite', sys.argv[1], {}, 1, RunnerLimits(processes=True), adapter=False)\n"
+                    "print(runner.pid, flush=True)\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    (tmp_path / "artifact").write_bytes(b"x")
+    done = subprocess.run([sys.executable, str(host), str(tmp_path / "artifact")], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "EDGEMNV2_RUNNER_FAILPOINT": "orphan"}, cwd=Path(__file__).resolve().parents[1])
+    runner = int(done.stdout.split()[0])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _group_members(runner):
+        time.sleep(0.1)
+    assert not _group_members(runner), done.stderr[-2000:]
+    if tasks.parent_dir() is not None:
+        assert not list(tasks.parent_dir().glob(f"{tasks.PREFIX}*-{runner}"))
+
+
+def _group_members(group: int) -> list[int]:
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":  # pgrp (zombies awaiting their reaper are gone already)
+            members.append(int(stat.parent.name))
+    return members
+
+
 def test_a_confined_runner_gives_the_in_process_outputs_and_times_itself(classifier_artifacts):
     from conversion import TARGETS
 
@@ -130,7 +162,9 @@ def test_no_network_no_foreign_files_inside_the_runner(tmp_path):
         "                      ('chmod_scratch', lambda: os.chmod(work / 'scratch' / 'x', 0o777)), ('kill_parent', lambda: os.kill(os.getppid(), 0)),\n"
         "                      ('kill_self', lambda: os.kill(os.getpid(), 0)), ('memfd', lambda: os.memfd_create('x')),\n"
         "                      ('shm', lambda: checked(libc.shmget(0, 1 << 20, 0o1600))),\n"
-        "                      ('fallocate_keep_size', lambda: checked(libc.fallocate(log, 1, ctypes.c_long(0), ctypes.c_long(1 << 30))))]:\n"
+        "                      ('fallocate_keep_size', lambda: checked(libc.fallocate(log, 1, ctypes.c_long(0), ctypes.c_long(1 << 30)))),\n"
+        "                      ('reserve_ioctl', lambda: checked(libc.ioctl(log, ctypes.c_ulong(0x4030582A), (ctypes.c_int64 * 6)(0, 0, 0, 1 << 30, 0, 0)))),\n"
+        "                      ('inotify', lambda: checked(libc.inotify_init1(0)))]:\n"
         "    try:\n        attempt(); results[name] = 'allowed'\n    except OSError as exc:\n        results[name] = type(exc).__name__\n"
         "print(json.dumps(results))\n")
     (tmp_path / "artifact").mkdir()
@@ -148,7 +182,7 @@ def test_no_network_no_foreign_files_inside_the_runner(tmp_path):
                        "connect": "PermissionError", "listen": "PermissionError", "udp": "PermissionError", "unix": "PermissionError",
                        "socketpair": "PermissionError", "fork": "PermissionError", "setsid": "PermissionError", "chmod_scratch": "PermissionError",
                        "kill_parent": "PermissionError", "kill_self": "allowed", "memfd": "PermissionError", "shm": "PermissionError",
-                       "fallocate_keep_size": "OSError"}, done.stderr[-2000:]
+                       "fallocate_keep_size": "OSError", "reserve_ioctl": "OSError", "inotify": "PermissionError"}, done.stderr[-2000:]
 
 
 def test_a_missing_runtime_is_runtime_unavailable_not_a_crash(classifier_artifacts):

@@ -1,6 +1,5 @@
 """Every target x precision converted from a really trained small model and run in its real runtime."""
 
-import json
 import sys
 
 import numpy as np

@@ -50,11 +50,13 @@ def convert(
     threads: Annotated[int, typer.Option(help="CPU threads.")] = 2,
     force: Annotated[bool, typer.Option(help="Replace existing artifacts. Without it, an artifact already built from the same checkpoint, recipe, calibration set and tools is kept, and one built from anything else is refused.")] = False,
     sign_key: Annotated[Optional[Path], typer.Option(help="Private key (PEM, elliptic curve): sign each artifact with its manifest and sidecars (OpenSSF model signing; <artifact>.sig).")] = None,
-    max_drop: Annotated[Optional[float], typer.Option(help="Accuracy budget for int8: the most points of top-1 (classifiers) or mAP@.5 (detectors) an artifact may lose on held-out images, measured in its runtime. Over it, search calibration, then equalization, then layers kept in float, until it is met (at most 20 evaluations).")] = None,
+    max_drop: Annotated[Optional[float], typer.Option(help="Accuracy budget for int8: the most points of top-1 (classifiers) or mAP@.5 (detectors) an artifact may lose on held-out images, measured in its runtime. Over it, search calibration, then equalization, then layers kept in float, then quantization-aware training, until it is met (at most 20 evaluations).")] = None,
     accuracy_data: Annotated[Optional[Path], typer.Option(help="Held-out images for --max-drop (a dataset root; its val split). Default: --calib-data's val split.")] = None,
     accuracy_limit: Annotated[int, typer.Option(help="Held-out images per --max-drop evaluation.")] = 1000,
     gates: Annotated[Optional[Path], typer.Option(help="A gates file (as for validate): its int8 max_top1_drop / max_map50_drop, per target, is the --max-drop budget.")] = None,
-    recourse: Annotated[list[str], typer.Option(help="The --max-drop search's steps, in this order: calibration, equalization, mixed-precision (comma-separate; default all).")] = [],
+    recourse: Annotated[list[str], typer.Option(help="The --max-drop search's steps, in this order: calibration, equalization, mixed-precision, qat (quantization-aware training: the best recipe's weights fine-tuned under the target's fake quantization) (comma-separate; default all).")] = [],
+    train_data: Annotated[Optional[Path], typer.Option(help="Training images for the qat step (a dataset root; its train/ split, never the held-out one). Default: --calib-data's.")] = None,
+    qat_epochs: Annotated[int, typer.Option(help="Epochs of quantization-aware training in the qat step (observers frozen after the first).")] = 2,
     set_option: Annotated[list[str], typer.Option("--set", help="A target's option, TARGET.OPTION=VALUE (repeatable): " + OPTIONS_HELP)] = [],
     json_output: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout; the table goes to stderr.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", help=VERBOSE_HELP)] = False,
@@ -78,7 +80,7 @@ def convert(
         result = api.convert(checkpoint, out_dir, targets=_split(target), precisions=_split(precision), calib_data=calib_data, calib_size=calib_size,
                              observer=observer, per_channel=not per_tensor, equalization=equalization, target_options=_target_options(set_option, server_engine), force=force,
                              sign_key=sign_key, arch=arch, max_drop=max_drop, accuracy_data=accuracy_data, accuracy_limit=accuracy_limit,
-                             recourse_steps=_split(recourse) or None, gates=gates, on_start=starting, on_result=report, on_search=lambda line: console.print(f"    {line}", style="dim"))
+                             recourse_steps=_split(recourse) or None, gates=gates, train_data=train_data, qat_epochs=qat_epochs, on_start=starting, on_result=report, on_search=lambda line: console.print(f"    {line}", style="dim"))
     results = result.artifacts
     if log_path is not None:
         console.print(f"third-party output (warnings, converter logs) in {log_path}; --verbose shows it here", style="dim")

@@ -38,6 +38,9 @@ def python_roots() -> list[Path]:
     return sorted(root.resolve() for root in roots if root.exists())
 
 
+OPEN_FILES, PENDING_SIGNALS = 256, 64
+
+
 def _limit(kind: int, value: int | None) -> None:
     if value is None:
         return
@@ -57,6 +60,9 @@ def confine(artifact_dir: Path, work_dir: Path, limits: dict, threads: int, fact
         _limit(resource.RLIMIT_AS, (status_kb("VmSize") or 0) * 1024 + limits["memory_bytes"])
     _limit(resource.RLIMIT_CPU, limits.get("cpu_seconds"))
     _limit(resource.RLIMIT_FSIZE, limits.get("file_bytes"))
+    # descriptors (each pipe can hold a megabyte of kernel memory) and queued signals (POSIX timers): quotas every process of the uid shares
+    _limit(resource.RLIMIT_NOFILE, OPEN_FILES)
+    _limit(resource.RLIMIT_SIGPENDING, PENDING_SIGNALS)
     threads_capped, threads_uncapped = tasks.cap(int(limits.get("tasks") or tasks.allowance(threads)), factory or os.getppid())  # first: joining a cgroup needs the rights dropped next
     enforced, missing = [], []
     for name, take in (("capabilities", capabilities.drop_all),
@@ -140,6 +146,12 @@ def _failpoint(point: str | None, reply_fd: int) -> None:
         import ctypes
 
         ctypes.string_at(0)  # reads address 0: SIGSEGV, as a runtime crashing on hostile bytes would
+    elif point == "orphan":  # a process the runner starts (only the one allowed to): it must not outlive the host
+        import os
+
+        if os.fork() == 0:
+            time.sleep(3600)
+            os._exit(0)
     elif point == "threads":
         import threading
 

@@ -62,31 +62,62 @@ class RunnerFailed(Exception):
 
 
 def _remove_tree(root: Path) -> None:
-    """Remove a runner's folder without recursion (3.11's rmtree recurses, and a runner allowed to
-    write may have nested folders thousands deep); symbolic links are removed, never followed."""
-    stack, emptied = [str(root)], set()
-    while stack:
-        folder = stack[-1]
-        if folder in emptied:  # its subfolders are done (or could not be removed): now itself
-            stack.pop()
+    """Remove a runner's folder without recursion (3.11's rmtree recurses, and the runner allowed to
+    write may nest folders thousands deep) and relative to open folder descriptors (paths longer
+    than PATH_MAX are no obstacle); never follows a symbolic link, and enters each folder once."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        top = os.open(root, flags)
+    except OSError:
+        return
+    stack, entered = [(top, None, None)], {_identity(top)}  # (folder fd, its name, its parent's fd)
+    try:
+        while stack:
+            fd, name, parent = stack[-1]
             try:
-                os.rmdir(folder)
+                entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in os.scandir(fd)]
             except OSError:
-                pass
-            continue
-        emptied.add(folder)
-        try:
-            entries = list(os.scandir(folder))
-        except OSError:
-            continue
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
-                stack.append(entry.path)
-            else:
+                entries = []
+            subfolder = None
+            for entry, is_folder in entries:
+                if not is_folder:
+                    _quietly(os.unlink, entry, dir_fd=fd)
+                    continue
+                if subfolder is not None:
+                    continue
                 try:
-                    os.unlink(entry.path)
+                    opened = os.open(entry, flags, dir_fd=fd)
                 except OSError:
-                    pass
+                    continue
+                if _identity(opened) in entered:  # entered before and could not be emptied: leave it
+                    os.close(opened)
+                    continue
+                entered.add(_identity(opened))
+                subfolder = (opened, entry, fd)
+            if subfolder is not None:
+                stack.append(subfolder)
+                continue
+            stack.pop()
+            os.close(fd)
+            if parent is not None:
+                _quietly(os.rmdir, name, dir_fd=parent)
+    finally:
+        for fd, _, _ in stack:
+            os.close(fd)
+    _quietly(os.rmdir, root)
+
+
+def _identity(fd: int) -> tuple[int, int]:
+    status = os.fstat(fd)
+    return status.st_dev, status.st_ino
+
+
+def _quietly(function, *args, **kwargs) -> bool:
+    try:
+        function(*args, **kwargs)
+        return True
+    except OSError:
+        return False
 
 
 def _signal_name(code: int) -> str:

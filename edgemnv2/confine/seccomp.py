@@ -12,8 +12,10 @@ runner's kill); the chmod, chown, utime and xattr families and path truncate(2) 
 ABI < 3 does not cover truncate, no ABI covers the others); kill, tgkill and sigqueue work only on
 the runner's own pid, and tkill and pidfd_send_signal not at all; memfd_create and System V shared
 memory, messages and semaphores fail (memory no rlimit counts, segments that outlive the runner,
-and IPC with any process of the same uid), clone into new namespaces fails, and fallocate answers
-EOPNOTSUPP (FALLOC_FL_KEEP_SIZE reserves disk past RLIMIT_FSIZE; libc falls back to bounded writes). Like Landlock, the filter can
+and IPC with any process of the same uid), as do inotify and fanotify (quotas shared with every process
+of the uid); clone into new namespaces or as the factory's child (CLONE_PARENT) fails; fallocate and
+the ioctls that reserve or zero disk ranges answer EOPNOTSUPP (FALLOC_FL_KEEP_SIZE and FS_IOC_RESVSP
+reserve disk past RLIMIT_FSIZE; libc falls back to bounded writes). Like Landlock, the filter can
 never be removed and passes to children. x86_64's x32 calls (bit 30 set) and other ABIs' calls
 (ia32 on x86_64) are refused outright.
 """
@@ -41,13 +43,20 @@ DENIED = ("socket", "socketpair", "io_uring_setup", "fork", "vfork", "execve", "
           # memory no rlimit counts (a memfd's pages, System V segments, which outlive the process) and System V IPC
           # with other processes of the same uid
           "memfd_create", "memfd_secret", "shmget", "shmat", "shmdt", "shmctl", "msgget", "msgsnd", "msgrcv", "msgctl",
-          "semget", "semop", "semctl", "semtimedop")
+          "semget", "semop", "semctl", "semtimedop",
+          # per-user quotas shared with every other process of root (inotify instances)
+          "inotify_init", "inotify_init1", "fanotify_init")
 ENOSYS_CALLS = ("clone3",)  # "not here": glibc falls back to clone(2) for threads, which the filter can inspect
 # fallocate(FALLOC_FL_KEEP_SIZE) reserves disk space past RLIMIT_FSIZE; refused, posix_fallocate falls back to writes, which it bounds
 EOPNOTSUPP_CALLS = ("fallocate",)
 OWN_PID_CALLS = ("kill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo")  # first argument: a pid (tgid)
 CLONE = "clone"  # first argument: flags (x86_64 and aarch64 alike): threads only, never into new namespaces
-CLONE_NEW_NAMESPACES = 0x7E020080  # CLONE_NEWTIME, NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET
+# CLONE_NEWTIME, NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET; and CLONE_PARENT (a child of the factory,
+# which never reaps it: a zombie outliving the runner and its cgroup)
+CLONE_REFUSED = 0x7E020080 | 0x8000
+IOCTL = "ioctl"  # second argument: the request. Disk reservations and zeroed ranges allocate past RLIMIT_FSIZE, as fallocate does
+RESERVING_IOCTLS = (0x40305828, 0x4030582A, 0x40305829, 0x4030582B, 0x40305839)  # FS_IOC_RESVSP(64), FS_IOC_UNRESVSP(64), FS_IOC_ZERO_RANGE
+OFFSET_ARG1 = OFFSET_ARG0 + 8
 
 # machine -> (AUDIT_ARCH_*, {name: number}); aarch64 has no chmod/chown/utime/fork family (only the *at calls)
 ARCHES = {
@@ -61,7 +70,8 @@ ARCHES = {
         "pidfd_getfd": 438, "kcmp": 312, "unshare": 272, "setns": 308, "mount": 165, "umount2": 166, "fsopen": 430, "fsmount": 432,
         "move_mount": 429, "open_tree": 428, "userfaultfd": 323, "bpf": 321, "perf_event_open": 298,
         "memfd_create": 319, "memfd_secret": 447, "shmget": 29, "shmat": 30, "shmctl": 31, "shmdt": 67, "semget": 64, "semop": 65,
-        "semctl": 66, "semtimedop": 220, "msgget": 68, "msgsnd": 69, "msgrcv": 70, "msgctl": 71, "fallocate": 285}),
+        "semctl": 66, "semtimedop": 220, "msgget": 68, "msgsnd": 69, "msgrcv": 70, "msgctl": 71, "fallocate": 285,
+        "inotify_init": 253, "inotify_init1": 294, "fanotify_init": 300, "ioctl": 16}),
     "aarch64": (0xC00000B7, {
         "setxattr": 5, "lsetxattr": 6, "fsetxattr": 7, "removexattr": 14, "lremovexattr": 15, "fremovexattr": 16, "truncate": 45, "fchmod": 52,
         "fchmodat": 53, "fchownat": 54, "fchown": 55, "utimensat": 88, "kill": 129, "tkill": 130, "tgkill": 131, "rt_sigqueueinfo": 138,
@@ -71,7 +81,8 @@ ARCHES = {
         "pidfd_open": 434, "pidfd_getfd": 438, "kcmp": 272, "unshare": 97, "setns": 268, "mount": 40, "umount2": 39, "fsopen": 430,
         "fsmount": 432, "move_mount": 429, "open_tree": 428, "userfaultfd": 282, "bpf": 280, "perf_event_open": 241,
         "memfd_create": 279, "memfd_secret": 447, "shmget": 194, "shmctl": 195, "shmat": 196, "shmdt": 197, "semget": 190, "semctl": 191,
-        "semtimedop": 192, "semop": 193, "msgget": 186, "msgctl": 187, "msgrcv": 188, "msgsnd": 189, "fallocate": 47}),
+        "semtimedop": 192, "semop": 193, "msgget": 186, "msgctl": 187, "msgrcv": 188, "msgsnd": 189, "fallocate": 47,
+        "inotify_init1": 26, "fanotify_init": 262, "ioctl": 29}),
 }
 
 
@@ -107,10 +118,16 @@ def _program(arch: int, numbers: dict[str, int], own_pid: int, allow_processes: 
     for name in OWN_PID_CALLS:  # nr matches: load arg0, allow iff it is our pid, then reload nr for the next rule
         if name in numbers:
             rows += [(JEQ_K, 0, 4, numbers[name]), (LD_W_ABS, 0, 0, OFFSET_ARG0), (JEQ_K, 1, 0, own_pid), deny, allow]
-    if CLONE in numbers:  # clone: never a new namespace; and, unless processes are allowed, a thread only
+    if CLONE in numbers:  # clone: never a new namespace nor the factory's child; and, unless processes are allowed, a thread only
         threads_only = [] if allow_processes else [(JSET_K, 1, 0, CLONE_THREAD), deny]
-        block = [(LD_W_ABS, 0, 0, OFFSET_ARG0), (JSET_K, 0, 1, CLONE_NEW_NAMESPACES), deny, *threads_only, allow]
+        block = [(LD_W_ABS, 0, 0, OFFSET_ARG0), (JSET_K, 0, 1, CLONE_REFUSED), deny, *threads_only, allow]
         rows += [(JEQ_K, 0, len(block), numbers[CLONE]), *block]
+    if IOCTL in numbers:  # the reserving requests answer EOPNOTSUPP, as fallocate does; every other request goes on
+        block = [(LD_W_ABS, 0, 0, OFFSET_ARG1)]
+        for index, request in enumerate(RESERVING_IOCTLS):
+            block.append((JEQ_K, len(RESERVING_IOCTLS) - index, 0, request))  # to the refusal after the last test
+        block += [allow, unsupported]
+        rows += [(JEQ_K, 0, len(block), numbers[IOCTL]), *block]
     return rows + [allow]
 
 

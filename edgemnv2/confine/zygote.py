@@ -40,6 +40,9 @@ def _preload(family: str, simulate: str | None) -> None:
 def _runner(request_fd: int, reply_fd: int, work_dir: str, factory: int) -> int:
     from .child import serve
 
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the factory's handler, and its list of runners, are not the runner's
+    LIVE.clear()
+    UNRELEASED.clear()
     os.setsid()  # its own process group: the host can kill it and whatever it starts
     _die_with_parent()
     if os.getppid() != factory:  # the factory died before the line above took effect: nobody would ever kill this runner
@@ -75,12 +78,12 @@ def _reap(pid: int, wait: bool) -> int | None:
         return None
 
 
-def _die_with_parent() -> None:
-    """SIGKILL when the parent goes (the host for the factory, the factory for a runner): no runner
+def _die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """A signal when the parent goes (the host for the factory, the factory for a runner): no runner
     outlives the command that started it."""
     import ctypes
 
-    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
 
 
 LIVE: set[int] = set()  # runners forked and not yet reaped
@@ -108,8 +111,15 @@ def _end() -> int:
     return 0
 
 
+def _host_died(signum, frame) -> None:
+    os._exit(_end())
+
+
 def main() -> int:
-    _die_with_parent()
+    # SIGTERM, not SIGKILL, when the host dies (killed, crashed): the factory first kills every runner's
+    # group (what a runner started would otherwise outlive it) and removes their cgroups
+    signal.signal(signal.SIGTERM, _host_died)
+    _die_with_parent(signal.SIGTERM)
     tasks.sweep()
     host = socket.socket(fileno=int(sys.argv[1]))
     import numpy  # noqa: F401  (every adapter's)

@@ -50,6 +50,8 @@ class Task:
     bundle_labels: Callable[[Any], np.ndarray | None]
     predict: Callable[..., list]  # (outputs of one image, class_names, input_size, image size, threshold) -> predictions
     train: Callable[..., Any]  # (model, train, val, meta, config, out) -> TrainResult
+    # (prepared module, training split, meta, qat.QatRecipe, after_epoch) -> stats: quantization-aware fine-tuning with the task's loss
+    fine_tune: Callable[..., dict]
     # Post-processing an artifact may carry in its graph (the detector's decode): (model, meta) ->
     # the model with it, whose outputs are `postprocessed_output_names`. None: the task has none.
     graph_postprocess: Callable[..., Any] | None = None

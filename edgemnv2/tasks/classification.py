@@ -47,6 +47,12 @@ def _predict(outputs, class_names, input_size, image_size, threshold) -> list[tu
     return [(class_names[i], float(probs[i])) for i in np.argsort(-probs)[:5]]
 
 
+def _fine_tune(module, data, meta, settings, after_epoch=None):
+    from ..train import classification_loss, fine_tune
+
+    return fine_tune(module, data, meta, settings, classification_loss, after_epoch)
+
+
 def _train(model, train, val, meta, config, out):
     from ..train import train_classifier
 
@@ -80,4 +86,5 @@ CLASSIFICATION = Task(
     bundle_labels=lambda data: data.labels,
     predict=_predict,
     train=_train,
+    fine_tune=_fine_tune,
 )

@@ -69,6 +69,12 @@ def _predict(outputs, class_names, input_size, image_size, threshold) -> list[tu
     return [(box * scale, score, label) for box, score, label in confident_detections(outputs, input_size, threshold)[0]]
 
 
+def _fine_tune(module, data, meta, settings, after_epoch=None):
+    from ..train import detection_loss, fine_tune
+
+    return fine_tune(module, data, meta, settings, detection_loss, after_epoch)
+
+
 def _train(model, train, val, meta, config, out):
     from ..train import train_detector
 
@@ -133,6 +139,7 @@ DETECTION = Task(
     bundle_labels=lambda data: None,
     predict=_predict,
     train=_train,
+    fine_tune=_fine_tune,
     graph_postprocess=_graph_postprocess,
     postprocessed_output_names=("boxes", "scores", "classes"),
     drift_view=_drift_view,

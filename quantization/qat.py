@@ -1,0 +1,216 @@
+"""Quantization-aware fine-tuning (QAT): a trained float model fine-tuned under a target's own fake
+quantization, so that its weights learn to live with that target's int8 grid.
+
+What a target's quantizer simulates is what training sees:
+  * ExecuTorch, CoreML W8A8 and ONNX -> the XNNPACK PT2E quantizer's QAT config (ONNX Runtime's
+    QDQ scheme is the same grid: symmetric int8 weights, 8-bit affine activations)
+  * TFLite -> litert-torch's PT2E quantizer's QAT config
+  * TorchScript -> FX `prepare_qat_fx` with the engine's scheme (x86: 7-bit activations)
+with the annotation fixes of annotations.py, and the layers the recipe keeps in float left float.
+
+What comes out is the trained fake-quantized graph and the fine-tuned float model. A target whose
+int8 graph is the trained one (the bare network through its own quantizer: TorchScript's FX graph,
+the XNNPACK graph of ExecuTorch without rewrites, TFLite's with NCHW float input and host decode)
+converts that graph, with the ranges training learned (`ranges="trained"`: on the demo detector's
+TorchScript x86 int8, mAP@.5 drop 0.72 against 1.38 re-calibrated). Anything else (an in-graph
+decode or app-ready input around the network, ONNX Runtime's quantizer) quantizes the fine-tuned
+weights as it quantizes any model, calibrated on the calibration images (`ranges="calibrated"`);
+the manifest says which. The artifact's measured drop decides.
+
+BN is folded before (the pipeline's first step): there are no batch statistics to drift with the
+small batches of CPU fine-tuning. The activation ranges stop moving after the first epoch (as
+torchvision's QAT recipe freezes observers), so later epochs fit the weights to fixed grids.
+"""
+
+import copy
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from edgemnv2.errors import UserError
+
+
+RANGES = ("trained", "calibrated")
+
+
+@dataclass(frozen=True)
+class QatRecipe:
+    """How to fine-tune. `images_per_epoch` None: the whole training split each epoch."""
+
+    epochs: int = 2
+    lr: float = 1e-4
+    batch_size: int = 16
+    seed: int = 0
+    images_per_epoch: int | None = None
+    # "trained": the artifact quantizes with the ranges training learned, where the target's graph is
+    # the trained one (the bare network; not an in-graph decode or app input around it);
+    # "calibrated": the fine-tuned weights, calibrated like any model
+    ranges: str = "trained"
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise UserError("--qat-epochs must be at least 1")
+        if not self.lr > 0:
+            raise UserError("the QAT learning rate must be positive")
+        if self.ranges not in RANGES:
+            raise UserError(f"QAT ranges must be one of {', '.join(RANGES)}, not {self.ranges!r}")
+
+
+# trainer(module, recipe, description) -> stats: fine-tunes `module` in place on the training split with
+# the task's loss (edgemnv2.train.fine_tune), calling `after_epoch(epoch)` after each epoch
+Trainer = Callable[..., dict]
+
+
+def pt2e_prepare(model: nn.Module, example: torch.Tensor, quantizer) -> torch.fx.GraphModule:
+    """The model exported with a free batch size and prepared for QAT by a PT2E quantizer built with
+    its QAT config (fake quantization on weights and activations)."""
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
+
+    from .ptq import remove_dropout
+
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    pair = example.expand(2, *example.shape[1:]).contiguous()  # a batch of 1 would be specialised to 1
+    # a copy: the exported graph shares its parameters with what it was exported from, and training it would change
+    # the model every other target of the run converts
+    graph = torch.export.export(copy.deepcopy(model).eval(), (pair,), dynamic_shapes=({0: batch},)).module()
+    remove_dropout(graph)
+    return prepare_qat_pt2e(graph, quantizer)
+
+
+def pt2e_freeze_ranges(prepared: nn.Module) -> None:
+    from torchao.quantization.pt2e import disable_observer
+
+    prepared.apply(disable_observer)
+
+
+def pt2e_train_mode(prepared: nn.Module, training: bool) -> None:
+    from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
+
+    (move_exported_model_to_train if training else move_exported_model_to_eval)(prepared)
+
+
+def fx_prepare(model: nn.Module, example: torch.Tensor, recipe, engine: str) -> torch.fx.GraphModule:
+    """FX QAT for TorchScript's engines: the engine's activation bits (x86: 7), the recipe's weights."""
+    from torch.ao.quantization import FakeQuantize, QConfig, QConfigMapping, observer
+    from torch.ao.quantization.quantize_fx import prepare_qat_fx
+
+    from .ptq import ENGINES, _modules_named, observe_through_clamps
+
+    if engine not in ENGINES:
+        raise UserError(f"unknown quantization engine {engine!r}")
+    torch.backends.quantized.engine = engine
+    reduce_range = engine == "x86"
+    activation = FakeQuantize.with_args(observer=observer.MovingAverageMinMaxObserver, quant_min=0, quant_max=127 if reduce_range else 255,
+                                        dtype=torch.quint8, qscheme=torch.per_tensor_affine)
+    weight = (FakeQuantize.with_args(observer=observer.MovingAveragePerChannelMinMaxObserver, quant_min=-128, quant_max=127, dtype=torch.qint8,
+                                     qscheme=torch.per_channel_symmetric, ch_axis=0)
+              if recipe.per_channel else
+              FakeQuantize.with_args(observer=observer.MovingAverageMinMaxObserver, quant_min=-128, quant_max=127, dtype=torch.qint8,
+                                     qscheme=torch.per_tensor_symmetric))
+    mapping = QConfigMapping().set_global(QConfig(activation=activation, weight=weight))
+    for name in _modules_named(model, recipe.float_modules):
+        mapping.set_module_name(name, None)
+    prepared = prepare_qat_fx(copy.deepcopy(model).train(), mapping, (example,))
+    observe_through_clamps(prepared)
+    return prepared
+
+
+def fx_freeze_ranges(prepared: nn.Module) -> None:
+    prepared.apply(torch.ao.quantization.disable_observer)
+
+
+def fx_train_mode(prepared: nn.Module, training: bool) -> None:
+    prepared.train(training)
+
+
+@dataclass(frozen=True)
+class FakeQuantization:
+    """A target's fake quantization for QAT: how to prepare a model, freeze its ranges and switch
+    it between training and evaluation."""
+
+    name: str  # in the manifest: which target's scheme the weights were fine-tuned under
+    prepare: Callable[[nn.Module, torch.Tensor, object, dict], nn.Module]  # (model, example, recipe, target options)
+    freeze_ranges: Callable[[nn.Module], None]
+    train_mode: Callable[[nn.Module, bool], None]
+    options_used: Callable[[dict], tuple] = lambda options: ()  # the target options that change the scheme (TorchScript's engine)
+
+
+def _xnnpack(model, example, recipe, options):
+    from .ptq import xnnpack_quantizer
+
+    return pt2e_prepare(model, example, xnnpack_quantizer(recipe, qat=True))
+
+
+def _litert(model, example, recipe, options):
+    from .ptq import litert_quantizer
+
+    return pt2e_prepare(model, example, litert_quantizer(recipe, qat=True))
+
+
+def fx_scheme(engine_of: Callable[[dict], str]) -> FakeQuantization:
+    return FakeQuantization("FX QAT (torch.ao)", lambda model, example, recipe, options: fx_prepare(model, example, recipe, engine_of(options)),
+                            fx_freeze_ranges, fx_train_mode, lambda options: (engine_of(options),))
+
+
+XNNPACK = FakeQuantization("XNNPACK PT2E QAT", _xnnpack, pt2e_freeze_ranges, pt2e_train_mode)
+LITERT = FakeQuantization("LiteRT PT2E QAT", _litert, pt2e_freeze_ranges, pt2e_train_mode)
+
+
+def fine_tuned(model: nn.Module, example: torch.Tensor, recipe, options: dict, scheme: FakeQuantization, train: Trainer) -> "QatResult":
+    """`model` fine-tuned under `scheme` (a copy: `model` is unchanged)."""
+    prepared = scheme.prepare(model, example, recipe, options)
+
+    def after_epoch(epoch: int) -> None:
+        if epoch == 1:
+            scheme.freeze_ranges(prepared)
+
+    scheme.train_mode(prepared, True)
+    stats = train(prepared, recipe.qat, after_epoch=after_epoch)
+    scheme.train_mode(prepared, False)
+    used = scheme.options_used(options)
+    return QatResult(_with_weights(model, prepared), prepared, {**stats, "fake_quantization": scheme.name + (f" ({', '.join(used)})" if used else "")})
+
+
+@dataclass
+class QatResult:
+    model: nn.Module  # the fine-tuned float model
+    trained: nn.Module  # the trained fake-quantized graph (its weights and ranges)
+    stats: dict  # what the training did
+
+
+def pt2e_convert(trained: nn.Module, fold_quantize: bool = True) -> torch.fx.GraphModule:
+    """The int8 graph of a trained PT2E QAT graph, with its learned ranges (a copy: the trained graph
+    stays for the next target)."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    quantized = convert_pt2e(copy.deepcopy(trained), fold_quantize=fold_quantize)
+    quantized.training = False
+    return quantized
+
+
+def fx_convert(trained: nn.Module, engine: str) -> torch.fx.GraphModule:
+    from torch.ao.quantization.quantize_fx import convert_fx
+
+    from .ptq import contiguous_before_clamps
+
+    torch.backends.quantized.engine = engine
+    quantized = convert_fx(copy.deepcopy(trained).eval())
+    if engine == "qnnpack":
+        contiguous_before_clamps(quantized)
+    return quantized
+
+
+def _with_weights(model: nn.Module, prepared: nn.Module) -> nn.Module:
+    """A copy of `model` holding the prepared graph's trained parameters (they keep the model's
+    qualified names through export and FX preparation)."""
+    trained = dict(prepared.named_parameters())
+    result = copy.deepcopy(model).eval()
+    missing = [name for name, _ in result.named_parameters() if name not in trained]
+    if missing:
+        raise RuntimeError(f"QAT: the prepared graph has no parameter {missing[0]} ({len(missing)} missing)")
+    with torch.no_grad():
+        for name, parameter in result.named_parameters():
+            parameter.copy_(trained[name].detach().reshape(parameter.shape))
+    return result
