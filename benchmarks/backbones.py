@@ -191,7 +191,7 @@ def goals(rows) -> dict:
 def markdown(result: dict) -> str:
     t = result["training"]
     lines = [
-        f"# CenterNet backbones on this machine",
+        "# CenterNet backbones on this machine",
         "",
         f"Machine: {result['machine']}; {result['threads']} threads; latency = median of {result['runs']} runs, batch 1, {result['latency_input']}x{result['latency_input']} input; "
         f"all runners timed round-robin in one pass, so machine drift hits every row alike.",
