@@ -59,6 +59,7 @@ class AccuracyBudget:
     log: object = None  # callable(str): one line per evaluation
     gates: object = None  # a validation Gates (its limits(task, precision, target)), when the budget comes from a gates file
     qat: QatRecipe = QatRecipe()  # the quantization-aware training step's settings
+    steps_asked: bool = False  # the user named the steps: a qat step without training images is then an error, not skipped
     train_data: Path | None = None  # its training images (a dataset root; its `train` split); None: beside the calibration images
     _state: dict = dataclasses.field(default_factory=dict, repr=False)
 
@@ -99,12 +100,15 @@ def check_budget_data(budget: AccuracyBudget, calib_data: Path | None) -> None:
         raise UserError(f"{root} has no calib/ split, so its {budget.split} images would also be calibration images; "
                         "give --accuracy-data another folder (or a dataset with calib/ and val/ splits)")
     if "qat" in budget.steps:
-        if budget.train_data is None and calib_data is None:
-            raise UserError("the qat recourse step needs training images: --train-data (a dataset root with a train/ split)")
-        budget.train_data = Path(budget.train_data or calib_data)
-        folder = budget.train_data / TRAIN_SPLIT
-        if not folder.is_dir():
+        folder = Path(budget.train_data or calib_data or ".") / TRAIN_SPLIT
+        missing = budget.train_data is None and calib_data is None or not folder.is_dir()
+        if missing and (budget.steps_asked or budget.train_data is not None):
             raise UserError(f"the qat recourse step needs a training split: {folder} not found (--train-data names a dataset root with a train/ split)")
+        if missing:  # the default steps: the search goes on without QAT, and says so once
+            budget.steps = tuple(step for step in budget.steps if step != "qat")
+            budget.say(f"no training split at {folder}: the search skips quantization-aware training (--train-data names one)")
+            return
+        budget.train_data = folder.parent
         if folder.resolve() == (root / budget.split).resolve():
             raise UserError(f"{folder} is also the held-out split the budget is measured on; quantization-aware training must not see it")
 
@@ -116,6 +120,10 @@ def training_split(budget: AccuracyBudget, meta):
     from edgemnv2.tasks import get_task
 
     split = get_task(meta.task).load_split(Path(budget.train_data), TRAIN_SPLIT, meta.preprocessing, None, meta.class_names)
+    if len(split) < budget.qat.batch_size and not budget.steps_asked:  # the default steps: go on without QAT, saying so
+        budget.steps = tuple(step for step in budget.steps if step != "qat")
+        budget.say(f"{Path(budget.train_data) / TRAIN_SPLIT} has {len(split)} images, less than a batch: the search skips quantization-aware training")
+        return None
     if len(split) < budget.qat.batch_size:
         raise UserError(f"{Path(budget.train_data) / TRAIN_SPLIT} has {len(split)} images: quantization-aware training needs at least "
                         f"a batch ({budget.qat.batch_size})")

@@ -97,7 +97,8 @@ def convert(model: nn.Module | str | Path, out: str | Path, *, meta: CheckpointM
         steps = tuple(recourse_steps) if recourse_steps else RECOURSE_STEPS
         budget = AccuracyBudget(None if max_drop is None else float(max_drop), Path(held_out), limit=accuracy_limit, steps=steps, log=on_search,
                                 gates=load_gates(Path(gates), target_names()) if gates is not None and max_drop is None else None,
-                                qat=QatRecipe(epochs=qat_epochs), train_data=Path(train_data) if train_data else None)
+                                qat=QatRecipe(epochs=qat_epochs), train_data=Path(train_data) if train_data else None,
+                                steps_asked=bool(recourse_steps))
     results, plan, info = run_conversion(checkpoint, list(targets), list(precisions), Path(calib_data) if calib_data else None, out, recipe, force,
                                          arch, on_result=on_result, sign_key=Path(sign_key) if sign_key else None,
                                          target_options={"torchscript": {"engine": server_engine}, **(target_options or {})}, on_start=on_start,
