@@ -43,9 +43,6 @@ from edgemnv2.artifacts import (  # noqa: F401  (re-exported for the target modu
 )
 from edgemnv2.checkpoint import CheckpointMeta
 from edgemnv2.confine.runner import ConfinedRunner, RunnerFailed, RunnerLimits, plain_manifest
-
-# a per-op profile keeps one interpreter per cut of the graph (TFLite), each with its own thread pool
-PROFILE_TASKS = 4096
 from edgemnv2 import failpoints
 from edgemnv2.errors import UserError, did_you_mean, is_internal_error, one_line, reraise_if_debugging
 from edgemnv2.fileio import HASH_ENCODING, commit, discard, folder_lock, remove_stale_temps, sha256_of, size_of, temp_path
@@ -186,6 +183,8 @@ class Target:
         return values
 
 
+# a per-op profile keeps one interpreter per cut of the graph (TFLite), each with its own thread pool: its runner's task cap
+PROFILE_TASKS = 4096
 TRAINED_RANGES = "trained in QAT"  # a manifest's quantization record, when the artifact carries QAT's ranges
 
 
