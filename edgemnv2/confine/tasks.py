@@ -17,6 +17,7 @@ in its confinement line. Cgroups are named `edgemnv2-FACTORY-RUNNER`; the factor
 once it has reaped it, and at its start the ones left by factories that are gone.
 """
 
+import functools
 import os
 import re
 import resource
@@ -63,6 +64,7 @@ def _own_cgroup(hierarchy: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=1)  # read once per process: the factory asks at every reap (a runner forked from it inherits the answer)
 def parent_dir() -> Path | None:
     """The cgroup folder under which runners' pids cgroups go (this process's own), or None."""
     for mount, root, kind, options in _mounts():
