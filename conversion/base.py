@@ -243,9 +243,11 @@ class ConversionJob:
     @property
     def fine_tuning(self) -> dict | None:
         """What quantization-aware training did, and whether its ranges went into the artifact."""
-        if self.qat is None:
-            return None
-        return {**self.qat.stats, "ranges": TRAINED_RANGES if self.trained_ranges_used else "calibrated on the fine-tuned weights"}
+        if self.qat is not None:
+            return {**self.qat.stats, "ranges": TRAINED_RANGES if self.trained_ranges_used else "calibrated on the fine-tuned weights"}
+        if self.meta.qat:  # a `train --qat` checkpoint (conversion/fine_tune.py): calibrated like any model
+            return {**self.meta.qat, "from": "the checkpoint (train --qat)", "ranges": "calibrated on the fine-tuned weights"}
+        return None
 
     def require_calibration(self) -> np.ndarray:
         if self.calibration_images is None or not len(self.calibration_images):

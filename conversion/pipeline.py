@@ -146,6 +146,10 @@ def run_conversion(
         get_target(name)  # a typo in a target's name is not silently ignored
     options = {name: TARGETS[name].option_values(target_options.get(name)) for name, _ in work.pairs}
     model, meta = load_checkpoint(checkpoint, arch)
+    if meta.qat:  # fine-tuned by `train --qat` for one weight scheme: int8 uses it (conversion/fine_tune.py)
+        from .fine_tune import recipe_of
+
+        recipe = recipe_of(meta.qat, recipe)
     needs_calibration = [p for _, p in work.pairs if get_precision(p).needs_calibration]
     if needs_calibration and calib_data is None:
         raise UserError(f"{needs_calibration[0]} conversion needs --calib-data: a folder of real images (random tensors give broken int8 models)")

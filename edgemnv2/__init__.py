@@ -6,7 +6,14 @@ The API is resolved on first use (PEP 562): `import edgemnv2` alone, or any core
 (models, data, tasks, checkpoint), never imports the converters and their runtimes.
 """
 
+import os
+
 __version__ = "0.1.0"
+
+# ONNX Runtime uploads usage telemetry from Linux since 1.29 unless told not to (its own opt-out,
+# read once at import): a deployment tool run in CI makes no network calls it was not asked for.
+# An ORT_DISABLE_TELEMETRY already set is left as it is.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 _API = ("convert", "validate", "predict", "ConversionResult", "Prediction", "ValidationOutcome")
 

@@ -64,7 +64,8 @@ def convert(model: nn.Module | str | Path, out: str | Path, *, meta: CheckpointM
             per_channel: bool = True, equalization: str = "none", server_engine: str = "x86", target_options: dict[str, dict] | None = None, force: bool = False,
             sign_key: str | Path | None = None, max_drop: float | None = None, accuracy_data: str | Path | None = None,
             accuracy_limit: int | None = 1000, gates: str | Path | None = None, recourse_steps: Sequence[str] | None = None, name: str = "model", arch: str | None = None, on_start=None, on_result=None,
-            on_search=None, train_data: str | Path | None = None, qat_epochs: int = QatRecipe.epochs) -> ConversionResult:
+            on_search=None, train_data: str | Path | None = None, qat_epochs: int = QatRecipe.epochs,
+            qat_minutes: float | None = None) -> ConversionResult:
     """Fold, quantize and export a checkpoint file, or a model in memory, to every requested target.
 
     A model in memory (an `nn.Module` built by `edgemnv2.models.create_model`, trained however you
@@ -77,8 +78,8 @@ def convert(model: nn.Module | str | Path, out: str | Path, *, meta: CheckpointM
     max_drop: the most (points of top-1, or of mAP@.5) an int8 artifact may lose on held-out images
     (`accuracy_data`, default `calib_data`'s val split); over it, the recourse search
     (conversion/recourse.py) finds a recipe that meets it; on_search(line) reports each evaluation.
-    Its last step, quantization-aware training, fine-tunes `qat_epochs` epochs on `train_data`'s
-    train split (default: `calib_data`'s)."""
+    Its last step, quantization-aware training, fine-tunes `qat_epochs` epochs (or until `qat_minutes`
+    have passed) on `train_data`'s train split (default: `calib_data`'s)."""
     out = Path(out)
     if isinstance(model, nn.Module):
         if meta is None:
@@ -97,7 +98,7 @@ def convert(model: nn.Module | str | Path, out: str | Path, *, meta: CheckpointM
         steps = tuple(recourse_steps) if recourse_steps else RECOURSE_STEPS
         budget = AccuracyBudget(None if max_drop is None else float(max_drop), Path(held_out), limit=accuracy_limit, steps=steps, log=on_search,
                                 gates=load_gates(Path(gates), target_names()) if gates is not None and max_drop is None else None,
-                                qat=QatRecipe(epochs=qat_epochs), train_data=Path(train_data) if train_data else None,
+                                qat=QatRecipe(epochs=qat_epochs, minutes=qat_minutes), train_data=Path(train_data) if train_data else None,
                                 steps_asked=bool(recourse_steps))
     results, plan, info = run_conversion(checkpoint, list(targets), list(precisions), Path(calib_data) if calib_data else None, out, recipe, force,
                                          arch, on_result=on_result, sign_key=Path(sign_key) if sign_key else None,

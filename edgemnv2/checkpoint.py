@@ -35,6 +35,9 @@ class CheckpointMeta:
     model_kwargs: dict = field(default_factory=dict)  # passed to create_model besides num_classes
     metrics: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
+    # `train --qat`: the weights were fine-tuned under a target's fake quantization; what convert
+    # needs to quantize them as they were trained (conversion/fine_tune.py)
+    qat: dict = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -45,6 +48,7 @@ class CheckpointMeta:
             "arch": self.arch, "task": self.task, "class_names": list(self.class_names),
             "preprocessing": self.preprocessing.to_dict(), "model_kwargs": dict(self.model_kwargs),
             "metrics": dict(self.metrics), "versions": dict(self.versions),
+            **({"qat": dict(self.qat)} if self.qat else {}),
         }
 
     @classmethod
@@ -72,9 +76,9 @@ class CheckpointMeta:
         try:
             return cls(arch=arch, task=task, class_names=list(class_names), preprocessing=Preprocessing.from_dict(preprocessing, source),
                        model_kwargs=dict(data.get("model_kwargs") or {}), metrics=dict(data.get("metrics") or {}),
-                       versions=dict(data.get("versions") or {}))
+                       versions=dict(data.get("versions") or {}), qat=dict(data.get("qat") or {}))
         except (TypeError, ValueError) as exc:
-            raise UserError(f"{source}: model_kwargs, metrics and versions must be objects ({exc})") from None
+            raise UserError(f"{source}: model_kwargs, metrics, versions and qat must be objects ({exc})") from None
 
 
 def tool_versions() -> dict:

@@ -3,6 +3,7 @@ progress bar, and the best checkpoint (by validation metric) saved atomically af
 """
 
 import math
+from contextlib import closing
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,15 +65,21 @@ def _optimizer_and_schedule(model: nn.Module, config: TrainConfig, steps: int):
 GRADIENT_CLIP = 10.0  # only bites on rare spikes (e.g. a focal-loss burst early in detection training)
 
 
-def _optimizer_step(model: nn.Module, optimizer, schedule, loss: torch.Tensor, epoch: int) -> float:
+def _optimizer_step(parameters, optimizer, schedule, loss: torch.Tensor, epoch: int, what: str = "training", remedy: str = "lower --lr") -> float:
     if not torch.isfinite(loss):
-        raise UserError(f"training diverged (loss is {float(loss)}) in epoch {epoch}; lower --lr")
+        raise UserError(f"{what} diverged (loss is {float(loss)}) in epoch {epoch}; {remedy}")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    nn.utils.clip_grad_norm_(model.parameters(), GRADIENT_CLIP)
+    nn.utils.clip_grad_norm_(parameters, GRADIENT_CLIP)
     optimizer.step()
     schedule.step()
     return loss.item()
+
+
+def _flipped_at_random(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """Half the batch mirrored left-right (the classifiers' one augmentation)."""
+    flip = torch.from_numpy(rng.uniform(size=len(x)) < 0.5)
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
 def zero_init_residuals(model: nn.Module) -> None:
@@ -158,11 +165,9 @@ def train_classifier(model: nn.Module, train: ClassificationData, val: Classific
         order = rng.permutation(len(train))
         losses = []
         for batch in read_batches(train, placement.epoch_batches(order, config.batch_size), description=f"epoch {epoch}/{config.epochs}"):
-            x = _normalized_batch(batch.images, meta.preprocessing)
-            flip = torch.from_numpy(rng.uniform(size=len(batch)) < 0.5)
-            x = torch.where(flip[:, None, None, None], x.flip(-1), x).contiguous(memory_format=TRAINING_LAYOUT)
+            x = _flipped_at_random(_normalized_batch(batch.images, meta.preprocessing), rng).contiguous(memory_format=TRAINING_LAYOUT)
             loss = criterion(stepper(x.to(placement.device)), labels[batch.indices].to(placement.device))
-            losses.append(_optimizer_step(model, optimizer, schedule, loss, epoch))
+            losses.append(_optimizer_step(model.parameters(), optimizer, schedule, loss, epoch))
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "seconds": round(time.perf_counter() - started, 1)}
         best = _end_epoch(record, best, "top1", model, val, meta, config, out, placement, batch_size=128)
         history.append(record)
@@ -209,7 +214,7 @@ def train_detector(model: nn.Module, train: DetectionData, val: DetectionData, m
             images, targets = _detection_batch(train, batch, rng, meta.num_classes, stride, augment=True)
             heatmap, wh, offset, mask = (t.to(placement.device) for t in targets)
             loss, parts = centernet_loss(stepper(_normalized_batch(images, meta.preprocessing).to(placement.device)), heatmap, wh, offset, mask)
-            losses.append(_optimizer_step(model, optimizer, schedule, loss, epoch))
+            losses.append(_optimizer_step(model.parameters(), optimizer, schedule, loss, epoch))
             for k, v in parts.items():
                 parts_sum[k] = parts_sum.get(k, 0.0) + v
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "seconds": round(time.perf_counter() - started, 1)}
@@ -248,9 +253,7 @@ def _report(record: dict) -> None:
 # ---- fine-tuning a prepared model (quantization-aware training, quantization/qat.py) ----
 
 def classification_loss(module: nn.Module, data: ClassificationData, batch: Batch, meta: CheckpointMeta, rng) -> torch.Tensor:
-    x = torch.from_numpy(meta.preprocessing.normalize(batch.images))
-    flip = torch.from_numpy(rng.uniform(size=len(batch)) < 0.5)
-    x = torch.where(flip[:, None, None, None], x.flip(-1), x).contiguous()
+    x = _flipped_at_random(torch.from_numpy(meta.preprocessing.normalize(batch.images)), rng).contiguous()
     labels = torch.from_numpy(data.labels[batch.indices])
     return nn.functional.cross_entropy(module(x), labels, label_smoothing=TrainConfig.label_smoothing)
 
@@ -264,7 +267,8 @@ def detection_loss(module: nn.Module, data: DetectionData, batch: Batch, meta: C
 def fine_tune(module: nn.Module, data, meta: CheckpointMeta, settings, loss_of, after_epoch=None, description: str = "QAT") -> dict:
     """`settings.epochs` epochs of AdamW (no weight decay: the weights are trained already) on `data`,
     the learning rate decaying from `settings.lr` to 0 (cosine), seeded; `loss_of(module, data,
-    batch, meta, rng)` is the task's loss. -> what it did, for the manifest."""
+    batch, meta, rng)` is the task's loss. With `settings.minutes`, training stops after the batch
+    that passes that budget. -> what it did, for the manifest."""
     if len(data) == 0:
         raise UserError("the training split for quantization-aware training is empty")
     rng = _seed_everything(settings.seed)
@@ -274,22 +278,24 @@ def fine_tune(module: nn.Module, data, meta: CheckpointMeta, settings, loss_of, 
     optimizer = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
     started, seen, losses = time.perf_counter(), 0, []
+    deadline = None if settings.minutes is None else started + 60.0 * settings.minutes
+    out_of_time = False
     for epoch in range(1, settings.epochs + 1):
         order = rng.permutation(len(data))[:per_epoch]
         epoch_losses = []
-        for batch in read_batches(data, chunked(order, settings.batch_size), description=f"{description} epoch {epoch}/{settings.epochs}"):
-            loss = loss_of(module, data, batch, meta, rng)
-            if not torch.isfinite(loss):
-                raise UserError(f"quantization-aware training diverged (loss is {float(loss)}) in epoch {epoch}; lower the QAT learning rate")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(parameters, GRADIENT_CLIP)
-            optimizer.step()
-            schedule.step()
-            epoch_losses.append(loss.item())
-            seen += len(batch)
+        with closing(read_batches(data, chunked(order, settings.batch_size), description=f"{description} epoch {epoch}/{settings.epochs}")) as reading:
+            for batch in reading:
+                loss = loss_of(module, data, batch, meta, rng)
+                epoch_losses.append(_optimizer_step(parameters, optimizer, schedule, loss, epoch, "quantization-aware training", "lower the QAT learning rate"))
+                seen += len(batch)
+                out_of_time = deadline is not None and time.perf_counter() > deadline
+                if out_of_time:
+                    break
         losses.append(float(np.mean(epoch_losses)))
         if after_epoch is not None:
             after_epoch(epoch)
+        if out_of_time:
+            break
     return {"epochs": settings.epochs, "lr": settings.lr, "batch_size": settings.batch_size, "seed": settings.seed, "images_seen": seen,
-            "train_images": len(data), "loss_per_epoch": [round(v, 5) for v in losses], "seconds": round(time.perf_counter() - started, 1)}
+            "train_images": len(data), "loss_per_epoch": [round(v, 5) for v in losses], "seconds": round(time.perf_counter() - started, 1),
+            **({"minutes": settings.minutes, "stopped_by_time_budget": out_of_time} if settings.minutes is not None else {})}

@@ -44,6 +44,9 @@ class QatRecipe:
     batch_size: int = 16
     seed: int = 0
     images_per_epoch: int | None = None
+    # a time budget for one fine-tuning run: training stops after the batch that passes it (the
+    # manifest then records the images actually seen); None: the epochs run whole
+    minutes: float | None = None
     # "trained": the artifact quantizes with the ranges training learned, where the target's graph is
     # the trained one (the bare network; not an in-graph decode or app input around it);
     # "calibrated": the fine-tuned weights, calibrated like any model
@@ -52,6 +55,8 @@ class QatRecipe:
     def __post_init__(self):
         if self.epochs < 1:
             raise UserError("--qat-epochs must be at least 1")
+        if self.minutes is not None and not self.minutes > 0:
+            raise UserError("--qat-minutes must be more than 0")
         if not self.lr > 0:
             raise UserError("the QAT learning rate must be positive")
         if self.ranges not in RANGES:

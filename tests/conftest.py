@@ -1,5 +1,6 @@
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -129,3 +130,42 @@ TEST_CLASSIFIER_WIDTH = 0.35
 TEST_CLASSIFICATION_COUNTS = (1500, 600, 200)
 TEST_VAL_SIZE = TEST_CLASSIFICATION_COUNTS[1]
 TEST_CALIBRATION_SIZE = TEST_CLASSIFICATION_COUNTS[2]
+
+
+# ---- authenticity: OpenSSF model signing ----
+
+SIGNING_PYTHON = Path(__file__).resolve().parents[1] / ".venv-signing" / "bin" / "python"  # numpy + LiteRT + model_signing: a device that can verify
+
+MAKE_KEYS = """
+import sys
+from pathlib import Path
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+folder = Path(sys.argv[1])
+for name in ("signer", "stranger"):
+    key = ec.generate_private_key(ec.SECP256R1())
+    (folder / (name + ".pem")).write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    (folder / (name + ".pub")).write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+"""
+
+
+@pytest.fixture(scope="session")
+def keys(tmp_path_factory):
+    """Two EC P-256 key pairs, made with `cryptography` in the signing venv (model-signing's own dependency)."""
+    assert SIGNING_PYTHON.is_file(), "make setup builds .venv-signing (numpy + LiteRT + model_signing)"
+    folder = tmp_path_factory.mktemp("keys")
+    subprocess.run([str(SIGNING_PYTHON), "-c", MAKE_KEYS, str(folder)], check=True, timeout=120)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def signed_artifacts(trained_classifier, shapes_root, keys, tmp_path_factory):
+    """The test classifier's TFLite int8, signed with keys/signer.pem (tests copy what they change)."""
+    from edgemnv2.cli.main import run
+
+    checkpoint, _ = trained_classifier
+    out = tmp_path_factory.mktemp("signed")
+    code = run(["convert", "--checkpoint", str(checkpoint), "--out", str(out), "--target", "tflite", "--precision", "int8",
+                "--calib-data", str(shapes_root / "classification"), "--calib-size", "32", "--sign-key", str(keys / "signer.pem")])
+    assert code == 0
+    return checkpoint, out

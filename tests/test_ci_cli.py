@@ -101,7 +101,7 @@ def test_python_api_converts_a_model_in_memory_then_validates_and_predicts(train
     from edgemnv2 import convert, predict, validate
 
     model, meta = load_checkpoint(trained_classifier[0])  # a model in memory, as a user's training script holds it
-    result = convert(model, tmp_path / "art", meta=meta, targets=["tflite"], precisions=["fp32", "int8"], calib_data=shapes_root / "classification",
+    result = convert(model, tmp_path / "art", meta=meta, targets=["onnx"], precisions=["fp32", "int8"], calib_data=shapes_root / "classification",
                      calib_size=16, name="mine")
     assert result.ok and len(result.paths) == 2 and result.checkpoint.name == "mine.pt"
     outcome = validate(result.checkpoint, tmp_path / "art", shapes_root / "classification", limit=16, runs=1, gates="default")

@@ -465,3 +465,24 @@ def test_a_runner_that_stalls_mid_answer_or_floods_the_host_is_killed_and_named(
     with pytest.raises(RunnerFailed, match=cause):
         ConfinedRunner("tflite", artifact, manifest, threads=1, limits=RunnerLimits(call_seconds=5.0))
     assert time.monotonic() - started < 60  # not a timing assertion: a hang would never end; 60 s is far from it
+
+
+def test_the_runner_factory_starts_onnx_runtime_without_its_telemetry(classifier_artifacts):
+    """ONNX Runtime >= 1.29 starts a telemetry uploader (threads, a SQLite cache) at import unless
+    ORT_DISABLE_TELEMETRY is set: a runner forked while one of its threads held a lock spun at 100%
+    CPU. The factory, and every runner it forks, has none of it."""
+    from edgemnv2.confine.runner import _zygote
+
+    _, folder, _, _ = classifier_artifacts
+    artifact, manifest = artifact_of(folder, "onnx", "int8")
+    from conversion import get_target
+
+    runner = get_target("onnx").load(artifact, manifest, 1)
+    try:
+        factory = _zygote().process.pid
+        for pid in (factory, runner.pid):
+            assert b"ORT_DISABLE_TELEMETRY=1" in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            opened = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+            assert not [path for path in opened if "onnxruntime.db" in path], opened
+    finally:
+        runner.close()

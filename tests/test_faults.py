@@ -100,7 +100,7 @@ def test_full_disk_gives_one_line_and_keeps_earlier_artifacts(trained_classifier
     assert first.returncode == 0, first.stderr
     before = {p.name: sha256_of(p) for p in tmp_path.iterdir() if not p.name.startswith(".")}
     # 64 KB per file: smaller than any artifact, like a disk that fills up mid-write
-    full = subprocess.run(convert_command(checkpoint, data, tmp_path, "--target", "torchscript,tflite", "--precision", "fp32,int8", "--force"),
+    full = subprocess.run(convert_command(checkpoint, data, tmp_path, "--target", "torchscript,onnx", "--precision", "fp32,int8", "--force"),
                           env=_env(), capture_output=True, text=True, timeout=600, preexec_fn=_limit_file_size(64 * 1024))
     assert full.returncode == 1
     error_lines = [line for line in full.stderr.splitlines() if line.startswith("edgemnv2: error:")]
@@ -143,7 +143,12 @@ def test_two_concurrent_converts_into_one_folder_corrupt_nothing(trained_classif
 def test_missing_runtime_is_reported_per_target_and_fails_the_gate_unless_allowed(classifier_artifacts, shapes_root, tmp_path):
     """Hide the TFLite interpreters: the TFLite rows say why they could not run; the rest still run.
     Under --gates that is a failure (exit 1), unless the gates file allows that target not to run."""
-    checkpoint, artifacts, _, _ = classifier_artifacts
+    from .test_trust import one_artifact_folder
+
+    checkpoint = classifier_artifacts[0]
+    # the rows the test reads, and a second TFLite file: not the whole folder (its validation is another test's)
+    artifacts = one_artifact_folder(classifier_artifacts, tmp_path / "artifacts", ("tflite", "int8"), ("tflite", "fp32"), ("executorch", "int8"),
+                                    ("torchscript", "fp32"))
     blocker = tmp_path / "block"
     blocker.mkdir()
     (blocker / "sitecustomize.py").write_text(
@@ -154,8 +159,9 @@ def test_missing_runtime_is_reported_per_target_and_fails_the_gate_unless_allowe
         "sys.meta_path.insert(0, _Block())\n")
     env = dict(_env(), PYTHONPATH=f"{blocker}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
                EDGEMNV2_RUNNER_FAILPOINT="hide=ai_edge_litert,tflite_runtime")  # the runner processes do not read PYTHONPATH
-    # a limit for every precision in the folder: an artifact no limit applies to fails (no_gate_applies)
-    lenient = "version = 1\n" + "".join(f"[classification.{p}]\nmin_sqnr_db = 10.0\n" for p in ("fp32", "fp16", "int8", "int8_weights"))
+    # a limit for every precision in the folder, and none other: an artifact no limit applies to fails (no_gate_applies),
+    # and so does a section that checks nothing
+    lenient = "version = 1\n" + "".join(f"[classification.{p}]\nmin_sqnr_db = 10.0\n" for p in ("fp32", "int8"))
 
     def validate(gates_text):
         gates = tmp_path / "gates.toml"

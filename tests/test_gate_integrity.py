@@ -20,7 +20,7 @@ from edgemnv2.validation.drift import drift_records, reduce_drift, sqnr_db, top1
 from edgemnv2.validation.gates import load_gates
 
 from .attacks import copy_artifact, rewrite_manifest
-from .test_trust import LENIENT_INT8, artifact_of, cli, keys, one_artifact_folder, rows, signed_artifacts, validate  # noqa: F401 (fixtures)
+from .test_trust import LENIENT_INT8, artifact_of, cli, one_artifact_folder, rows, validate
 
 pytestmark = pytest.mark.slow
 FP32_AND_INT8 = "version = 1\n[classification.fp32]\nmin_sqnr_db = 30.0\n[classification.int8]\nmin_sqnr_db = 10.0\n"
@@ -272,7 +272,7 @@ def test_without_gates_a_refused_artifact_is_never_exit_0(classifier_artifacts, 
     assert 'type="refused"' in (tmp_path / "junit.xml").read_text()
 
 
-def test_a_foreign_artifact_ignored_must_still_be_signed_under_verify_key(signed_artifacts, keys, classifier_artifacts, shapes_root, tmp_path, capsys):  # noqa: F811 (fixtures)
+def test_a_foreign_artifact_ignored_must_still_be_signed_under_verify_key(signed_artifacts, keys, classifier_artifacts, shapes_root, tmp_path, capsys):
     checkpoint = classifier_artifacts[0]
     folder = tmp_path / "art"
     copy_artifact(*artifact_of(signed_artifacts[1], "tflite", "int8"), folder)

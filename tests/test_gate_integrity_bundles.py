@@ -22,7 +22,7 @@ from edgemnv2.device import run_bundle as device_runner
 from edgemnv2.fileio import HASH_ENCODING, sha256_of
 
 from .attacks import copy_artifact
-from .test_trust import SIGNING_PYTHON, keys  # noqa: F401 (the signing keys fixture)
+from .conftest import SIGNING_PYTHON
 
 pytestmark = pytest.mark.slow
 SAMPLES = 16

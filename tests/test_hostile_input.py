@@ -52,14 +52,10 @@ def tiny_detector(path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def fp32_artifacts(trained_classifier, tmp_path_factory):
-    """The test classifier as an fp32 artifact of every target that describes itself (about 45 s)."""
-    from conversion.pipeline import run_conversion
-
-    checkpoint, _ = trained_classifier
-    out = tmp_path_factory.mktemp("fp32_artifacts")
-    results, _, _ = run_conversion(checkpoint, list(SUFFIXES), ["fp32"], None, out)
-    assert all(r.status == "ok" for r in results), [(r.target, r.status) for r in results]
+def fp32_artifacts(classifier_artifacts):
+    """The session's test classifier artifacts; these tests use the fp32 file of every target that
+    describes itself, and copy what they change."""
+    checkpoint, out, _, _ = classifier_artifacts
     return checkpoint, out
 
 

@@ -20,10 +20,10 @@ from edgemnv2.cli.main import run
 from edgemnv2.fileio import sha256_of
 
 from .attacks import copy_artifact, malicious_pt2, program_with_foreign_operator, program_with_guards_code, rewrite_manifest
+from .conftest import SIGNING_PYTHON
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
-SIGNING_PYTHON = REPO / ".venv-signing" / "bin" / "python"  # numpy + LiteRT + model_signing: a device that can verify
 LENIENT_INT8 = "version = 1\n[classification.int8]\nmin_sqnr_db = 10.0\n"
 
 
@@ -180,36 +180,7 @@ def test_guards_code_and_foreign_operators_are_refused_before_torch_sees_them(cl
 
 # ---- authenticity: OpenSSF model signing ----
 
-MAKE_KEYS = """
-import sys
-from pathlib import Path
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-folder = Path(sys.argv[1])
-for name in ("signer", "stranger"):
-    key = ec.generate_private_key(ec.SECP256R1())
-    (folder / (name + ".pem")).write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    (folder / (name + ".pub")).write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-"""
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory):
-    """Two EC P-256 key pairs, made with `cryptography` in the signing venv (model-signing's own dependency)."""
-    assert SIGNING_PYTHON.is_file(), "make setup builds .venv-signing (numpy + LiteRT + model_signing)"
-    folder = tmp_path_factory.mktemp("keys")
-    subprocess.run([str(SIGNING_PYTHON), "-c", MAKE_KEYS, str(folder)], check=True, timeout=120)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def signed_artifacts(trained_classifier, shapes_root, keys, tmp_path_factory):
-    checkpoint, _ = trained_classifier
-    out = tmp_path_factory.mktemp("signed")
-    code = run(["convert", "--checkpoint", str(checkpoint), "--out", str(out), "--target", "tflite", "--precision", "int8",
-                "--calib-data", str(shapes_root / "classification"), "--calib-size", "32", "--sign-key", str(keys / "signer.pem")])
-    assert code == 0
-    return checkpoint, out
+# the signing keys and a signed TFLite int8 artifact: session fixtures (conftest.py)
 
 
 def test_signed_passes_tampered_wrong_key_and_unsigned_fail(signed_artifacts, classifier_artifacts, keys, shapes_root, tmp_path, capsys):

@@ -9,7 +9,7 @@ from ..errors import UserError
 from ..fileio import refuse_overwrite
 from ..models import create_model, get_spec
 from ..train import TrainConfig, check_trainable
-from .common import console, set_threads
+from .common import console, set_threads, third_party_noise
 
 
 def train(
@@ -19,19 +19,28 @@ def train(
     width: Annotated[float, typer.Option(help="Width multiplier.")] = 1.0,
     backbone: Annotated[Optional[str], typer.Option(help="CenterNet backbone: mobilenet_v2 or mobilenet_v1.")] = None,
     input_size: Annotated[Optional[int], typer.Option(help="Square input size (default: 64 classifier, 128 detector).")] = None,
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 10,
-    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 64,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (one-cycle schedule).")] = 3e-3,
+    epochs: Annotated[Optional[int], typer.Option(help="Training epochs (default 10; with --qat, 2).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Batch size (default 64; with --qat, 16).")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (default 3e-3, one-cycle schedule; with --qat, 1e-4, cosine decay).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     threads: Annotated[int, typer.Option(help="CPU threads.")] = 2,
     force: Annotated[bool, typer.Option(help="Overwrite an existing checkpoint.")] = False,
+    qat: Annotated[Optional[str], typer.Option(help="Quantization-aware fine-tuning of --checkpoint for this target (its own fake quantization): a checkpoint that convert quantizes with the recipe it was trained for.")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option(help="With --qat: the trained checkpoint to fine-tune.")] = None,
+    per_tensor: Annotated[bool, typer.Option("--per-tensor", help="With --qat: fine-tune for per-tensor int8 weights (convert then uses them).")] = False,
+    server_engine: Annotated[str, typer.Option(help="With --qat torchscript: the int8 engine whose scheme is simulated (x86, onednn, qnnpack).")] = "x86",
+    minutes: Annotated[Optional[float], typer.Option(help="With --qat: a time budget; training stops after the batch that passes it.")] = None,
 ) -> None:
-    """Train a classifier or a CenterNet detector on CPU and save the best checkpoint.
+    """Train a classifier or a CenterNet detector on CPU and save the best checkpoint; or, with
+    --qat TARGET --checkpoint FILE, fine-tune a trained one under that target's fake quantization.
 
     On several processes or machines: torchrun --nproc-per-node N -m edgemnv2 train ... trains with
     DistributedDataParallel (gloo on CPU, NCCL with CUDA); --batch-size is per process; rank 0 saves."""
     refuse_overwrite(out, force)
     set_threads(threads)
+    if qat is not None or checkpoint is not None:
+        return _fine_tune(qat, checkpoint, data, out, epochs, batch_size, lr, seed, per_tensor, server_engine, minutes, force)
+    epochs, batch_size, lr = epochs or 10, batch_size or 64, 3e-3 if lr is None else lr
     if epochs < 1 or batch_size < 1:
         raise UserError("--epochs and --batch-size must be at least 1")
     spec = get_spec(arch)
@@ -52,3 +61,34 @@ def train(
     console.print(f"training {arch} (width {width}) on {len(train_data)} images, {meta.num_classes} classes, input {size}x{size}")
     result = task.train(model, train_data, val_data, meta, config, out)
     console.print(f"best checkpoint {result.checkpoint} ({result.seconds:.0f} s): " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.best_metrics.items()))
+
+
+def _fine_tune(target, checkpoint, data, out, epochs, batch_size, lr, seed, per_tensor, server_engine, minutes, force) -> None:
+    from conversion import get_target
+    from conversion.fine_tune import fine_tune_checkpoint
+    from quantization.ptq import QuantRecipe
+    from quantization.qat import QatRecipe
+
+    from .convert_cmd import _target_options
+
+    if target is None or checkpoint is None:
+        raise UserError("quantization-aware fine-tuning needs both --qat TARGET and --checkpoint FILE")
+    defaults = QatRecipe()
+    settings = QatRecipe(epochs=defaults.epochs if epochs is None else epochs, lr=defaults.lr if lr is None else lr,
+                         batch_size=defaults.batch_size if batch_size is None else batch_size, seed=seed, minutes=minutes)
+    if settings.batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
+    recipe = QuantRecipe(per_channel=not per_tensor, qat=settings)
+    get_target(target)  # an unknown target or a missing checkpoint: one line before anything is said
+    if not Path(checkpoint).is_file():
+        raise UserError(f"checkpoint not found: {checkpoint}")
+    console.print(f"fine-tuning {checkpoint} under {target}'s fake quantization: {settings.epochs} epochs at lr {settings.lr:g}, batch {settings.batch_size}")
+    with third_party_noise(False, None, "train") as log_path:  # the quantizers' warnings: to the log, as convert does
+        result = fine_tune_checkpoint(checkpoint, target, data, out, recipe, _target_options([], server_engine).get(target), force)
+    record = result.record
+    shown = ", ".join(f"{name} {result.before[name]:.2f} -> {result.after[name]:.2f}" for name in result.after)
+    console.print(f"QAT checkpoint {result.checkpoint} ({record['seconds']:.0f} s, {record['images_seen']} images seen, {record['fake_quantization']}); "
+                  f"fp32 on val: {shown}")
+    if log_path is not None:
+        console.print(f"third-party output (quantizer warnings) in {log_path}", style="dim")
+    console.print(f"convert it with --target {target}: its int8 uses the recipe it was trained for ({'per-channel' if record['per_channel'] else 'per-tensor'} weights)")

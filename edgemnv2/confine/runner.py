@@ -32,6 +32,11 @@ from .child import status_kb
 from .protocol import ProtocolError, TimedOut, receive, send
 
 ENV_KEEP = ("PATH", "LANG", "LC_ALL", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+# ONNX Runtime (1.29 and later) starts a telemetry uploader at import, with threads and a SQLite
+# cache under HOME. A runner forked from the factory while one of those threads held a lock spun at
+# 100% CPU until killed (seen with two factories side by side). The factory imports it with
+# telemetry off: no uploader, no threads, no cache (ONNX Runtime's own opt-out, latched at import).
+NO_TELEMETRY = {"ORT_DISABLE_TELEMETRY": "1"}
 
 
 def _memory_mb() -> int:
@@ -347,7 +352,7 @@ class _Zygote:
         env = {key: os.environ[key] for key in ENV_KEEP if key in os.environ}
         # OpenMP keeps its default wait policy: PASSIVE (threads sleep at once) made TorchScript 1.7-2x
         # slower than in process (measured: 4.4 against 2.6 ms); BLAS threads are not needed before a runtime's.
-        env.update(OPENBLAS_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1", HOME=tempfile.gettempdir())
+        env.update(OPENBLAS_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1", HOME=tempfile.gettempdir(), **NO_TELEMETRY)
         self.process = subprocess.Popen([sys.executable, "-I", "-m", "edgemnv2.confine.zygote", str(theirs.fileno())], stdin=subprocess.DEVNULL,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, pass_fds=(theirs.fileno(),),
                                         cwd=tempfile.gettempdir(), start_new_session=True)
