@@ -246,7 +246,8 @@ class ConversionJob:
         if self.qat is not None:
             return {**self.qat.stats, "ranges": TRAINED_RANGES if self.trained_ranges_used else "calibrated on the fine-tuned weights"}
         if self.meta.qat:  # a `train --qat` checkpoint (conversion/fine_tune.py): calibrated like any model
-            return {**self.meta.qat, "from": "the checkpoint (train --qat)", "ranges": "calibrated on the fine-tuned weights"}
+            ranges = {"ranges": "calibrated on the fine-tuned weights"} if self.precision.needs_calibration else {}
+            return {**self.meta.qat, "from": "the checkpoint (train --qat)", **ranges}
         return None
 
     def require_calibration(self) -> np.ndarray:
@@ -350,8 +351,13 @@ def self_description(job: ConversionJob, **extra) -> dict:
             "preprocessing": job.meta.preprocessing.to_dict(), "outputs": output_names(job), **extra}
 
 
+# quantization-aware training stopped by --qat-minutes saw as many images as this machine trained in that time
+TIME_BUDGETED = "quantization-aware training ran under a time budget: how far it got depends on the machine's speed"
+
+
 def build_manifest(job: ConversionJob, spec: TargetSpec, artifact: Path, provenance: dict, extra: dict, seconds: float) -> dict:
     height, width = job.meta.preprocessing.input_size
+    time_budgeted = job.recipe.qat is not None and job.recipe.qat.minutes is not None
     return {
         "schema": MANIFEST_SCHEMA,
         "artifact": artifact.name,
@@ -375,8 +381,8 @@ def build_manifest(job: ConversionJob, spec: TargetSpec, artifact: Path, provena
         "artifact_bytes": size_of(artifact),
         "conversion_seconds": round(seconds, 2),
         "tool_versions": provenance["tool_versions"],
-        "byte_reproducible": spec.deterministic,
-        **({"nondeterminism": spec.nondeterminism} if not spec.deterministic else {}),
+        "byte_reproducible": spec.deterministic and not time_budgeted,
+        **({"nondeterminism": spec.nondeterminism or TIME_BUDGETED} if not spec.deterministic or time_budgeted else {}),
         **({"recourse": job.recourse} if job.recourse is not None else {}),
         **extra,
     }

@@ -79,7 +79,8 @@ class AccuracyBudget:
         record = {"points": self.points, "gates": getattr(self.gates, "source", None), "data": str(self.data), "split": self.split, "limit": self.limit,
                   "steps": list(self.steps)}
         if "qat" in self.steps:
-            record.update(qat=dataclasses.asdict(self.qat), train_data=str(self.train_data))
+            settings = {k: v for k, v in dataclasses.asdict(self.qat).items() if not (k == "minutes" and v is None)}  # records made before it stay valid
+            record.update(qat=settings, train_data=str(self.train_data))
         return record
 
     def say(self, line: str) -> None:

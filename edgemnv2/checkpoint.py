@@ -73,10 +73,15 @@ class CheckpointMeta:
             found = (type(class_names).__name__ if not isinstance(class_names, list) else "an empty list" if not class_names
                      else next(type(name).__name__ for name in class_names if not isinstance(name, str)) + " among them")
             raise UserError(f"{source}: class_names must be a non-empty list of strings, one per class (found {found})")
+        qat = data.get("qat") or {}
+        modules = qat.get("float_modules", []) if isinstance(qat, dict) else None
+        if not isinstance(qat, dict) or not isinstance(qat.get("per_channel", True), bool) or not isinstance(modules, list) \
+                or not all(isinstance(name, str) for name in modules):
+            raise UserError(f"{source}: qat must be an object with per_channel (true or false) and float_modules (a list of layer names)")
         try:
             return cls(arch=arch, task=task, class_names=list(class_names), preprocessing=Preprocessing.from_dict(preprocessing, source),
                        model_kwargs=dict(data.get("model_kwargs") or {}), metrics=dict(data.get("metrics") or {}),
-                       versions=dict(data.get("versions") or {}), qat=dict(data.get("qat") or {}))
+                       versions=dict(data.get("versions") or {}), qat=dict(qat))
         except (TypeError, ValueError) as exc:
             raise UserError(f"{source}: model_kwargs, metrics, versions and qat must be objects ({exc})") from None
 

@@ -276,26 +276,34 @@ def fine_tune(module: nn.Module, data, meta: CheckpointMeta, settings, loss_of, 
     steps = settings.epochs * math.ceil(per_epoch / settings.batch_size)
     parameters = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
     started, seen, losses = time.perf_counter(), 0, []
     deadline = None if settings.minutes is None else started + 60.0 * settings.minutes
+    if deadline is None:
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
+    else:  # the cosine runs on whichever is further along, steps or time: a run the budget cuts short still anneals
+        def factor(step: int) -> float:
+            done = max(step / max(steps, 1), (time.perf_counter() - started) / (deadline - started))
+            return 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0)))
+
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     out_of_time = False
     for epoch in range(1, settings.epochs + 1):
         order = rng.permutation(len(data))[:per_epoch]
         epoch_losses = []
         with closing(read_batches(data, chunked(order, settings.batch_size), description=f"{description} epoch {epoch}/{settings.epochs}")) as reading:
             for batch in reading:
+                out_of_time = deadline is not None and seen > 0 and time.perf_counter() > deadline  # at least one batch: ranges observed
+                if out_of_time:  # batches were left: the budget, not the epochs, ended training
+                    break
                 loss = loss_of(module, data, batch, meta, rng)
                 epoch_losses.append(_optimizer_step(parameters, optimizer, schedule, loss, epoch, "quantization-aware training", "lower the QAT learning rate"))
                 seen += len(batch)
-                out_of_time = deadline is not None and time.perf_counter() > deadline
-                if out_of_time:
-                    break
-        losses.append(float(np.mean(epoch_losses)))
+        if epoch_losses:
+            losses.append(float(np.mean(epoch_losses)))
         if after_epoch is not None:
             after_epoch(epoch)
         if out_of_time:
             break
     return {"epochs": settings.epochs, "lr": settings.lr, "batch_size": settings.batch_size, "seed": settings.seed, "images_seen": seen,
             "train_images": len(data), "loss_per_epoch": [round(v, 5) for v in losses], "seconds": round(time.perf_counter() - started, 1),
-            **({"minutes": settings.minutes, "stopped_by_time_budget": out_of_time} if settings.minutes is not None else {})}
+            **({"minutes": settings.minutes, "stopped_by_time_budget": out_of_time, "epochs_run": len(losses)} if settings.minutes is not None else {})}

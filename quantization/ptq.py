@@ -59,6 +59,8 @@ class QuantRecipe:
         record["float_modules"] = list(self.float_modules)
         if self.qat is None:  # recipes without QAT keep the manifests (and their provenance) they always had
             del record["qat"]
+        elif self.qat.minutes is None:  # so do QAT recipes without a time budget
+            del record["qat"]["minutes"]
         return record
 
     @classmethod

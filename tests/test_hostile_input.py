@@ -55,7 +55,8 @@ def tiny_detector(path: Path) -> Path:
 def fp32_artifacts(classifier_artifacts):
     """The session's test classifier artifacts; these tests use the fp32 file of every target that
     describes itself, and copy what they change."""
-    checkpoint, out, _, _ = classifier_artifacts
+    checkpoint, out, results, _ = classifier_artifacts
+    assert all(r.status == "ok" for r in results if r.precision == "fp32"), [(r.target, r.status) for r in results]
     return checkpoint, out
 
 

@@ -147,3 +147,28 @@ def test_train_qat_writes_a_checkpoint_that_converts_with_the_recipe_it_was_trai
     assert drop <= QAT_BUDGET, drop  # plain per-tensor PTQ on TFLite: 1.50; this: 0.67 (AMD EPYC, 2 threads)
     assert run(["train", "--qat", "coreml", "--data", str(shapes_root / "classification"), "--out", str(tmp_path / "x.pt")]) == 2
     assert "--checkpoint" in capsys.readouterr().err
+
+
+def test_train_qat_mistakes_are_one_line(trained_classifier, shapes_root, tmp_path, capsys):
+    """Options that belong to the other mode, zero epochs, and a checkpoint whose qat record is not one."""
+    import dataclasses
+
+    from edgemnv2.checkpoint import load_checkpoint, save_checkpoint
+
+    checkpoint, _ = trained_classifier
+    data = str(shapes_root / "classification")
+    cases = {"--width does not apply with --qat": ["--qat", "tflite", "--checkpoint", str(checkpoint), "--width", "0.5"],
+             "--per-tensor applies only with --qat": ["--per-tensor"],
+             "--epochs and --batch-size must be at least 1": ["--epochs", "0"],
+             "--minutes must be more than 0": ["--qat", "tflite", "--checkpoint", str(checkpoint), "--minutes", "0"]}
+    for expected, extra in cases.items():
+        code = run(["train", "--data", data, "--out", str(tmp_path / "never.pt"), *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and expected in err and len(err.strip().splitlines()) == 1, (extra, err)
+    assert not (tmp_path / "never.pt").exists()
+    model, meta = load_checkpoint(checkpoint)
+    forged = tmp_path / "forged.pt"
+    save_checkpoint(forged, model, dataclasses.replace(meta, qat={"per_channel": "false", "float_modules": []}))
+    code = run(["convert", "--checkpoint", str(forged), "--target", "onnx", "--precision", "int8", "--calib-data", data, "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "qat must be an object with per_channel" in err, err

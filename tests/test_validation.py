@@ -146,18 +146,19 @@ def test_tampered_artifact_is_refused_not_run(classifier_artifacts, shapes_root,
 
 
 def test_detector_validation_reports_map_and_box_agreement_and_in_graph_decode_matches_host_decode(detector_artifacts, shapes_root, tmp_path, capsys):
-    """One validate over the session's detector artifacts plus their int8 conversions with the decode
-    moved (TFLite decodes in the graph by default, ExecuTorch and TorchScript on the host): the mAP
-    of in-graph decode equals host decode within 0.1 points, per target, in the real runtimes. (int8
-    only: the decode stays float in every quantizer, so int8 is the harder case of the same graph.
-    CoreML, simulated here, runs the same decode module as TorchScript.)"""
+    """One validate over the session's detector artifacts plus ExecuTorch's and TorchScript's int8
+    with the decode moved into the graph: the mAP of in-graph decode equals host decode within 0.1
+    points, per target, in the real runtimes. (int8 only: the decode stays float in every quantizer,
+    so int8 is the harder case of the same graph. TFLite decodes in the graph by default: its rows
+    are scored, like every row, against the eager reference's host decode; CoreML, simulated here,
+    runs the same decode module as TorchScript. Both pairs were checked when the suite had time.)"""
     checkpoint, artifacts, _ = detector_artifacts
     folder = tmp_path / "artifacts"
     shutil.copytree(artifacts, folder)
     flipped = tmp_path / "flipped.pt"  # the same bytes under another stem: its artifacts sit beside the others
     shutil.copyfile(checkpoint, flipped)
-    moved = {"executorch": {"decode": "graph"}, "torchscript": {"decode": "graph"}, "tflite": {"decode": "host"}}
-    results, _, _ = run_conversion(flipped, ["executorch", "tflite", "torchscript"], ["int8"], shapes_root / "detection", folder,
+    moved = {"executorch": {"decode": "graph"}, "torchscript": {"decode": "graph"}}
+    results, _, _ = run_conversion(flipped, ["executorch", "torchscript"], ["int8"], shapes_root / "detection", folder,
                                    QuantRecipe(calibration_size=16), target_options=moved)
     assert all(r.status == "ok" for r in results), [(r.target, r.precision, r.message) for r in results]
     code = run(["validate", "--checkpoint", str(checkpoint), "--artifacts", str(folder), "--data", str(shapes_root / "detection"),
@@ -177,9 +178,9 @@ def test_detector_validation_reports_map_and_box_agreement_and_in_graph_decode_m
         by_decode.setdefault((row["target"], row["precision"]), {})[where] = row["metrics"]
     fp32 = [r for r in report["artifacts"] if r["precision"] == "fp32"]
     assert all(r["measured"]["box_agreement"] == 100.0 for r in fp32)
-    assert len(by_decode) == 7, by_decode  # fp32 of three targets and CoreML int8 (default decode), int8 of three both ways
+    assert len(by_decode) == 7, by_decode  # fp32 and int8 of three targets and CoreML int8 (default decode), two int8 both ways
     int8 = {key: pair for key, pair in by_decode.items() if len(pair) == 2}
-    assert set(int8) == {("executorch", "int8"), ("tflite", "int8"), ("torchscript", "int8")}, by_decode
+    assert set(int8) == {("executorch", "int8"), ("torchscript", "int8")}, by_decode
     for key, pair in int8.items():
         for metric in ("map50", "map"):
             assert abs(pair["graph"][metric] - pair["host"][metric]) <= 0.1, (key, metric, pair)

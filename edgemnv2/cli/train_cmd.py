@@ -3,6 +3,10 @@ from typing import Annotated, Optional
 
 import typer
 
+from conversion import get_target
+from conversion.fine_tune import fine_tune_checkpoint
+from quantization.ptq import QuantRecipe
+from quantization.qat import QatRecipe
 from ..checkpoint import CheckpointMeta
 from ..data.preprocess import Preprocessing
 from ..errors import UserError
@@ -10,13 +14,14 @@ from ..fileio import refuse_overwrite
 from ..models import create_model, get_spec
 from ..train import TrainConfig, check_trainable
 from .common import console, set_threads, third_party_noise
+from .convert_cmd import _target_options
 
 
 def train(
     data: Annotated[Path, typer.Option(help="Dataset root: ImageFolder splits (train/, val/) or COCO (annotations/instances_<split>.json + <split>/).")],
     out: Annotated[Path, typer.Option(help="Where to write the best checkpoint (.pt or .safetensors).")],
-    arch: Annotated[str, typer.Option(help="Model name (see `edgemnv2 info`).")] = "mobilenet_v2",
-    width: Annotated[float, typer.Option(help="Width multiplier.")] = 1.0,
+    arch: Annotated[Optional[str], typer.Option(help="Model name (see `edgemnv2 info`; default mobilenet_v2). With --qat: only for a bare state-dict checkpoint.")] = None,
+    width: Annotated[Optional[float], typer.Option(help="Width multiplier (default 1.0).")] = None,
     backbone: Annotated[Optional[str], typer.Option(help="CenterNet backbone: mobilenet_v2 or mobilenet_v1.")] = None,
     input_size: Annotated[Optional[int], typer.Option(help="Square input size (default: 64 classifier, 128 detector).")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Training epochs (default 10; with --qat, 2).")] = None,
@@ -39,8 +44,16 @@ def train(
     refuse_overwrite(out, force)
     set_threads(threads)
     if qat is not None or checkpoint is not None:
-        return _fine_tune(qat, checkpoint, data, out, epochs, batch_size, lr, seed, per_tensor, server_engine, minutes, force)
-    epochs, batch_size, lr = epochs or 10, batch_size or 64, 3e-3 if lr is None else lr
+        given = [flag for flag, value in (("--width", width), ("--backbone", backbone), ("--input-size", input_size)) if value is not None]
+        if given:  # the architecture and its input come from the checkpoint
+            raise UserError(f"{given[0]} does not apply with --qat: the model is --checkpoint's")
+        return _fine_tune(qat, checkpoint, arch, data, out, epochs, batch_size, lr, seed, per_tensor, server_engine, minutes, force)
+    given = [flag for flag, value in (("--per-tensor", per_tensor or None), ("--minutes", minutes), ("--server-engine", server_engine != "x86" or None))
+             if value is not None]
+    if given:
+        raise UserError(f"{given[0]} applies only with --qat TARGET --checkpoint FILE (quantization-aware fine-tuning)")
+    arch, width = arch or "mobilenet_v2", 1.0 if width is None else width
+    epochs, batch_size, lr = 10 if epochs is None else epochs, 64 if batch_size is None else batch_size, 3e-3 if lr is None else lr
     if epochs < 1 or batch_size < 1:
         raise UserError("--epochs and --batch-size must be at least 1")
     spec = get_spec(arch)
@@ -63,28 +76,23 @@ def train(
     console.print(f"best checkpoint {result.checkpoint} ({result.seconds:.0f} s): " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.best_metrics.items()))
 
 
-def _fine_tune(target, checkpoint, data, out, epochs, batch_size, lr, seed, per_tensor, server_engine, minutes, force) -> None:
-    from conversion import get_target
-    from conversion.fine_tune import fine_tune_checkpoint
-    from quantization.ptq import QuantRecipe
-    from quantization.qat import QatRecipe
-
-    from .convert_cmd import _target_options
-
+def _fine_tune(target, checkpoint, arch, data, out, epochs, batch_size, lr, seed, per_tensor, server_engine, minutes, force) -> None:
     if target is None or checkpoint is None:
         raise UserError("quantization-aware fine-tuning needs both --qat TARGET and --checkpoint FILE")
+    if (epochs is not None and epochs < 1) or (batch_size is not None and batch_size < 1):
+        raise UserError("--epochs and --batch-size must be at least 1")
+    if minutes is not None and not minutes > 0:
+        raise UserError("--minutes must be more than 0")
     defaults = QatRecipe()
     settings = QatRecipe(epochs=defaults.epochs if epochs is None else epochs, lr=defaults.lr if lr is None else lr,
                          batch_size=defaults.batch_size if batch_size is None else batch_size, seed=seed, minutes=minutes)
-    if settings.batch_size < 1:
-        raise UserError("--batch-size must be at least 1")
     recipe = QuantRecipe(per_channel=not per_tensor, qat=settings)
     get_target(target)  # an unknown target or a missing checkpoint: one line before anything is said
     if not Path(checkpoint).is_file():
         raise UserError(f"checkpoint not found: {checkpoint}")
     console.print(f"fine-tuning {checkpoint} under {target}'s fake quantization: {settings.epochs} epochs at lr {settings.lr:g}, batch {settings.batch_size}")
     with third_party_noise(False, None, "train") as log_path:  # the quantizers' warnings: to the log, as convert does
-        result = fine_tune_checkpoint(checkpoint, target, data, out, recipe, _target_options([], server_engine).get(target), force)
+        result = fine_tune_checkpoint(checkpoint, target, data, out, recipe, _target_options([], server_engine).get(target), force, arch)
     record = result.record
     shown = ", ".join(f"{name} {result.before[name]:.2f} -> {result.after[name]:.2f}" for name in result.after)
     console.print(f"QAT checkpoint {result.checkpoint} ({record['seconds']:.0f} s, {record['images_seen']} images seen, {record['fake_quantization']}); "
