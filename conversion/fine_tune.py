@@ -25,11 +25,12 @@ from edgemnv2.errors import UserError
 from edgemnv2.evaluate import evaluate_runner, torch_runner
 from edgemnv2.fileio import refuse_overwrite, sha256_of
 from edgemnv2.tasks import get_task
-from quantization.fuse import fold_batchnorm, unfold_into, verify_fold
+from quantization.fuse import unfold_into, verify_fold
 from quantization.ptq import QuantRecipe
 from quantization.qat import fine_tuned
 
 from . import get_target
+from .pipeline import prepare_model
 
 CHECKED_IMAGES = 4  # training images the unfolded checkpoint is checked on against the trained weights
 
@@ -38,7 +39,7 @@ CHECKED_IMAGES = 4  # training images the unfolded checkpoint is checked on agai
 class FineTuneResult:
     checkpoint: Path
     record: dict  # the checkpoint's `qat` metadata
-    before: dict  # fp32 validation metrics (percent) of the source checkpoint, and of the fine-tuned one
+    before: dict  # fp32 validation metrics (fractions) of the source checkpoint, and of the fine-tuned one
     after: dict
 
 
@@ -63,26 +64,21 @@ def fine_tune_checkpoint(checkpoint: Path, target: str, data: Path, out: Path, r
     if len(train) < recipe.qat.batch_size:
         raise UserError(f"quantization-aware training needs at least a batch ({recipe.qat.batch_size}) of training images; {data} has {len(train)}")
     val = task.load_split(data, "val", meta.preprocessing, class_names=meta.class_names)
-    check = torch.from_numpy(meta.preprocessing.normalize(np.stack([train.read(i)[0] for i in range(min(CHECKED_IMAGES, len(train)))])))
-    folded = fold_batchnorm(model)
-    verify_fold(model, folded, check)
+    check = meta.preprocessing.normalize(np.stack([train.read(i)[0] for i in range(min(CHECKED_IMAGES, len(train)))]))
+    folded, _ = prepare_model(model, meta, check)
     started = time.perf_counter()
-    result = fine_tuned(folded, check[:1], recipe, values, scheme,
+    result = fine_tuned(folded, torch.from_numpy(check[:1]), recipe, values, scheme,
                         lambda module, settings, after_epoch: task.fine_tune(module, train, meta, settings, after_epoch))
     tuned = unfold_into(model, folded, result.model)
-    verify_fold(tuned, result.model, check)  # the checkpoint computes what training left, within the fold tolerance
-    before, after = (_percent(evaluate_runner(torch_runner(m), val, 64, description=f"fp32 {which} on val"))
-                     for m, which in ((model, "before"), (tuned, "after")))
+    verify_fold(tuned, result.model, torch.from_numpy(check))  # the checkpoint computes what training left, within the fold tolerance
+    before, after = (evaluate_runner(torch_runner(m), val, 64, description=f"fp32 {which} on val") for m, which in ((model, "before"), (tuned, "after")))
     used = scheme.options_used(values)
-    record = {"target": target, "fake_quantization": result.stats["fake_quantization"], "target_options": {k: values[k] for k in values} if used else {},
+    record = {"target": target, "fake_quantization": result.stats["fake_quantization"], "target_options": dict(values) if used else {},
               "per_channel": recipe.per_channel, "float_modules": list(recipe.float_modules),
               **{k: v for k, v in result.stats.items() if k != "fake_quantization"},
               "source_checkpoint_sha256": sha256_of(checkpoint), "seconds": round(time.perf_counter() - started, 1)}
-    tuned_meta = dataclasses.replace(meta, metrics={**{f"val_{k}": v / 100.0 for k, v in after.items()}, "before_qat": dict(meta.metrics)},
+    tuned_meta = dataclasses.replace(meta, metrics={**{f"val_{k}": v for k, v in after.items()}, "before_qat": dict(meta.metrics)},
                                      versions={}, qat=record)
     save_checkpoint(out, tuned, tuned_meta, force=force)
     return FineTuneResult(Path(out), record, before, after)
 
-
-def _percent(metrics: dict) -> dict:
-    return {name: round(100.0 * value, 3) for name, value in metrics.items()}

@@ -94,7 +94,7 @@ def _fine_tune(target, checkpoint, arch, data, out, epochs, batch_size, lr, seed
     with third_party_noise(False, None, "train") as log_path:  # the quantizers' warnings: to the log, as convert does
         result = fine_tune_checkpoint(checkpoint, target, data, out, recipe, _target_options([], server_engine).get(target), force, arch)
     record = result.record
-    shown = ", ".join(f"{name} {result.before[name]:.2f} -> {result.after[name]:.2f}" for name in result.after)
+    shown = ", ".join(f"{name} {100 * result.before[name]:.2f} -> {100 * result.after[name]:.2f}" for name in result.after)
     console.print(f"QAT checkpoint {result.checkpoint} ({record['seconds']:.0f} s, {record['images_seen']} images seen, {record['fake_quantization']}); "
                   f"fp32 on val: {shown}")
     if log_path is not None:
