@@ -97,7 +97,13 @@ def _release_pending() -> None:
 
 
 def _end() -> int:
-    """The host is gone: kill and reap every runner still here, and remove their cgroups."""
+    """The host is gone: kill and reap every runner still here, and remove their cgroups.
+
+    SIGTERM is blocked first. The host's death arrives twice, as the socket's end and as SIGTERM
+    (PDEATHSIG), so without the block the handler could run a second _end inside this one. That
+    second call would find the runner already reaped and not yet marked unreleased, and it would
+    exit with the runner's cgroup still there."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     for pid in list(LIVE):
         try:
             os.killpg(pid, signal.SIGKILL)
