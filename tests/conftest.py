@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from .fixtures.make_test_detector import ARCH as TEST_DETECTOR_ARCH
+
 os.environ.setdefault("EDGEMNV2_NO_PROGRESS", "1")
 # third-party output of the commands under test goes to logs here, not into the user's cache
 os.environ.setdefault("EDGEMNV2_LOG_DIR", tempfile.mkdtemp(prefix="edgemnv2-test-logs-"))
@@ -77,8 +79,21 @@ def freshly_trained_classifier(shapes_root, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def trained_detector(shapes_root, tmp_path_factory):
-    """A small MobileNetV2 CenterNet really trained on the shapes detection data (64x64, width 0.35)."""
+def trained_detector(tmp_path_factory):
+    """The suite's detector: MobileNetV2 0.35 CenterNet at 64x64 on the shapes detection data, trained
+    by tests/fixtures/make_test_detector.py and committed (see there for why). Returns a copy and
+    the metrics it recorded."""
+    from edgemnv2.checkpoint import load_checkpoint
+
+    out = tmp_path_factory.mktemp("ckpt") / "tiny_detector.pt"
+    shutil.copyfile(TEST_DETECTOR_FIXTURE, out)
+    _, meta = load_checkpoint(out)
+    return out, meta.metrics
+
+
+@pytest.fixture(scope="session")
+def freshly_trained_detector(shapes_root, tmp_path_factory):
+    """A detector trained in this session (a few epochs): proves detector training itself works here."""
     from edgemnv2.checkpoint import CheckpointMeta
     from edgemnv2.data.datasets import load_coco, resolve_detection_split
     from edgemnv2.data.preprocess import Preprocessing
@@ -88,11 +103,10 @@ def trained_detector(shapes_root, tmp_path_factory):
     preprocessing = Preprocessing((64, 64))
     train = load_coco(*resolve_detection_split(shapes_root / "detection", "train"), preprocessing)
     val = load_coco(*resolve_detection_split(shapes_root / "detection", "val"), preprocessing)
-    kwargs = {"width_mult": 0.35, "neck_channels": 32, "head_channels": 32}
-    meta = CheckpointMeta("centernet", "detection", train.class_names, preprocessing, kwargs)
-    model = create_model("centernet", num_classes=len(train.class_names), **kwargs)
-    out = tmp_path_factory.mktemp("ckpt") / "tiny_detector.pt"
-    result = train_detector(model, train, val, meta, TrainConfig(epochs=8, batch_size=16, lr=3e-3), out)
+    meta = CheckpointMeta("centernet", "detection", train.class_names, preprocessing, dict(TEST_DETECTOR_ARCH))
+    model = create_model("centernet", num_classes=len(train.class_names), **TEST_DETECTOR_ARCH)
+    out = tmp_path_factory.mktemp("ckpt") / "fresh_detector.pt"
+    result = train_detector(model, train, val, meta, TrainConfig(**TEST_DETECTOR_TRAINING), out)
     return out, result
 
 
@@ -122,6 +136,8 @@ def detector_artifacts(trained_detector, shapes_root, tmp_path_factory):
 
 
 TEST_CLASSIFIER_FIXTURE = Path(__file__).resolve().parent / "fixtures" / "test_classifier.pt"
+TEST_DETECTOR_FIXTURE = Path(__file__).resolve().parent / "fixtures" / "test_detector.pt"
+TEST_DETECTOR_TRAINING = {"epochs": 3, "batch_size": 16, "lr": 3e-3}  # the in-session training test
 TEST_CLASSIFIER_TRAINING = {"epochs": 4, "batch_size": 32, "lr": 4e-3}  # the in-session training test
 TEST_CLASSIFIER_INPUT = 48  # both must match tests/fixtures/make_test_classifier.py
 TEST_CLASSIFIER_WIDTH = 0.35

@@ -15,6 +15,8 @@ from edgemnv2.data.datasets import load_image_folder
 from edgemnv2.data.stream import batches
 from edgemnv2.evaluate import torch_runner
 
+pytestmark = pytest.mark.slow  # every test here converts or trains (pyproject's marker)
+
 REPO = Path(__file__).resolve().parents[1]
 
 

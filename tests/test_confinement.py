@@ -488,3 +488,17 @@ def test_the_runner_factory_starts_onnx_runtime_without_its_telemetry(classifier
             assert not [path for path in opened if "onnxruntime.db" in path], opened
     finally:
         runner.close()
+
+
+def test_a_fresh_runner_factory_simulates_coreml(classifier_artifacts, shapes_root, tmp_path):
+    """The simulation imports torch._dynamo, which makes its cache folder on import: in a runner that
+    cannot make folders this failed ("Permission denied: .../torchinductor_uid_0") whenever no earlier
+    runner of the same factory had imported it first. A new process is a new factory."""
+    from .test_trust import one_artifact_folder
+
+    folder = one_artifact_folder(classifier_artifacts, tmp_path / "art", ("coreml", "int8"))
+    done = subprocess.run([sys.executable, "-m", "edgemnv2", "validate", "--checkpoint", str(classifier_artifacts[0]), "--artifacts", str(folder),
+                           "--data", str(shapes_root / "classification"), "--limit", "4", "--runs", "1", "--json", "--out", str(tmp_path / "report")],
+                          capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
+    (row,) = json.loads(done.stdout)["artifacts"]
+    assert row["status"] == "passed" and row["measured_on"] == "simulated", (row.get("note"), done.stderr[-1500:])

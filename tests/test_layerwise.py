@@ -19,6 +19,7 @@ def _artifact(folder: Path, target: str, precision: str) -> Path:
 
 
 @pytest.mark.parametrize("target", ["executorch", "tflite", "torchscript"])
+@pytest.mark.slow
 def test_profile_rows_cover_every_op_and_name_the_source_layers_in_order(detector_artifacts, target):
     """What the profiler guarantees, on every CPU. How close the rows' sum comes to the end-to-end
     latency is a property of the CPU and the runtime's per-invoke overhead (TFLite's rows are timed
@@ -47,6 +48,7 @@ def test_profile_rows_cover_every_op_and_name_the_source_layers_in_order(detecto
         assert not [row["op"] for row in rows if "not delegated" in row["op"]]
 
 
+@pytest.mark.slow
 def test_profile_cli_writes_the_table_json_and_png_and_measures_the_peak_once(detector_artifacts, tmp_path, monkeypatch, capsys):
     _, folder, _ = detector_artifacts
     monkeypatch.setenv("EDGEMNV2_PEAK_CACHE", str(tmp_path / "cache" / "peaks.json"))
@@ -64,6 +66,7 @@ def test_profile_cli_writes_the_table_json_and_png_and_measures_the_peak_once(de
     assert json.loads(capsys.readouterr().out)["peak_gmacs"]["fp32"]["cached"]  # measured once per CPU
 
 
+@pytest.mark.slow
 def test_profile_against_its_fp32_sets_each_layer_beside_its_fp32_time_with_this_cpus_ceiling(detector_artifacts, capsys):
     _, folder, _ = detector_artifacts
     int8, fp32 = _artifact(folder, "executorch", "int8"), _artifact(folder, "executorch", "fp32")
@@ -121,6 +124,7 @@ def _break_one_scale(artifact: Path, dest: Path, compute_index: int) -> None:
     Path(str(dest) + ".manifest.json").write_text(json.dumps(manifest))
 
 
+@pytest.mark.slow
 def test_debug_names_the_layer_whose_scale_was_corrupted_and_says_activations_clip(detector_artifacts, shapes_root, tmp_path, capsys):
     checkpoint, folder, _ = detector_artifacts
     original = _artifact(folder, "tflite", "int8")
@@ -137,6 +141,7 @@ def test_debug_names_the_layer_whose_scale_was_corrupted_and_says_activations_cl
     assert f"drift jumps at {expected}" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_debug_reads_torchscript_intermediates_and_refuses_what_it_cannot_do_in_one_line(detector_artifacts, shapes_root, tmp_path, capsys):
     checkpoint, folder, _ = detector_artifacts
     report = debug_artifact(_artifact(folder, "torchscript", "int8"), checkpoint, shapes_root / "detection", images=2)
@@ -151,6 +156,7 @@ def test_debug_reads_torchscript_intermediates_and_refuses_what_it_cannot_do_in_
     assert "is not the checkpoint" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_debug_reads_executorchs_int8_tensors_from_a_verified_rebuild_and_refuses_another_program(detector_artifacts, shapes_root, tmp_path, capsys):
     """The XNNPACK delegate hides its tensors, so debug rebuilds the program with them as outputs; the
     rebuild must return exactly the artifact's outputs, or nothing is reported from it."""
@@ -170,6 +176,7 @@ def test_debug_reads_executorchs_int8_tensors_from_a_verified_rebuild_and_refuse
     assert "is not the program its checkpoint, recipe and calibration images build here" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_validate_profile_puts_each_artifacts_per_op_profile_and_a_speed_verdict_in_the_report(detector_artifacts, shapes_root, tmp_path):
     from edgemnv2.services import validate_artifacts
 

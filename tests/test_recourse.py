@@ -12,6 +12,8 @@ from edgemnv2.cli.main import run
 from edgemnv2.data.datasets import load_image_folder
 from edgemnv2.evaluate import evaluate_runner
 
+pytestmark = pytest.mark.slow  # every test here converts or trains (pyproject's marker)
+
 BUDGET = 0.5  # points of top-1; plain per-tensor PTQ of the test classifier loses 1.2 (ExecuTorch) to 1.5 (TFLite) on its 600 val images
 
 

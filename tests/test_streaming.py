@@ -83,6 +83,7 @@ def small_artifact_folder(classifier_artifacts, tmp_path_factory):
     return checkpoint, out
 
 
+@pytest.mark.slow
 def test_two_ranks_report_what_one_process_reports(small_artifact_folder, shapes_root, tmp_path):
     checkpoint, artifacts = small_artifact_folder
     args = ["validate", "--checkpoint", str(checkpoint), "--artifacts", str(artifacts), "--data", str(shapes_root / "classification"),
@@ -98,6 +99,7 @@ def test_two_ranks_report_what_one_process_reports(small_artifact_folder, shapes
     assert done.stdout.count("validation of") == 1  # one table: rank 0's
 
 
+@pytest.mark.slow
 def test_two_ranks_train_a_checkpoint_that_loads_and_scores(shapes_root, tmp_path):
     out = tmp_path / "ddp.pt"
     done = subprocess.run(TORCHRUN + ["-m", "edgemnv2", "train", "--data", str(shapes_root / "classification"), "--out", str(out),

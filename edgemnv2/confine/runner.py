@@ -352,7 +352,9 @@ class _Zygote:
         env = {key: os.environ[key] for key in ENV_KEEP if key in os.environ}
         # OpenMP keeps its default wait policy: PASSIVE (threads sleep at once) made TorchScript 1.7-2x
         # slower than in process (measured: 4.4 against 2.6 ms); BLAS threads are not needed before a runtime's.
-        env.update(OPENBLAS_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1", HOME=tempfile.gettempdir(), **NO_TELEMETRY)
+        # bytecode: the factory (not confined) caches what it compiles, as any Python does; `make setup` installs
+        # with --no-compile, and a factory that compiled torch afresh at every start would pay seconds each time
+        env.update(OPENBLAS_NUM_THREADS="1", HOME=tempfile.gettempdir(), **NO_TELEMETRY)
         self.process = subprocess.Popen([sys.executable, "-I", "-m", "edgemnv2.confine.zygote", str(theirs.fileno())], stdin=subprocess.DEVNULL,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, pass_fds=(theirs.fileno(),),
                                         cwd=tempfile.gettempdir(), start_new_session=True)

@@ -47,7 +47,9 @@ def _runner(request_fd: int, reply_fd: int, work_dir: str, factory: int) -> int:
     _die_with_parent()
     if os.getppid() != factory:  # the factory died before the line above took effect: nobody would ever kill this runner
         return 1
-    os.environ.update(HOME=work_dir, TMPDIR=work_dir)
+    # torch._dynamo makes its cache folder when it is imported (the CoreML simulation imports it): under
+    # Landlock the runner cannot make folders, so the cache is the work folder itself, which exists
+    os.environ.update(HOME=work_dir, TMPDIR=work_dir, TORCHINDUCTOR_CACHE_DIR=work_dir)
     import tempfile
 
     tempfile.tempdir = work_dir  # the only folder it may write: Python caches the temp folder it chose first
