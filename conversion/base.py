@@ -323,8 +323,11 @@ def _quantization_record(job: ConversionJob) -> dict | None:
         calibration = {"ranges": TRAINED_RANGES}
     elif precision.needs_calibration and job.calibration_images is not None:
         calibration = {"images": int(min(len(job.calibration_images), job.recipe.calibration_size)), "observer": job.recipe.observer}
-    return {"scheme": weights + (", int8 activations" if precision.quantizes_activations else f", {precision.float_dtype} activations"),
-            "weights_quantized": precision.quantizes_weights, "activations_quantized": precision.quantizes_activations,
+    activations = (", int8 activations" if precision.quantizes_activations else
+                   f", {precision.float_dtype} activations quantized to int8 at run time (dynamic range)" if precision.dynamic_activations else
+                   f", {precision.float_dtype} activations")
+    return {"scheme": weights + activations, "weights_quantized": precision.quantizes_weights,
+            "activations_quantized": "at run time" if precision.dynamic_activations else precision.quantizes_activations,
             "recipe": job.recipe.to_dict(), "calibration": calibration, **({"qat": job.fine_tuning} if job.fine_tuning else {})}
 
 

@@ -1,4 +1,5 @@
-"""TFLite (LiteRT) via litert-torch: fp32, or int8 (int8 weights and activations).
+"""TFLite (LiteRT) via litert-torch: fp32, or int8 (int8 weights and activations); fp16, int8_dynamic
+and int8_weights by LiteRT's own quantizer (ai-edge-quantizer) on the fp32 file.
 
 By default the file is app-ready (conversion/tflite_app.py): uint8 NHWC pixels in, the network's
 preprocessing inside the graph, float32 outputs, and TFLite Metadata (labels, normalization, name,
@@ -15,13 +16,17 @@ import numpy as np
 from quantization import qat
 from quantization.ptq import litert_quantizer, pt2e_quantize
 
-from . import tflite_ops
+from . import tflite_ops, tflite_weights
 from .file_kinds import flatbuffer_identified
 from .base import ConversionJob, RuntimeUnavailable, Target, TargetOption, TargetSpec, decode_option, output_names, self_description
 from .tflite_app import AppImageInput, delegated_pixel_input, example_pixels, float_outputs, metadata_bytes, pixels_from_normalized, read_metadata, with_metadata
 
-SPEC = TargetSpec("tflite", ".tflite", ("fp32", "int8"), runtime="LiteRT interpreter (ai-edge-litert)",
-                  runtime_modules=("ai_edge_litert", "tflite_runtime"), device_runtime="tflite", tool_packages=("litert-torch", "ai-edge-litert"))
+SPEC = TargetSpec("tflite", ".tflite", ("fp32", "fp16", "int8", "int8_dynamic", "int8_weights"), runtime="LiteRT interpreter (ai-edge-litert)",
+                  runtime_modules=("ai_edge_litert", "tflite_runtime"), device_runtime="tflite", tool_packages=("litert-torch", "ai-edge-litert", "ai-edge-quantizer"))
+
+
+# the precisions made from the fp32 file by ai-edge-quantizer's recipes (conversion/tflite_weights.py)
+FROM_FP32 = {"fp32": None, "fp16": tflite_weights.FP16, "int8_dynamic": tflite_weights.DYNAMIC_INT8, "int8_weights": tflite_weights.WEIGHT_ONLY_INT8}
 
 
 INPUT = TargetOption("input", "app", ("app", "nchw"), "app: uint8 NHWC pixels in (preprocessing inside the graph), float32 out, "
@@ -36,8 +41,11 @@ def convert(job: ConversionJob, dest: Path) -> dict:
     preprocessing = job.meta.preprocessing
     if app:
         model, example = AppImageInput(model, preprocessing.mean, preprocessing.std).eval(), example_pixels(job.example)
-    if job.precision.name == "fp32":
-        edge_model = litert_torch.convert(model, (example,))
+    if job.precision.name in FROM_FP32:  # one fp32 conversion per run serves fp32 and every precision made from it
+        content = job.shared(f"tflite-fp32-{app}-{id(job.model)}", lambda: litert_torch.convert(model, (example,)).model_content())
+        edge_model = None
+        if job.precision.name != "fp32":
+            content = tflite_weights.quantize(content, FROM_FP32[job.precision.name], job.recipe.per_channel)
     else:
         from litert_torch.quantize.quant_config import QuantConfig
 
@@ -49,7 +57,8 @@ def convert(job: ConversionJob, dest: Path) -> dict:
         if quantized is None:
             quantized = pt2e_quantize(model, example, quantizer, calibration, fold_quantize=False)
         edge_model = litert_torch.convert(quantized, (example,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
-    content = edge_model.model_content()
+    if edge_model is not None:
+        content = edge_model.model_content()
     if app:
         content = _app_ready(content, job)
     # Write from Python, not through the converter's own file writer: on a full disk LLVM's writer

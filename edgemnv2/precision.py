@@ -17,6 +17,9 @@ class Precision:
     quantizes_activations: bool
     float_dtype: str  # the dtype of what is not quantized
     summary: str
+    # dynamic range: float activations quantized to int8 by the runtime, per call, from each tensor's own
+    # range. Nothing to calibrate (quantizes_activations stays False: no ranges are stored in the file)
+    dynamic_activations: bool = False
 
     @property
     def needs_calibration(self) -> bool:
@@ -38,6 +41,8 @@ PRECISIONS: dict[str, Precision] = {
         Precision("fp16", False, False, "float16", "float16 compute and weights"),
         Precision("int8", True, True, "float32", "int8 weights and activations, calibrated on real images"),
         Precision("int8_weights", True, False, "float32", "int8 weights only (no calibration); float activations"),
+        Precision("int8_dynamic", True, False, "float32", "int8 weights; activations quantized at run time from their own range "
+                  "(dynamic range: no calibration)", dynamic_activations=True),
     )
 }
 

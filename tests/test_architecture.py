@@ -89,6 +89,7 @@ def test_every_target_is_reached_by_the_device_runner_the_cli_and_the_manifests(
     from conversion import TARGETS
     from edgemnv2.cli.main import run
     from edgemnv2.device import run_bundle
+    from edgemnv2.precision import PRECISIONS
 
     assert run(["convert", "--help"]) == 0
     help_text = capsys.readouterr().out
@@ -96,7 +97,7 @@ def test_every_target_is_reached_by_the_device_runner_the_cli_and_the_manifests(
         assert target.spec.device_runtime in run_bundle.RUNTIMES, f"{name}: no '{target.spec.device_runtime}' runtime in the device runner"
         assert name in help_text, f"{name} is missing from `convert --help`"
         assert target.spec.runtime_modules and target.spec.tool_packages is not None
-        assert set(target.spec.precisions) <= {"fp32", "fp16", "int8", "int8_weights"}
+        assert set(target.spec.precisions) <= set(PRECISIONS)  # each a Precision value, nothing named only by a target
         for module in target.spec.runtime_modules:
             assert isinstance(module, str) and module.isidentifier()
 

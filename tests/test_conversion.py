@@ -11,6 +11,7 @@ from conversion.coreml import op_types
 from conversion.pipeline import calibration_images, run_conversion
 from edgemnv2.checkpoint import load_checkpoint
 from edgemnv2.evaluate import confident_detections, torch_runner
+from edgemnv2.precision import get_precision
 from edgemnv2.models.decode import decode
 from edgemnv2.validation.drift import sqnr_db
 from quantization.ptq import QuantRecipe
@@ -65,8 +66,15 @@ def test_manifests_describe_their_artifacts(classifier_artifacts):
         assert manifest["input_shape"] == expected and manifest["outputs"] == ["logits"]
         assert len(manifest["class_names"]) == 10 and manifest["preprocessing"]["mean"]
         assert manifest["tool_versions"]["torch"].startswith("2.14.1")
-        if manifest["precision"].startswith("int8") and manifest["precision"] != "int8_weights":
+        precision = get_precision(manifest["precision"])
+        if precision.needs_calibration:
             assert manifest["quantization"]["calibration"] == {"images": TEST_CALIBRATION_SIZE, "observer": "histogram"}
+        elif precision.quantized:  # weight-only and dynamic range: what they quantize, and no calibration
+            quantization = manifest["quantization"]
+            assert quantization["calibration"] is None and quantization["weights_quantized"] is True, artifact.name
+            assert quantization["activations_quantized"] == ("at run time" if precision.dynamic_activations else False), artifact.name
+        else:
+            assert manifest.get("quantization") is None, artifact.name
 
 
 def _runnable(out):
