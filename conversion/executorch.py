@@ -1,5 +1,7 @@
-"""ExecuTorch .pte with the XNNPACK delegate (fp32, or int8 via the XNNPACK PT2E quantizer)."""
+"""ExecuTorch .pte with the XNNPACK delegate: fp32, fp16 (XNNPACK's float16 kernels, float32 input
+and outputs), or int8 via the XNNPACK PT2E quantizer."""
 
+import copy
 import json
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from . import executorch_capture, executorch_ops
 from .file_kinds import flatbuffer_identified
 from .base import ConversionJob, Target, TargetSpec, decode_option, self_description
 
-SPEC = TargetSpec("executorch", ".pte", ("fp32", "int8"), runtime="ExecuTorch runtime, XNNPACK delegate",
+SPEC = TargetSpec("executorch", ".pte", ("fp32", "fp16", "int8"), runtime="ExecuTorch runtime, XNNPACK delegate",
                   runtime_modules=("executorch",), device_runtime="executorch", tool_packages=("executorch",))
 
 
@@ -22,10 +24,25 @@ def program_model(job: ConversionJob) -> torch.nn.Module:
     # nearest upsampling is not an XNNPACK op: as its exact copy form (views and concatenations) the graph stays
     # one delegate call (quantization/delegable.py has the measurement)
     model, rewritten = nearest_upsampling_as_copies(job.model)
+    if job.precision.name == "fp16":
+        model = Float16Inside(model)
     if job.precision.name == "int8":
         model = job.shared(f"xnnpack-int8-delegable-{job.recipe}", lambda: xnnpack_int8_graph(model, job.example, job.require_calibration(), job.recipe)) \
             if rewritten else job.xnnpack_int8_graph()
     return model
+
+
+class Float16Inside(torch.nn.Module):
+    """The network in float16 between a cast in and a cast out: the app feeds and reads float32 as
+    for fp32, and XNNPACK runs every layer with its float16 kernels."""
+
+    def __init__(self, network: torch.nn.Module):
+        super().__init__()
+        self.network = copy.deepcopy(network).half().eval()
+
+    def forward(self, x):
+        outputs = self.network(x.half())
+        return tuple(o.float() for o in outputs) if isinstance(outputs, tuple) else outputs.float()
 
 
 def to_program(model: torch.nn.Module, example: torch.Tensor, constant_methods: dict | None = None) -> bytes:
