@@ -75,7 +75,9 @@ def tflite_runtime_python():
     return done.stdout.strip().splitlines()[-1]
 
 
-@pytest.mark.parametrize("precision", ["fp32", "int8"])
+# not int8_dynamic: tflite-runtime 2.14 runs ai-edge-quantizer's dynamic-range file to other numbers
+# (README, "Precisions without calibration"): the board's gates fail it, as they should
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_tflite_bundles_pass_under_tflite_runtime_with_numpy1(bundles, tflite_runtime_python, precision):
     bundle = bundles / f"tiny_classifier_tflite_{precision}_tflite"
     code, board = run_bundle(tflite_runtime_python, bundle)
@@ -86,9 +88,9 @@ def test_tflite_bundles_pass_under_tflite_runtime_with_numpy1(bundles, tflite_ru
     # The two interpreters agree on the figures. In int8 they run different kernels (tflite-runtime
     # 2.14's built-in int8 ops vs LiteRT 2.3's XNNPACK) with different requantization rounding, so
     # borderline images may flip differently: a few points of agreement apart, not identical.
-    tolerance = 0.5 if precision == "fp32" else 4.0
+    tolerance = 0.5 if precision != "int8" else 4.0
     assert board["measured"]["top1_agreement"] == pytest.approx(host["measured"]["top1_agreement"], abs=tolerance)
-    assert abs(board["measured"]["sqnr_db"] - host["measured"]["sqnr_db"]) < (1.0 if precision == "fp32" else 3.0) or min(board["measured"]["sqnr_db"], host["measured"]["sqnr_db"]) > 100
+    assert abs(board["measured"]["sqnr_db"] - host["measured"]["sqnr_db"]) < (1.0 if precision != "int8" else 3.0) or min(board["measured"]["sqnr_db"], host["measured"]["sqnr_db"]) > 100
 
 
 def test_tampered_bundle_is_refused(bundles, tmp_path):
