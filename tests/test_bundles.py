@@ -76,7 +76,7 @@ def tflite_runtime_python():
 
 
 # not int8_dynamic: tflite-runtime 2.14 runs ai-edge-quantizer's dynamic-range file to other numbers
-# (README, "Precisions without calibration"): the board's gates fail it, as they should
+# (docs/targets.md, "Old interpreters and dynamic range"): the board's gates fail it, as they should
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_tflite_bundles_pass_under_tflite_runtime_with_numpy1(bundles, tflite_runtime_python, precision):
     bundle = bundles / f"tiny_classifier_tflite_{precision}_tflite"
