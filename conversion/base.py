@@ -67,6 +67,8 @@ class TargetSpec:
     tool_packages: tuple[str, ...]  # pip distributions whose versions its manifest records
     notes: str = ""
     runs_on: str = "any"  # where its runtime exists ("macOS only" for CoreML)
+    # what a simulated row says (a target with `simulate`): why its runtime did not run here
+    simulation_note: str = ""
     # Same checkpoint + recipe -> byte-identical artifact? Measured by tests/test_reproducibility.py;
     # when False, `nondeterminism` says why (recorded in every manifest).
     deterministic: bool = True

@@ -39,6 +39,7 @@ SPEC = TargetSpec(
     "coreml", ".mlpackage", ("fp32", "fp16", "int8", "int8_weights"),
     runtime="Core ML (macOS/iOS only)", runtime_modules=("coremltools",), device_runtime="coreml",
     tool_packages=("coremltools", "executorch"), notes="converts on Linux; runs only on macOS", runs_on="macOS only",
+    simulation_note="simulated — CoreML runs only on macOS",
     deterministic=False,
     nondeterminism="coremltools names the .mlpackage's items with fresh UUIDs in Manifest.json; the program and weights are the same",
 )
@@ -185,7 +186,7 @@ def _describe(mlmodel, job: ConversionJob) -> None:
     """What Xcode shows in the model's Metadata tab, and what an app can read at run time."""
     import json
 
-    from edgemnv2 import __version__
+    from edgemnv2.version import __version__
 
     meta = job.meta
     mlmodel.author = "edgemnv2"

@@ -501,7 +501,7 @@ def _record(search: Search, base: Attempt, final: Attempt, met: bool, seconds: f
         **({"qat": final.fine_tuning} if final.fine_tuning else {}),
         "latency_ratio": latency_ratio,
         "size_ratio": final.size_bytes / base.size_bytes if base.size_bytes else None,
-        "measured_on": "simulated (CoreML runs only on macOS)" if search.simulated else "runtime",
+        "measured_on": search.target.spec.simulation_note.replace(" — ", " (", 1) + ")" if search.simulated else "runtime",
         "evaluations": search.evaluations, "max_evaluations": MAX_EVALUATIONS, "seconds": round(seconds, 1),
         "attempts": [a.record() for a in search.attempts],
     }

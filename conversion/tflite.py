@@ -73,7 +73,7 @@ def convert(job: ConversionJob, dest: Path) -> dict:
 
 
 def _app_ready(content: bytes, job: ConversionJob) -> bytes:
-    from edgemnv2 import __version__
+    from edgemnv2.version import __version__
     from edgemnv2.tasks import get_task
 
     meta = job.meta

@@ -8,7 +8,7 @@ The API is resolved on first use (PEP 562): `import edgemnv2` alone, or any core
 
 import os
 
-__version__ = "0.1.0"
+from .version import __version__
 
 # ONNX Runtime uploads usage telemetry from Linux since 1.29 unless told not to (its own opt-out,
 # read once at import): a deployment tool run in CI makes no network calls it was not asked for.

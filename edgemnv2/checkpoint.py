@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import __version__
+from .version import __version__
 from .data.preprocess import Preprocessing
 from .errors import UserError
 from .fileio import atomic_output

@@ -101,8 +101,8 @@ def convert(
             "unsupported": [{"target": t, "precision": p, "reason": reason} for t, p, reason in result.unsupported],
         })
     console.print(f"BN folding verified: max relative error {result.fold_max_relative_error:.1e}; calibration images: {result.calibration_images}")
-    if any("coreml" == r.target and r.status == "ok" for r in results):
-        console.print("note: CoreML artifacts were converted here but can only run on macOS.")
+    for name in sorted({r.target for r in results if r.status == "ok" and TARGETS[r.target].spec.runs_on != "any"}):
+        console.print(f"note: {name} artifacts were converted here but run on {TARGETS[name].spec.runs_on}.")
     bugs = [r for r in results if r.internal]
     if bugs:  # after every other conversion was done and shown
         raise InternalError(f"{len(bugs)} conversions failed on an edgemnv2 bug: " + "; ".join(f"{r.target}/{r.precision}: {r.message}" for r in bugs)

@@ -32,7 +32,7 @@ app = typer.Typer(
 
 def _print_version(value: bool) -> None:
     if value:
-        from .. import __version__
+        from ..version import __version__
 
         print(f"edgemnv2 {__version__}")
         raise typer.Exit(0)

@@ -109,8 +109,8 @@ def notes(report: dict) -> list[str]:
     if processes.get("world_size", 1) > 1:
         out.append(f"{processes['world_size']} processes (torchrun): each scored every {processes['world_size']}th batch; metrics are over all images; "
                    "latency is the median over ranks, img/s the sum over ranks.")
-    if any(a["measured_on"] == "simulated" for a in report["artifacts"]):
-        out.append("* simulated — CoreML runs only on macOS: these rows are the exact torch program that was converted, run in PyTorch; no latency is shown because none was measured.")
+    for why in sorted({a["note"].split(" (")[0] for a in report["artifacts"] if a["measured_on"] == "simulated"}):  # the target's simulation_note
+        out.append(f"* {why}: these rows are the exact torch program that was converted, run in PyTorch; no latency is shown because none was measured.")
     out.append("drop = reference minus artifact, in points; SQNR of the raw outputs against the reference (worst output).")
     if _task(report).host_postprocess is not None:
         out.append("decode: graph = the artifact returns boxes, scores and classes (its latency includes the decode; SQNR is of its sorted "

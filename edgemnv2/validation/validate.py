@@ -45,7 +45,6 @@ REFUSED = "refused"  # bytes, manifest or signature not trusted: never forgiven
 ERROR = "error"  # the runtime crashed on it: never forgiven
 NOT_CHECKED = (COULD_NOT_RUN, REFUSED, ERROR)
 RUNNING = "running"  # loaded and being scored (never in a finished report)
-SIMULATED_NOTE = "simulated — CoreML runs only on macOS"
 
 
 @dataclass
@@ -207,7 +206,7 @@ def _load_runner(stack: ExitStack, target, path: Path, manifest: dict, sample: n
         if target.simulate is None:
             raise
         runner = stack.enter_context(closing(confined_runner(target.name, path, manifest, settings.threads, limits, simulate=True)))
-        row.measured_on, row.note = "simulated", f"{SIMULATED_NOTE} ({exc})"
+        row.measured_on, row.note = "simulated", f"{target.spec.simulation_note} ({exc})"
         row.confinement = runner.confinement
     runtime = row.measured_on == "runtime"
     if runtime:
