@@ -67,6 +67,8 @@ class TargetSpec:
     tool_packages: tuple[str, ...]  # pip distributions whose versions its manifest records
     notes: str = ""
     runs_on: str = "any"  # where its runtime exists ("macOS only" for CoreML)
+    # packages that make only some precisions (TFLite's fp16 by ai-edge-quantizer): recorded by those alone
+    precision_tools: dict = field(default_factory=dict)
     # what a simulated row says (a target with `simulate`): why its runtime did not run here
     simulation_note: str = ""
     # Same checkpoint + recipe -> byte-identical artifact? Measured by tests/test_reproducibility.py;
@@ -88,6 +90,9 @@ class TargetOption:
     default: str
     choices: tuple[str, ...]
     help: str
+    # the precisions it changes (empty: all). Only those record it, so that setting it, or a new
+    # option, does not make the other precisions' artifacts stale
+    precisions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -170,6 +175,14 @@ class Target:
                 isinstance(captures, list) and all(isinstance(c, Capture) for c in captures) for captures in per_image):
             raise RunnerFailed(f"{self.name}'s capture sent no per-layer outputs for each image")
         return per_image
+
+    def options_for(self, values: dict, precision: str) -> dict:
+        """The option values that apply to `precision` (what its job uses and its manifest records)."""
+        applies = {option.name for option in self.options if not option.precisions or precision in option.precisions}
+        return {name: value for name, value in values.items() if name in applies}
+
+    def tools_for(self, precision: str) -> tuple[str, ...]:
+        return self.spec.tool_packages + tuple(self.spec.precision_tools.get(precision, ()))
 
     def option_values(self, given: dict | None) -> dict:
         """This target's options: the defaults, overridden by `given` (validated)."""
@@ -265,7 +278,7 @@ class ConversionJob:
         if self.precision.quantized:
             # the recipe asked for (a recourse search's choice is recorded apart, in the manifest)
             record["recipe"] = (self.requested_recipe or self.recipe).to_dict()
-            if self.budget is not None:
+            if self.budget is not None and self.precision.quantizes_activations:  # the only precisions a --max-drop search measures
                 record["max_drop"] = self.budget.provenance()
         if self.precision.needs_calibration:
             self.require_calibration()

@@ -93,7 +93,8 @@ def quantize_dynamic_range(job: ConversionJob, float_model: Path, dest: Path) ->
 # default. Measured on the test classifier (AMD EPYC, AVX2, no VNNI): 8-bit 19.7 dB SQNR, 97.8% agreement,
 # 2.7 ms; 7-bit 12.9 dB, 95.0%, 6.8 ms. (fp32: 0.29 ms. ONNX Runtime's dynamic quantization is made for
 # MatMul-heavy models; on a convnet it is slower than fp32, and the report says so.)
-DYNAMIC_WEIGHT_BITS = TargetOption("dynamic_weight_bits", "8", ("7", "8"), "int8_dynamic weights: 8 (ConvInteger does not saturate) or 7")
+DYNAMIC_WEIGHT_BITS = TargetOption("dynamic_weight_bits", "8", ("7", "8"), "int8_dynamic weights: 8 (ConvInteger does not saturate) or 7",
+                                   precisions=("int8_dynamic",))
 
 
 def nodes_in_modules(path: Path, modules: tuple[str, ...]) -> list[str]:

@@ -205,7 +205,9 @@ class JobFactory:
         `requested`: the recipe the user asked for, when the search chose `recipe` instead."""
         images = self.images if images is None else images
         chosen = get_precision(precision)
-        model = equalized(self.folded, recipe, images, self.equalized) if chosen.quantized else self.folded
+        options = TARGETS[target].options_for(options, precision)
+        # equalization reads activation ranges on the calibration images: only for the precisions that calibrate
+        model = equalized(self.folded, recipe, images, self.equalized) if chosen.needs_calibration else self.folded
         qat = None
         if chosen.quantized and recipe.qat is not None:
             qat = self.fine_tuned(target, model, recipe, options, images)
@@ -216,7 +218,7 @@ class JobFactory:
         if calibration is not None and key not in self.hashes:
             self.hashes[key] = calibration_sha256(calibration)
         return ConversionJob(model, self.meta, chosen, job_recipe, images, self.shared_graphs, options, self.hashes.get(key),
-                             TARGETS[target].spec.tool_packages, postprocessed, budget=budget, requested_recipe=requested, qat=qat)
+                             TARGETS[target].tools_for(precision), postprocessed, budget=budget, requested_recipe=requested, qat=qat)
 
     def fine_tuned(self, target: str, model: torch.nn.Module, recipe: QuantRecipe, options: dict, images: np.ndarray | None):
         """The model fine-tuned under the target's fake quantization (quantization/qat.py QatResult):

@@ -22,7 +22,8 @@ from .base import ConversionJob, RuntimeUnavailable, Target, TargetOption, Targe
 from .tflite_app import AppImageInput, delegated_pixel_input, example_pixels, float_outputs, metadata_bytes, pixels_from_normalized, read_metadata, with_metadata
 
 SPEC = TargetSpec("tflite", ".tflite", ("fp32", "fp16", "int8", "int8_dynamic", "int8_weights"), runtime="LiteRT interpreter (ai-edge-litert)",
-                  runtime_modules=("ai_edge_litert", "tflite_runtime"), device_runtime="tflite", tool_packages=("litert-torch", "ai-edge-litert", "ai-edge-quantizer"))
+                  runtime_modules=("ai_edge_litert", "tflite_runtime"), device_runtime="tflite", tool_packages=("litert-torch", "ai-edge-litert"),
+                  precision_tools={name: ("ai-edge-quantizer",) for name in ("fp16", "int8_dynamic", "int8_weights")})
 
 
 # the precisions made from the fp32 file by ai-edge-quantizer's recipes (conversion/tflite_weights.py)

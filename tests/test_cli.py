@@ -58,8 +58,8 @@ def test_unknown_target_and_precision(capsys, trained_classifier, tmp_path):
     checkpoint, _ = trained_classifier
     code, _, err = run_cli(capsys, "convert", "--checkpoint", checkpoint, "--out", tmp_path, "--target", "tflte")
     assert_one_line_error(code, err, "Did you mean 'tflite'")
-    code, _, err = run_cli(capsys, "convert", "--checkpoint", checkpoint, "--out", tmp_path, "--target", "executorch", "--precision", "fp16")
-    assert_one_line_error(code, err, "executorch: fp32, int8")
+    code, _, err = run_cli(capsys, "convert", "--checkpoint", checkpoint, "--out", tmp_path, "--target", "executorch", "--precision", "int8_weights")
+    assert_one_line_error(code, err, "executorch: fp32, fp16, int8")
 
 
 def test_int8_needs_real_calibration_images(capsys, trained_classifier, tmp_path):

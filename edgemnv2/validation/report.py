@@ -109,7 +109,9 @@ def notes(report: dict) -> list[str]:
     if processes.get("world_size", 1) > 1:
         out.append(f"{processes['world_size']} processes (torchrun): each scored every {processes['world_size']}th batch; metrics are over all images; "
                    "latency is the median over ranks, img/s the sum over ranks.")
-    for why in sorted({a["note"].split(" (")[0] for a in report["artifacts"] if a["measured_on"] == "simulated"}):  # the target's simulation_note
+    simulated = [a for a in report["artifacts"] if a["measured_on"] == "simulated"]
+    # the target's simulation_note, which the row's note starts with (unless a failure replaced it)
+    for why in sorted({a["note"].split(" (")[0] if a["note"].startswith("simulated") else "simulated" for a in simulated}):
         out.append(f"* {why}: these rows are the exact torch program that was converted, run in PyTorch; no latency is shown because none was measured.")
     out.append("drop = reference minus artifact, in points; SQNR of the raw outputs against the reference (worst output).")
     if _task(report).host_postprocess is not None:

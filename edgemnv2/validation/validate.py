@@ -29,6 +29,7 @@ from ..confine.runner import settle as settle_runners
 from ..diagnosis.profile import profile_verified
 from ..data.stream import chunked, read_batches
 from ..distributed import World
+from ..precision import get_precision
 from ..errors import CheckFailed, UserError, reraise_if_debugging
 from ..evaluate import torch_runner
 from ..fileio import sha256_of, size_of
@@ -161,7 +162,7 @@ def speed_advice(rows: list[ArtifactRow]) -> None:
         theirs = reference.measured["latency_median_ms"]
         ratio = theirs / mine
         row.speed = {"over_fp32": round(ratio, 2), "target_over_fp32": TARGET_OVER_FP32, "recommend": row.precision if ratio > 1.0 else "fp32"}
-        if row.profile and reference.profile:
+        if row.profile and reference.profile and get_precision(row.precision).quantizes_activations:  # its verdict speaks of int8 kernels
             comparison = compare(row.profile, reference.profile)
             row.speed.update(ceiling=comparison["ceiling"], by_kind=comparison["by_kind"], layers=comparison["layers"])
             if ratio < TARGET_OVER_FP32:
