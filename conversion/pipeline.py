@@ -105,13 +105,17 @@ def equalized(model: torch.nn.Module, recipe: QuantRecipe, images: np.ndarray | 
     return result
 
 
-def _with_postprocessing(model: torch.nn.Module, meta: CheckpointMeta, recipe: QuantRecipe, options: dict) -> tuple:
+def _with_postprocessing(model: torch.nn.Module, meta: CheckpointMeta, recipe: QuantRecipe, options: dict, wrapped_models: dict) -> tuple:
     """(model, recipe, postprocessed): with the task's in-graph post-processing when the target's
-    decode option asks for it; its modules stay float in every quantizer."""
+    decode option asks for it; its modules stay float in every quantizer. One wrapper per model and
+    run (`wrapped_models`), so the jobs that share a model share its wrapped form too (TFLite's fp32
+    file, made once for every precision made from it)."""
     task = get_task(meta.task)
     if task.graph_postprocess is None or options.get(DECODE) != "graph":
         return model, recipe, False
-    wrapped = task.graph_postprocess(model, meta).eval()
+    if id(model) not in wrapped_models:  # the entry keeps the model alive: its id stays its own
+        wrapped_models[id(model)] = (model, task.graph_postprocess(model, meta).eval())
+    wrapped = wrapped_models[id(model)][1]
     return wrapped, recipe.keeping_in_float(*getattr(wrapped, "FLOAT_MODULES", ())), True
 
 
@@ -198,6 +202,7 @@ class JobFactory:
         self.equalized: dict = {}
         self.hashes: dict = {}
         self.fine_tunes: dict = {}
+        self.wrapped_models: dict = {}  # id(model) -> (model, with its in-graph post-processing)
 
     def make(self, target: str, precision: str, recipe: QuantRecipe, options: dict, budget=None, images: np.ndarray | None = None,
              requested: QuantRecipe | None = None) -> ConversionJob:
@@ -212,7 +217,7 @@ class JobFactory:
         if chosen.quantized and recipe.qat is not None:
             qat = self.fine_tuned(target, model, recipe, options, images)
             model = qat.model
-        model, job_recipe, postprocessed = _with_postprocessing(model, self.meta, recipe, options)
+        model, job_recipe, postprocessed = _with_postprocessing(model, self.meta, recipe, options, self.wrapped_models)
         calibration = images[: recipe.calibration_size] if images is not None else None
         key = (id(images), recipe.calibration_size)
         if calibration is not None and key not in self.hashes:
