@@ -44,7 +44,6 @@ def convert(job: ConversionJob, dest: Path) -> dict:
         model, example = AppImageInput(model, preprocessing.mean, preprocessing.std).eval(), example_pixels(job.example)
     if job.precision.name in FROM_FP32:  # one fp32 conversion per run serves fp32 and every precision made from it
         content = job.shared(f"tflite-fp32-{app}-{id(job.model)}", lambda: litert_torch.convert(model, (example,)).model_content())
-        edge_model = None
         if job.precision.name != "fp32":
             content = tflite_weights.quantize(content, FROM_FP32[job.precision.name], job.recipe.per_channel)
     else:
@@ -57,9 +56,7 @@ def convert(job: ConversionJob, dest: Path) -> dict:
         quantizer = litert_quantizer(job.recipe, qat=quantized is not None)
         if quantized is None:
             quantized = pt2e_quantize(model, example, quantizer, calibration, fold_quantize=False)
-        edge_model = litert_torch.convert(quantized, (example,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
-    if edge_model is not None:
-        content = edge_model.model_content()
+        content = litert_torch.convert(quantized, (example,), quant_config=QuantConfig(pt2e_quantizer=quantizer)).model_content()
     if app:
         content = _app_ready(content, job)
     # Write from Python, not through the converter's own file writer: on a full disk LLVM's writer

@@ -46,17 +46,22 @@ def shapes_root(tmp_path_factory):
     return root
 
 
+def _committed_copy(fixture: Path, name: str, tmp_path_factory) -> tuple[Path, dict]:
+    """A copy of a committed checkpoint (no test can alter the original) and the metrics it recorded."""
+    from edgemnv2.checkpoint import load_checkpoint
+
+    out = tmp_path_factory.mktemp("ckpt") / name
+    shutil.copyfile(fixture, out)
+    _, meta = load_checkpoint(out)
+    return out, meta.metrics
+
+
 @pytest.fixture(scope="session")
 def trained_classifier(tmp_path_factory):
     """The suite's classifier: MobileNetV2 0.35 at 48x48 on GENTLE shapes, trained for minutes by
     tests/fixtures/make_test_classifier.py and committed; see there for why it is not trained per
     session. Returns a copy (no test can alter the original) and the metrics it recorded."""
-    from edgemnv2.checkpoint import load_checkpoint
-
-    out = tmp_path_factory.mktemp("ckpt") / "tiny_classifier.pt"
-    shutil.copyfile(TEST_CLASSIFIER_FIXTURE, out)
-    _, meta = load_checkpoint(out)
-    return out, meta.metrics
+    return _committed_copy(TEST_CLASSIFIER_FIXTURE, "tiny_classifier.pt", tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
@@ -83,12 +88,7 @@ def trained_detector(tmp_path_factory):
     """The suite's detector: MobileNetV2 0.35 CenterNet at 64x64 on the shapes detection data, trained
     by tests/fixtures/make_test_detector.py and committed (see there for why). Returns a copy and
     the metrics it recorded."""
-    from edgemnv2.checkpoint import load_checkpoint
-
-    out = tmp_path_factory.mktemp("ckpt") / "tiny_detector.pt"
-    shutil.copyfile(TEST_DETECTOR_FIXTURE, out)
-    _, meta = load_checkpoint(out)
-    return out, meta.metrics
+    return _committed_copy(TEST_DETECTOR_FIXTURE, "tiny_detector.pt", tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
