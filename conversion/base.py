@@ -332,7 +332,12 @@ def _quantization_record(job: ConversionJob) -> dict | None:
     precision = job.precision
     if not precision.quantized:
         return None
-    weights = "int8 symmetric weights (" + ("per-channel" if job.recipe.per_channel else "per-tensor") + ")"
+    if precision.palettized:  # the target's record says how the tables are shared (coreml: weight_compression)
+        weights = f"{precision.weight_bits}-bit palettized weights (k-means lookup tables)"
+    elif precision.weight_bits < 8:
+        weights = f"int{precision.weight_bits} symmetric weights (per block)"
+    else:
+        weights = f"int{precision.weight_bits} symmetric weights (" + ("per-channel" if job.recipe.per_channel else "per-tensor") + ")"
     calibration = None
     if job.trained_ranges_used:  # no calibration: quantization-aware training's ranges (the "qat" entry)
         calibration = {"ranges": TRAINED_RANGES}
@@ -341,7 +346,7 @@ def _quantization_record(job: ConversionJob) -> dict | None:
     activations = (", int8 activations" if precision.quantizes_activations else
                    f", {precision.float_dtype} activations quantized to int8 at run time (dynamic range)" if precision.dynamic_activations else
                    f", {precision.float_dtype} activations")
-    return {"scheme": weights + activations, "weights_quantized": precision.quantizes_weights,
+    return {"scheme": weights + activations, "bits": precision.bits, "weights_quantized": precision.quantizes_weights,
             "activations_quantized": "at run time" if precision.dynamic_activations else precision.quantizes_activations,
             "recipe": job.recipe.to_dict(), "calibration": calibration, **({"qat": job.fine_tuning} if job.fine_tuning else {})}
 

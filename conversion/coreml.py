@@ -1,4 +1,5 @@
-"""CoreML .mlpackage (ML Program): fp32, fp16, W8A8 int8 and weight-only int8.
+"""CoreML .mlpackage (ML Program): fp32, fp16, W8A8 int8, and compressed weights (int8, int4 per
+block, 6- and 4-bit palettized: conversion/coreml_weights.py).
 
 W8A8 is calibrated in PyTorch (the XNNPACK PT2E graph, then converted), because CoreML cannot
 predict on Linux and coremltools' own activation calibration needs prediction. CoreML artifacts
@@ -26,6 +27,7 @@ from edgemnv2.artifacts import ArtifactRefused
 from quantization import qat
 from quantization.ptq import xnnpack_int8_graph
 
+from . import coreml_weights
 from .file_kinds import folder_with
 from .base import SELF_DESCRIPTION, SIDECARS, ConversionJob, Runner, RuntimeUnavailable, Target, TargetOption, TargetSpec, decode_option, output_names, per_sample, self_description, sidecar_path, sidecar_temp
 from .program_file import load_program, save_program
@@ -36,7 +38,7 @@ IMAGE_INPUT = "image"
 PROBABILITIES = "classLabel_probs"  # the classifier's dictionary (class -> softmax probability): Vision's confidences
 
 SPEC = TargetSpec(
-    "coreml", ".mlpackage", ("fp32", "fp16", "int8", "int8_weights"),
+    "coreml", ".mlpackage", ("fp32", "fp16", "int8", "int8_weights", "int4_weights", "int6_palettized", "int4_palettized"),
     runtime="Core ML (macOS/iOS only)", runtime_modules=("coremltools",), device_runtime="coreml",
     tool_packages=("coremltools", "executorch"), notes="converts on Linux; runs only on macOS", runs_on="macOS only",
     simulation_note="simulated — CoreML runs only on macOS",
@@ -59,7 +61,6 @@ def _quiet_coremltools():
 
 SIMULATION_SUFFIX = ".simulation.safetensors"  # the exact torch program that was converted, for Linux reports
 UNSAFE_OLD_SUFFIX = ".simulation.pt2"  # written by edgemnv2 before 2026-11-28; never loaded
-WEIGHT_THRESHOLD = 2048  # coremltools leaves smaller weights in float (OpLinearQuantizerConfig default)
 
 
 class AppProgram(torch.nn.Module):
@@ -111,9 +112,11 @@ def source_program(job: ConversionJob) -> torch.export.ExportedProgram:
     return torch.export.export(app, (example,))
 
 
-def to_mlmodel(job: ConversionJob, program: torch.export.ExportedProgram | None = None):
+def to_mlmodel(job: ConversionJob, program: torch.export.ExportedProgram) -> tuple[object, dict]:
+    """The ML Program, and what its weight compression did (for the manifest). A compressed
+    precision also leaves `program` holding the package's weights: the simulation is the package."""
     ct = _quiet_coremltools()
-    exported = (program or source_program(job)).run_decompositions({})
+    exported = program.run_decompositions({})
     precision = ct.precision.FLOAT16 if job.precision.name == "fp16" else ct.precision.FLOAT32
     if job.precision.name == "fp16" and job.postprocessed:
         precision = ct.transform.FP16ComputePrecision(op_selector=_outside_postprocessing())
@@ -129,19 +132,17 @@ def to_mlmodel(job: ConversionJob, program: torch.export.ExportedProgram | None 
         else:
             options["outputs"] = [ct.TensorType(name=name) for name in get_task_outputs(job)]
     mlmodel = ct.convert(
-        exported, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS17,
+        exported, convert_to="mlprogram", minimum_deployment_target=getattr(ct.target, coreml_weights.deployment_target(job.precision.name)),
         compute_precision=precision, skip_model_load=True, **options,
     )
-    if job.precision.name == "int8_weights":
-        from coremltools.optimize.coreml import OpLinearQuantizerConfig, OptimizationConfig, linear_quantize_weights
-
-        config = OptimizationConfig(global_config=OpLinearQuantizerConfig(mode="linear_symmetric", granularity="per_channel", weight_threshold=WEIGHT_THRESHOLD))
-        mlmodel = linear_quantize_weights(mlmodel, config)
+    compression = {}
+    if coreml_weights.compresses(job.precision.name):
+        mlmodel, compression = coreml_weights.compress(mlmodel, job.precision.name, program)
     if _app(job):
         if _classifier(job):
             mlmodel = _name_tensor_outputs(mlmodel, list(get_task_outputs(job)))
         _describe(mlmodel, job)
-    return mlmodel
+    return mlmodel, compression
 
 
 def _outside_postprocessing():
@@ -203,11 +204,12 @@ def _describe(mlmodel, job: ConversionJob) -> None:
 
 def convert(job: ConversionJob, dest: Path) -> dict:
     program = source_program(job)
-    mlmodel = to_mlmodel(job, program)
+    mlmodel, compression = to_mlmodel(job, program)
     mlmodel.save(str(dest))
     simulation = sidecar_temp(dest, SIMULATION_SUFFIX)
-    save_program(program, simulation)
-    record = {"runs_on": "macOS only", "simulation": SIMULATION_DESCRIPTION[job.precision.name], SIDECARS: {SIMULATION_SUFFIX: simulation}}
+    save_program(program, simulation)  # after compression: with the package's weights
+    record = {"runs_on": "macOS only", "simulation": SIMULATION_DESCRIPTION.get(job.precision.name, PACKAGE_WEIGHTS), **compression,
+              SIDECARS: {SIMULATION_SUFFIX: simulation}}
     if _app(job):
         record["input_layout"] = "image: RGB, 0-255 (CVPixelBuffer/CGImage; ImageType scale 1/255, the mean/std inside the model)"
         if _classifier(job):
@@ -221,15 +223,17 @@ SIMULATION_DESCRIPTION = {
     "fp32": "the converted fp32 torch program",
     "fp16": "the converted torch program run in float16",
     "int8": "the converted W8A8 PT2E torch program (same quantize/dequantize as the .mlpackage)",
-    "int8_weights": "the converted fp32 program with weights rounded to per-channel symmetric int8, as coremltools does",
 }
+PACKAGE_WEIGHTS = "the converted torch program with the package's compressed weights (decompressed by coremltools)"
+LEGACY_INT8_WEIGHTS = "the converted fp32 program with weights rounded to per-channel symmetric int8, as coremltools does"
 
 
 def _round_weights_int8(module: torch.nn.Module) -> None:
-    """Per-output-channel symmetric int8 rounding of conv/linear weights (coremltools' linear_symmetric)."""
+    """Per-output-channel symmetric int8 rounding of conv/linear weights (coremltools' linear_symmetric):
+    for int8_weights packages converted before the simulation program carried the package's weights."""
     with torch.no_grad():
         for name, param in module.named_parameters():
-            if param.ndim >= 2 and param.numel() >= WEIGHT_THRESHOLD:
+            if param.ndim >= 2 and param.numel() >= coreml_weights.WEIGHT_THRESHOLD:
                 scale = param.abs().amax(dim=tuple(range(1, param.ndim)), keepdim=True).clamp_min(1e-12) / 127.0
                 param.copy_(torch.clamp(torch.round(param / scale), -127, 127) * scale)
 
@@ -250,7 +254,7 @@ def simulation_runner(path: Path, manifest: dict) -> Runner:
     std = np.array(manifest["preprocessing"]["std"], np.float32)[:, None, None]
     count = len(manifest["outputs"])
     dtype = torch.float16 if precision == "fp16" else torch.float32
-    if precision == "int8_weights":
+    if manifest.get("simulation") == LEGACY_INT8_WEIGHTS:
         _round_weights_int8(module)
     if precision == "fp16":
         module = module.to(torch.float16)

@@ -1,5 +1,7 @@
 """ExecuTorch .pte with the XNNPACK delegate: fp32, fp16 (XNNPACK's float16 kernels, float32 input
-and outputs), or int8 via the XNNPACK PT2E quantizer."""
+and outputs), int8 via the XNNPACK PT2E quantizer, or int8_dynamic (XNNPACK's dynamically quantized
+convolutions: int8 weights, each activation quantized per call; depthwise convolutions stay float,
+which XNNPACK's quantizer does not annotate dynamically)."""
 
 import copy
 import json
@@ -9,13 +11,13 @@ import torch
 
 from quantization import qat
 from quantization.delegable import nearest_upsampling_as_copies
-from quantization.ptq import xnnpack_int8_graph
+from quantization.ptq import xnnpack_dynamic_int8_graph, xnnpack_int8_graph
 
 from . import executorch_capture, executorch_ops
 from .file_kinds import flatbuffer_identified
 from .base import ConversionJob, Target, TargetSpec, decode_option, self_description
 
-SPEC = TargetSpec("executorch", ".pte", ("fp32", "fp16", "int8"), runtime="ExecuTorch runtime, XNNPACK delegate",
+SPEC = TargetSpec("executorch", ".pte", ("fp32", "fp16", "int8", "int8_dynamic"), runtime="ExecuTorch runtime, XNNPACK delegate",
                   runtime_modules=("executorch",), device_runtime="executorch", tool_packages=("executorch",))
 
 
@@ -26,6 +28,8 @@ def program_model(job: ConversionJob) -> torch.nn.Module:
     model, rewritten = nearest_upsampling_as_copies(job.model)
     if job.precision.name == "fp16":
         model = Float16Inside(model)
+    if job.precision.name == "int8_dynamic":
+        model = xnnpack_dynamic_int8_graph(model, job.example, job.recipe)
     if job.precision.name == "int8":
         model = job.shared(f"xnnpack-int8-delegable-{job.recipe}", lambda: xnnpack_int8_graph(model, job.example, job.require_calibration(), job.recipe)) \
             if rewritten else job.xnnpack_int8_graph()

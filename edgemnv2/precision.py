@@ -20,6 +20,11 @@ class Precision:
     # dynamic range: float activations quantized to int8 by the runtime, per call, from each tensor's own
     # range. Nothing to calibrate (quantizes_activations stays False: no ranges are stored in the file)
     dynamic_activations: bool = False
+    weight_bits: int = 32  # bits per stored weight (before a block's or table's shared values)
+    activation_bits: int = 32  # bits of the activations between layers (dynamic: in the integer kernels)
+    # palettized: each weight is an index into a lookup table of 2**weight_bits values (k-means),
+    # instead of an integer times a scale
+    palettized: bool = False
 
     @property
     def needs_calibration(self) -> bool:
@@ -30,6 +35,12 @@ class Precision:
     def quantized(self) -> bool:
         return self.quantizes_weights or self.quantizes_activations
 
+    @property
+    def bits(self) -> str:
+        """What the manifest and tables show: weight and activation bits (W8A8, W4A32, ...)."""
+        return f"W{self.weight_bits}A{self.activation_bits}" + (" (dynamic)" if self.dynamic_activations else "") + \
+            (" (palettized)" if self.palettized else "")
+
     def __str__(self) -> str:
         return self.name
 
@@ -38,11 +49,17 @@ PRECISIONS: dict[str, Precision] = {
     p.name: p
     for p in (
         Precision("fp32", False, False, "float32", "float32 everywhere"),
-        Precision("fp16", False, False, "float16", "float16 compute and weights"),
-        Precision("int8", True, True, "float32", "int8 weights and activations, calibrated on real images"),
-        Precision("int8_weights", True, False, "float32", "int8 weights only (no calibration); float activations"),
+        Precision("fp16", False, False, "float16", "float16 compute and weights", weight_bits=16, activation_bits=16),
+        Precision("int8", True, True, "float32", "int8 weights and activations, calibrated on real images", weight_bits=8, activation_bits=8),
+        Precision("int8_weights", True, False, "float32", "int8 weights only (no calibration); float activations", weight_bits=8),
         Precision("int8_dynamic", True, False, "float32", "int8 weights; activations quantized at run time from their own range "
-                  "(dynamic range: no calibration)", dynamic_activations=True),
+                  "(dynamic range: no calibration)", dynamic_activations=True, weight_bits=8, activation_bits=8),
+        Precision("int4_weights", True, False, "float32", "4-bit weights, one scale per block of input channels (no calibration); "
+                  "float activations", weight_bits=4),
+        Precision("int6_palettized", True, False, "float32", "6-bit palettized weights: indices into 64-value k-means tables "
+                  "(no calibration); float activations", weight_bits=6, palettized=True),
+        Precision("int4_palettized", True, False, "float32", "4-bit palettized weights: indices into 16-value k-means tables, "
+                  "one per group of output channels (no calibration); float activations", weight_bits=4, palettized=True),
     )
 }
 

@@ -119,6 +119,19 @@ def xnnpack_int8_graph(model: nn.Module, example: torch.Tensor, calibration_imag
     return pt2e_quantize(model, example, xnnpack_quantizer(recipe), calibration_images)
 
 
+def xnnpack_dynamic_int8_graph(model: nn.Module, example: torch.Tensor, recipe: QuantRecipe) -> torch.fx.GraphModule:
+    """XNNPACK's dynamic quantization (ExecuTorch int8_dynamic): int8 weights (per channel unless
+    the recipe says per tensor), activations quantized by the runtime per call. No images: one
+    pass of `example` sets the weight observers."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
+
+    from .annotations import leave_float_modules_unannotated, with_annotation_fixes
+
+    config = get_symmetric_quantization_config(is_per_channel=recipe.per_channel, is_dynamic=True)
+    quantizer = with_annotation_fixes(XNNPACKQuantizer().set_global(config), recipe.float_modules, leave_float_modules_unannotated)
+    return pt2e_quantize(model, example, quantizer, example.numpy())
+
+
 def calibrate(model, calibration_images: np.ndarray, description: str = "calibrating") -> None:
     """Feed calibration images one at a time (exported graphs are specialised to batch 1)."""
     with torch.no_grad():

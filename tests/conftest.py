@@ -113,26 +113,44 @@ def freshly_trained_detector(shapes_root, tmp_path_factory):
 @pytest.fixture(scope="session")
 def classifier_artifacts(trained_classifier, shapes_root, tmp_path_factory):
     """Every target x precision of the trained test classifier, converted once per session."""
-    from conversion.pipeline import run_conversion
-    from quantization.ptq import QuantRecipe
-
     checkpoint, _ = trained_classifier
     out = tmp_path_factory.mktemp("artifacts")
-    results, plan, info = run_conversion(checkpoint, ["all"], ["all"], shapes_root / "classification", out, QuantRecipe(calibration_size=TEST_CALIBRATION_SIZE))
+    groups = [(["executorch"], ["all"]), (["coreml"], ["all"]), (["tflite"], ["all"]), (["onnx", "torchscript", "torchscript_mobile"], ["all"])]
+    results, info = convert_side_by_side(checkpoint, groups, shapes_root / "classification", out, TEST_CALIBRATION_SIZE)
     return checkpoint, out, results, info
 
 
 @pytest.fixture(scope="session")
 def detector_artifacts(trained_detector, shapes_root, tmp_path_factory):
     """The trained test detector in fp32 and int8 for the runnable targets, plus CoreML W8A8."""
+    checkpoint, _ = trained_detector
+    out = tmp_path_factory.mktemp("det_artifacts")
+    groups = [(["executorch"], ["fp32", "int8"]), (["tflite"], ["fp32", "int8"]), (["torchscript"], ["fp32", "int8"]), (["coreml"], ["int8"])]
+    results, _ = convert_side_by_side(checkpoint, groups, shapes_root / "detection", out, 16)
+    return checkpoint, out, results
+
+
+def convert_side_by_side(checkpoint, groups, data, out, calibration_size: int):
+    """run_conversion for each (targets, precisions) group in its own process, two at a time, one
+    thread each: the session's artifacts in a little over half the time on the 2-core machine. Same
+    function, same files; only the wall time changes. Returns (results, info)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    work = [(checkpoint, targets, precisions, data, out, calibration_size) for targets, precisions in groups]
+    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        done = list(pool.map(_convert_group, work))
+    return [result for results, _ in done for result in results], done[0][1]
+
+
+def _convert_group(work):
+    checkpoint, targets, precisions, data, out, calibration_size = work
     from conversion.pipeline import run_conversion
     from quantization.ptq import QuantRecipe
 
-    checkpoint, _ = trained_detector
-    out = tmp_path_factory.mktemp("det_artifacts")
-    results, _, _ = run_conversion(checkpoint, ["executorch", "tflite", "torchscript"], ["fp32", "int8"], shapes_root / "detection", out, QuantRecipe(calibration_size=16))
-    results += run_conversion(checkpoint, ["coreml"], ["int8"], shapes_root / "detection", out, QuantRecipe(calibration_size=16))[0]
-    return checkpoint, out, results
+    torch.set_num_threads(1)  # two of these side by side fill the two cores
+    results, _, info = run_conversion(checkpoint, targets, precisions, data, out, QuantRecipe(calibration_size=calibration_size))
+    return results, info
 
 
 TEST_CLASSIFIER_FIXTURE = Path(__file__).resolve().parent / "fixtures" / "test_classifier.pt"

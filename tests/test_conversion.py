@@ -171,6 +171,36 @@ def test_coreml_w8a8_is_structurally_quantized(classifier_artifacts):
     assert "constexpr_affine_dequantize" not in op_types(out / "tiny_classifier.coreml.fp32.mlpackage")
 
 
+# what each compressed CoreML precision puts in the package: the op, the values a weight can take, the Core ML version
+COMPRESSED = {"int8_weights": ("constexpr_affine_dequantize", 8), "int4_weights": ("constexpr_blockwise_shift_scale", 9),
+              "int6_palettized": ("constexpr_lut_to_dense", 8), "int4_palettized": ("constexpr_lut_to_dense", 9)}
+
+
+def test_compressed_coreml_weights_are_in_the_package_and_in_its_simulation(classifier_artifacts):
+    """coremltools compresses the package (its constexpr ops), and the simulation program holds the
+    package's decompressed weights: a palettized weight takes at most 2**bits values per table."""
+    import coremltools as ct
+    from safetensors.numpy import load_file
+
+    _, out, _, _ = classifier_artifacts
+    fp32 = load_file(f"{out}/tiny_classifier.coreml.fp32.mlpackage.simulation.safetensors")
+    for precision, (op, spec_version) in COMPRESSED.items():
+        artifact = out / f"tiny_classifier.coreml.{precision}.mlpackage"
+        _, manifest = read_manifest(artifact)
+        bits = get_precision(precision).weight_bits
+        assert manifest["quantization"]["bits"] == f"W{bits}A32" + (" (palettized)" if "palettized" in precision else "")
+        assert manifest["compressed_weights"] == op_types(artifact)[op] > 0, precision
+        assert ct.utils.load_spec(str(artifact)).specificationVersion == spec_version  # iOS 17 (8) or iOS 18 (9)
+        assert manifest["minimum_deployment_target"] == ("iOS18" if spec_version == 9 else "iOS17")
+        simulation = load_file(f"{artifact}.simulation.safetensors")
+        changed = [name for name, value in simulation.items() if not np.array_equal(value, fp32[name])]
+        assert len(changed) == manifest["compressed_weights"], precision  # the compressed ones, and nothing else
+        if precision == "int6_palettized":  # one 64-value table per tensor
+            assert all(len(np.unique(simulation[name])) <= 64 for name in changed)
+        if precision == "int4_palettized":  # one 16-value table per 16 output channels
+            assert all(len(np.unique(simulation[name][group:group + 16])) <= 16 for name in changed for group in range(0, len(simulation[name]), 16))
+
+
 @pytest.mark.skipif(sys.platform != "darwin", reason="CoreML prediction exists only on macOS")
 def test_coreml_predicts_on_macos(classifier_artifacts, shapes_root):
     checkpoint, out, _, _ = classifier_artifacts

@@ -64,6 +64,16 @@ def test_default_gates_load_and_target_overrides_win(tmp_path):
     assert failed and "measured 15 dB, limit >= 20" in failed[0].describe()
 
 
+def test_every_precision_has_default_gates_for_every_task():
+    """A new precision is gated from its first artifact, not checked only for finite outputs."""
+    from edgemnv2.precision import precision_names
+    from edgemnv2.tasks import TASKS
+
+    defaults = load_gates(None, target_names())
+    missing = [(task, precision) for task in TASKS for precision in precision_names() if len(defaults.limits(task, precision, "onnx")) < 3]
+    assert not missing
+
+
 def test_validate_passes_its_gates_on_every_classifier_artifact(classifier_artifacts, shapes_root, tmp_path, capsys):
     """Every artifact runs in its runtime and passes the shipped gates (int8: agreement >= 97%)."""
     checkpoint, artifacts, results, _ = classifier_artifacts
