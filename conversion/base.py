@@ -493,6 +493,22 @@ def write_artifact(target: Target, job: ConversionJob, out_dir: Path, stem: str,
     return ArtifactResult(spec.name, job.precision.name, final, "ok", manifest["conversion_seconds"], manifest["artifact_bytes"], manifest=manifest)
 
 
+def remove_artifact(artifact: Path) -> None:
+    """Take an artifact out of its folder: its manifest first (the commit mark: a reader never sees
+    a manifest without its file), then its signature, sidecars and the artifact itself."""
+    manifest_file = manifest_path(artifact)
+    with folder_lock(artifact.parent):
+        try:
+            sidecars = json.loads(manifest_file.read_text()).get("sidecars") or {}
+        except (OSError, ValueError, AttributeError):
+            sidecars = {}
+        manifest_file.unlink(missing_ok=True)
+        signature_path(artifact).unlink(missing_ok=True)
+        for suffix in sidecars:
+            discard(artifact.with_name(artifact.name + suffix))
+        discard(artifact)
+
+
 def _existing(spec, job, final: Path, provenance: dict) -> ArtifactResult:
     """An artifact is already there: reuse it only if it was built from the same inputs."""
     reason = stale_reason(manifest_path(final), provenance)

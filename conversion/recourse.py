@@ -15,7 +15,11 @@ at the first candidate that meets it:
   4. quantization-aware training (quantization/qat.py): the best recipe so far, its weights
      fine-tuned for a few epochs on the training split (`--train-data`, default the `train` split
      beside the calibration images; never the held-out ones) under the target's own fake
-     quantization, then quantized as usual.
+     quantization, then quantized as usual;
+  5. another precision, only those the user allows (`--allow-precision int8_weights,fp16`, in that
+     order; the ones the target makes): a weight-only or float artifact that meets the budget is
+     written under its own name (`<stem>.<target>.<precision>.<ext>`) and the int8 file that
+     missed is removed, so no deploy script picks it up.
 Every candidate is a full evaluation: converted by the target, run on the held-out images. The
 search spends at most MAX_EVALUATIONS; the manifest and `validate` record what it did.
 """
@@ -33,6 +37,7 @@ import numpy as np
 
 from edgemnv2.artifacts import RuntimeUnavailable
 from edgemnv2.errors import UserError
+from edgemnv2.precision import get_precision
 from quantization.ptq import OBSERVER_NAMES, QuantRecipe
 from quantization.qat import QatRecipe
 
@@ -61,6 +66,7 @@ class AccuracyBudget:
     qat: QatRecipe = QatRecipe()  # the quantization-aware training step's settings
     steps_asked: bool = False  # the user named the steps: a qat step without training images is then an error, not skipped
     train_data: Path | None = None  # its training images (a dataset root; its `train` split); None: beside the calibration images
+    allowed_precisions: tuple[str, ...] = ()  # the last step's fallbacks, in the user's order (`--allow-precision`)
     _state: dict = dataclasses.field(default_factory=dict, repr=False)
 
     def __post_init__(self):
@@ -69,6 +75,10 @@ class AccuracyBudget:
         for step in self.steps:
             if step not in STEPS:
                 raise did_you_mean(step, STEPS, "recourse step")
+        for name in self.allowed_precisions:
+            if get_precision(name).needs_calibration:
+                raise UserError(f"--allow-precision {name}: the search already is about {name}; name precisions it may fall back to "
+                                "(int8_weights, int8_dynamic, fp16, ...)")
 
     def points_for(self, task, target: str) -> float | None:
         if self.points is not None or self.gates is None:
@@ -81,6 +91,8 @@ class AccuracyBudget:
         if "qat" in self.steps:
             settings = {k: v for k, v in dataclasses.asdict(self.qat).items() if not (k == "minutes" and v is None)}  # records made before it stay valid
             record.update(qat=settings, train_data=str(self.train_data))
+        if self.allowed_precisions:  # absent otherwise: records made before the option stay valid
+            record["allowed_precisions"] = list(self.allowed_precisions)
         return record
 
     def say(self, line: str) -> None:
@@ -137,6 +149,7 @@ class Candidate:
     description: str
     recipe: QuantRecipe
     images: np.ndarray | None = None  # another calibration set (the larger one)
+    precision: str | None = None  # another precision than the artifact's (the last step, `--allow-precision`)
 
 
 @dataclass
@@ -181,8 +194,9 @@ class Search:
     def met(self, attempt: Attempt | None) -> bool:
         return attempt is not None and attempt.drop is not None and attempt.drop <= self.points
 
-    def best(self) -> Attempt:
-        scored = [a for a in self.attempts if a.drop is not None]
+    def best(self, of_precision: str | None = None) -> Attempt:
+        """The attempt with the smallest drop, among those of the artifact's own precision."""
+        scored = [a for a in self.attempts if a.drop is not None and a.candidate.precision == of_precision]
         return min(scored, key=lambda a: a.drop) if scored else self.attempts[0]
 
     def evaluate_artifact(self, candidate: Candidate, path: Path, manifest: dict) -> Attempt:
@@ -209,7 +223,7 @@ class Search:
         return attempt
 
     def job_for(self, candidate: Candidate) -> ConversionJob:
-        return self.jobs.make(self.target.name, self.base_job.precision.name, candidate.recipe, self.base_job.options, self.budget,
+        return self.jobs.make(self.target.name, candidate.precision or self.base_job.precision.name, candidate.recipe, self.base_job.options, self.budget,
                               images=candidate.images, requested=self.requested)
 
     def try_candidate(self, candidate: Candidate) -> Attempt | None:
@@ -355,6 +369,20 @@ def _quantization_aware(search: Search) -> Attempt | None:
     return None
 
 
+def _other_precision(search: Search) -> Attempt | None:
+    """The precisions the user allows, in their order, each measured like any candidate."""
+    for name in search.budget.allowed_precisions:
+        if name not in search.target.spec.precisions:
+            search.budget.say(f"{search.target.name}: no {name} artifact from this target (it makes {', '.join(search.target.spec.precisions)})")
+            continue
+        precision = get_precision(name)
+        attempt = search.try_candidate(Candidate("precision", f"{name} instead of {search.base_job.precision.name} ({precision.summary})",
+                                                 search.requested, precision=name))
+        if attempt is None or search.met(attempt):
+            return attempt
+    return None
+
+
 def recover(target, job: ConversionJob, result: ArtifactResult, jobs, budget: AccuracyBudget, calib_data: Path | None, out_dir: Path, stem: str,
             checkpoint_hash: str, sign_key: Path | None) -> ArtifactResult:
     """Measure the artifact just written; over budget, search and replace it with the first recipe
@@ -414,8 +442,11 @@ def _recover(target, job: ConversionJob, result: ArtifactResult, jobs, budget: A
         chosen = _mixed_precision(search, best.recipe, best.images)
     if chosen is None and "qat" in steps:
         chosen = _quantization_aware(search)
+    if chosen is None and budget.allowed_precisions:
+        chosen = _other_precision(search)
     met = chosen is not None
-    final = chosen or search.best()
+    # the best int8 attempt when nothing met the budget: another precision is in place only when it meets it
+    final = chosen or search.best(of_precision=None)
     record = _record(search, base, final, met, time.perf_counter() - started)
     if final is not base and final.files and not search.simulated:
         record["latency_ratio"] = _latency_ratio(search, (result.path, result.manifest), final.files)
@@ -426,12 +457,30 @@ def _recover(target, job: ConversionJob, result: ArtifactResult, jobs, budget: A
     job_out.recourse = record
     job_out.calibration_sha256 = job.calibration_sha256  # provenance is what was asked; the recourse record says what was used
     files = (result.path, result.manifest) if final is base else final.files
+    if final.candidate.precision is not None:  # another precision met the budget: it replaces the int8 file that missed
+        return _replace_precision(target, job_out, files, result, record, out_dir, stem, checkpoint_hash, sign_key)
     # the measured bytes themselves go into place, under the manifest that records the search
     rewritten = write_artifact(_adopting(target, *files), job_out, out_dir, stem, checkpoint_hash, force=True, sign_key=sign_key)
     rewritten.seconds = result.seconds + record["seconds"]  # the conversion and its search
     if rewritten.status == "ok" and not met:  # the best artifact found is in place; the run fails, saying by how much
         rewritten.status, rewritten.message = "failed", record["summary"]
     return rewritten
+
+
+def _replace_precision(target, job: ConversionJob, files: tuple, missed: ArtifactResult, record: dict, out_dir: Path, stem: str,
+                       checkpoint_hash: str, sign_key: Path | None) -> ArtifactResult:
+    """The allowed precision's measured artifact under its own name; then the int8 file that missed
+    the budget is removed. An artifact of that precision already there is reused when it was made
+    by the same command (a re-run), and otherwise refused like any convert without --force."""
+    from .base import remove_artifact
+
+    written = write_artifact(_adopting(target, *files), job, out_dir, stem, checkpoint_hash, force=False, sign_key=sign_key)
+    if written.status not in ("ok", "skipped"):  # skipped: this command made it before (a re-run), and it is up to date
+        return dataclasses.replace(missed, status="failed", message=f"{record['summary']}; but {written.message}")
+    remove_artifact(missed.path)
+    kept = f"{written.path.name} is up to date; " if written.status == "skipped" else ""
+    return dataclasses.replace(written, status="ok", seconds=missed.seconds + record["seconds"],
+                               message=f"{missed.precision} missed the budget; {record['summary']} ({kept}{missed.path.name} removed)")
 
 
 def _latency_ratio(search: Search, base_files: tuple, final_files: tuple) -> float | None:
@@ -496,7 +545,8 @@ def _record(search: Search, base: Attempt, final: Attempt, met: bool, seconds: f
         "reference_metric": search.reference,
         "before": {"metric": base.metric, "drop": base.drop, "latency_ms": base.latency_ms, "size_bytes": base.size_bytes},
         "after": {"metric": final.metric, "drop": final.drop, "latency_ms": final.latency_ms, "size_bytes": final.size_bytes},
-        "chosen": {"step": final.candidate.step, "description": final.candidate.description, "recipe": recipe.to_dict()},
+        "chosen": {"step": final.candidate.step, "description": final.candidate.description, "recipe": recipe.to_dict(),
+                   **({"precision": final.candidate.precision, "instead_of": search.base_job.precision.name} if final.candidate.precision else {})},
         "float_layers": float_layers,
         **({"qat": final.fine_tuning} if final.fine_tuning else {}),
         "latency_ratio": latency_ratio,

@@ -29,6 +29,7 @@ from quantization.qat import QatRecipe
 from .checkpoint import CheckpointMeta, save_checkpoint
 from .data.images import is_image_file, list_images
 from .errors import UserError
+from .precision import get_precision
 from .prediction.sources import Source, open_source, predict_image
 from .services import ValidationOutcome, validate_artifacts
 from .validation.gates import load_gates
@@ -65,7 +66,7 @@ def convert(model: nn.Module | str | Path, out: str | Path, *, meta: CheckpointM
             sign_key: str | Path | None = None, max_drop: float | None = None, accuracy_data: str | Path | None = None,
             accuracy_limit: int | None = 1000, gates: str | Path | None = None, recourse_steps: Sequence[str] | None = None, name: str = "model", arch: str | None = None, on_start=None, on_result=None,
             on_search=None, train_data: str | Path | None = None, qat_epochs: int = QatRecipe.epochs,
-            qat_minutes: float | None = None) -> ConversionResult:
+            qat_minutes: float | None = None, allowed_precisions: Sequence[str] = ()) -> ConversionResult:
     """Fold, quantize and export a checkpoint file, or a model in memory, to every requested target.
 
     A model in memory (an `nn.Module` built by `edgemnv2.models.create_model`, trained however you
@@ -79,7 +80,9 @@ def convert(model: nn.Module | str | Path, out: str | Path, *, meta: CheckpointM
     (`accuracy_data`, default `calib_data`'s val split); over it, the recourse search
     (conversion/recourse.py) finds a recipe that meets it; on_search(line) reports each evaluation.
     Its last step, quantization-aware training, fine-tunes `qat_epochs` epochs (or until `qat_minutes`
-    have passed) on `train_data`'s train split (default: `calib_data`'s)."""
+    have passed) on `train_data`'s train split (default: `calib_data`'s). `allowed_precisions`: what it may
+    fall back to after that, in order (e.g. ("int8_weights", "fp16")): one that meets the budget is
+    written under its own name, and the int8 file that missed is removed."""
     out = Path(out)
     if isinstance(model, nn.Module):
         if meta is None:
@@ -89,6 +92,9 @@ def convert(model: nn.Module | str | Path, out: str | Path, *, meta: CheckpointM
         checkpoint = Path(model)
     recipe = QuantRecipe(observer=observer, per_channel=per_channel, calibration_size=calib_size, equalization=equalization)
     budget = None
+    allowed = tuple(get_precision(name).name for name in allowed_precisions)  # a typo is one line, with the names
+    if allowed and max_drop is None and gates is None:
+        raise UserError("--allow-precision applies only to the --max-drop search (give --max-drop or --gates)")
     if max_drop is not None or gates is not None:
         if max_drop is not None and max_drop < 0:
             raise UserError("--max-drop must be 0 or more points")
@@ -99,7 +105,7 @@ def convert(model: nn.Module | str | Path, out: str | Path, *, meta: CheckpointM
         budget = AccuracyBudget(None if max_drop is None else float(max_drop), Path(held_out), limit=accuracy_limit, steps=steps, log=on_search,
                                 gates=load_gates(Path(gates), target_names()) if gates is not None and max_drop is None else None,
                                 qat=QatRecipe(epochs=qat_epochs, minutes=qat_minutes), train_data=Path(train_data) if train_data else None,
-                                steps_asked=bool(recourse_steps))
+                                steps_asked=bool(recourse_steps), allowed_precisions=allowed)
     results, plan, info = run_conversion(checkpoint, list(targets), list(precisions), Path(calib_data) if calib_data else None, out, recipe, force,
                                          arch, on_result=on_result, sign_key=Path(sign_key) if sign_key else None,
                                          target_options={"torchscript": {"engine": server_engine}, **(target_options or {})}, on_start=on_start,

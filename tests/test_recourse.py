@@ -174,3 +174,40 @@ def test_train_qat_mistakes_are_one_line(trained_classifier, shapes_root, tmp_pa
     code = run(["convert", "--checkpoint", str(forged), "--target", "onnx", "--precision", "int8", "--calib-data", data, "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and "qat must be an object with per_channel" in err, err
+
+
+def test_an_allowed_precision_replaces_the_int8_file_that_missed(trained_classifier, shapes_root, tmp_path, capsys):
+    """A recipe no search step rescues (per-tensor, min-max, one calibration image), a target without
+    int8_weights (ONNX: skipped, said), then fp16: measured in ONNX Runtime, written under its own
+    name; the int8 file is gone; a re-run reuses the fp16 file."""
+    checkpoint, _ = trained_classifier
+    out = tmp_path / "artifacts"
+    command = ["convert", "--checkpoint", str(checkpoint), "--target", "onnx", "--precision", "int8", "--calib-data", str(shapes_root / "classification"),
+               "--per-tensor", "--observer", "minmax", "--calib-size", "1", "--max-drop", "0.5", "--recourse", "equalization",
+               "--allow-precision", "int8_weights,fp16", "--out", str(out)]
+    assert run(command) == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "onnx: no int8_weights artifact from this target" in err
+    (artifact, manifest), = find_artifacts(out)
+    assert artifact.name == "tiny_classifier.onnx.fp16.onnx" and manifest["precision"] == "fp16"
+    record = manifest["recourse"]
+    assert record["met"] and record["before"]["drop"] > 0.5 >= record["after"]["drop"]
+    assert record["chosen"]["precision"] == "fp16" and record["chosen"]["instead_of"] == "int8"
+    with closing(get_target("onnx").load(artifact, manifest, 2)) as runner:  # the file in place is the one measured
+        val = load_image_folder(shapes_root / "classification" / "val", _meta(manifest))
+        assert 100.0 * evaluate_runner(runner, val)["top1"] == pytest.approx(record["after"]["metric"], abs=1e-9)
+    assert run(command) == 0
+    assert "up to date" in capsys.readouterr().err
+    assert [a.name for a, _ in find_artifacts(out)] == ["tiny_classifier.onnx.fp16.onnx"]
+
+
+@pytest.mark.parametrize("extra, message", [(["--max-drop", "0.5", "--allow-precision", "int8"], "the search already is about int8"),
+                                             (["--allow-precision", "fp16"], "--allow-precision applies only to the --max-drop search"),
+                                             (["--max-drop", "0.5", "--allow-precision", "int8_wieghts"], "int8_weights")])
+def test_allow_precision_mistakes_are_one_line(trained_classifier, shapes_root, tmp_path, capsys, extra, message):
+    checkpoint, _ = trained_classifier
+    code = run(["convert", "--checkpoint", str(checkpoint), "--target", "onnx", "--precision", "int8", "--calib-data", str(shapes_root / "classification"),
+                *extra, "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -58,6 +58,7 @@ def convert(
     train_data: Annotated[Optional[Path], typer.Option(help="Training images for the qat step (a dataset root; its train/ split, never the held-out one). Default: --calib-data's.")] = None,
     qat_epochs: Annotated[int, typer.Option(help="Epochs of quantization-aware training in the qat step (observers frozen after the first).")] = 2,
     qat_minutes: Annotated[Optional[float], typer.Option(help="Time budget for each fine-tuning run of the qat step: it stops after the batch that passes it, and the manifest records the images seen. Default: the epochs run whole.")] = None,
+    allow_precision: Annotated[list[str], typer.Option(help="The --max-drop search's last step: precisions it may fall back to when int8 misses the budget, in this order (comma-separate; e.g. int8_weights,fp16). One that meets it is written under its own name and the int8 file is removed. Default: none.")] = [],
     set_option: Annotated[list[str], typer.Option("--set", help="A target's option, TARGET.OPTION=VALUE (repeatable): " + OPTIONS_HELP)] = [],
     json_output: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout; the table goes to stderr.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", help=VERBOSE_HELP)] = False,
@@ -81,7 +82,7 @@ def convert(
         result = api.convert(checkpoint, out_dir, targets=_split(target), precisions=_split(precision), calib_data=calib_data, calib_size=calib_size,
                              observer=observer, per_channel=not per_tensor, equalization=equalization, target_options=_target_options(set_option, server_engine), force=force,
                              sign_key=sign_key, arch=arch, max_drop=max_drop, accuracy_data=accuracy_data, accuracy_limit=accuracy_limit,
-                             recourse_steps=_split(recourse) or None, gates=gates, train_data=train_data, qat_epochs=qat_epochs, qat_minutes=qat_minutes, on_start=starting, on_result=report, on_search=lambda line: console.print(f"    {line}", style="dim"))
+                             recourse_steps=_split(recourse) or None, gates=gates, train_data=train_data, qat_epochs=qat_epochs, qat_minutes=qat_minutes, allowed_precisions=_split(allow_precision), on_start=starting, on_result=report, on_search=lambda line: console.print(f"    {line}", style="dim"))
     results = result.artifacts
     if log_path is not None:
         console.print(f"third-party output (warnings, converter logs) in {log_path}; --verbose shows it here", style="dim")
