@@ -224,6 +224,7 @@ class ConversionJob:
     recourse: dict | None = None  # what the search did (goes into the manifest)
     qat: object = None  # quantization/qat.py QatResult, when the recipe asked for quantization-aware training
     trained_ranges_used: bool = False  # the target converted QAT's trained graph (its ranges), not a calibration
+    resized: tuple[int, int] | None = None  # convert --input-size: exported at this (height, width), not the checkpoint's
 
     @property
     def example(self) -> torch.Tensor:
@@ -275,6 +276,8 @@ class ConversionJob:
         manifest records the same; otherwise convert refuses (or, with --force, rebuilds)."""
         record = {"checkpoint_sha256": checkpoint_sha256, "precision": self.precision.name, "target_options": dict(self.options),
                   "tool_versions": tool_versions(self.tool_packages)}
+        if self.resized is not None:  # absent at the checkpoint's own size: artifacts made before the option stay valid
+            record["input_size"] = list(self.resized)
         if self.precision.quantized:
             # the recipe asked for (a recourse search's choice is recorded apart, in the manifest)
             record["recipe"] = (self.requested_recipe or self.recipe).to_dict()
@@ -424,7 +427,8 @@ def stale_reason(manifest_file: Path, provenance: dict) -> str | None:
         return f"it was made by an older edgemnv2 (hash encoding {encoding or 'not recorded'}, now {HASH_ENCODING})"
     labels = {"checkpoint_sha256": "another checkpoint", "precision": "another precision", "target_options": "other target options",
               "recipe": "another quantization recipe",
-              "calibration_sha256": "another calibration set", "tool_versions": "other tool versions", "max_drop": "another --max-drop budget"}
+              "calibration_sha256": "another calibration set", "tool_versions": "other tool versions", "max_drop": "another --max-drop budget",
+              "input_size": "another --input-size"}
     changed = [label for key, label in labels.items() if recorded.get(key) != provenance.get(key)]
     return ("it was built from " + ", ".join(changed)) if changed else None
 

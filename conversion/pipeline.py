@@ -134,14 +134,38 @@ def refuse_stale(jobs: list[tuple[str, ConversionJob]], out_dir: Path, stem: str
         raise UserError(f"{out_dir} already holds {stale[0]}{more}; pass --force to replace them, or convert into another --out")
 
 
+def at_input_size(meta: CheckpointMeta, size: tuple[int, int] | None) -> tuple[CheckpointMeta, tuple[int, int] | None]:
+    """The checkpoint's description with another network input size (`convert --input-size`), and
+    that size when it differs from the checkpoint's (None when it does not). Fully convolutional
+    models (the detector; the classifier, whose global pooling takes any size) take any multiple of
+    their total stride; an architecture with a fixed pooling window takes only its own size."""
+    from edgemnv2.models import get_spec
+
+    current = tuple(meta.preprocessing.input_size)
+    if size is None or tuple(size) == current:
+        return meta, None
+    height, width = size
+    spec = get_spec(meta.arch)
+    if spec.fixed_input:
+        raise UserError(f"--input-size {height}x{width}: {meta.arch} takes only {current[0]}x{current[1]} (a fixed pooling window)")
+    multiple = spec.input_multiple
+    if height % multiple or width % multiple or min(height, width) < multiple:
+        nearest = "x".join(str(max(multiple, round(side / multiple) * multiple)) for side in (height, width))
+        raise UserError(f"--input-size {height}x{width}: {meta.arch} takes sides that are multiples of {multiple} (its total stride); "
+                        f"the nearest is {nearest}")
+    preprocessing = dataclasses.replace(meta.preprocessing, input_size=(height, width))
+    return dataclasses.replace(meta, preprocessing=preprocessing), (height, width)
+
+
 def run_conversion(
     checkpoint: Path, targets: list[str], precisions: list[str], calib_data: Path | None, out_dir: Path,
     recipe: QuantRecipe = QuantRecipe(), force: bool = False, arch: str | None = None,
     on_result=None, sign_key: Path | None = None, target_options: dict[str, dict] | None = None, on_start=None,
-    budget=None,
+    budget=None, input_size: tuple[int, int] | None = None,
 ) -> tuple[list[ArtifactResult], ConversionPlan, dict]:
     """target_options: {target name: {option: value}} (e.g. {"torchscript": {"engine": "onednn"}}).
     on_start(target, precision, index, total) before each conversion; on_result(ArtifactResult) after.
+    input_size: (height, width) to export at instead of the checkpoint's (at_input_size).
     budget: an AccuracyBudget (conversion/recourse.py): each int8 artifact is measured on held-out
     images and, when it loses more than the budget, re-made by the recourse search."""
     work = plan(targets, precisions)
@@ -150,6 +174,7 @@ def run_conversion(
         get_target(name)  # a typo in a target's name is not silently ignored
     options = {name: TARGETS[name].option_values(target_options.get(name)) for name, _ in work.pairs}
     model, meta = load_checkpoint(checkpoint, arch)
+    meta, resized = at_input_size(meta, input_size)
     if meta.qat:  # fine-tuned by `train --qat` for one weight scheme: int8 uses it (conversion/fine_tune.py)
         from .fine_tune import recipe_of
 
@@ -172,7 +197,7 @@ def run_conversion(
     stem = Path(checkpoint).stem
     from .recourse import training_split
 
-    jobs = JobFactory(folded, meta, images, training_split(budget, meta))
+    jobs = JobFactory(folded, meta, images, training_split(budget, meta), resized)
     planned = [(target, jobs.make(target, precision, recipe, options[target], budget)) for target, precision in work.pairs]
     if not force:
         refuse_stale(planned, out_dir, stem, checkpoint_hash)
@@ -195,9 +220,10 @@ class JobFactory:
     """Conversion jobs of one run: the folded model, with the recipe's equalization and the
     target's in-graph post-processing; quantized graphs and equalized models built once and shared."""
 
-    def __init__(self, folded: torch.nn.Module, meta: CheckpointMeta, images: np.ndarray | None, training=None):
-        """training: the split quantization-aware training fine-tunes on (a recipe with `qat` needs it)."""
-        self.folded, self.meta, self.images, self.training = folded, meta, images, training
+    def __init__(self, folded: torch.nn.Module, meta: CheckpointMeta, images: np.ndarray | None, training=None, resized=None):
+        """training: the split quantization-aware training fine-tunes on (a recipe with `qat` needs it);
+        resized: the input size convert --input-size asked for, when it is not the checkpoint's."""
+        self.folded, self.meta, self.images, self.training, self.resized = folded, meta, images, training, resized
         self.shared_graphs: dict = {}
         self.equalized: dict = {}
         self.hashes: dict = {}
@@ -223,7 +249,8 @@ class JobFactory:
         if calibration is not None and key not in self.hashes:
             self.hashes[key] = calibration_sha256(calibration)
         return ConversionJob(model, self.meta, chosen, job_recipe, images, self.shared_graphs, options, self.hashes.get(key),
-                             TARGETS[target].tools_for(precision), postprocessed, budget=budget, requested_recipe=requested, qat=qat)
+                             TARGETS[target].tools_for(precision), postprocessed, budget=budget, requested_recipe=requested, qat=qat,
+                             resized=self.resized)
 
     def fine_tuned(self, target: str, model: torch.nn.Module, recipe: QuantRecipe, options: dict, images: np.ndarray | None):
         """The model fine-tuned under the target's fake quantization (quantization/qat.py QatResult):

@@ -66,7 +66,7 @@ def convert(model: nn.Module | str | Path, out: str | Path, *, meta: CheckpointM
             sign_key: str | Path | None = None, max_drop: float | None = None, accuracy_data: str | Path | None = None,
             accuracy_limit: int | None = 1000, gates: str | Path | None = None, recourse_steps: Sequence[str] | None = None, name: str = "model", arch: str | None = None, on_start=None, on_result=None,
             on_search=None, train_data: str | Path | None = None, qat_epochs: int = QatRecipe.epochs,
-            qat_minutes: float | None = None, allowed_precisions: Sequence[str] = ()) -> ConversionResult:
+            qat_minutes: float | None = None, allowed_precisions: Sequence[str] = (), input_size: tuple[int, int] | None = None) -> ConversionResult:
     """Fold, quantize and export a checkpoint file, or a model in memory, to every requested target.
 
     A model in memory (an `nn.Module` built by `edgemnv2.models.create_model`, trained however you
@@ -82,7 +82,9 @@ def convert(model: nn.Module | str | Path, out: str | Path, *, meta: CheckpointM
     Its last step, quantization-aware training, fine-tunes `qat_epochs` epochs (or until `qat_minutes`
     have passed) on `train_data`'s train split (default: `calib_data`'s). `allowed_precisions`: what it may
     fall back to after that, in order (e.g. ("int8_weights", "fp16")): one that meets the budget is
-    written under its own name, and the int8 file that missed is removed."""
+    written under its own name, and the int8 file that missed is removed. `input_size`: (height, width)
+    to export at instead of the checkpoint's, for fully convolutional models (recorded in each
+    manifest; `validate` checks such an artifact at its own size)."""
     out = Path(out)
     if isinstance(model, nn.Module):
         if meta is None:
@@ -109,7 +111,7 @@ def convert(model: nn.Module | str | Path, out: str | Path, *, meta: CheckpointM
     results, plan, info = run_conversion(checkpoint, list(targets), list(precisions), Path(calib_data) if calib_data else None, out, recipe, force,
                                          arch, on_result=on_result, sign_key=Path(sign_key) if sign_key else None,
                                          target_options={"torchscript": {"engine": server_engine}, **(target_options or {})}, on_start=on_start,
-                                         budget=budget)
+                                         budget=budget, input_size=input_size)
     return ConversionResult(checkpoint, results, plan.skipped, info["fold_max_relative_error"], info["calibration_images"])
 
 

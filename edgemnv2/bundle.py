@@ -121,6 +121,33 @@ def _postprocessed(references: list[np.ndarray], task, meta) -> tuple[list[np.nd
     return [boxes.numpy(), scores.numpy(), classes.numpy().astype(np.float32)], [DECODED_OUTPUTS.index("scores")]
 
 
+def _input_size(manifest: dict, meta) -> tuple[int, int]:
+    """The size the artifact takes: its manifest's (convert --input-size), else the checkpoint's."""
+    from .data.preprocess import Preprocessing
+
+    try:
+        return tuple(Preprocessing.from_dict(manifest.get("preprocessing")).input_size)
+    except UserError:
+        return tuple(meta.preprocessing.input_size)
+
+
+def _references(model, meta, data, size: tuple[int, int]) -> tuple:
+    """The bundle's images (inputs.npy: --samples of them, read through the same stream as validate)
+    at `size`, the fp32 model's outputs on them, their labels, and the checkpoint meta at that size."""
+    import dataclasses
+
+    if size != tuple(meta.preprocessing.input_size):
+        meta = dataclasses.replace(meta, preprocessing=dataclasses.replace(meta.preprocessing, input_size=size))
+        data = dataclasses.replace(data, preprocessing=meta.preprocessing, cached=None)
+    reference = torch_runner(model)
+    inputs, outputs = [], []
+    for batch in batches(data, 16, description="fp32 references"):
+        inputs.append(meta.preprocessing.normalize(batch.images))
+        outputs.append(reference(inputs[-1]))
+    references = [np.concatenate([o[k] for o in outputs]) for k in range(len(outputs[0]))]
+    return np.concatenate(inputs), references, get_task(meta.task).bundle_labels(data), meta
+
+
 def make_bundles(checkpoint: Path, model, meta, artifacts_dir: Path, data, out_dir: Path, gates: Gates, force: bool,
                  verify_key: Path | None = None, sign_key: Path | None = None) -> list[Path]:
     """`model`/`meta`: the loaded checkpoint (the caller already needed its preprocessing)."""
@@ -132,24 +159,20 @@ def make_bundles(checkpoint: Path, model, meta, artifacts_dir: Path, data, out_d
     found = [(p, m) for p, m in scan.found if m.get("checkpoint_sha256") == checkpoint_sha]
     if not found:
         raise UserError(f"no artifact in {artifacts_dir} was converted from {Path(checkpoint).name}")
-    # a bundle carries its images (inputs.npy): --samples of them, read through the same stream as validate
-    reference = torch_runner(model)
-    inputs, outputs = [], []
-    for batch in batches(data, 16, description="fp32 references"):
-        inputs.append(meta.preprocessing.normalize(batch.images))
-        outputs.append(reference(inputs[-1]))
-    inputs = np.concatenate(inputs)
-    references = [np.concatenate([o[k] for o in outputs]) for k in range(len(outputs[0]))]
-    labels = get_task(meta.task).bundle_labels(data)
-    written = []
     task = get_task(meta.task)
+    at_size: dict[tuple, tuple] = {}  # input size -> (inputs, references, labels, meta): an --input-size artifact gets its own
+    written = []
     for artifact, _ in found:
         with verified_artifact(artifact, verify_key) as verified:
+            size = _input_size(verified.manifest, meta)
+            if size not in at_size:
+                at_size[size] = _references(model, meta, data, size)
+            inputs, references, labels, size_meta = at_size[size]
             stem = artifact.name.replace(".", "_")
             spec = get_target(verified.manifest["target"]).spec
             expected, compared = references, None
             if task.drift_view is not None and list(verified.manifest["outputs"]) == list(task.postprocessed_output_names):
-                expected, compared = _postprocessed(references, task, meta)
+                expected, compared = _postprocessed(references, task, size_meta)
             written.append(write_bundle(verified, artifact, inputs, expected, labels, gates, Path(out_dir) / stem, force, spec, verify_key,
                                         compared, sign_key))
     return written

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from conversion import target_names
+from conversion.base import find_artifacts
 from conversion.pipeline import run_conversion
 from edgemnv2.cli.main import run
 from edgemnv2.errors import UserError
@@ -220,3 +221,44 @@ def test_per_layer_sensitivity_names_the_worst_layer(classifier_artifacts, shape
     assert [r.isolated_sqnr_db for r in good] == sorted(r.isolated_sqnr_db for r in good)  # worst first
     assert bad[0].isolated_sqnr_db < good[0].isolated_sqnr_db
     assert all(r.module.startswith(("features", "classifier")) for r in good)
+
+
+def test_an_artifact_exported_at_another_input_size_is_checked_at_that_size(trained_classifier, shapes_root, tmp_path, capsys):
+    """convert --input-size 64 (the test classifier was trained at 48): the manifests and the app file
+    say 64; validate checks those rows at 64 against fp32 at 64, beside a 48 one; bundles carry 64-pixel
+    inputs; the same folder without --input-size is refused; a size off the stride is one line."""
+
+    from edgemnv2.bundle import make_bundles
+    from edgemnv2.checkpoint import load_checkpoint
+    from edgemnv2.tasks import get_task
+
+    checkpoint, _ = trained_classifier
+    out, data = tmp_path / "artifacts", shapes_root / "classification"
+    convert = ["convert", "--checkpoint", str(checkpoint), "--calib-data", str(data), "--out", str(out)]
+    assert run([*convert, "--target", "tflite", "--precision", "int8", "--input-size", "64"]) == 0, capsys.readouterr().err
+    assert run([*convert, "--target", "onnx", "--precision", "fp32", "--input-size", "64,64"]) == 0
+    assert run([*convert, "--target", "onnx", "--precision", "int8"]) == 0  # at the checkpoint's 48
+    manifests = {m["artifact"]: m for _, m in find_artifacts(out)}
+    assert manifests["tiny_classifier.tflite.int8.tflite"]["input_shape"] == [1, 64, 64, 3]
+    assert manifests["tiny_classifier.onnx.fp32.onnx"]["provenance"]["input_size"] == [64, 64]
+    assert "input_size" not in manifests["tiny_classifier.onnx.int8.onnx"]["provenance"]
+    capsys.readouterr()
+    assert run([*convert, "--target", "onnx", "--precision", "fp32"]) == 2
+    assert "another --input-size" in capsys.readouterr().err
+    assert run([*convert, "--target", "onnx", "--precision", "fp32", "--input-size", "100", "--out", str(tmp_path / "x")]) == 2
+    assert "multiples of 32" in capsys.readouterr().err
+    report_dir = tmp_path / "report"
+    assert run(["validate", "--checkpoint", str(checkpoint), "--artifacts", str(out), "--data", str(data), "--gates", "default", "--runs", "2",
+                "--out", str(report_dir)]) == 0, capsys.readouterr().err
+    report = json.loads((report_dir / "report.json").read_text())
+    rows = {row["artifact"]: row for row in report["artifacts"]}
+    assert set(report["references_at_other_sizes"]) == {"64x64"}
+    for name in ("tiny_classifier.tflite.int8.tflite", "tiny_classifier.onnx.fp32.onnx"):
+        assert rows[name]["status"] == "passed" and "checked at 64x64" in rows[name]["note"], rows[name]
+    assert rows["tiny_classifier.onnx.fp32.onnx"]["measured"]["sqnr_db"] > 60  # against fp32 at 64, not at 48
+    assert "checked at" not in (rows["tiny_classifier.onnx.int8.onnx"]["note"] or "")
+    model, meta = load_checkpoint(checkpoint)
+    val = get_task(meta.task).load_split(data, "val", meta.preprocessing, 8, meta.class_names)
+    written = make_bundles(checkpoint, model, meta, out, val, tmp_path / "bundles", load_gates("default", target_names()), force=False)
+    shapes = {path.name: np.load(path / "inputs.npy").shape for path in written}
+    assert shapes["tiny_classifier_onnx_fp32_onnx"] == (8, 3, 64, 64) and shapes["tiny_classifier_onnx_int8_onnx"] == (8, 3, 48, 48)

@@ -31,6 +31,19 @@ def _target_options(settings: list[str], server_engine: str) -> dict[str, dict]:
     return options
 
 
+def _input_size(text: str | None) -> tuple[int, int] | None:
+    """`320` or `320,256` (height, width; `320x256` too)."""
+    from ..errors import UserError
+
+    if text is None:
+        return None
+    parts = text.replace("x", ",").split(",")
+    if len(parts) not in (1, 2) or not all(part.strip().isdigit() and int(part) > 0 for part in parts):
+        raise UserError(f"--input-size must be SIDE or HEIGHT,WIDTH in pixels (e.g. 320 or 320,256), not {text!r}")
+    sides = [int(part) for part in parts]
+    return (sides[0], sides[-1])
+
+
 def _split(values: list[str]) -> list[str]:
     return [v.strip() for value in values for v in value.split(",") if v.strip()]
 
@@ -58,6 +71,7 @@ def convert(
     train_data: Annotated[Optional[Path], typer.Option(help="Training images for the qat step (a dataset root; its train/ split, never the held-out one). Default: --calib-data's.")] = None,
     qat_epochs: Annotated[int, typer.Option(help="Epochs of quantization-aware training in the qat step (observers frozen after the first).")] = 2,
     qat_minutes: Annotated[Optional[float], typer.Option(help="Time budget for each fine-tuning run of the qat step: it stops after the batch that passes it, and the manifest records the images seen. Default: the epochs run whole.")] = None,
+    input_size: Annotated[Optional[str], typer.Option(help="Export at this input size instead of the checkpoint's: SIDE or HEIGHT,WIDTH, multiples of 32 (the detector and the classifier take any; the *_seed models only their own). Recorded in the manifest; validate checks the artifact at that size.")] = None,
     allow_precision: Annotated[list[str], typer.Option(help="The --max-drop search's last step: precisions it may fall back to when int8 misses the budget, in this order (comma-separate; e.g. int8_weights,fp16). One that meets it is written under its own name and the int8 file is removed. Default: none.")] = [],
     set_option: Annotated[list[str], typer.Option("--set", help="A target's option, TARGET.OPTION=VALUE (repeatable): " + OPTIONS_HELP)] = [],
     json_output: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout; the table goes to stderr.")] = False,
@@ -82,7 +96,7 @@ def convert(
         result = api.convert(checkpoint, out_dir, targets=_split(target), precisions=_split(precision), calib_data=calib_data, calib_size=calib_size,
                              observer=observer, per_channel=not per_tensor, equalization=equalization, target_options=_target_options(set_option, server_engine), force=force,
                              sign_key=sign_key, arch=arch, max_drop=max_drop, accuracy_data=accuracy_data, accuracy_limit=accuracy_limit,
-                             recourse_steps=_split(recourse) or None, gates=gates, train_data=train_data, qat_epochs=qat_epochs, qat_minutes=qat_minutes, allowed_precisions=_split(allow_precision), on_start=starting, on_result=report, on_search=lambda line: console.print(f"    {line}", style="dim"))
+                             recourse_steps=_split(recourse) or None, gates=gates, train_data=train_data, qat_epochs=qat_epochs, qat_minutes=qat_minutes, allowed_precisions=_split(allow_precision), input_size=_input_size(input_size), on_start=starting, on_result=report, on_search=lambda line: console.print(f"    {line}", style="dim"))
     results = result.artifacts
     if log_path is not None:
         console.print(f"third-party output (warnings, converter logs) in {log_path}; --verbose shows it here", style="dim")

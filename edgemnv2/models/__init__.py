@@ -24,15 +24,19 @@ class ModelSpec:
     default_input_size: int
     summary: str
     accepts_width: bool = True
+    input_multiple: int = 32  # an input side must be a multiple of this (the total stride), for convert --input-size
+    fixed_input: bool = False  # the architecture takes only the size it was built for (a fixed pooling window)
 
 
 MODELS: dict[str, ModelSpec] = {
     "mobilenet_v2": ModelSpec(MobileNetV2, CLASSIFICATION, 224, "MobileNetV2 as in the paper (torchvision-compatible keys)"),
     "mobilenet_v1": ModelSpec(MobileNetV1, CLASSIFICATION, 224, "MobileNetV1 depthwise-separable baseline"),
-    "mobilenet_v2_seed": ModelSpec(SeedMobileNetV2, CLASSIFICATION, 224, "the article's code, for its checkpoints (224x224 only)", accepts_width=False),
+    "mobilenet_v2_seed": ModelSpec(SeedMobileNetV2, CLASSIFICATION, 224, "the article's code, for its checkpoints (224x224 only)", accepts_width=False,
+                                   fixed_input=True),
     "dla34": ModelSpec(DLA34, CLASSIFICATION, 224, "DLA-34 (CenterNet's DLASeg backbone), for the article's comparison"),
     "centernet": ModelSpec(CenterNet, DETECTION, 512, "CenterNet, backbone mobilenet_v2 (default), mobilenet_v1 or dla34"),
-    "centernet_seed": ModelSpec(SeedCenterNet, DETECTION, 512, "the article's detection variant: load/benchmark only, not a sound detector", accepts_width=False),
+    "centernet_seed": ModelSpec(SeedCenterNet, DETECTION, 512, "the article's detection variant: load/benchmark only, not a sound detector",
+                                accepts_width=False, fixed_input=True),
 }
 
 

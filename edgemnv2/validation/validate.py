@@ -11,6 +11,7 @@ does not grow with the split, and under torchrun each rank takes every N-th batc
 the per-image records: the same numbers as one process, bit for bit.
 """
 
+import dataclasses
 import logging
 import os
 import time
@@ -27,6 +28,7 @@ from ..checkpoint import load_checkpoint
 from ..confine.runner import RunnerLimits
 from ..confine.runner import settle as settle_runners
 from ..diagnosis.profile import profile_verified
+from ..data.preprocess import Preprocessing
 from ..data.stream import chunked, read_batches
 from ..distributed import World
 from ..precision import get_precision
@@ -419,24 +421,33 @@ def validate(checkpoint: Path, artifacts_dir: Path, data_root: Path, split: str,
         raise UserError(f"none of the {len(found)} artifacts in {artifacts_dir} was converted from {Path(checkpoint).name} (sha256 differs); pass the checkpoint they came from")
     unchecked_rows, ignored = _not_validated(foreign, loose, gates, verify_key, checkpoint_sha, Path(artifacts_dir))
     listing = folder_listing(Path(artifacts_dir))
-    chunks = world.shard(chunked(range(len(data)), settings.batch_size))
+    # artifacts exported at another input size (convert --input-size) are checked at that size, against the fp32 model at that size
+    groups = _by_input_size(mine, meta)
     with ExitStack() as stack:
-        reference = Subject(ArtifactRow("fp32 eager", "pytorch", "fp32", "PyTorch eager", RUNNING, batch=settings.batch_size),
-                            torch_runner(model), output_names=task.output_names)
-        sample = _timing_sample(data, meta)  # the first image, batch 1 (a bad image file stops here, with its name)
-        settle_runners()  # the runner factory's imports are done: nothing competes with the timings below
-        reference.row.measured.update(_latency(time_runner(reference.runner, sample, settings.warmup, settings.runs)))
-        subjects = [_open_artifact(stack, path, manifest, sample, settings, verify_key, checkpoint_sha) for path, manifest in mine]
-        for subject in [reference, *subjects]:
-            _postprocessing_cost(subject, task, sample, data.preprocessing.input_size, settings)
-        with PeakMemory() as memory:  # every runtime loaded: what streaming the split adds on top
-            _score_pass(reference, subjects, data, chunks, task, settings)
-    shards = world.gather({"reference": reference.shareable(), "subjects": [s.shareable() for s in subjects], "peak_rss_mb": memory.peak_mb})
+        checked = []
+        for size, members in groups.items():
+            size_meta = dataclasses.replace(meta, preprocessing=dataclasses.replace(meta.preprocessing, input_size=size))
+            size_data = data if size == tuple(meta.preprocessing.input_size) else \
+                task.load_split(Path(data_root), split, size_meta.preprocessing, limit, meta.class_names)
+            checked.append(_check_at_size(stack, model, size_meta, size_data, members, task, settings, world, verify_key, checkpoint_sha))
+    shards = world.gather({"groups": [{"reference": reference.shareable(), "subjects": [s.shareable() for s in subjects]} for reference, subjects, _, _ in checked],
+                           "peak_rss_mb": max(peak for _, _, _, peak in checked)})
     if shards is None:
         return None
-    merged_reference = _merge([shard["reference"] for shard in shards])
-    reference_metrics = task.percent_metrics(*merged_reference.scores.ordered(), data)
-    rows = [_finish_row(_merge([shard["subjects"][i] for shard in shards]), reference_metrics, data, task, meta, gates) for i in range(len(subjects))]
+    rows, other_references = [], {}
+    for index, (_, subjects, size_data, _) in enumerate(checked):
+        merged = _merge([shard["groups"][index]["reference"] for shard in shards])
+        metrics = task.percent_metrics(*merged.scores.ordered(), size_data)
+        height, width = size_data.preprocessing.input_size
+        if index == 0:
+            merged_reference, reference_metrics = merged, metrics
+        else:
+            other_references[f"{height}x{width}"] = metrics
+        for i in range(len(subjects)):
+            row = _finish_row(_merge([shard["groups"][index]["subjects"][i] for shard in shards]), metrics, size_data, task, meta, gates)
+            if index:
+                row.note = "; ".join(part for part in (row.note, f"checked at {height}x{width} (convert --input-size), against fp32 at that size") if part)
+            rows.append(row)
     speed_advice(rows)
     # A manifest that could not be read, a foreign or manifest-less artifact: nobody checked it, so it
     # is a row, and it fails the gate.
@@ -459,12 +470,45 @@ def validate(checkpoint: Path, artifacts_dir: Path, data_root: Path, split: str,
         "data": {"path": str(data_root), "split": split, "images": int(len(data))},
         "metric_names": list(reference_metrics),
         "gates": verdict,
+        **({"references_at_other_sizes": other_references} if other_references else {}),
         "reference": {"name": "PyTorch eager fp32", "metrics": reference_metrics, "batch": settings.batch_size,
                       **{k: ref.get(k) for k in ("latency_median_ms", "latency_p90_ms", "latency_min_ms", "latency_median_ms_per_rank", "images_per_second",
                                                  "postprocess", "host_postprocess_ms", "end_to_end_ms")}},
         "artifacts": [vars(r) for r in rows],
         "ignored_artifacts": ignored,
     }
+
+
+def _by_input_size(mine: list, meta) -> dict[tuple[int, int], list]:
+    """The artifacts by the input size their manifest records, the checkpoint's own size first
+    (always present: the report's reference runs at it)."""
+    own = tuple(meta.preprocessing.input_size)
+    groups: dict[tuple[int, int], list] = {own: []}
+    for path, manifest in mine:
+        try:
+            size = tuple(Preprocessing.from_dict(manifest.get("preprocessing")).input_size)
+        except UserError:
+            size = own  # its manifest's preprocessing is checked, and refused, when the artifact opens
+        groups.setdefault(size, []).append((path, manifest))
+    return groups
+
+
+def _check_at_size(stack: ExitStack, model, meta, data, members: list, task: Task, settings: ValidationSettings, world: World, verify_key,
+                   checkpoint_sha: str) -> tuple:
+    """The fp32 reference and these artifacts, all at `meta`'s input size, over the split:
+    (reference, subjects, data, peak RSS of the pass)."""
+    chunks = world.shard(chunked(range(len(data)), settings.batch_size))
+    reference = Subject(ArtifactRow("fp32 eager", "pytorch", "fp32", "PyTorch eager", RUNNING, batch=settings.batch_size),
+                        torch_runner(model), output_names=task.output_names)
+    sample = _timing_sample(data, meta)  # the first image, batch 1 (a bad image file stops here, with its name)
+    settle_runners()  # the runner factory's imports are done: nothing competes with the timings below
+    reference.row.measured.update(_latency(time_runner(reference.runner, sample, settings.warmup, settings.runs)))
+    subjects = [_open_artifact(stack, path, manifest, sample, settings, verify_key, checkpoint_sha) for path, manifest in members]
+    for subject in [reference, *subjects]:
+        _postprocessing_cost(subject, task, sample, data.preprocessing.input_size, settings)
+    with PeakMemory() as memory:  # every runtime loaded: what streaming the split adds on top
+        _score_pass(reference, subjects, data, chunks, task, settings)
+    return reference, subjects, data, memory.peak_mb
 
 
 def folder_listing(folder: Path) -> list[tuple[str, tuple]]:
