@@ -26,6 +26,7 @@ verifying and the Runner contract live one layer down, in edgemnv2.artifacts.
 
 import json
 import logging
+import os
 import platform
 import time
 from contextlib import closing
@@ -510,7 +511,11 @@ def remove_artifact(artifact: Path) -> None:
         signature_path(artifact).unlink(missing_ok=True)
         for suffix in sidecars:
             discard(artifact.with_name(artifact.name + suffix))
-        discard(artifact)
+        # renamed out of the way first: a package folder half removed would otherwise keep the artifact's name
+        doomed = temp_path(artifact)
+        if artifact.exists() or artifact.is_symlink():
+            os.replace(artifact, doomed)
+        discard(doomed)
 
 
 def _existing(spec, job, final: Path, provenance: dict) -> ArtifactResult:

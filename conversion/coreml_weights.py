@@ -35,6 +35,13 @@ SCHEMES = {
 }
 
 
+class SimulationMismatch(Exception):
+    """The package's compressed weights cannot be put into the simulation program exactly: the
+    conversion fails rather than leave a simulation that differs from the package."""
+
+    expected = True  # a refusal with its reason (exit 1), not an edgemnv2 bug (edgemnv2.errors.is_internal_error)
+
+
 def compresses(precision: str) -> bool:
     return precision in SCHEMES
 
@@ -88,17 +95,23 @@ def _replace_in(program: torch.export.ExportedProgram, before: dict, after: dict
     by_shape: dict[tuple, list[str]] = {}
     for key, value in state.items():
         by_shape.setdefault(tuple(value.shape), []).append(key)
-    replacements = {}
+    replacements: dict[str, torch.Tensor] = {}
     for name, value in after.items():
         source = name if name in before else name.rsplit("_", 1)[0]
-        if source not in before or (source == name and np.array_equal(before[source], value)):
+        if source not in before:
+            raise SimulationMismatch(f"the package's weight {name} has no float counterpart in the converted program")
+        if source == name and np.array_equal(before[source], value):
             continue  # not compressed (small, or not divisible into blocks or groups)
         original = before[source]
+        # coremltools merges equal constants into one: every parameter with that value takes the package's
         matches = [key for key in by_shape.get(tuple(original.shape), []) if np.array_equal(state[key].detach().numpy(), original)]
-        if len(matches) != 1:
-            raise RuntimeError(f"the compressed weight {name} matches {len(matches)} parameters of the simulation program; "
-                               "the simulation would not be the package")
-        replacements[matches[0]] = torch.from_numpy(np.asarray(value, np.float32).copy()).reshape(original.shape)
+        if not matches:
+            raise SimulationMismatch(f"the compressed weight {name} matches no parameter of the simulation program")
+        new = torch.from_numpy(np.asarray(value, np.float32).copy()).reshape(original.shape)
+        for key in matches:
+            if key in replacements and not torch.equal(replacements[key], new):
+                raise SimulationMismatch(f"two compressed weights of the package claim the parameter {key}")
+            replacements[key] = new
     for key, value in replacements.items():
         state[key] = torch.nn.Parameter(value, requires_grad=False) if isinstance(state[key], torch.nn.Parameter) else value
     return len(replacements)

@@ -142,6 +142,10 @@ def at_input_size(meta: CheckpointMeta, size: tuple[int, int] | None) -> tuple[C
     from edgemnv2.models import get_spec
 
     current = tuple(meta.preprocessing.input_size)
+    if isinstance(size, int):  # the API's input_size=320
+        size = (size, size)
+    if size is not None and (len(size) != 2 or not all(isinstance(side, int) and side > 0 for side in size)):
+        raise UserError(f"input size must be (height, width) in pixels, not {size!r}")
     if size is None or tuple(size) == current:
         return meta, None
     height, width = size
@@ -198,6 +202,7 @@ def run_conversion(
     from .recourse import training_split
 
     jobs = JobFactory(folded, meta, images, training_split(budget, meta), resized)
+    jobs.target_options = options  # every target's options as set, for the search's other-precision candidates
     planned = [(target, jobs.make(target, precision, recipe, options[target], budget)) for target, precision in work.pairs]
     if not force:
         refuse_stale(planned, out_dir, stem, checkpoint_hash)
@@ -209,7 +214,7 @@ def run_conversion(
         if budget is not None and result.status == "ok" and job.precision.quantizes_activations:
             from .recourse import recover
 
-            result = recover(TARGETS[target], job, result, jobs, budget, calib_data, out_dir, stem, checkpoint_hash, sign_key)
+            result = recover(TARGETS[target], job, result, jobs, budget, calib_data, out_dir, stem, checkpoint_hash, sign_key, force)
         results.append(result)
         if on_result:
             on_result(result)
@@ -224,6 +229,7 @@ class JobFactory:
         """training: the split quantization-aware training fine-tunes on (a recipe with `qat` needs it);
         resized: the input size convert --input-size asked for, when it is not the checkpoint's."""
         self.folded, self.meta, self.images, self.training, self.resized = folded, meta, images, training, resized
+        self.target_options: dict[str, dict] = {}  # {target: its option values}, before options_for picks a precision's
         self.shared_graphs: dict = {}
         self.equalized: dict = {}
         self.hashes: dict = {}

@@ -223,7 +223,10 @@ class Search:
         return attempt
 
     def job_for(self, candidate: Candidate) -> ConversionJob:
-        return self.jobs.make(self.target.name, candidate.precision or self.base_job.precision.name, candidate.recipe, self.base_job.options, self.budget,
+        options = self.base_job.options
+        if candidate.precision is not None:  # the target's options as the user set them, for that precision (not int8's subset)
+            options = self.jobs.target_options.get(self.target.name, options)
+        return self.jobs.make(self.target.name, candidate.precision or self.base_job.precision.name, candidate.recipe, options, self.budget,
                               images=candidate.images, requested=self.requested)
 
     def try_candidate(self, candidate: Candidate) -> Attempt | None:
@@ -375,6 +378,9 @@ def _other_precision(search: Search) -> Attempt | None:
         if name not in search.target.spec.precisions:
             search.budget.say(f"{search.target.name}: no {name} artifact from this target (it makes {', '.join(search.target.spec.precisions)})")
             continue
+        if search.evaluations >= MAX_EVALUATIONS:
+            search.budget.say(f"{search.target.name}: {name} not tried: the search spent its {MAX_EVALUATIONS} evaluations")
+            return None
         precision = get_precision(name)
         attempt = search.try_candidate(Candidate("precision", f"{name} instead of {search.base_job.precision.name} ({precision.summary})",
                                                  search.requested, precision=name))
@@ -384,7 +390,7 @@ def _other_precision(search: Search) -> Attempt | None:
 
 
 def recover(target, job: ConversionJob, result: ArtifactResult, jobs, budget: AccuracyBudget, calib_data: Path | None, out_dir: Path, stem: str,
-            checkpoint_hash: str, sign_key: Path | None) -> ArtifactResult:
+            checkpoint_hash: str, sign_key: Path | None, force: bool = False) -> ArtifactResult:
     """Measure the artifact just written; over budget, search and replace it with the first recipe
     that meets the budget (or, when none does, the best one found, saying so). An artifact whose
     runtime is missing here, or a search that crashes, keeps the artifact as converted and says so
@@ -396,7 +402,7 @@ def recover(target, job: ConversionJob, result: ArtifactResult, jobs, budget: Ac
         return result  # the gates file sets no drop limit for this target: nothing to hold it to
     scratch = Path(tempfile.mkdtemp(prefix="edgemnv2-recourse-"))  # the candidates' files; gone whatever happens
     try:
-        return _recover(target, job, result, jobs, budget, points, calib_data, out_dir, stem, checkpoint_hash, sign_key, scratch)
+        return _recover(target, job, result, jobs, budget, points, calib_data, out_dir, stem, checkpoint_hash, sign_key, scratch, force)
     except UserError:
         raise
     except RuntimeUnavailable as exc:
@@ -409,7 +415,7 @@ def recover(target, job: ConversionJob, result: ArtifactResult, jobs, budget: Ac
 
 
 def _recover(target, job: ConversionJob, result: ArtifactResult, jobs, budget: AccuracyBudget, points: float, calib_data: Path | None,
-             out_dir: Path, stem: str, checkpoint_hash: str, sign_key: Path | None, scratch: Path) -> ArtifactResult:
+             out_dir: Path, stem: str, checkpoint_hash: str, sign_key: Path | None, scratch: Path, force: bool = False) -> ArtifactResult:
     started = time.perf_counter()
     search = Search(target, job, jobs, budget, points, calib_data, stem, checkpoint_hash, scratch)
     baseline = Candidate("as asked", "the requested recipe", job.recipe)
@@ -458,7 +464,16 @@ def _recover(target, job: ConversionJob, result: ArtifactResult, jobs, budget: A
     job_out.calibration_sha256 = job.calibration_sha256  # provenance is what was asked; the recourse record says what was used
     files = (result.path, result.manifest) if final is base else final.files
     if final.candidate.precision is not None:  # another precision met the budget: it replaces the int8 file that missed
-        return _replace_precision(target, job_out, files, result, record, out_dir, stem, checkpoint_hash, sign_key)
+        replaced, refusal = _replace_precision(target, job_out, files, result, record, out_dir, stem, checkpoint_hash, sign_key, force)
+        if replaced is not None:
+            return replaced
+        # it could not go into place: the best int8 attempt does, with the search's record, and the run fails saying why
+        met, final = False, search.best()
+        record = _record(search, base, final, met, time.perf_counter() - started)
+        record["summary"] += f"; {refusal}"
+        job_out = search.job_for(final.candidate)
+        job_out.recourse, job_out.calibration_sha256 = record, job.calibration_sha256
+        files = (result.path, result.manifest) if final is base else final.files
     # the measured bytes themselves go into place, under the manifest that records the search
     rewritten = write_artifact(_adopting(target, *files), job_out, out_dir, stem, checkpoint_hash, force=True, sign_key=sign_key)
     rewritten.seconds = result.seconds + record["seconds"]  # the conversion and its search
@@ -468,19 +483,30 @@ def _recover(target, job: ConversionJob, result: ArtifactResult, jobs, budget: A
 
 
 def _replace_precision(target, job: ConversionJob, files: tuple, missed: ArtifactResult, record: dict, out_dir: Path, stem: str,
-                       checkpoint_hash: str, sign_key: Path | None) -> ArtifactResult:
+                       checkpoint_hash: str, sign_key: Path | None, force: bool) -> tuple[ArtifactResult | None, str]:
     """The allowed precision's measured artifact under its own name; then the int8 file that missed
     the budget is removed. An artifact of that precision already there is reused when it was made
-    by the same command (a re-run), and otherwise refused like any convert without --force."""
+    by the same command (a re-run), replaced with --force, and otherwise refused as convert refuses
+    it. -> (the result, "") or (None, why it could not go into place)."""
+    import json
+
+    from edgemnv2.artifacts import manifest_path
+
     from .base import remove_artifact
 
-    written = write_artifact(_adopting(target, *files), job, out_dir, stem, checkpoint_hash, force=False, sign_key=sign_key)
+    try:
+        written = write_artifact(_adopting(target, *files), job, out_dir, stem, checkpoint_hash, force=force, sign_key=sign_key)
+    except UserError as exc:  # another artifact of that precision is there, made from other inputs
+        return None, f"{job.precision.name} met it, but {exc}"
     if written.status not in ("ok", "skipped"):  # skipped: this command made it before (a re-run), and it is up to date
-        return dataclasses.replace(missed, status="failed", message=f"{record['summary']}; but {written.message}")
+        return None, f"{job.precision.name} met it, but writing it failed: {written.message}"
     remove_artifact(missed.path)
+    if written.status == "skipped":
+        written.manifest = json.loads(manifest_path(written.path).read_text())
+        written.size_bytes = written.manifest.get("artifact_bytes", 0)
     kept = f"{written.path.name} is up to date; " if written.status == "skipped" else ""
     return dataclasses.replace(written, status="ok", seconds=missed.seconds + record["seconds"],
-                               message=f"{missed.precision} missed the budget; {record['summary']} ({kept}{missed.path.name} removed)")
+                               message=f"{missed.precision} missed the budget; {record['summary']} ({kept}{missed.path.name} removed)"), ""
 
 
 def _latency_ratio(search: Search, base_files: tuple, final_files: tuple) -> float | None:

@@ -121,14 +121,12 @@ def _postprocessed(references: list[np.ndarray], task, meta) -> tuple[list[np.nd
     return [boxes.numpy(), scores.numpy(), classes.numpy().astype(np.float32)], [DECODED_OUTPUTS.index("scores")]
 
 
-def _input_size(manifest: dict, meta) -> tuple[int, int]:
-    """The size the artifact takes: its manifest's (convert --input-size), else the checkpoint's."""
+def _input_size(manifest: dict) -> tuple[int, int]:
+    """The size the artifact takes, as its manifest records it (convert --input-size may have changed
+    it from the checkpoint's); a manifest without a usable one is one line."""
     from .data.preprocess import Preprocessing
 
-    try:
-        return tuple(Preprocessing.from_dict(manifest.get("preprocessing")).input_size)
-    except UserError:
-        return tuple(meta.preprocessing.input_size)
+    return tuple(Preprocessing.from_dict(manifest.get("preprocessing"), f"{manifest.get('artifact', 'an artifact')}'s manifest").input_size)
 
 
 def _references(model, meta, data, size: tuple[int, int]) -> tuple:
@@ -164,7 +162,7 @@ def make_bundles(checkpoint: Path, model, meta, artifacts_dir: Path, data, out_d
     written = []
     for artifact, _ in found:
         with verified_artifact(artifact, verify_key) as verified:
-            size = _input_size(verified.manifest, meta)
+            size = _input_size(verified.manifest)
             if size not in at_size:
                 at_size[size] = _references(model, meta, data, size)
             inputs, references, labels, size_meta = at_size[size]

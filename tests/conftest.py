@@ -131,9 +131,9 @@ def detector_artifacts(trained_detector, shapes_root, tmp_path_factory):
 
 
 def convert_side_by_side(checkpoint, groups, data, out, calibration_size: int):
-    """run_conversion for each (targets, precisions) group in its own process, two at a time, one
-    thread each: the session's artifacts in a little over half the time on the 2-core machine. Same
-    function, same files; only the wall time changes. Returns (results, info)."""
+    """run_conversion for each (targets, precisions) group in its own process, two at a time: the
+    session's artifacts in less wall time on the 2-core machine (most of a conversion is one Python
+    thread). Same function, same files; only the wall time changes. Returns (results, info)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -148,7 +148,9 @@ def _convert_group(work):
     from conversion.pipeline import run_conversion
     from quantization.ptq import QuantRecipe
 
-    torch.set_num_threads(1)  # two of these side by side fill the two cores
+    # the session's thread count, not 1: calibration's float sums depend on it, and tests that rebuild an
+    # artifact in this process (debug) must get the very same program
+    torch.set_num_threads(2)
     results, _, info = run_conversion(checkpoint, targets, precisions, data, out, QuantRecipe(calibration_size=calibration_size))
     return results, info
 

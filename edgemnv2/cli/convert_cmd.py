@@ -38,7 +38,7 @@ def _input_size(text: str | None) -> tuple[int, int] | None:
     if text is None:
         return None
     parts = text.replace("x", ",").split(",")
-    if len(parts) not in (1, 2) or not all(part.strip().isdigit() and int(part) > 0 for part in parts):
+    if len(parts) not in (1, 2) or not all(part.strip().isascii() and part.strip().isdigit() and int(part) > 0 for part in parts):
         raise UserError(f"--input-size must be SIDE or HEIGHT,WIDTH in pixels (e.g. 320 or 320,256), not {text!r}")
     sides = [int(part) for part in parts]
     return (sides[0], sides[-1])

@@ -422,7 +422,7 @@ def validate(checkpoint: Path, artifacts_dir: Path, data_root: Path, split: str,
     unchecked_rows, ignored = _not_validated(foreign, loose, gates, verify_key, checkpoint_sha, Path(artifacts_dir))
     listing = folder_listing(Path(artifacts_dir))
     # artifacts exported at another input size (convert --input-size) are checked at that size, against the fp32 model at that size
-    groups = _by_input_size(mine, meta)
+    groups, misdescribed = _by_input_size(mine, meta)
     with ExitStack() as stack:
         checked = []
         for size, members in groups.items():
@@ -436,6 +436,7 @@ def validate(checkpoint: Path, artifacts_dir: Path, data_root: Path, split: str,
         return None
     rows, other_references = [], {}
     for index, (_, subjects, size_data, _) in enumerate(checked):
+        group_rows = []
         merged = _merge([shard["groups"][index]["reference"] for shard in shards])
         metrics = task.percent_metrics(*merged.scores.ordered(), size_data)
         height, width = size_data.preprocessing.input_size
@@ -447,8 +448,10 @@ def validate(checkpoint: Path, artifacts_dir: Path, data_root: Path, split: str,
             row = _finish_row(_merge([shard["groups"][index]["subjects"][i] for shard in shards]), metrics, size_data, task, meta, gates)
             if index:
                 row.note = "; ".join(part for part in (row.note, f"checked at {height}x{width} (convert --input-size), against fp32 at that size") if part)
-            rows.append(row)
-    speed_advice(rows)
+            group_rows.append(row)
+        speed_advice(group_rows)  # int8 against the fp32 of the same size
+        rows += group_rows
+    rows += misdescribed
     # A manifest that could not be read, a foreign or manifest-less artifact: nobody checked it, so it
     # is a row, and it fails the gate.
     rows += [ArtifactRow(manifest_file.name, "?", "?", "", REFUSED, note=reason) for manifest_file, reason in scan.problems] + unchecked_rows
@@ -479,18 +482,21 @@ def validate(checkpoint: Path, artifacts_dir: Path, data_root: Path, split: str,
     }
 
 
-def _by_input_size(mine: list, meta) -> dict[tuple[int, int], list]:
+def _by_input_size(mine: list, meta) -> tuple[dict[tuple[int, int], list], list]:
     """The artifacts by the input size their manifest records, the checkpoint's own size first
-    (always present: the report's reference runs at it)."""
+    (always present: the report's reference runs at it); and a refused row for each artifact whose
+    manifest's preprocessing says no usable size (nothing can be checked against it)."""
     own = tuple(meta.preprocessing.input_size)
     groups: dict[tuple[int, int], list] = {own: []}
+    refused = []
     for path, manifest in mine:
         try:
-            size = tuple(Preprocessing.from_dict(manifest.get("preprocessing")).input_size)
-        except UserError:
-            size = own  # its manifest's preprocessing is checked, and refused, when the artifact opens
+            size = tuple(Preprocessing.from_dict(manifest.get("preprocessing"), f"{path.name}'s manifest").input_size)
+        except UserError as exc:
+            refused.append(ArtifactRow(path.name, str(manifest.get("target", "?")), str(manifest.get("precision", "?")), "", REFUSED, note=str(exc)))
+            continue
         groups.setdefault(size, []).append((path, manifest))
-    return groups
+    return groups, refused
 
 
 def _check_at_size(stack: ExitStack, model, meta, data, members: list, task: Task, settings: ValidationSettings, world: World, verify_key,
