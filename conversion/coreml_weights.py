@@ -13,8 +13,9 @@ scheme cannot split into blocks or groups (coremltools leaves it as it is).
 The simulation is not a transcription of coremltools' rounding or clustering: after compression the
 package's weights are decompressed by coremltools (`decompress_weights`) and copied into the
 simulation program, each matched to the program's parameter whose float value the package held
-before compression. A weight that matches no parameter, or more than one, fails the conversion
-rather than leaving a simulation that differs from the package.
+before compression (equal parameters, which coremltools merges into one constant, all take it). A
+package weight with no float counterpart fails the conversion rather than leaving a simulation that
+differs from the package.
 """
 
 import numpy as np
@@ -26,12 +27,17 @@ WEIGHT_THRESHOLD = 2048  # coremltools leaves smaller weights in float (its opti
 BLOCK = 32  # int4_weights: input channels per scale
 GROUP = 16  # palettized: output channels per lookup table
 
-# precision -> (what the manifest says, the oldest Core ML that runs it)
+# precision -> (what the manifest says, the oldest Core ML that runs it, coremltools' op config: linear
+# quantizer or, for the palettized precisions, palettizer)
 SCHEMES = {
-    "int8_weights": ("linear symmetric int8, per output channel", "iOS17"),
-    "int4_weights": (f"linear symmetric int4, per block of {BLOCK} input channels", "iOS18"),
-    "int6_palettized": ("6-bit k-means lookup table, one per tensor", "iOS17"),
-    "int4_palettized": (f"4-bit k-means lookup tables, one per {GROUP} output channels", "iOS18"),
+    "int8_weights": ("linear symmetric int8, per output channel", "iOS17", {"mode": "linear_symmetric", "granularity": "per_channel"}),
+    "int4_weights": (f"linear symmetric int4, per block of {BLOCK} input channels", "iOS18",
+                     {"mode": "linear_symmetric", "dtype": "int4", "granularity": "per_block", "block_size": BLOCK}),
+    # one table per tensor: coremltools' published MobileNetV2 recipe, any iOS 16+
+    "int6_palettized": ("6-bit k-means lookup table, one per tensor", "iOS17", {"mode": "kmeans", "nbits": 6, "granularity": "per_tensor"}),
+    # 16 values per tensor lose too much; a table per group of output channels needs iOS 18
+    "int4_palettized": (f"4-bit k-means lookup tables, one per {GROUP} output channels", "iOS18",
+                        {"mode": "kmeans", "nbits": 4, "granularity": "per_grouped_channel", "group_size": GROUP}),
 }
 
 
@@ -53,17 +59,8 @@ def deployment_target(precision: str) -> str:
 def _config(precision: str):
     from coremltools.optimize.coreml import OpLinearQuantizerConfig, OpPalettizerConfig, OptimizationConfig
 
-    if precision == "int8_weights":
-        op = OpLinearQuantizerConfig(mode="linear_symmetric", granularity="per_channel", weight_threshold=WEIGHT_THRESHOLD)
-    elif precision == "int4_weights":
-        op = OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int4", granularity="per_block", block_size=BLOCK,
-                                     weight_threshold=WEIGHT_THRESHOLD)
-    elif precision == "int6_palettized":  # one table per tensor: coremltools' published MobileNetV2 recipe, any iOS 16+
-        op = OpPalettizerConfig(mode="kmeans", nbits=6, granularity="per_tensor", weight_threshold=WEIGHT_THRESHOLD)
-    else:  # 16 values per tensor lose too much; a table per group of output channels needs iOS 18
-        op = OpPalettizerConfig(mode="kmeans", nbits=4, granularity="per_grouped_channel", group_size=GROUP,
-                                weight_threshold=WEIGHT_THRESHOLD)
-    return OptimizationConfig(global_config=op)
+    op = OpPalettizerConfig if get_precision(precision).palettized else OpLinearQuantizerConfig
+    return OptimizationConfig(global_config=op(**SCHEMES[precision][2], weight_threshold=WEIGHT_THRESHOLD))
 
 
 def _weights(mlmodel) -> dict[str, np.ndarray]:

@@ -201,8 +201,7 @@ def run_conversion(
     stem = Path(checkpoint).stem
     from .recourse import training_split
 
-    jobs = JobFactory(folded, meta, images, training_split(budget, meta), resized)
-    jobs.target_options = options  # every target's options as set, for the search's other-precision candidates
+    jobs = JobFactory(folded, meta, images, training_split(budget, meta), resized, options)
     planned = [(target, jobs.make(target, precision, recipe, options[target], budget)) for target, precision in work.pairs]
     if not force:
         refuse_stale(planned, out_dir, stem, checkpoint_hash)
@@ -225,11 +224,14 @@ class JobFactory:
     """Conversion jobs of one run: the folded model, with the recipe's equalization and the
     target's in-graph post-processing; quantized graphs and equalized models built once and shared."""
 
-    def __init__(self, folded: torch.nn.Module, meta: CheckpointMeta, images: np.ndarray | None, training=None, resized=None):
+    def __init__(self, folded: torch.nn.Module, meta: CheckpointMeta, images: np.ndarray | None, training=None, resized=None,
+                 target_options: dict[str, dict] | None = None):
         """training: the split quantization-aware training fine-tunes on (a recipe with `qat` needs it);
-        resized: the input size convert --input-size asked for, when it is not the checkpoint's."""
+        resized: the input size convert --input-size asked for, when it is not the checkpoint's;
+        target_options: {target: its option values as set}, before options_for keeps a precision's
+        (the recourse search's other-precision candidates need them whole)."""
         self.folded, self.meta, self.images, self.training, self.resized = folded, meta, images, training, resized
-        self.target_options: dict[str, dict] = {}  # {target: its option values}, before options_for picks a precision's
+        self.target_options = target_options or {}
         self.shared_graphs: dict = {}
         self.equalized: dict = {}
         self.hashes: dict = {}

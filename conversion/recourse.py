@@ -194,9 +194,10 @@ class Search:
     def met(self, attempt: Attempt | None) -> bool:
         return attempt is not None and attempt.drop is not None and attempt.drop <= self.points
 
-    def best(self, of_precision: str | None = None) -> Attempt:
-        """The attempt with the smallest drop, among those of the artifact's own precision."""
-        scored = [a for a in self.attempts if a.drop is not None and a.candidate.precision == of_precision]
+    def best(self) -> Attempt:
+        """The attempt with the smallest drop, among those of the artifact's own precision (another
+        precision goes into place only when it meets the budget)."""
+        scored = [a for a in self.attempts if a.drop is not None and a.candidate.precision is None]
         return min(scored, key=lambda a: a.drop) if scored else self.attempts[0]
 
     def evaluate_artifact(self, candidate: Candidate, path: Path, manifest: dict) -> Attempt:
@@ -450,30 +451,30 @@ def _recover(target, job: ConversionJob, result: ArtifactResult, jobs, budget: A
         chosen = _quantization_aware(search)
     if chosen is None and budget.allowed_precisions:
         chosen = _other_precision(search)
+    def placed(final: Attempt, met: bool) -> tuple[dict, ConversionJob, tuple]:
+        """The search's record, the job whose manifest carries it, and the measured files that go into place."""
+        record = _record(search, base, final, met, time.perf_counter() - started)
+        job_out = search.job_for(final.candidate)
+        job_out.recourse = record
+        job_out.calibration_sha256 = job.calibration_sha256  # provenance is what was asked; the recourse record says what was used
+        return record, job_out, (result.path, result.manifest) if final is base else final.files
+
     met = chosen is not None
-    # the best int8 attempt when nothing met the budget: another precision is in place only when it meets it
-    final = chosen or search.best(of_precision=None)
-    record = _record(search, base, final, met, time.perf_counter() - started)
+    final = chosen or search.best()
+    record, job_out, files = placed(final, met)
     if final is not base and final.files and not search.simulated:
         record["latency_ratio"] = _latency_ratio(search, (result.path, result.manifest), final.files)
     hint = target.gate_failure_hint(result.manifest) if not met and target.gate_failure_hint is not None else None
     if hint:  # why this target cannot get there, in its own words
         record["summary"] += f"; {hint}"
-    job_out = search.job_for(final.candidate)
-    job_out.recourse = record
-    job_out.calibration_sha256 = job.calibration_sha256  # provenance is what was asked; the recourse record says what was used
-    files = (result.path, result.manifest) if final is base else final.files
     if final.candidate.precision is not None:  # another precision met the budget: it replaces the int8 file that missed
         replaced, refusal = _replace_precision(target, job_out, files, result, record, out_dir, stem, checkpoint_hash, sign_key, force)
         if replaced is not None:
             return replaced
         # it could not go into place: the best int8 attempt does, with the search's record, and the run fails saying why
-        met, final = False, search.best()
-        record = _record(search, base, final, met, time.perf_counter() - started)
+        met = False
+        record, job_out, files = placed(search.best(), met)
         record["summary"] += f"; {refusal}"
-        job_out = search.job_for(final.candidate)
-        job_out.recourse, job_out.calibration_sha256 = record, job.calibration_sha256
-        files = (result.path, result.manifest) if final is base else final.files
     # the measured bytes themselves go into place, under the manifest that records the search
     rewritten = write_artifact(_adopting(target, *files), job_out, out_dir, stem, checkpoint_hash, force=True, sign_key=sign_key)
     rewritten.seconds = result.seconds + record["seconds"]  # the conversion and its search
