@@ -225,6 +225,7 @@ class ConversionJob:
     recourse: dict | None = None  # what the search did (goes into the manifest)
     qat: object = None  # quantization/qat.py QatResult, when the recipe asked for quantization-aware training
     trained_ranges_used: bool = False  # the target converted QAT's trained graph (its ranges), not a calibration
+    observer_used: str | None = None  # set by a target whose quantizer calibrates its own way, not by the recipe's observer
     resized: tuple[int, int] | None = None  # convert --input-size: exported at this (height, width), not the checkpoint's
 
     @property
@@ -282,7 +283,7 @@ class ConversionJob:
         if self.precision.quantized:
             # the recipe asked for (a recourse search's choice is recorded apart, in the manifest)
             record["recipe"] = (self.requested_recipe or self.recipe).to_dict()
-            if self.budget is not None and self.precision.quantizes_activations:  # the only precisions a --max-drop search measures
+            if self.budget is not None and self.precision.full_int8:  # the only precisions a --max-drop search measures
                 record["max_drop"] = self.budget.provenance()
         if self.precision.needs_calibration:
             self.require_calibration()
@@ -346,8 +347,8 @@ def _quantization_record(job: ConversionJob) -> dict | None:
     if job.trained_ranges_used:  # no calibration: quantization-aware training's ranges (the "qat" entry)
         calibration = {"ranges": TRAINED_RANGES}
     elif precision.needs_calibration and job.calibration_images is not None:
-        calibration = {"images": int(min(len(job.calibration_images), job.recipe.calibration_size)), "observer": job.recipe.observer}
-    activations = (", int8 activations" if precision.quantizes_activations else
+        calibration = {"images": int(min(len(job.calibration_images), job.recipe.calibration_size)), "observer": job.observer_used or job.recipe.observer}
+    activations = (f", int{precision.activation_bits} activations" if precision.quantizes_activations else
                    f", {precision.float_dtype} activations quantized to int8 at run time (dynamic range)" if precision.dynamic_activations else
                    f", {precision.float_dtype} activations")
     return {"scheme": weights + activations, "bits": precision.bits, "weights_quantized": precision.quantizes_weights,

@@ -210,7 +210,7 @@ def run_conversion(
         if on_start:
             on_start(target, job.precision.name, index, len(planned))
         result = write_artifact(TARGETS[target], job, out_dir, stem, checkpoint_hash, force, sign_key)
-        if budget is not None and result.status == "ok" and job.precision.quantizes_activations:
+        if budget is not None and result.status == "ok" and job.precision.full_int8:
             from .recourse import recover
 
             result = recover(TARGETS[target], job, result, jobs, budget, calib_data, out_dir, stem, checkpoint_hash, sign_key, force)

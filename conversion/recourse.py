@@ -76,9 +76,9 @@ class AccuracyBudget:
             if step not in STEPS:
                 raise did_you_mean(step, STEPS, "recourse step")
         for name in self.allowed_precisions:
-            if get_precision(name).needs_calibration:
+            if get_precision(name).full_int8:
                 raise UserError(f"--allow-precision {name}: the search already is about {name}; name precisions it may fall back to "
-                                "(int8_weights, int8_dynamic, fp16, ...)")
+                                "(int16x8, int8_weights, int8_dynamic, fp16, ...)")
 
     def points_for(self, task, target: str) -> float | None:
         if self.points is not None or self.gates is None:

@@ -1,5 +1,5 @@
-"""TFLite (LiteRT) via litert-torch: fp32, or int8 (int8 weights and activations); fp16, int8_dynamic
-and int8_weights by LiteRT's own quantizer (ai-edge-quantizer) on the fp32 file.
+"""TFLite (LiteRT) via litert-torch: fp32, or int8 (int8 weights and activations); fp16, int8_dynamic,
+int8_weights and int16x8 by LiteRT's own quantizer (ai-edge-quantizer) on the fp32 file.
 
 By default the file is app-ready (conversion/tflite_app.py): uint8 NHWC pixels in, the network's
 preprocessing inside the graph, float32 outputs, and TFLite Metadata (labels, normalization, name,
@@ -21,13 +21,14 @@ from .file_kinds import flatbuffer_identified
 from .base import ConversionJob, RuntimeUnavailable, Target, TargetOption, TargetSpec, decode_option, output_names, self_description
 from .tflite_app import AppImageInput, delegated_pixel_input, example_pixels, float_outputs, metadata_bytes, pixels_from_normalized, read_metadata, with_metadata
 
-SPEC = TargetSpec("tflite", ".tflite", ("fp32", "fp16", "int8", "int8_dynamic", "int8_weights"), runtime="LiteRT interpreter (ai-edge-litert)",
+SPEC = TargetSpec("tflite", ".tflite", ("fp32", "fp16", "int8", "int8_dynamic", "int8_weights", "int16x8"), runtime="LiteRT interpreter (ai-edge-litert)",
                   runtime_modules=("ai_edge_litert", "tflite_runtime"), device_runtime="tflite", tool_packages=("litert-torch", "ai-edge-litert"),
-                  precision_tools={name: ("ai-edge-quantizer",) for name in ("fp16", "int8_dynamic", "int8_weights")})
+                  precision_tools={name: ("ai-edge-quantizer",) for name in ("fp16", "int8_dynamic", "int8_weights", "int16x8")})
 
 
 # the precisions made from the fp32 file by ai-edge-quantizer's recipes (conversion/tflite_weights.py)
-FROM_FP32 = {"fp32": None, "fp16": tflite_weights.FP16, "int8_dynamic": tflite_weights.DYNAMIC_INT8, "int8_weights": tflite_weights.WEIGHT_ONLY_INT8}
+FROM_FP32 = {"fp32": None, "fp16": tflite_weights.FP16, "int8_dynamic": tflite_weights.DYNAMIC_INT8, "int8_weights": tflite_weights.WEIGHT_ONLY_INT8,
+             "int16x8": tflite_weights.INT16X8}
 
 
 INPUT = TargetOption("input", "app", ("app", "nchw"), "app: uint8 NHWC pixels in (preprocessing inside the graph), float32 out, "
@@ -44,8 +45,14 @@ def convert(job: ConversionJob, dest: Path) -> dict:
         model, example = AppImageInput(model, preprocessing.mean, preprocessing.std).eval(), example_pixels(job.example)
     if job.precision.name in FROM_FP32:  # one fp32 conversion per run serves fp32 and every precision made from it
         content = job.shared(f"tflite-fp32-{app}-{id(job.model)}", lambda: litert_torch.convert(model, (example,)).model_content())
-        if job.precision.name != "fp32":
-            content = tflite_weights.quantize(content, FROM_FP32[job.precision.name], job.recipe.per_channel)
+        kind = FROM_FP32[job.precision.name]
+        if job.precision.needs_calibration:  # int16x8: ranges from the run's images, in the file's own input
+            images = job.require_calibration()
+            images = pixels_from_normalized(images, preprocessing.mean, preprocessing.std) if app else images
+            content = tflite_weights.quantize_calibrated(content, kind, job.recipe.per_channel, images, job.recipe.float_modules)
+            job.observer_used = tflite_weights.CALIBRATION
+        elif kind is not None:
+            content = tflite_weights.quantize(content, kind, job.recipe.per_channel)
     else:
         from litert_torch.quantize.quant_config import QuantConfig
 
@@ -86,7 +93,7 @@ def _app_ready(content: bytes, job: ConversionJob) -> bytes:
         input_size=tuple(meta.preprocessing.input_size),
         outputs=[(name, f"{name} (float32)", index == label_output) for index, name in enumerate(names)],
         preprocessing=meta.preprocessing.to_dict(), carried=self_description(job))
-    if job.precision.quantizes_activations:
+    if job.precision.full_int8:  # XNNPACK runs int8; it has no int16 kernels to hand the pixels to
         content = delegated_pixel_input(content)
     return with_metadata(float_outputs(content), metadata, {"labels.txt": "\n".join(meta.class_names).encode()})
 

@@ -144,11 +144,11 @@ def delegated_pixel_input(content: bytes) -> bytes:
 
 
 def float_outputs(content: bytes) -> bytes:
-    """Append DEQUANTIZE to every int8/uint8 graph output, so the outputs are float32 (same names)."""
+    """Append DEQUANTIZE to every int8/uint8/int16 graph output, so the outputs are float32 (same names)."""
     schema = _schema()
     model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
     graph = model.subgraphs[0]
-    quantized = (schema.TensorType.INT8, schema.TensorType.UINT8)
+    quantized = (schema.TensorType.INT8, schema.TensorType.UINT8, schema.TensorType.INT16)
     if not any(graph.tensors[i].type in quantized for i in graph.outputs):
         return content
     opcode_index = _dequantize_opcode(model)

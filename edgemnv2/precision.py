@@ -32,6 +32,12 @@ class Precision:
         return self.quantizes_activations
 
     @property
+    def full_int8(self) -> bool:
+        """int8 weights and calibrated int8 activations: the precision whose recipe a --max-drop search
+        varies, and the one the int8 kernels (XNNPACK, FBGEMM) run."""
+        return self.quantizes_activations and self.activation_bits == 8
+
+    @property
     def quantized(self) -> bool:
         return self.quantizes_weights or self.quantizes_activations
 
@@ -54,6 +60,8 @@ PRECISIONS: dict[str, Precision] = {
         Precision("int8_weights", True, False, "float32", "int8 weights only (no calibration); float activations", weight_bits=8),
         Precision("int8_dynamic", True, False, "float32", "int8 weights; activations quantized at run time from their own range "
                   "(dynamic range: no calibration)", dynamic_activations=True, weight_bits=8, activation_bits=8),
+        Precision("int16x8", True, True, "float32", "int8 weights and int16 activations, calibrated on real images "
+                  "(LiteRT's 16x8 mode: finer activations than int8; reference kernels, not XNNPACK)", weight_bits=8, activation_bits=16),
         Precision("int4_weights", True, False, "float32", "4-bit weights, one scale per block of input channels (no calibration); "
                   "float activations", weight_bits=4),
         Precision("int6_palettized", True, False, "float32", "6-bit palettized weights: indices into 64-value k-means tables "

@@ -35,8 +35,8 @@ def test_mediapipe_image_classifier_takes_every_tflite_precision_unchanged(class
     image_list = tmp_path / "images.txt"
     image_list.write_text("\n".join(str(p) for p in val.paths))  # the val images are already at the input size
     tflite = {m["precision"]: a for a, m in find_artifacts(folder) if m["target"] == "tflite"}
-    assert sorted(tflite) == ["fp16", "fp32", "int8", "int8_dynamic", "int8_weights"]
-    for precision, minimum in (("fp32", 98.0), ("fp16", 98.0), ("int8", 96.0), ("int8_dynamic", 96.0), ("int8_weights", 96.0)):
+    assert sorted(tflite) == ["fp16", "fp32", "int16x8", "int8", "int8_dynamic", "int8_weights"]
+    for precision, minimum in (("fp32", 98.0), ("fp16", 98.0), ("int8", 96.0), ("int8_dynamic", 96.0), ("int8_weights", 96.0), ("int16x8", 96.0)):
         carried = read_metadata(tflite[precision])
         assert carried["labels"] == meta.class_names and carried["preprocessing"]["mean"] == list(meta.preprocessing.mean)
         done = subprocess.run([mediapipe_python, str(REPO / "device_tests" / "mediapipe_classify.py"), str(tflite[precision]), str(image_list)],

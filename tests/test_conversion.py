@@ -7,6 +7,7 @@ import pytest
 
 from conversion import TARGETS
 from conversion.base import RuntimeUnavailable, find_artifacts, read_manifest
+from conversion import tflite_weights
 from conversion.coreml import op_types
 from conversion.pipeline import calibration_images, run_conversion
 from edgemnv2.checkpoint import load_checkpoint
@@ -67,8 +68,10 @@ def test_manifests_describe_their_artifacts(classifier_artifacts):
         assert len(manifest["class_names"]) == 10 and manifest["preprocessing"]["mean"]
         assert manifest["tool_versions"]["torch"].startswith("2.14.1")
         precision = get_precision(manifest["precision"])
-        if precision.needs_calibration:
-            assert manifest["quantization"]["calibration"] == {"images": TEST_CALIBRATION_SIZE, "observer": "histogram"}
+        if precision.needs_calibration:  # int16x8 is calibrated by ai-edge-quantizer, which says how
+            observer = "histogram" if precision.full_int8 else tflite_weights.CALIBRATION
+            assert manifest["quantization"]["calibration"] == {"images": TEST_CALIBRATION_SIZE, "observer": observer}, artifact.name
+            assert manifest["quantization"]["bits"] == f"W8A{precision.activation_bits}", artifact.name
         elif precision.quantized:  # weight-only and dynamic range: what they quantize, and no calibration
             quantization = manifest["quantization"]
             assert quantization["calibration"] is None and quantization["weights_quantized"] is True, artifact.name
@@ -142,6 +145,9 @@ def test_tflite_int8_is_int8_inside(classifier_artifacts, detector_artifacts):
                     assert sorted(census["float_ops"]) == sorted(["QUANTIZE"] + ["DEQUANTIZE"] * (1 + outputs)), artifact.name
                     assert "CAST" not in census["counts"], artifact.name  # the pixels' CAST ran outside XNNPACK
                     assert census["counts"]["ADD"] >= 1, artifact.name
+                elif get_precision(manifest["precision"]).quantizes_activations:  # int16x8: int16 inside; float at the edges only
+                    assert sorted(set(census["float_ops"])) == ["CAST", "DEQUANTIZE", "QUANTIZE"], (artifact.name, census)
+                    assert census["float_ops"].count("DEQUANTIZE") == outputs, artifact.name
                 else:
                     assert "QUANTIZE" not in census["counts"], artifact.name
 

@@ -164,7 +164,7 @@ def speed_advice(rows: list[ArtifactRow]) -> None:
         theirs = reference.measured["latency_median_ms"]
         ratio = theirs / mine
         row.speed = {"over_fp32": round(ratio, 2), "target_over_fp32": TARGET_OVER_FP32, "recommend": row.precision if ratio > 1.0 else "fp32"}
-        if row.profile and reference.profile and get_precision(row.precision).quantizes_activations:  # its verdict speaks of int8 kernels
+        if row.profile and reference.profile and get_precision(row.precision).full_int8:  # its verdict speaks of int8 kernels
             comparison = compare(row.profile, reference.profile)
             row.speed.update(ceiling=comparison["ceiling"], by_kind=comparison["by_kind"], layers=comparison["layers"])
             if ratio < TARGET_OVER_FP32:
