@@ -9,12 +9,12 @@ from edgemnv2.confine.runner import ConfinedRunner, RunnerLimits
 
 from edgemnv2.errors import did_you_mean
 
-from . import coreml, executorch, onnx, tflite, torchscript, torchscript_mobile
+from . import coreml, executorch, onnx, openvino, tflite, torchscript, torchscript_mobile
 from .base import Target, qualified
 
 TARGETS: dict[str, Target] = {
     target.name: target
-    for target in (torchscript.TARGET, torchscript_mobile.TARGET, executorch.TARGET, coreml.TARGET, tflite.TARGET, onnx.TARGET)
+    for target in (torchscript.TARGET, torchscript_mobile.TARGET, executorch.TARGET, coreml.TARGET, tflite.TARGET, onnx.TARGET, openvino.TARGET)
 }
 
 

@@ -76,6 +76,13 @@ class TargetSpec:
     # when False, `nondeterminism` says why (recorded in every manifest).
     deterministic: bool = True
     nondeterminism: str = ""
+    # sidecars that are part of the deployed model (OpenVINO's weights beside its .xml), by suffix:
+    # counted in its size. (CoreML's simulation sidecar is not: no device loads it.)
+    shipped_sidecars: tuple[str, ...] = ()
+
+    def shipped_bytes(self, artifact: Path) -> int:
+        """What a device receives: the artifact and its shipped sidecars."""
+        return size_of(artifact) + sum(size_of(Path(str(artifact) + suffix)) for suffix in self.shipped_sidecars)
 
 
 def qualified(function: Callable) -> str:
@@ -464,6 +471,7 @@ def write_artifact(target: Target, job: ConversionJob, out_dir: Path, stem: str,
         sidecars = extra.pop(SIDECARS, {})
         seconds = time.perf_counter() - started
         manifest = build_manifest(job, spec, temp, provenance, extra, seconds)
+        manifest["artifact_bytes"] += sum(size_of(sidecars[suffix]) for suffix in spec.shipped_sidecars)
         manifest["artifact"] = final.name
         manifest["sidecars"] = {suffix: {"file": final.name + suffix, "sha256": sha256_of(path)} for suffix, path in sidecars.items()}
         manifest["signed"] = sign_key is not None

@@ -13,16 +13,21 @@ from typing import Callable
 HEADER_BYTES = 16
 
 
-def header(path: Path) -> bytes:
+def header(path: Path, size: int = HEADER_BYTES) -> bytes:
     """The first bytes of a regular file (b"" for anything else: a folder, a FIFO or a device,
     whose open or read could block, a dangling or unreadable name)."""
     try:
         if not stat.S_ISREG(os.stat(path, follow_symlinks=False).st_mode):
             return b""
         with open(path, "rb") as handle:
-            return handle.read(HEADER_BYTES)
+            return handle.read(size)
     except OSError:
         return b""
+
+
+def text_start(path: Path, size: int) -> str:
+    """The first `size` bytes of a regular file as text (a character cut at the end is replaced)."""
+    return header(path, size).decode("utf-8", errors="replace")
 
 
 def flatbuffer_identified(identifier: bytes) -> Callable[[Path], bool]:

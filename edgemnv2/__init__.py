@@ -7,6 +7,7 @@ The API is resolved on first use (PEP 562): `import edgemnv2` alone, or any core
 """
 
 import os
+import sys
 
 from .version import __version__
 
@@ -14,6 +15,11 @@ from .version import __version__
 # read once at import): a deployment tool run in CI makes no network calls it was not asked for.
 # An ORT_DISABLE_TELEMETRY already set is left as it is.
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+# OpenVINO's model converter and NNCF send usage telemetry through openvino_telemetry by default
+# (NNCF without asking: no opt-in dialog; it also writes a client id under ~/intel). Both fall back
+# to a stub when that package cannot be imported, which is what this entry makes it: no file written,
+# no call made. (Their runtime, which runs artifacts, sends nothing.)
+sys.modules.setdefault("openvino_telemetry", None)
 
 _API = ("convert", "validate", "predict", "ConversionResult", "Prediction", "ValidationOutcome")
 

@@ -115,7 +115,7 @@ def classifier_artifacts(trained_classifier, shapes_root, tmp_path_factory):
     """Every target x precision of the trained test classifier, converted once per session."""
     checkpoint, _ = trained_classifier
     out = tmp_path_factory.mktemp("artifacts")
-    groups = [(["executorch"], ["all"]), (["coreml"], ["all"]), (["tflite"], ["all"]), (["onnx", "torchscript", "torchscript_mobile"], ["all"])]
+    groups = [(["executorch"], ["all"]), (["coreml"], ["all"]), (["tflite"], ["all"]), (["onnx", "torchscript", "torchscript_mobile", "openvino"], ["all"])]
     results, info = convert_side_by_side(checkpoint, groups, shapes_root / "classification", out, TEST_CALIBRATION_SIZE)
     return checkpoint, out, results, info
 

@@ -51,6 +51,7 @@ def test_bundle_is_self_contained(bundles):
     ("tiny_classifier_torchscript_fp32_pt", "torch.jit"), ("tiny_classifier_torchscript_int8_pt", "torch.jit"),
     ("tiny_classifier_torchscript_mobile_fp32_ptl", "torch.jit lite interpreter"),
     ("tiny_classifier_torchscript_mobile_int8_ptl", "torch.jit lite interpreter"),
+    ("tiny_classifier_openvino_int8_xml", "OpenVINO CPU, inference precision f32"),
 ])
 def test_bundles_pass_in_the_main_environment(bundles, name, runtime):
     code, result = run_bundle(sys.executable, bundles / name)
@@ -91,6 +92,26 @@ def test_tflite_bundles_pass_under_tflite_runtime_with_numpy1(bundles, tflite_ru
     tolerance = 0.5 if precision != "int8" else 4.0
     assert board["measured"]["top1_agreement"] == pytest.approx(host["measured"]["top1_agreement"], abs=tolerance)
     assert abs(board["measured"]["sqnr_db"] - host["measured"]["sqnr_db"]) < (1.0 if precision != "int8" else 3.0) or min(board["measured"]["sqnr_db"], host["measured"]["sqnr_db"]) > 100
+
+
+@pytest.fixture(scope="module")
+def openvino_python():
+    """An x86 edge box's venv (numpy + openvino, nothing else), built once and cached."""
+    done = subprocess.run(["bash", str(REPO / "device_tests" / "openvino_env.sh")], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_openvino_bundles_pass_with_only_numpy_and_openvino(bundles, openvino_python, precision):
+    """The IR and its weights sidecar travel together; the board's runner pins f32 execution (an fp32
+    model would otherwise run in bf16 on CPUs with AVX-512 BF16 or AMX) and says so."""
+    bundle = bundles / f"tiny_classifier_openvino_{precision}_xml"
+    assert (bundle / f"tiny_classifier.openvino.{precision}.xml.bin").is_file()
+    code, board = run_bundle(openvino_python, bundle)
+    assert code == 0, board
+    assert board["runtime"] == "OpenVINO CPU, inference precision f32" and board["status"] == "passed"
+    assert board["samples"] == TEST_VAL_SIZE
 
 
 def test_tampered_bundle_is_refused(bundles, tmp_path):

@@ -93,6 +93,8 @@ def test_validate_passes_its_gates_on_every_classifier_artifact(classifier_artif
             assert row["measured"]["latency_median_ms"] > 0 and row["measured"]["peak_rss_mb"] > 0
     assert rows[("tflite", "fp32")]["measured"]["sqnr_db"] > 60
     assert rows[("executorch", "int8")]["measured"]["top1_agreement"] >= 97.0
+    # OpenVINO's CPU plugin would run an fp32 model in bf16 on CPUs with AVX-512 BF16 or AMX: its runner pins f32 and says so
+    assert rows[("openvino", "fp32")]["runtime_reported"].startswith("OpenVINO CPU, inference precision f32 2026."), rows[("openvino", "fp32")]
     assert "simulated — CoreML runs only on macOS" in (tmp_path / "report.md").read_text()
     assert (tmp_path / "accuracy_latency.png").stat().st_size > 10_000
 

@@ -156,6 +156,26 @@ def _onnxruntime(path, threads, manifest):
     return run_one, "onnxruntime", _version("onnxruntime")
 
 
+def _openvino(path, threads, manifest):
+    try:
+        import openvino as ov
+    except ImportError:
+        raise NoRuntime("openvino is not installed")
+    core = ov.Core()
+    model = core.read_model(path, path + ".bin")  # the weights sidecar is named after the artifact
+    # f32 pinned: on CPUs with AVX-512 BF16 or AMX the CPU plugin would otherwise run fp32 models in bf16
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32",
+                                                 "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1})
+    request = compiled.create_infer_request()
+    precision = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+
+    def run_one(sample):
+        request.infer({0: sample})
+        return [np.asarray(request.get_output_tensor(i).data, np.float32).copy() for i in range(len(compiled.outputs))]
+
+    return run_one, "OpenVINO CPU, inference precision %s" % precision, _version("openvino")
+
+
 def _version(module):
     try:
         from importlib import metadata
@@ -176,5 +196,7 @@ def _version(module):
 # Core ML runs only on macOS: elsewhere its adapter says so before importing anything (coremltools
 # alone takes 10 s to import).
 IMPORTS = {"tflite": ("ai_edge_litert.interpreter", "tflite_runtime.interpreter"), "executorch": ("torch", "executorch.runtime"),
-           "torch": ("torch", "torch.jit.mobile"), "coreml": ("coremltools",) if sys.platform == "darwin" else (), "onnxruntime": ("onnxruntime",)}
-RUNTIMES = {"tflite": _tflite, "executorch": _executorch, "torch": _torchscript, "coreml": _coreml, "onnxruntime": _onnxruntime}
+           "torch": ("torch", "torch.jit.mobile"), "coreml": ("coremltools",) if sys.platform == "darwin" else (), "onnxruntime": ("onnxruntime",),
+           "openvino": ("openvino",)}
+RUNTIMES = {"tflite": _tflite, "executorch": _executorch, "torch": _torchscript, "coreml": _coreml, "onnxruntime": _onnxruntime,
+            "openvino": _openvino}

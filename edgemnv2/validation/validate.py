@@ -78,6 +78,8 @@ class ArtifactRow:
     worst_images: list = field(default_factory=list)  # detector: image paths where it disagrees most
     signature: str = ""  # "verified", "unsigned", "signed, not verified (no --verify-key)"
     confinement: str = ""  # how its runner process was confined (edgemnv2.confine), or why it was not
+    # what the runner process reports it ran (its runtime, version and, where it says one, execution precision)
+    runtime_reported: str = ""
     sha256: str = ""  # the verified bytes scored: whatever reopens the artifact later must find these
     recourse: dict = field(default_factory=dict)  # convert --max-drop's search, from the manifest (conversion/recourse.py)
     profile: dict = field(default_factory=dict)  # validate --profile: per-op times in the runtime
@@ -126,7 +128,7 @@ def _open_artifact(stack: ExitStack, artifact: Path, manifest: dict, sample: np.
             raise ArtifactRefused(f"{artifact.name}'s manifest changed while the folder was being validated; refusing it")
         target = get_target(checked["target"])
         row.runtime = target.spec.runtime
-        row.measured["size_mb"] = size_of(verified.path) / 1e6  # the bytes, not the manifest's word
+        row.measured["size_mb"] = target.spec.shipped_bytes(verified.path) / 1e6  # the bytes, not the manifest's word
         row.signature, subject.manifest, row.sha256 = verified.signature, checked, checked["artifact_sha256"]
         row.recourse = _recourse_summary(verified.manifest.get("recourse"))
         row.status = COULD_NOT_RUN
@@ -205,6 +207,7 @@ def _load_runner(stack: ExitStack, target, path: Path, manifest: dict, sample: n
         runner = stack.enter_context(closing(confined_runner(target.name, path, manifest, settings.threads, limits)))
         row.measured["load_ms"] = runner.load_ms
         row.confinement = runner.confinement
+        row.runtime_reported = f"{runner.runtime} {runner.version}"
     except RuntimeUnavailable as exc:
         if target.simulate is None:
             raise
