@@ -34,7 +34,7 @@ from ..distributed import World
 from ..precision import get_precision
 from ..errors import CheckFailed, UserError, reraise_if_debugging
 from ..evaluate import torch_runner
-from ..fileio import sha256_of, size_of
+from ..fileio import sha256_of
 from ..tally import Tally
 from ..tasks import Task, get_task
 from ..signing import SIGNATURE_SUFFIX, signature_path
