@@ -490,6 +490,28 @@ def test_the_runner_factory_starts_onnx_runtime_without_its_telemetry(classifier
         runner.close()
 
 
+NNCF_AND_OVC_TELEMETRY = """
+import edgemnv2, nncf, torch, openvino
+from nncf.telemetry import wrapper
+from openvino.tools.ovc import telemetry_utils
+openvino.convert_model(torch.nn.Conv2d(3, 4, 1), example_input=torch.zeros(1, 3, 8, 8))
+print(isinstance(wrapper.telemetry, wrapper.NNCFTelemetryStub), telemetry_utils.tm.__name__)
+"""
+
+
+def test_nncf_and_openvinos_converter_send_no_telemetry_and_write_nothing_home(tmp_path):
+    """NNCF sends usage telemetry without asking and writes a client id under ~/intel; OpenVINO's
+    converter sends it too. Both fall back to a stub when openvino_telemetry cannot be imported, which
+    `import edgemnv2` arranges. (Run outside pytest: NNCF silences itself inside a pytest process.)"""
+    home = tmp_path / "home"
+    home.mkdir()
+    done = subprocess.run([sys.executable, "-c", NNCF_AND_OVC_TELEMETRY], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, HOME=str(home)), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["True", "openvino.tools.ovc.telemetry_stub"], done.stdout  # NNCF's stub, OpenVINO's stub
+    assert not list(home.iterdir())  # no ~/intel/openvino_telemetry, no client id
+
+
 def test_a_fresh_runner_factory_simulates_coreml(classifier_artifacts, shapes_root, tmp_path):
     """The simulation imports torch._dynamo, which makes its cache folder on import: in a runner that
     cannot make folders this failed ("Permission denied: .../torchinductor_uid_0") whenever no earlier
