@@ -28,6 +28,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from . import openvino_ops
 from .base import SELF_DESCRIPTION, SIDECARS, ConversionJob, Target, TargetOption, TargetSpec, decode_option, output_names, self_description, sidecar_temp
 
 SPEC = TargetSpec("openvino", ".xml", ("fp32", "int8"), runtime="OpenVINO (CPU plugin)", runtime_modules=("openvino",), device_runtime="openvino",
@@ -126,4 +127,4 @@ def recognizes(path: Path) -> bool:
 
 
 TARGET = Target(SPEC, convert, describe=carried_description, options=(WEIGHT_BITS, decode_option("host")), recognizes=recognizes,
-                recognized_alone=False, claims_suffix=False)
+                recognized_alone=False, claims_suffix=False, profile=openvino_ops.profile)

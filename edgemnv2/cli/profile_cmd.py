@@ -22,7 +22,7 @@ def print_profile(report: dict, top: int | None) -> None:
 
 
 def profile(
-    artifact: Annotated[Path, typer.Argument(help="An artifact with its manifest beside it (.pte, .tflite or TorchScript .pt).")],
+    artifact: Annotated[Path, typer.Argument(help="An artifact with its manifest beside it, of a target that has a per-op profile (another says which do).")],
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Write profile.json, profile.md and profile.png here.")] = None,
     runs: Annotated[int, typer.Option(help="Timed runs per op (medians are reported).")] = 30,
     threads: Annotated[int, typer.Option(help="CPU threads, as the app would use.")] = 2,

@@ -156,16 +156,24 @@ def _onnxruntime(path, threads, manifest):
     return run_one, "onnxruntime", _version("onnxruntime")
 
 
+def openvino_compiled(path, threads, **extra):
+    """An OpenVINO IR compiled for the CPU plugin as every runner here runs it: its weights from the
+    sidecar named after it, one stream, `threads` threads, and f32 inference precision pinned (on CPUs
+    with AVX-512 BF16 or AMX the plugin would otherwise run an fp32 model in bf16)."""
+    import openvino as ov
+
+    core = ov.Core()
+    model = core.read_model(str(path), str(path) + ".bin")
+    config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+    return core.compile_model(model, "CPU", dict(config, **extra))
+
+
 def _openvino(path, threads, manifest):
     try:
-        import openvino as ov
+        import openvino  # noqa: F401
     except ImportError:
         raise NoRuntime("openvino is not installed")
-    core = ov.Core()
-    model = core.read_model(path, path + ".bin")  # the weights sidecar is named after the artifact
-    # f32 pinned: on CPUs with AVX-512 BF16 or AMX the CPU plugin would otherwise run fp32 models in bf16
-    compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32",
-                                                 "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1})
+    compiled = openvino_compiled(path, threads)
     request = compiled.create_infer_request()
     precision = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
 
