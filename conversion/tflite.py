@@ -17,6 +17,8 @@ from quantization import qat
 from quantization.ptq import litert_quantizer, pt2e_quantize
 
 from . import tflite_ops, tflite_weights
+from edgemnv2.errors import one_line
+
 from .file_kinds import flatbuffer_identified
 from .base import ConversionJob, RuntimeUnavailable, Target, TargetOption, TargetSpec, decode_option, output_names, self_description
 from .tflite_app import AppImageInput, delegated_pixel_input, example_pixels, float_outputs, metadata_bytes, pixels_from_normalized, read_metadata, with_metadata
@@ -66,6 +68,7 @@ def convert(job: ConversionJob, dest: Path) -> dict:
         content = litert_torch.convert(quantized, (example,), quant_config=QuantConfig(pt2e_quantizer=quantizer)).model_content()
     if app:
         content = _app_ready(content, job)
+    _check_loads(content)
     # Write from Python, not through the converter's own file writer: on a full disk LLVM's writer
     # aborts the whole process, while Python raises an OSError that fails just this artifact.
     dest.write_bytes(content)
@@ -96,6 +99,22 @@ def _app_ready(content: bytes, job: ConversionJob) -> bytes:
     if job.precision.full_int8:  # XNNPACK runs int8; it has no int16 kernels to hand the pixels to
         content = delegated_pixel_input(content)
     return with_metadata(float_outputs(content), metadata, {"labels.txt": "\n".join(meta.class_names).encode()})
+
+
+class InterpreterRefused(RuntimeError):
+    expected = True  # the runtime refusing a file its own quantizer wrote: exit 1 with its message, not a bug report
+
+
+def _check_loads(content: bytes) -> None:
+    """The interpreter prepares every op when it allocates: a file it cannot prepare is no artifact
+    (ai-edge-quantizer has written quantization parameters the kernels refuse), so the conversion fails
+    here, saying why, rather than writing a file every runner refuses."""
+    try:
+        make_interpreter(None, 1, content)
+    except RuntimeUnavailable:
+        return  # no interpreter here to ask (the conversion itself needs none)
+    except (RuntimeError, ValueError) as exc:
+        raise InterpreterRefused(f"the LiteRT interpreter cannot load the converted file: {one_line(exc)}") from None
 
 
 POSTPROCESS_START = "LOGISTIC"  # the detector's decode begins with the heatmap's sigmoid; no network here has one

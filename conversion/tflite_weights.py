@@ -77,8 +77,25 @@ def quantize_calibrated(content: bytes, kind: str, per_channel: bool, images, fl
     key, input_name = _signature(content)
     collector = calibrator.Calibrator(content, num_threads=2, qsv_update_func=qsv_utils.min_max_update)
     collector.calibrate({key: [{input_name: image[None]} for image in images]}, manager)
-    quantized = quantizer.Quantizer(bytearray(content), recipe).quantize(collector.get_model_qsvs())
+    quantized = quantizer.Quantizer(bytearray(content), recipe).quantize(_with_range_floor(collector.get_model_qsvs()))
     return inline_buffers(bytes(quantized.quantized_model))
+
+
+# The smallest reach a calibrated range is given. A tensor that stayed (nearly) zero on every image
+# otherwise gets a scale so small that the interpreter cannot quantize a fused ReLU6's bound with it
+# (6 / scale overflows int32) and refuses to load the file ("no_integer_overflow_from_quantization",
+# kernel_util.cc): MobileNetV2 1.0 at 224 with fresh weights, int16x8. Resolution at this reach:
+# 1e-3 / 32767 in int16, far below anything a network computes with.
+RANGE_FLOOR = 1e-3
+
+
+def _with_range_floor(qsvs: dict) -> dict:
+    import numpy as np
+
+    for qsv in qsvs.values():
+        if "min" in qsv and "max" in qsv:
+            qsv["min"], qsv["max"] = np.minimum(qsv["min"], -RANGE_FLOOR), np.maximum(qsv["max"], RANGE_FLOOR)
+    return qsvs
 
 
 def _signature(content: bytes) -> tuple[str, str]:
