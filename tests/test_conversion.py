@@ -255,3 +255,24 @@ def test_detector_converts_and_runs(detector_artifacts, shapes_root):
         else:
             assert cosine(outputs[0], reference[0]) > DETECTOR_INT8_MIN_COSINE, artifact.name
     assert seen == {True, False}
+
+
+def test_a_tflite_file_the_interpreter_cannot_prepare_is_not_an_artifact(classifier_artifacts):
+    """ai-edge-quantizer can write quantization parameters the kernels refuse (a range that stayed at
+    zero gave an int16x8 scale whose fused ReLU6 bound overflows): the conversion fails with the
+    interpreter's reason, exit 1, instead of writing a file every runner refuses."""
+    from conversion.tflite import InterpreterRefused, _check_loads
+
+    _, folder, _, _ = classifier_artifacts
+    artifact = folder / "tiny_classifier.tflite.int16x8.tflite"
+    _check_loads(artifact.read_bytes())  # what the pipeline wrote loads
+    from ai_edge_litert import schema_py_generated as schema
+
+    from conversion.tflite_app import pack_model
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(artifact.read_bytes()), 0)
+    for tensor in model.subgraphs[0].tensors:  # what a range that stayed at zero gives: ReLU6's bound, 6 / scale, overflows int32
+        if tensor.type == schema.TensorType.INT16 and tensor.quantization is not None and tensor.quantization.scale is not None:
+            tensor.quantization.scale = [1e-30] * len(tensor.quantization.scale)
+    with pytest.raises(InterpreterRefused, match="cannot load the converted file"):
+        _check_loads(pack_model(model))
