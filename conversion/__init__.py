@@ -4,7 +4,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from edgemnv2.artifacts import VerifiedArtifact, verified_copy
+from edgemnv2.artifacts import ArtifactRefused, VerifiedArtifact, verified_copy
 from edgemnv2.confine.runner import ConfinedRunner, RunnerLimits
 
 from edgemnv2.errors import did_you_mean
@@ -59,6 +59,11 @@ def verified_artifact(artifact_or_manifest: Path, verify_key: Path | None = None
     """edgemnv2.artifacts.verified_copy, with the file's kind checked against its manifest's target:
     how every reader (validate, predict, bundle, profile, debug) opens an artifact."""
     with verified_copy(artifact_or_manifest, verify_key, kind_of=kind_of) as verified:
+        listed = verified.manifest.get("sidecars") or {}
+        missing = [suffix for suffix in get_target(verified.manifest["target"]).spec.shipped_sidecars if suffix not in listed]
+        if missing:  # a manifest that leaves out part of the model would have it read unhashed
+            raise ArtifactRefused(f"{verified.path.name}'s manifest lists no {', '.join(missing)} sidecar, which is part of a "
+                                  f"{verified.manifest['target']} artifact; re-run convert")
         yield verified
 
 

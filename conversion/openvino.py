@@ -25,8 +25,9 @@ INFERENCE_PRECISION_HINT=f32 (edgemnv2/device/runtime_adapters.py), and reports 
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
+
+from edgemnv2.fileio import temp_path
 
 from . import openvino_ops
 from .base import SELF_DESCRIPTION, SIDECARS, ConversionJob, Target, TargetOption, TargetSpec, decode_option, output_names, self_description, sidecar_temp
@@ -42,10 +43,28 @@ WEIGHT_BITS = TargetOption("weight_bits", "7", ("7", "8"), "int8 weights: 7 (NNC
 ESTIMATORS = {"histogram": "MINMAX", "minmax": "MINMAX", "moving_average": "MEAN_MINMAX"}
 
 
+def _silence_telemetry() -> None:
+    """`import edgemnv2` keeps openvino_telemetry from being imported, so OpenVINO's converter and NNCF
+    take their stubs. A program that imported openvino (or nncf) before edgemnv2 has the real one bound
+    already: swap each binding for its stub before anything here calls it."""
+    import sys
+
+    if sys.modules.get("openvino_telemetry") is None:
+        return
+    from openvino.tools.ovc import convert_impl, telemetry_stub, telemetry_utils
+
+    convert_impl.tm = telemetry_utils.tm = telemetry_stub
+    import nncf.telemetry
+    from nncf.telemetry import decorator, wrapper
+
+    nncf.telemetry.telemetry = decorator.telemetry = wrapper.telemetry = wrapper.NNCFTelemetryStub()
+
+
 def float_model(job: ConversionJob):
     """The folded model as an OpenVINO graph (its PyTorch frontend, traced on the job's example)."""
     import openvino as ov
 
+    _silence_telemetry()
     model = ov.convert_model(job.model.eval(), example_input=job.example)
     for output, name in zip(model.outputs, output_names(job)):
         output.get_tensor().set_names({name})
@@ -59,8 +78,9 @@ def ignored_scope(model, modules: tuple[str, ...]):
 
     import nncf
 
-    patterns = [rf"^__module\.{re.escape(path)}[./]" for path in modules]
-    return nncf.IgnoredScope(patterns=patterns, validate=False) if patterns else nncf.IgnoredScope()
+    # at any depth: with the detector's decode in the graph, the network's layers sit under `net.`
+    patterns = [rf"^__module\.(.+\.)?{re.escape(path)}[./]" for path in modules]
+    return nncf.IgnoredScope(patterns=patterns, validate=True)  # a pattern that matches no node is an error, not a no-op
 
 
 def quantize(job: ConversionJob, model):
@@ -68,6 +88,7 @@ def quantize(job: ConversionJob, model):
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix, QuantizationParameters
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
+    _silence_telemetry()
     images = job.require_calibration()
     estimator = ESTIMATORS[job.recipe.observer]
     seven_bits = job.options.get(WEIGHT_BITS.name, WEIGHT_BITS.default) == "7"
@@ -90,15 +111,19 @@ def convert(job: ConversionJob, dest: Path) -> dict:
     weights = sidecar_temp(dest, WEIGHTS)
     # save_model names the weights after the .xml (x.xml -> x.bin) and compresses them to float16 by
     # default: saved in a folder of its own, uncompressed, then moved to the artifact's temp names
-    scratch = Path(tempfile.mkdtemp(prefix=".edgemnv2-openvino-", dir=dest.parent))
+    scratch = temp_path(dest.with_name("openvino-save"))  # a writer's temp name: a killed convert's leftover is removed later
+    scratch.mkdir()
     try:
         ov.save_model(model, str(scratch / "model.xml"), compress_to_fp16=False)
         shutil.move(scratch / "model.xml", dest)
         shutil.move(scratch / "model.bin", weights)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return {"operators": operator_census(model), "inference_precision": "f32 (pinned by every runner: INFERENCE_PRECISION_HINT)",
-            "weights_file": f"{WEIGHTS} sidecar: read_model(xml, xml + '{WEIGHTS}')", SIDECARS: {WEIGHTS: weights}}
+    record = {"operators": operator_census(model), "inference_precision": "f32 (pinned by every runner: INFERENCE_PRECISION_HINT)",
+              "weights_file": f"{WEIGHTS} sidecar: read_model(xml, xml + '{WEIGHTS}')", SIDECARS: {WEIGHTS: weights}}
+    if job.precision.name == "int8":  # int8 storage; with the overflow fix, the values span 7 bits
+        record["weight_value_bits"] = int(job.options.get(WEIGHT_BITS.name, WEIGHT_BITS.default))
+    return record
 
 
 def operator_census(model) -> dict:
@@ -119,12 +144,24 @@ def carried_description(path: Path) -> dict:
 
 
 def recognizes(path: Path) -> bool:
-    """An OpenVINO IR: XML whose root element is <net> (read from the first bytes only)."""
-    from .file_kinds import text_start
+    """An OpenVINO IR: XML whose root element is <net>, whatever comes before it (a byte-order mark,
+    declarations, comments of any length), as OpenVINO itself reads it. Only the root's start tag is
+    parsed (expat: no external entity is fetched)."""
+    from xml.etree.ElementTree import ParseError, iterparse
 
-    start = text_start(path, 512)
-    return start.startswith("<?xml") and "<net " in start
+    from .file_kinds import header
+
+    if not header(path, 1):  # not a regular, readable, non-empty file
+        return False
+    try:
+        for _, element in iterparse(str(path), events=("start",)):
+            return element.tag == "net"
+    except (ParseError, OSError, ValueError):
+        return False
+    return False
 
 
 TARGET = Target(SPEC, convert, describe=carried_description, options=(WEIGHT_BITS, decode_option("host")), recognizes=recognizes,
-                recognized_alone=False, claims_suffix=False, profile=openvino_ops.profile)
+                # any .xml in an artifacts folder is meant as an artifact (it needs a manifest), whatever its bytes:
+                # a foreign IR must not pass unchecked by looking like some other XML
+                recognized_alone=False, claims_suffix=True, profile=openvino_ops.profile)

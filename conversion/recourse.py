@@ -540,6 +540,10 @@ def _adopting(target, artifact: Path, manifest: dict):
         shutil.copyfile(artifact, dest) if artifact.is_file() else shutil.copytree(artifact, dest)
         # the measured file was quantized with QAT's trained ranges or calibrated: its manifest says so again
         job.trained_ranges_used = ((manifest.get("quantization") or {}).get("qat") or {}).get("ranges") == TRAINED_RANGES
+        # and the calibration that ran, when its target's quantizer calibrates its own way (NNCF, ai-edge-quantizer)
+        observer = ((manifest.get("quantization") or {}).get("calibration") or {}).get("observer")
+        if observer and observer != job.recipe.observer:
+            job.observer_used = observer
         sidecars = {}
         for suffix in manifest.get("sidecars") or {}:
             temp = sidecar_temp(dest, suffix)

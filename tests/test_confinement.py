@@ -510,6 +510,12 @@ def test_nncf_and_openvinos_converter_send_no_telemetry_and_write_nothing_home(t
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["True", "openvino.tools.ovc.telemetry_stub"], done.stdout  # NNCF's stub, OpenVINO's stub
     assert not list(home.iterdir())  # no ~/intel/openvino_telemetry, no client id
+    # a program that imported openvino and nncf before edgemnv2 has the real telemetry bound: the target swaps in the stubs
+    done = subprocess.run([sys.executable, "-c", "import openvino, nncf\n" + NNCF_AND_OVC_TELEMETRY.replace(
+        "openvino.convert_model", "from conversion.openvino import _silence_telemetry\n_silence_telemetry()\nopenvino.convert_model")],
+        capture_output=True, text=True, timeout=300, env=dict(os.environ, HOME=str(home)), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["True", "openvino.tools.ovc.telemetry_stub"], done.stdout
 
 
 def test_a_fresh_runner_factory_simulates_coreml(classifier_artifacts, shapes_root, tmp_path):

@@ -85,9 +85,20 @@ def test_file_kinds_come_from_the_bytes(classifier_artifacts, tmp_path):
     from conversion import kind_of, looks_like_an_artifact
 
     _, folder, _, _ = classifier_artifacts
-    for target in ("tflite", "executorch", "onnx", "torchscript", "torchscript_mobile", "coreml"):
+    for target in ("tflite", "executorch", "onnx", "torchscript", "torchscript_mobile", "coreml", "openvino"):
         artifact, _ = artifact_of(folder, target, "fp32")
         assert kind_of(artifact) == target, artifact.name
+    # an OpenVINO IR is recognized by its root element whatever precedes it (OpenVINO loads all of these);
+    # and any .xml in an artifacts folder is meant as an artifact: it needs a manifest, whatever its bytes
+    ir, _ = artifact_of(folder, "openvino", "fp32")
+    body = ir.read_text().split("?>", 1)[1].lstrip()
+    for prefix in ("\ufeff<?xml version='1.0'?>\n", "<!-- " + "x" * 5000 + " -->\n", ""):
+        variant = tmp_path / "variant.xml"
+        variant.write_text(prefix + body.replace("<net ", "<net\n", 1))
+        assert kind_of(variant) == "openvino", prefix[:10]
+    other_xml = tmp_path / "settings.xml"
+    other_xml.write_text("<?xml version='1.0'?><settings/>")
+    assert kind_of(other_xml) is None and looks_like_an_artifact(other_xml)
     random_onnx = tmp_path / "random.onnx"
     random_onnx.write_bytes(b"\xff" * 64)
     assert kind_of(random_onnx) is None and looks_like_an_artifact(random_onnx)

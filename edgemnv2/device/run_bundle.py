@@ -322,6 +322,13 @@ def _run(args, result):
     check_files(bundle, info)
     if not os.path.exists(artifact) or sha256_of(artifact) != manifest.get("artifact_sha256"):
         raise BadBundle("%s is missing or does not match the sha256 in its manifest" % name)
+    sidecars = manifest.get("sidecars") or {}
+    for entry in (sidecars.values() if isinstance(sidecars, dict) else [None]):  # OpenVINO's weights, CoreML's simulation
+        if not isinstance(entry, dict) or not _plain(entry.get("file")):
+            raise BadBundle("the manifest lists a malformed sidecar")
+        path = os.path.join(bundle, entry["file"])
+        if not os.path.exists(path) or sha256_of(path) != entry.get("sha256"):
+            raise BadBundle("%s is missing or does not match the sha256 in its manifest" % entry["file"])
     if not args.verify_key:
         result["signature"] = check_signature(bundle, info)
     try:

@@ -10,6 +10,7 @@ from conversion import get_target, target_names, verified_artifact
 from conversion.base import tool_versions
 
 from ..artifacts import RuntimeUnavailable
+from ..precision import get_precision
 from ..errors import UserError
 from ..layerwise.peak import peak_gmacs
 from ..layerwise.records import COMPUTE_KINDS
@@ -76,8 +77,8 @@ def profile_pair(artifact: Path, fp32_artifact: Path, threads: int = 2, runs: in
         quantized = stack.enter_context(verified_artifact(Path(artifact), verify_key))
         reference = stack.enter_context(verified_artifact(Path(fp32_artifact), verify_key))
         mine, theirs = quantized.manifest, reference.manifest
-        if theirs["precision"] != "fp32" or mine["precision"] == "fp32":
-            raise UserError(f"--against takes the fp32 artifact and ARTIFACT a quantized one (got {mine['precision']} against {theirs['precision']})")
+        if theirs["precision"] != "fp32" or not get_precision(mine["precision"]).full_int8:  # its verdict speaks of int8 kernels
+            raise UserError(f"--against takes the fp32 artifact and ARTIFACT a full-int8 one (got {mine['precision']} against {theirs['precision']})")
         if mine["target"] != theirs["target"] or mine.get("checkpoint_sha256") != theirs.get("checkpoint_sha256"):
             raise UserError(f"{Path(fp32_artifact).name} is not {Path(artifact).name}'s model for the same target "
                             "(compare artifacts converted from one checkpoint for one target)")

@@ -105,6 +105,11 @@ def _bare_artifact(path: Path, target, threads: int, trust_artifact: bool = Fals
     try:
         private = Path(keep.enter_context(tempfile.TemporaryDirectory(prefix="edgemnv2-bare-"))) / path.name
         shutil.copyfile(path, private)
+        for suffix in target.spec.shipped_sidecars:  # part of the model (OpenVINO's weights): copied with it, never followed
+            sidecar = path.with_name(path.name + suffix)
+            if sidecar.is_symlink() or not sidecar.is_file():
+                raise UserError(f"{path.name} needs {sidecar.name} beside it (its {target.name} weights)")
+            shutil.copyfile(sidecar, private.with_name(private.name + suffix))
         try:
             carried = target.confined_description(private, limits)
         except (RunnerFailed, ArtifactRefused) as exc:  # a corrupt file: one line, not a parser's traceback
