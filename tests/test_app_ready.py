@@ -50,7 +50,8 @@ def test_mediapipe_image_classifier_takes_every_tflite_precision_unchanged(class
 
 def test_every_runnable_artifact_runs_without_its_manifest(classifier_artifacts, tmp_path):
     """Each file carries what its runner needs (TFLite metadata, TorchScript extra files, ExecuTorch
-    constant methods, ONNX metadata_props): copied alone, it gives the same outputs."""
+    constant methods, ONNX metadata_props, OpenVINO rt_info): copied alone (with the weights an IR
+    ships beside it), it gives the same outputs."""
     from conversion import get_target
 
     checkpoint, folder, _, _ = classifier_artifacts
@@ -63,10 +64,12 @@ def test_every_runnable_artifact_runs_without_its_manifest(classifier_artifacts,
         alone = tmp_path / artifact.name
         alone.write_bytes(artifact.read_bytes())
         target = get_target(manifest["target"])
+        for suffix in target.spec.shipped_sidecars:  # part of the file set an app ships (OpenVINO's weights)
+            (tmp_path / (artifact.name + suffix)).write_bytes((folder / (artifact.name + suffix)).read_bytes())
         with_manifest, without = target.load(artifact, manifest, 1)(sample), target.load(alone, None, 1)(sample)
         assert all(np.array_equal(a, b) for a, b in zip(with_manifest, without)), artifact.name
         checked.add(manifest["target"])
-    assert checked == {"tflite", "executorch", "torchscript", "torchscript_mobile", "onnx"}
+    assert checked == {"tflite", "executorch", "torchscript", "torchscript_mobile", "onnx", "openvino"}
     pte = next(a for a, m in find_artifacts(folder) if m["target"] == "executorch")
     pt = next(a for a, m in find_artifacts(folder) if m["target"] == "torchscript")
     for carried in (get_target("executorch").confined_description(pte), get_target("torchscript").confined_description(pt)):

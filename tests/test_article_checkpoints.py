@@ -103,11 +103,12 @@ def test_an_article_state_dict_deploys_end_to_end(shapes_root, tmp_path, capsys)
         "--limit", "8", "--runs", "1", "--gates", gates, "--out", tmp_path / "report")
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert {(a["target"], a["status"]) for a in report["artifacts"] if a["precision"] == "fp32"} == {
-        ("torchscript", "passed"), ("torchscript_mobile", "passed"), ("executorch", "passed"), ("tflite", "passed"), ("coreml", "passed"), ("onnx", "passed")}
+        ("torchscript", "passed"), ("torchscript_mobile", "passed"), ("executorch", "passed"), ("tflite", "passed"), ("coreml", "passed"), ("onnx", "passed"),
+        ("openvino", "passed")}
     assert all(a["measured"]["sqnr_db"] > 40 for a in report["artifacts"] if a["precision"] == "fp32")
     cli("bundle", "--checkpoint", checkpoint, "--arch", "mobilenet_v2_seed", "--artifacts", tmp_path / "art", "--data", data,
         "--samples", "4", "--out", tmp_path / "bundles")
-    assert len(list((tmp_path / "bundles").iterdir())) == 7  # 6 fp32 targets + ONNX int8 (the int8 target that converts fastest)
+    assert len(list((tmp_path / "bundles").iterdir())) == 8  # 7 fp32 targets + ONNX int8 (the int8 target that converts fastest)
     code = run(["predict", "--model", str(tmp_path / "art" / "article_model.onnx.int8.onnx"), str(source[0])])
     out = capsys.readouterr().out
     assert code == 0 and "class_" in out
