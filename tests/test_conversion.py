@@ -68,8 +68,9 @@ def test_manifests_describe_their_artifacts(classifier_artifacts):
         assert len(manifest["class_names"]) == 10 and manifest["preprocessing"]["mean"]
         assert manifest["tool_versions"]["torch"].startswith("2.14.1")
         precision = get_precision(manifest["precision"])
-        if precision.needs_calibration:  # int16x8 is calibrated by ai-edge-quantizer, which says how
-            observer = "histogram" if precision.full_int8 else tflite_weights.CALIBRATION
+        if precision.needs_calibration:  # int16x8 is calibrated by ai-edge-quantizer, OpenVINO's int8 by NNCF: each says how
+            observer = ("NNCF MINMAX (the recipe's histogram)" if manifest["target"] == "openvino" else
+                        "histogram" if precision.full_int8 else tflite_weights.CALIBRATION)
             assert manifest["quantization"]["calibration"] == {"images": TEST_CALIBRATION_SIZE, "observer": observer}, artifact.name
             assert manifest["quantization"]["bits"] == f"W8A{precision.activation_bits}", artifact.name
         elif precision.quantized:  # weight-only and dynamic range: what they quantize, and no calibration
@@ -117,7 +118,7 @@ def test_int8_artifacts_agree_with_fp32(classifier_artifacts, shapes_root):
             sqnr = sqnr_db(reference, result)
             assert sqnr >= FULL_INT8_MIN_SQNR_DB.get(manifest["target"], 0.0), (artifact.name, sqnr)
             checked.append(manifest["target"])
-    assert set(checked) == {"torchscript", "torchscript_mobile", "executorch", "tflite", "onnx"}
+    assert set(checked) == {"torchscript", "torchscript_mobile", "executorch", "tflite", "onnx", "openvino"}
 
 
 def test_tflite_int8_is_int8_inside(classifier_artifacts, detector_artifacts):
