@@ -115,9 +115,9 @@ def classifier_artifacts(trained_classifier, shapes_root, tmp_path_factory):
     """Every target x precision of the trained test classifier, converted once per session."""
     checkpoint, _ = trained_classifier
     out = tmp_path_factory.mktemp("artifacts")
-    # balanced by measured conversion time (demo classifier): ExecuTorch ~75 s, CoreML ~53, TFLite ~38,
-    # OpenVINO ~15, ONNX ~13, TorchScript ~7, its lite form ~5: about 100 s a worker
-    groups = [(["executorch", "torchscript", "torchscript_mobile", "openvino"], ["all"]), (["coreml", "onnx"], ["all"]), (["tflite"], ["all"])]
+    # four groups on two workers: ExecuTorch and CoreML convert slowest, each alone (measured: regrouped
+    # into three "balanced" groups, the fixture took 218 s against 160)
+    groups = [(["executorch"], ["all"]), (["coreml"], ["all"]), (["tflite"], ["all"]), (["onnx", "torchscript", "torchscript_mobile", "openvino"], ["all"])]
     results, info = convert_side_by_side(checkpoint, groups, shapes_root / "classification", out, TEST_CALIBRATION_SIZE)
     return checkpoint, out, results, info
 
