@@ -32,9 +32,9 @@ from edgemnv2.fileio import temp_path
 from . import openvino_ops
 from .base import SELF_DESCRIPTION, SIDECARS, ConversionJob, Target, TargetOption, TargetSpec, decode_option, output_names, self_description, sidecar_temp
 
+WEIGHTS = ".bin"  # the weights sidecar: <artifact>.bin, part of what ships
 SPEC = TargetSpec("openvino", ".xml", ("fp32", "int8"), runtime="OpenVINO (CPU plugin)", runtime_modules=("openvino",), device_runtime="openvino",
-                  tool_packages=("openvino",), precision_tools={"int8": ("nncf",)}, shipped_sidecars=(".bin",))
-WEIGHTS = ".bin"  # the sidecar: <artifact>.bin
+                  tool_packages=("openvino",), precision_tools={"int8": ("nncf",)}, shipped_sidecars=(WEIGHTS,))
 RT_INFO = ["edgemnv2", SELF_DESCRIPTION]  # where the IR carries the self-description (its rt_info section)
 WEIGHT_BITS = TargetOption("weight_bits", "7", ("7", "8"), "int8 weights: 7 (NNCF's overflow fix: no saturation on any x86; without VNNI "
                            "the CPU plugin's u8s8 kernels saturate 8-bit weights) or 8 (CPUs with VNNI or AMX only)", precisions=("int8",))
