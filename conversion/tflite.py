@@ -13,12 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+from edgemnv2.errors import one_line
 from quantization import qat
 from quantization.ptq import litert_quantizer, pt2e_quantize
 
 from . import tflite_ops, tflite_weights
-from edgemnv2.errors import one_line
-
 from .file_kinds import flatbuffer_identified
 from .base import ConversionJob, RuntimeUnavailable, Target, TargetOption, TargetSpec, decode_option, output_names, self_description
 from .tflite_app import AppImageInput, delegated_pixel_input, example_pixels, float_outputs, metadata_bytes, pixels_from_normalized, read_metadata, with_metadata

@@ -68,12 +68,17 @@ def test_coreml_bundle_is_made_and_marked_macos_only(bundles):
         assert code == 2 and result["status"] == "runtime unavailable" and "macOS" in result["reason"]
 
 
-@pytest.fixture(scope="module")
-def tflite_runtime_python():
-    """The minimal board-like venv (numpy 1.26 + tflite-runtime 2.14.0), built once and cached."""
-    done = subprocess.run(["bash", str(REPO / "device_tests" / "tflite_runtime_env.sh")], capture_output=True, text=True, timeout=900)
+def device_python(script: str) -> str:
+    """The python of a device-like venv that device_tests/<script> builds once and caches."""
+    done = subprocess.run(["bash", str(REPO / "device_tests" / script)], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def tflite_runtime_python():
+    """The minimal board-like venv (numpy 1.26 + tflite-runtime 2.14.0)."""
+    return device_python("tflite_runtime_env.sh")
 
 
 # not int8_dynamic: tflite-runtime 2.14 runs ai-edge-quantizer's dynamic-range file to other numbers
@@ -96,10 +101,8 @@ def test_tflite_bundles_pass_under_tflite_runtime_with_numpy1(bundles, tflite_ru
 
 @pytest.fixture(scope="module")
 def openvino_python():
-    """An x86 edge box's venv (numpy + openvino, nothing else), built once and cached."""
-    done = subprocess.run(["bash", str(REPO / "device_tests" / "openvino_env.sh")], capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout.strip().splitlines()[-1]
+    """An x86 edge box's venv (numpy + openvino, nothing else)."""
+    return device_python("openvino_env.sh")
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
