@@ -30,8 +30,9 @@ $(SIGN_STAMP): requirements/model-signing.txt
 demo: setup
 	$(BIN)/edgemnv2 demo --out $(DEMO_DIR)
 
+# two xdist workers, whole files each, longest first (tests/conftest.py: FILES_LONGEST_FIRST, OMP_WAIT_POLICY)
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 bench: setup
 	$(BIN)/python benchmarks/targets.py

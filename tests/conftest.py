@@ -1,8 +1,16 @@
 import os
+import pickle
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two workers on two cores. OpenMP's default wait policy spins each idle thread for
+    # about 300000 rounds: with two torch processes of 2 threads on 2 cores every barrier waits out a
+    # time slice (measured: MobileNetV2 0.35 at 48x48 took 730 ms a call in each of two such processes,
+    # 6.5 ms alone; 9.5 ms each with PASSIVE). Set before torch loads libgomp; children inherit it.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest
 import torch
@@ -15,6 +23,29 @@ os.environ.setdefault("EDGEMNV2_LOG_DIR", tempfile.mkdtemp(prefix="edgemnv2-test
 # this CPU's GEMM peaks (profile, validate --profile): measured once per test session, not into the user's cache
 os.environ.setdefault("EDGEMNV2_PEAK_CACHE", os.path.join(tempfile.mkdtemp(prefix="edgemnv2-test-peaks-"), "peak_gmacs.json"))
 torch.set_num_threads(2)
+
+
+
+def built_once(name: str, tmp_path_factory, build):
+    """A session fixture's value, built once per test run even under pytest-xdist (`make test` runs
+    two workers): the first worker to ask builds it into a folder shared by all workers while the
+    others wait on a lock, then they read its pickled result, so every worker sees the same paths.
+    Without xdist it is an ordinary session fixture. `build(folder)` returns picklable values."""
+    from filelock import FileLock
+
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        return build(tmp_path_factory.mktemp(name))
+    shared = tmp_path_factory.getbasetemp().parent  # the run's temp root, above each worker's own
+    result = shared / f"{name}.pickle"
+    with FileLock(str(shared / f"{name}.lock")):
+        if not result.is_file():
+            folder = shared / name
+            shutil.rmtree(folder, ignore_errors=True)  # a worker that failed building left it half made
+            folder.mkdir()
+            value = build(folder)
+            result.write_bytes(pickle.dumps(value))
+            return value
+    return pickle.loads(result.read_bytes())
 
 
 def randomize_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -39,21 +70,25 @@ def shapes_root(tmp_path_factory):
     """
     from edgemnv2.data.shapes import GENTLE, ShapesConfig, generate
 
-    root = tmp_path_factory.mktemp("shapes")
-    generate(root, ShapesConfig(classification_counts=TEST_CLASSIFICATION_COUNTS, classification_size=TEST_CLASSIFIER_INPUT, difficulty=GENTLE),
-             tasks=("classification",))
-    generate(root, ShapesConfig(detection_counts=(600, 60, 16), detection_size=64), tasks=("detection",))
-    return root
+    def build(root):
+        generate(root, ShapesConfig(classification_counts=TEST_CLASSIFICATION_COUNTS, classification_size=TEST_CLASSIFIER_INPUT, difficulty=GENTLE),
+                 tasks=("classification",))
+        generate(root, ShapesConfig(detection_counts=(600, 60, 16), detection_size=64), tasks=("detection",))
+        return root
+
+    return built_once("shapes", tmp_path_factory, build)
 
 
 def _committed_copy(fixture: Path, name: str, tmp_path_factory) -> tuple[Path, dict]:
     """A copy of a committed checkpoint (no test can alter the original) and the metrics it recorded."""
     from edgemnv2.checkpoint import load_checkpoint
 
-    out = tmp_path_factory.mktemp("ckpt") / name
-    shutil.copyfile(fixture, out)
-    _, meta = load_checkpoint(out)
-    return out, meta.metrics
+    def build(folder):
+        out = folder / name
+        shutil.copyfile(fixture, out)
+        return out, load_checkpoint(out)[1].metrics
+
+    return built_once(Path(name).stem, tmp_path_factory, build)
 
 
 @pytest.fixture(scope="session")
@@ -114,22 +149,28 @@ def freshly_trained_detector(shapes_root, tmp_path_factory):
 def classifier_artifacts(trained_classifier, shapes_root, tmp_path_factory):
     """Every target x precision of the trained test classifier, converted once per session."""
     checkpoint, _ = trained_classifier
-    out = tmp_path_factory.mktemp("artifacts")
     # four groups on two workers: ExecuTorch and CoreML convert slowest, each alone (measured: regrouped
     # into three "balanced" groups, the fixture took 218 s against 160)
     groups = [(["executorch"], ["all"]), (["coreml"], ["all"]), (["tflite"], ["all"]), (["onnx", "torchscript", "torchscript_mobile", "openvino"], ["all"])]
-    results, info = convert_side_by_side(checkpoint, groups, shapes_root / "classification", out, TEST_CALIBRATION_SIZE)
-    return checkpoint, out, results, info
+
+    def build(out):
+        results, info = convert_side_by_side(checkpoint, groups, shapes_root / "classification", out, TEST_CALIBRATION_SIZE)
+        return checkpoint, out, results, info
+
+    return built_once("artifacts", tmp_path_factory, build)
 
 
 @pytest.fixture(scope="session")
 def detector_artifacts(trained_detector, shapes_root, tmp_path_factory):
     """The trained test detector in fp32 and int8 for the runnable targets, plus CoreML W8A8."""
     checkpoint, _ = trained_detector
-    out = tmp_path_factory.mktemp("det_artifacts")
     groups = [(["executorch"], ["fp32", "int8"]), (["tflite"], ["fp32", "int8"]), (["torchscript"], ["fp32", "int8"]), (["coreml"], ["int8"])]
-    results, _ = convert_side_by_side(checkpoint, groups, shapes_root / "detection", out, 16)
-    return checkpoint, out, results
+
+    def build(out):
+        results, _ = convert_side_by_side(checkpoint, groups, shapes_root / "detection", out, 16)
+        return checkpoint, out, results
+
+    return built_once("det_artifacts", tmp_path_factory, build)
 
 
 def convert_side_by_side(checkpoint, groups, data, out, calibration_size: int):
@@ -191,9 +232,12 @@ for name in ("signer", "stranger"):
 def keys(tmp_path_factory):
     """Two EC P-256 key pairs, made with `cryptography` in the signing venv (model-signing's own dependency)."""
     assert SIGNING_PYTHON.is_file(), "make setup builds .venv-signing (numpy + LiteRT + model_signing)"
-    folder = tmp_path_factory.mktemp("keys")
-    subprocess.run([str(SIGNING_PYTHON), "-c", MAKE_KEYS, str(folder)], check=True, timeout=120)
-    return folder
+
+    def build(folder):
+        subprocess.run([str(SIGNING_PYTHON), "-c", MAKE_KEYS, str(folder)], check=True, timeout=120)
+        return folder
+
+    return built_once("keys", tmp_path_factory, build)
 
 
 @pytest.fixture(scope="session")
@@ -202,8 +246,24 @@ def signed_artifacts(trained_classifier, shapes_root, keys, tmp_path_factory):
     from edgemnv2.cli.main import run
 
     checkpoint, _ = trained_classifier
-    out = tmp_path_factory.mktemp("signed")
-    code = run(["convert", "--checkpoint", str(checkpoint), "--out", str(out), "--target", "tflite", "--precision", "int8",
-                "--calib-data", str(shapes_root / "classification"), "--calib-size", "32", "--sign-key", str(keys / "signer.pem")])
-    assert code == 0
-    return checkpoint, out
+
+    def build(out):
+        code = run(["convert", "--checkpoint", str(checkpoint), "--out", str(out), "--target", "tflite", "--precision", "int8",
+                    "--calib-data", str(shapes_root / "classification"), "--calib-size", "32", "--sign-key", str(keys / "signer.pem")])
+        assert code == 0
+        return checkpoint, out
+
+    return built_once("signed", tmp_path_factory, build)
+
+
+# `make test` hands whole files to two xdist workers (--dist loadfile), in this order: the files that
+# take longest first, the two that build the session's artifacts on different workers, so neither
+# worker waits long on the other's fixture and the last files to finish are short ones.
+FILES_LONGEST_FIRST = ("test_app_ready", "test_recourse", "test_validation", "test_reproducibility", "test_article_checkpoints",
+                       "test_conversion", "test_faults", "test_layerwise", "test_bundles", "test_confinement", "test_gate_integrity",
+                       "test_trust", "test_streaming", "test_train", "test_gate_integrity_bundles", "test_hostile_input")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(FILES_LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: each file keeps its own order

@@ -31,7 +31,9 @@ from . import codec, tasks
 from .child import status_kb
 from .protocol import ProtocolError, TimedOut, receive, send
 
-ENV_KEEP = ("PATH", "LANG", "LC_ALL", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+# OpenMP's wait policy is the user's: a machine that runs several processes side by side sets
+# OMP_WAIT_POLICY=PASSIVE so idle threads stop spinning on cores another process needs.
+ENV_KEEP = ("PATH", "LANG", "LC_ALL", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 # ONNX Runtime (1.29 and later) starts a telemetry uploader at import, with threads and a SQLite
 # cache under HOME. A runner forked from the factory while one of those threads held a lock spun at
 # 100% CPU until killed (seen with two factories side by side). The factory imports it with
