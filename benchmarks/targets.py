@@ -30,6 +30,7 @@ from edgemnv2.data.preprocess import Preprocessing  # noqa: E402
 from edgemnv2.data.shapes import ShapesConfig, generate  # noqa: E402
 from edgemnv2.evaluate import torch_runner  # noqa: E402
 from edgemnv2.models import create_model  # noqa: E402
+from edgemnv2.validation.recommend import by_class_from, ship_here_lines  # noqa: E402
 from quantization.ptq import QuantRecipe  # noqa: E402
 
 
@@ -91,9 +92,22 @@ def main(argv=None) -> int:
         print(f"{r['target']:<20}{r['precision']:<14}{r['bytes'] / 1e6:>9.2f}{median_text:>11}{p90_text:>9}{vs_eager:>10}{vs_fp32:>13}  {r['status']}")
     print("\nCoreML: converted on this machine, runs only on macOS: no latency is shown for it here.")
     print("torchscript_mobile int8 uses qnnpack, the ARM engine: on x86 its latency says nothing about a phone.")
+    ship_here = ship_here_block(rows, args)
+    print("\n".join(ship_here_lines(ship_here)))
     if args.json:
-        args.json.write_text(json.dumps({"machine": machine(), "threads": args.threads, "conversion_seconds": conversion_seconds, "rows": rows}, indent=2))
+        args.json.write_text(json.dumps({"machine": machine(), "threads": args.threads, "conversion_seconds": conversion_seconds, "rows": rows,
+                                         "ship_here": ship_here}, indent=2))
     return 0
+
+
+def ship_here_block(rows: list[dict], args) -> dict:
+    """The fastest measured file per precision class, from this run's round-robin table. A benchmark on
+    fresh weights scores no accuracy, so nothing here is gate-checked: `validate --gates` is what
+    names the file to ship (it re-times the ones that passed, the same way)."""
+    measured = [{"artifact": r["key"], "target": r["target"], "precision": r["precision"], "median_ms": r["median_ms"], "p90_ms": r["p90_ms"]}
+                for r in rows if r["key"] != "eager" and r.get("median_ms")]
+    return {"machine": machine(), "threads": args.threads, "timed_rounds": args.runs, "timing": "round-robin over every runnable artifact, one run, batch 1",
+            "basis": "speed only: fresh weights, accuracy not scored, gates not checked (validate --gates checks them)", **by_class_from(measured)}
 
 
 # The sizes the product ships: the demo's two models, the paper's classifier and the article's detector.

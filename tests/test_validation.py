@@ -97,6 +97,18 @@ def test_validate_passes_its_gates_on_every_classifier_artifact(classifier_artif
     assert rows[("openvino", "fp32")]["runtime_reported"].startswith("OpenVINO CPU, inference precision f32 2026."), rows[("openvino", "fp32")]
     assert "simulated — CoreML runs only on macOS" in (tmp_path / "report.md").read_text()
     assert (tmp_path / "accuracy_latency.png").stat().st_size > 10_000
+    # which file to ship here: per precision class, the fastest that passed, re-timed round-robin; never a simulated one
+    ship = report["ship_here"]
+    assert ship["machine"] == report["machine"] and ship["basis"].startswith("passed its gates") and ship["timed_rounds"] == 3
+    ran = {a["artifact"] for a in report["artifacts"] if a["measured_on"] == "runtime"}
+    assert {c["artifact"] for c in ship["candidates"]} == ran
+    medians = [c["median_ms"] for c in ship["candidates"]]
+    assert medians == sorted(medians) and set(ship["by_class"]) == {"float", "quantized"}
+    for cls, best in ship["by_class"].items():
+        assert best == next(c for c in ship["candidates"] if c["class"] == cls) | {"runner_up": best["runner_up"]}
+        assert best["runner_up"]["median_ms"] >= best["median_ms"]
+    assert ship["by_class"]["float"]["precision"] in ("fp32", "fp16") and ship["by_class"]["quantized"]["target"] != "coreml"
+    assert f"float: {ship['by_class']['float']['artifact']}" in err and "Ship here (" in err
 
 
 def test_a_known_bad_recipe_fails_its_gate(classifier_artifacts, shapes_root, tmp_path, capsys):

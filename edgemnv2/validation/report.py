@@ -10,6 +10,7 @@ from ..fileio import atomic_output
 from ..tasks import get_task
 from rich.text import Text
 
+from .recommend import ship_here_lines
 from .validate import COULD_NOT_RUN, ERROR, GATE_FAILED, NOT_CHECKED, PASSED, REFUSED
 
 STATUS_STYLE = {PASSED: "green", GATE_FAILED: "red", COULD_NOT_RUN: "yellow", REFUSED: "red", ERROR: "red"}
@@ -133,7 +134,7 @@ def notes(report: dict) -> list[str]:
     gates = report["gates"]
     if gates.get("unchecked") and gates.get("unmatched") == "warn":
         out.append(f"gate sections with no artifact here (unmatched = \"warn\" in {gates['source']}): {', '.join(gates['unchecked'])}")
-    return out
+    return out + ship_here_lines(report.get("ship_here"))
 
 
 def markdown(report: dict, comparison_images: list[Path] | None = None) -> str:

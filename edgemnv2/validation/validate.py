@@ -40,6 +40,7 @@ from ..tasks import Task, get_task
 from ..signing import SIGNATURE_SUFFIX, signature_path
 from .drift import drift_records, reduce_drift
 from .gates import Gates
+from .recommend import fastest_here, passed_basis
 from .timing import PeakMemory, machine, time_runner
 
 PASSED, GATE_FAILED = "passed", "gate failed"
@@ -426,6 +427,7 @@ def validate(checkpoint: Path, artifacts_dir: Path, data_root: Path, split: str,
     listing = folder_listing(Path(artifacts_dir))
     # artifacts exported at another input size (convert --input-size) are checked at that size, against the fp32 model at that size
     groups, misdescribed = _by_input_size(mine, meta)
+    # the runners stay open until the verdict is in: the ones that passed are timed together once more
     with ExitStack() as stack:
         checked = []
         for size, members in groups.items():
@@ -433,56 +435,63 @@ def validate(checkpoint: Path, artifacts_dir: Path, data_root: Path, split: str,
             size_data = data if size == tuple(meta.preprocessing.input_size) else \
                 task.load_split(Path(data_root), split, size_meta.preprocessing, limit, meta.class_names)
             checked.append(_check_at_size(stack, model, size_meta, size_data, members, task, settings, world, verify_key, checkpoint_sha))
-    shards = world.gather({"groups": [{"reference": reference.shareable(), "subjects": [s.shareable() for s in subjects]} for reference, subjects, _, _ in checked],
-                           "peak_rss_mb": max(peak for _, _, _, peak in checked)})
-    if shards is None:
-        return None
-    rows, other_references = [], {}
-    for index, (_, subjects, size_data, _) in enumerate(checked):
-        group_rows = []
-        merged = _merge([shard["groups"][index]["reference"] for shard in shards])
-        metrics = task.percent_metrics(*merged.scores.ordered(), size_data)
-        height, width = size_data.preprocessing.input_size
-        if index == 0:
-            merged_reference, reference_metrics = merged, metrics
-        else:
-            other_references[f"{height}x{width}"] = metrics
-        for i in range(len(subjects)):
-            row = _finish_row(_merge([shard["groups"][index]["subjects"][i] for shard in shards]), metrics, size_data, task, meta, gates)
-            if index:
-                row.note = "; ".join(part for part in (row.note, f"checked at {height}x{width} (convert --input-size), against fp32 at that size") if part)
-            group_rows.append(row)
-        speed_advice(group_rows)  # int8 against the fp32 of the same size
-        rows += group_rows
-    rows += misdescribed
-    # A manifest that could not be read, a foreign or manifest-less artifact: nobody checked it, so it
-    # is a row, and it fails the gate.
-    rows += [ArtifactRow(manifest_file.name, "?", "?", "", REFUSED, note=reason) for manifest_file, reason in scan.problems] + unchecked_rows
-    changed = sorted(set(folder_listing(Path(artifacts_dir))) ^ set(listing))
-    verdict = gate_verdict(rows, gates, meta.task)
-    if changed:  # a file added, removed or replaced while it ran was never what the rows checked
-        verdict["reasons"].append(f"the artifacts folder changed while it was being validated ({', '.join(name for name, _ in changed)[:300]}); run again")
-        verdict["passed"] = False
-    ref = merged_reference.row.measured
-    return {
-        "schema": "edgemnv2-report/1",
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": machine(),
-        "threads": settings.threads,
-        "timed_runs": settings.runs,
-        "processes": {"world_size": world.size, "pass_peak_rss_mb_per_rank": [shard["peak_rss_mb"] for shard in shards],
-                      "batch_size": settings.batch_size},
-        "checkpoint": {"path": str(checkpoint), "sha256": checkpoint_sha, "arch": meta.arch, "task": meta.task},
-        "data": {"path": str(data_root), "split": split, "images": int(len(data))},
-        "metric_names": list(reference_metrics),
-        "gates": verdict,
-        **({"references_at_other_sizes": other_references} if other_references else {}),
-        "reference": {"name": "PyTorch eager fp32", "metrics": reference_metrics, "batch": settings.batch_size,
-                      **{k: ref.get(k) for k in ("latency_median_ms", "latency_p90_ms", "latency_min_ms", "latency_median_ms_per_rank", "images_per_second",
-                                                 "postprocess", "host_postprocess_ms", "end_to_end_ms")}},
-        "artifacts": [vars(r) for r in rows],
-        "ignored_artifacts": ignored,
-    }
+        shards = world.gather({"groups": [{"reference": reference.shareable(), "subjects": [s.shareable() for s in subjects]} for reference, subjects, _, _ in checked],
+                               "peak_rss_mb": max(peak for _, _, _, peak in checked)})
+        if shards is None:
+            return None
+        rows, other_references = [], {}
+        for index, (_, subjects, size_data, _) in enumerate(checked):
+            group_rows = []
+            merged = _merge([shard["groups"][index]["reference"] for shard in shards])
+            metrics = task.percent_metrics(*merged.scores.ordered(), size_data)
+            height, width = size_data.preprocessing.input_size
+            if index == 0:
+                merged_reference, reference_metrics = merged, metrics
+            else:
+                other_references[f"{height}x{width}"] = metrics
+            for i in range(len(subjects)):
+                row = _finish_row(_merge([shard["groups"][index]["subjects"][i] for shard in shards]), metrics, size_data, task, meta, gates)
+                if index:
+                    row.note = "; ".join(part for part in (row.note, f"checked at {height}x{width} (convert --input-size), against fp32 at that size") if part)
+                group_rows.append(row)
+            speed_advice(group_rows)  # int8 against the fp32 of the same size
+            if index == 0:
+                own_size = list(zip(group_rows, (subject.runner for subject in subjects)))
+            rows += group_rows
+        rows += misdescribed
+        # A manifest that could not be read, a foreign or manifest-less artifact: nobody checked it, so it
+        # is a row, and it fails the gate.
+        rows += [ArtifactRow(manifest_file.name, "?", "?", "", REFUSED, note=reason) for manifest_file, reason in scan.problems] + unchecked_rows
+        changed = sorted(set(folder_listing(Path(artifacts_dir))) ^ set(listing))
+        verdict = gate_verdict(rows, gates, meta.task)
+        if changed:  # a file added, removed or replaced while it ran was never what the rows checked
+            verdict["reasons"].append(f"the artifacts folder changed while it was being validated ({', '.join(name for name, _ in changed)[:300]}); run again")
+            verdict["passed"] = False
+        ref = merged_reference.row.measured
+        # per precision class, the fastest file that passed, at the checkpoint's own input size, timed round-robin
+        passed = [(row, runner) for row, runner in own_size if row.status == PASSED and row.measured_on == "runtime" and runner is not None]
+        ship_here = fastest_here(passed, _timing_sample(data, meta), settings.threads, settings.warmup, settings.runs,
+                                 passed_basis(gates.source if gates is not None else None))
+        return {
+            "schema": "edgemnv2-report/1",
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "machine": machine(),
+            "threads": settings.threads,
+            "timed_runs": settings.runs,
+            "processes": {"world_size": world.size, "pass_peak_rss_mb_per_rank": [shard["peak_rss_mb"] for shard in shards],
+                          "batch_size": settings.batch_size},
+            "checkpoint": {"path": str(checkpoint), "sha256": checkpoint_sha, "arch": meta.arch, "task": meta.task},
+            "data": {"path": str(data_root), "split": split, "images": int(len(data))},
+            "metric_names": list(reference_metrics),
+            "gates": verdict,
+            **({"references_at_other_sizes": other_references} if other_references else {}),
+            "reference": {"name": "PyTorch eager fp32", "metrics": reference_metrics, "batch": settings.batch_size,
+                          **{k: ref.get(k) for k in ("latency_median_ms", "latency_p90_ms", "latency_min_ms", "latency_median_ms_per_rank", "images_per_second",
+                                                     "postprocess", "host_postprocess_ms", "end_to_end_ms")}},
+            "artifacts": [vars(r) for r in rows],
+            "ignored_artifacts": ignored,
+            "ship_here": ship_here,
+        }
 
 
 def _by_input_size(mine: list, meta) -> tuple[dict[tuple[int, int], list], list]:
