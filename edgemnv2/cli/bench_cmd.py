@@ -54,3 +54,15 @@ def streaming(ctx: typer.Context) -> None:
 def recourse(ctx: typer.Context) -> None:
     """convert --max-drop on the demo models: drop before/after, what the search chose, evaluations, latency (--demo DIR)."""
     _run("recourse", list(ctx.args))
+
+
+@app.command(context_settings=PASS_THROUGH, add_help_option=False)
+def fastest(ctx: typer.Context) -> None:
+    """The fastest file on this CPU: MobileNetV2 224 and CenterNet 512, fp32 and int8, every target, against the article's detector."""
+    _run("fastest", list(ctx.args))
+
+
+@app.command(context_settings=PASS_THROUGH, add_help_option=False)
+def accuracy_control(ctx: typer.Context) -> None:
+    """`convert --max-drop` against NNCF's quantize_with_accuracy_control on the demo detector (OpenVINO int8)."""
+    _run("accuracy_control", list(ctx.args))
