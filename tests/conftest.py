@@ -162,9 +162,9 @@ def classifier_artifacts(trained_classifier, shapes_root, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def detector_artifacts(trained_detector, shapes_root, tmp_path_factory):
-    """The trained test detector in fp32 and int8 for the runnable targets, plus CoreML W8A8."""
+    """The trained test detector in fp32 and int8 for the runnable targets, plus CoreML W8A8 and OpenVINO int8."""
     checkpoint, _ = trained_detector
-    groups = [(["executorch"], ["fp32", "int8"]), (["tflite"], ["fp32", "int8"]), (["torchscript"], ["fp32", "int8"]), (["coreml"], ["int8"])]
+    groups = [(["executorch"], ["fp32", "int8"]), (["tflite"], ["fp32", "int8"]), (["torchscript"], ["fp32", "int8"]), (["coreml", "openvino"], ["int8"])]
 
     def build(out):
         results, _ = convert_side_by_side(checkpoint, groups, shapes_root / "detection", out, 16)

@@ -15,10 +15,10 @@ from edgemnv2.layerwise.source import model_for, source_layers
 
 
 def _artifact(folder: Path, target: str, precision: str) -> Path:
-    return next(p for p in Path(folder).iterdir() if p.name.endswith(f".{target}.{precision}" + {"executorch": ".pte", "tflite": ".tflite", "torchscript": ".pt"}[target]))
+    return next(p for p in Path(folder).iterdir() if p.name.endswith(f".{target}.{precision}" + {"executorch": ".pte", "tflite": ".tflite", "torchscript": ".pt", "openvino": ".xml"}[target]))
 
 
-@pytest.mark.parametrize("target", ["executorch", "tflite", "torchscript"])
+@pytest.mark.parametrize("target", ["executorch", "tflite", "torchscript", "openvino"])
 @pytest.mark.slow
 def test_profile_rows_cover_every_op_and_name_the_source_layers_in_order(detector_artifacts, target):
     """What the profiler guarantees, on every CPU. How close the rows' sum comes to the end-to-end

@@ -203,7 +203,8 @@ def test_detector_validation_reports_map_and_box_agreement_and_in_graph_decode_m
         by_decode.setdefault((row["target"], row["precision"]), {})[where] = row["metrics"]
     fp32 = [r for r in report["artifacts"] if r["precision"] == "fp32"]
     assert all(r["measured"]["box_agreement"] == 100.0 for r in fp32)
-    assert len(by_decode) == 7, by_decode  # fp32 and int8 of three targets and CoreML int8 (default decode), two int8 both ways
+    # fp32 and int8 of three targets, CoreML and OpenVINO int8 (default decode), two int8 both ways
+    assert len(by_decode) == 8, by_decode
     int8 = {key: pair for key, pair in by_decode.items() if len(pair) == 2}
     assert set(int8) == {("executorch", "int8"), ("torchscript", "int8")}, by_decode
     for key, pair in int8.items():
