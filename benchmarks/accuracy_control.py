@@ -61,10 +61,12 @@ def nncf_side(fp32_xml: Path, split_calib, split_val, budget: float, calibration
     model = ov.Core().read_model(str(fp32_xml), str(fp32_xml) + ".bin")
     calib = [split_calib.preprocessing.normalize(split_calib.read(i)[0][None]) for i in range(min(calibration_size, len(split_calib)))]
     calls = {"whole_split": 0, "other": 0}
+    precisions = set()  # NNCF compiles what it validates itself: the precision its CPU plugin ran in
 
     def validation_fn(compiled, items) -> tuple[float, None]:
         indices = [int(i) for i in items]
         calls["whole_split" if len(indices) == len(split_val) else "other"] += 1
+        precisions.add(str(compiled.get_property("INFERENCE_PRECISION_HINT")))
         outputs = compiled.outputs
 
         def runner(x):
@@ -83,14 +85,16 @@ def nncf_side(fp32_xml: Path, split_calib, split_val, budget: float, calibration
     dest = out / "nncf_accuracy_control.xml"
     ov.save_model(quantized, str(dest), compress_to_fp16=False)
     Path(str(dest).removesuffix(".xml") + ".bin").rename(str(dest) + ".bin")  # the runners read x.xml + x.xml.bin
-    return dest, {"minutes": minutes, "validation_calls": calls}
+    return dest, {"minutes": minutes, "validation_calls": calls, "validated_in": sorted(precisions)}
 
 
 def markdown(results: dict) -> str:
     lines = ["# `convert --max-drop` against NNCF's accuracy control (demo detector, OpenVINO int8)", "",
              "`python benchmarks/accuracy_control.py --demo DEMO [--per-tensor]`. Both sides start from the same fp32 graph, calibration images and "
              "quantizer settings; drops are re-scored by the same evaluation (mAP@.5 on the demo's val split); the three files are timed round-robin "
-             "in one run, each in the same OpenVINO runner (CPU plugin, f32 pinned).", ""]
+             "in one run, each in the same OpenVINO runner (CPU plugin, f32 pinned). Minutes: edgemnv2's include its fp32 export and every "
+             "conversion it tried; NNCF's start from the exported fp32 graph. NNCF scores its candidates in a model it compiles itself, with "
+             "the CPU plugin's default inference precision (f32 on a CPU without BF16 or AMX; the JSON records it).", ""]
     for key, result in results.items():
         lines += [f"## {result['case']}, budget {result['budget_points']:g} mAP@.5 points", "",
                   f"{result['machine']}; {result['threads']} threads; {result['val_images']} held-out images; fp32 eager mAP@.5 "
@@ -154,7 +158,8 @@ def main(argv=None) -> int:
     ]
     case = "per-tensor weights" if args.per_tensor else "per-channel weights (the default)"
     result = {"machine": machine(), "threads": args.threads, "runs": args.runs, "budget_points": args.budget, "val_images": len(val),
-              "reference_map50": reference, "rows": rows, "created": time.strftime("%Y-%m-%d %H:%M"), "case": case}
+              "reference_map50": reference, "rows": rows, "created": time.strftime("%Y-%m-%d %H:%M"), "case": case,
+              "nncf_validated_in": nncf_record["validated_in"]}
     args.out.mkdir(parents=True, exist_ok=True)
     store = args.out / "accuracy_control.json"
     results = json.loads(store.read_text()) if store.exists() else {}

@@ -8,7 +8,8 @@ Weights are fresh (speed does not depend on them); int8 is still calibrated on r
 built-in shapes, generated on the fly). Every runnable artifact and both eager references are loaded,
 then timed round-robin in one pass (edgemnv2.validation.timing.time_interleaved), so every ratio in
 a table comes from one run on one machine. CoreML is converted but cannot run on Linux: its rows say
-so and carry no time. bf16 is listed only where the CPU has AVX-512 BF16 or AMX.
+so and carry no time. bf16 is not a precision here yet; the CPU's BF16 flags are named, so a table
+says whether the CPU could have run it.
 
 Results are kept per CPU kind: fastest.json holds one entry per machine line, and fastest.md shows
 them all, so a run on another CPU adds its table instead of replacing this one's.
@@ -63,9 +64,7 @@ def convert_model(name: str, work: Path, calib_size: int) -> tuple[Path, Path]:
     checkpoint = work / f"{name}.pt"
     save_checkpoint(checkpoint, model, meta)
     out = work / f"{name}_artifacts"
-    from edgemnv2.precision import PRECISIONS
-
-    precisions = ["fp32", "int8"] + (["bf16"] if bf16_available() and "bf16" in PRECISIONS else [])
+    precisions = ["fp32", "int8"]
     run_conversion(checkpoint, ["all"], precisions, data / task, out, QuantRecipe(calibration_size=calib_size), force=True)
     return checkpoint, out
 

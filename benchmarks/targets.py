@@ -101,13 +101,13 @@ def main(argv=None) -> int:
 
 
 def ship_here_block(rows: list[dict], args) -> dict:
-    """The fastest measured file per precision class, from this run's round-robin table. A benchmark on
-    fresh weights scores no accuracy, so nothing here is gate-checked: `validate --gates` is what
+    """The fastest measured file per precision class, from this run's round-robin table. This benchmark
+    scores no accuracy, so nothing here is gate-checked: `validate --gates` is what
     names the file to ship (it re-times the ones that passed, the same way)."""
     measured = [{"artifact": r["key"], "target": r["target"], "precision": r["precision"], "median_ms": r["median_ms"], "p90_ms": r["p90_ms"]}
                 for r in rows if r["key"] != "eager" and r.get("median_ms")]
     return {"machine": machine(), "threads": args.threads, "timed_rounds": args.runs, "timing": "round-robin over every runnable artifact, one run, batch 1",
-            "basis": "speed only: fresh weights, accuracy not scored, gates not checked (validate --gates checks them)", **by_class_from(measured)}
+            "basis": "speed only: accuracy not scored, gates not checked (validate --gates checks them)", **by_class_from(measured)}
 
 
 # The sizes the product ships: the demo's two models, the paper's classifier and the article's detector.

@@ -43,7 +43,9 @@ def built_once(name: str, tmp_path_factory, build):
             shutil.rmtree(folder, ignore_errors=True)  # a worker that failed building left it half made
             folder.mkdir()
             value = build(folder)
-            result.write_bytes(pickle.dumps(value))
+            partial = result.with_suffix(".partial")  # a worker killed while writing leaves no truncated pickle
+            partial.write_bytes(pickle.dumps(value))
+            os.replace(partial, result)
             return value
     return pickle.loads(result.read_bytes())
 

@@ -62,7 +62,7 @@ def fastest(ctx: typer.Context) -> None:
     _run("fastest", list(ctx.args))
 
 
-@app.command(context_settings=PASS_THROUGH, add_help_option=False)
+@app.command("accuracy_control", context_settings=PASS_THROUGH, add_help_option=False)  # the script's name, not typer's accuracy-control
 def accuracy_control(ctx: typer.Context) -> None:
     """`convert --max-drop` against NNCF's quantize_with_accuracy_control on the demo detector (OpenVINO int8)."""
     _run("accuracy_control", list(ctx.args))

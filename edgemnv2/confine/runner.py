@@ -352,8 +352,9 @@ class _Zygote:
         self._lock = threading.Lock()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = {key: os.environ[key] for key in ENV_KEEP if key in os.environ}
-        # OpenMP keeps its default wait policy: PASSIVE (threads sleep at once) made TorchScript 1.7-2x
-        # slower than in process (measured: 4.4 against 2.6 ms); BLAS threads are not needed before a runtime's.
+        # OpenMP's wait policy is not forced: PASSIVE (threads sleep at once) made TorchScript 1.7-2x slower
+        # than in process (measured: 4.4 against 2.6 ms), so it stays the user's (ENV_KEEP); BLAS threads
+        # are not needed before a runtime's.
         # bytecode: the factory (not confined) caches what it compiles, as any Python does; `make setup` installs
         # with --no-compile, and a factory that compiled torch afresh at every start would pay seconds each time
         env.update(OPENBLAS_NUM_THREADS="1", HOME=tempfile.gettempdir(), **NO_TELEMETRY)

@@ -30,14 +30,14 @@ def fastest_here(candidates: list[tuple], sample, threads: int, warmup: int, run
     block = {"machine": machine(), "threads": threads, "timed_rounds": runs, "basis": basis,
              "timing": "round-robin over the candidates, one run, batch 1", "by_class": {}, "candidates": []}
     if not runners:
-        block["note"] = "no artifact passed in its runtime on this machine"
+        block["note"] = "no artifact at the checkpoint's own input size passed in its runtime on this machine"
         return block
     try:
         timed = time_interleaved(runners, sample, warmup=warmup, runs=runs)
     except Exception as exc:  # a runner that scored the whole split but fails now: no choice, the rows stand
         block["note"] = f"the round-robin timing failed ({type(exc).__name__}: {exc}); no choice made"
         return block
-    block.update(by_class_from([{"artifact": name, "target": rows[name].target, "precision": rows[name].precision, **stats}
+    block.update(by_class_from([{"artifact": name, "target": rows[name].target, "precision": rows[name].precision, "sha256": rows[name].sha256, **stats}
                                 for name, stats in timed.items()]))
     return block
 
@@ -48,6 +48,8 @@ def by_class_from(timed_rows: list[dict]) -> dict:
     out = {"candidates": [], "by_class": {}}
     for row in sorted(timed_rows, key=lambda r: r["median_ms"]):
         entry = {key: row[key] for key in ("artifact", "target", "precision", "median_ms", "p90_ms")}
+        if row.get("sha256"):  # the verified bytes that passed: what a later reader must find
+            entry["sha256"] = row["sha256"]
         entry["class"] = precision_class(row["precision"])
         out["candidates"].append(entry)
         best = out["by_class"].get(entry["class"])
@@ -62,7 +64,7 @@ def ship_here_lines(block: dict | None) -> list[str]:
     """The closing lines of `validate` and `bench targets`."""
     if not block:
         return []
-    if not block["by_class"]:
+    if not block["by_class"] or block.get("note"):
         return [f"Ship here: nothing ({block.get('note', 'no candidate')}); machine: {block['machine']}"]
     lines = [f"Ship here ({block['machine']}; {block['threads']} threads; {block['timing']}, {block['timed_rounds']} rounds; {block['basis']}):"]
     for cls in (FLOAT, QUANTIZED):

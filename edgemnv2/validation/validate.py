@@ -469,9 +469,12 @@ def validate(checkpoint: Path, artifacts_dir: Path, data_root: Path, split: str,
             verdict["passed"] = False
         ref = merged_reference.row.measured
         # per precision class, the fastest file that passed, at the checkpoint's own input size, timed round-robin
-        passed = [(row, runner) for row, runner in own_size if row.status == PASSED and row.measured_on == "runtime" and runner is not None]
+        # (none when the folder changed under the run: a file named now may not be the bytes that passed)
+        passed = [(row, runner) for row, runner in own_size if row.status == PASSED and row.measured_on == "runtime" and runner is not None and not changed]
         ship_here = fastest_here(passed, _timing_sample(data, meta), settings.threads, settings.warmup, settings.runs,
                                  passed_basis(gates.source if gates is not None else None))
+        if changed:
+            ship_here["note"] = "no choice: the artifacts folder changed during the run; run again"
         return {
             "schema": "edgemnv2-report/1",
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
