@@ -32,19 +32,21 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import machine, time_interleaved  # noqa: E402
+from conversion import openvino as OPENVINO  # noqa: E402  (this benchmark is about this one target)
 
 
 def edgemnv2_side(checkpoint: Path, data: Path, out: Path, budget: float, per_tensor: bool) -> tuple[dict, float]:
+    """What `convert --target <this target> --precision fp32,int8 --max-drop BUDGET` does, through the library."""
     from conversion.base import find_artifacts
-    from edgemnv2.cli.main import run
+    from edgemnv2 import api
 
     started = time.perf_counter()
-    code = run(["convert", "--checkpoint", str(checkpoint), "--target", "openvino", "--precision", "fp32,int8", "--calib-data", str(data),
-                "--max-drop", str(budget), "--out", str(out), "--force", *(["--per-tensor"] if per_tensor else [])])
+    api.convert(checkpoint, out, targets=[OPENVINO.TARGET.name], precisions=["fp32", "int8"], calib_data=data, per_channel=not per_tensor,
+                max_drop=budget, force=True)
     minutes = (time.perf_counter() - started) / 60
-    if code not in (0, 1):
-        raise SystemExit(f"edgemnv2 convert failed (exit {code})")
     found = {m["precision"]: (a, m) for a, m in find_artifacts(out)}
+    if "int8" not in found:
+        raise SystemExit(f"no int8 artifact in {out}: see the conversion's messages above")
     return found, minutes
 
 
@@ -120,7 +122,6 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from conversion import TARGETS
     from edgemnv2.checkpoint import load_checkpoint
     from edgemnv2.evaluate import evaluate_runner, torch_runner
     from edgemnv2.tasks import get_task
@@ -140,8 +141,8 @@ def main(argv=None) -> int:
     print("== NNCF: quantize_with_accuracy_control", file=sys.stderr, flush=True)
     nncf_xml, nncf_record = nncf_side(fp32_xml, calib, val, args.budget, QuantRecipe().calibration_size, args.per_tensor, work)
     reference = 100.0 * evaluate_runner(torch_runner(model), val)["map50"]
-    runners = {"fp32": TARGETS["openvino"].load(fp32_xml, found["fp32"][1], args.threads), "edgemnv2": TARGETS["openvino"].load(int8_xml, int8_manifest, args.threads)}
-    runners["nncf"] = TARGETS["openvino"].load(nncf_xml, found["fp32"][1], args.threads)  # the same runner as the others (same graph interface)
+    runners = {"fp32": OPENVINO.TARGET.load(fp32_xml, found["fp32"][1], args.threads), "edgemnv2": OPENVINO.TARGET.load(int8_xml, int8_manifest, args.threads)}
+    runners["nncf"] = OPENVINO.TARGET.load(nncf_xml, found["fp32"][1], args.threads)  # the same runner as the others (same graph interface)
     scores = {name: 100.0 * evaluate_runner(runner, val)["map50"] for name, runner in runners.items()}
     sample = val.preprocessing.normalize(val.read(0)[0][None])
     timed = time_interleaved(runners, sample, warmup=3, runs=args.runs)

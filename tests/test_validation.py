@@ -106,7 +106,7 @@ def test_validate_passes_its_gates_on_every_classifier_artifact(classifier_artif
     assert medians == sorted(medians) and set(ship["by_class"]) == {"float", "quantized"}
     for cls, best in ship["by_class"].items():
         assert best == next(c for c in ship["candidates"] if c["class"] == cls) | {"runner_up": best["runner_up"]}
-        assert best["runner_up"]["median_ms"] >= best["median_ms"]
+        assert best["runner_up"]["median_ms"] >= best["median_ms"]  # not a timing assertion: the choice's rule (fastest first)
     assert ship["by_class"]["float"]["precision"] in ("fp32", "fp16") and ship["by_class"]["quantized"]["target"] != "coreml"
     assert f"float: {ship['by_class']['float']['artifact']}" in err and "Ship here (" in err
 
