@@ -25,7 +25,6 @@ os.environ.setdefault("EDGEMNV2_PEAK_CACHE", os.path.join(tempfile.mkdtemp(prefi
 torch.set_num_threads(2)
 
 
-
 def built_once(name: str, tmp_path_factory, build):
     """A session fixture's value, built once per test run even under pytest-xdist (`make test` runs
     two workers): the first worker to ask builds it into a folder shared by all workers while the
