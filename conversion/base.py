@@ -79,6 +79,9 @@ class TargetSpec:
     # sidecars that are part of the deployed model (OpenVINO's weights beside its .xml), by suffix:
     # counted in its size. (CoreML's simulation sidecar is not: no device loads it.)
     shipped_sidecars: tuple[str, ...] = ()
+    # precisions made only when named, never by `--precision all`: they run on some CPUs only (OpenVINO's
+    # bf16), so a folder made with `all` stays one that validates on any machine
+    on_request: tuple[str, ...] = ()
 
     def shipped_bytes(self, artifact: Path) -> int:
         """What a device receives: the artifact and its shipped sidecars."""

@@ -19,22 +19,33 @@ The weights file is a sidecar named after the artifact (`model.xml` -> `model.xm
 signed with it; load it with `core.read_model("model.xml", "model.xml.bin")`.
 
 Inference precision is pinned: on CPUs with AVX-512 BF16 or AMX, OpenVINO's CPU plugin runs an fp32
-model in bf16 unless told otherwise, a silent precision change. Every runner here compiles with
-INFERENCE_PRECISION_HINT=f32 (edgemnv2/device/runtime_adapters.py), and reports it.
+model in bf16 unless told otherwise, a silent precision change. The IR declares the precision it is
+to be computed in (rt_info runtime_options/INFERENCE_PRECISION_HINT: f32, or bf16 for the bf16
+artifact), and every runner here compiles with that hint (edgemnv2/device/runtime_adapters.py) and
+reports what the convolutions ran in. OpenVINO itself does not apply that rt_info entry (measured,
+2026.4): a program of your own must pass INFERENCE_PRECISION_HINT when it compiles the model.
+
+bf16 is the fp32 IR (float32 weights) declared for bfloat16 compute: made only when named (`--precision
+bf16`), and run only on CPUs with AVX-512 BF16 or AMX; elsewhere its runner refuses, rather than
+report float32 figures as bfloat16 ones.
 """
 
 import json
 import shutil
 from pathlib import Path
 
+from edgemnv2.device.runtime_adapters import DECLARED_INFERENCE_PRECISION
 from edgemnv2.fileio import temp_path
 
 from . import openvino_ops
 from .base import SELF_DESCRIPTION, SIDECARS, ConversionJob, Target, TargetOption, TargetSpec, decode_option, output_names, self_description, sidecar_temp
 
 WEIGHTS = ".bin"  # the weights sidecar: <artifact>.bin, part of what ships
-SPEC = TargetSpec("openvino", ".xml", ("fp32", "int8"), runtime="OpenVINO (CPU plugin)", runtime_modules=("openvino",), device_runtime="openvino",
-                  tool_packages=("openvino",), precision_tools={"int8": ("nncf",)}, shipped_sidecars=(WEIGHTS,))
+SPEC = TargetSpec("openvino", ".xml", ("fp32", "bf16", "int8"), runtime="OpenVINO (CPU plugin)", runtime_modules=("openvino",), device_runtime="openvino",
+                  tool_packages=("openvino",), precision_tools={"int8": ("nncf",)}, shipped_sidecars=(WEIGHTS,), on_request=("bf16",))
+# the inference precision each artifact declares, and its runners compile with (int8 layers run in
+# int8 whatever the hint; the hint rules the layers left in float)
+INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 RT_INFO = ["edgemnv2", SELF_DESCRIPTION]  # where the IR carries the self-description (its rt_info section)
 WEIGHT_BITS = TargetOption("weight_bits", "7", ("7", "8"), "int8 weights: 7 (NNCF's overflow fix: no saturation on any x86; without VNNI "
                            "the CPU plugin's u8s8 kernels saturate 8-bit weights) or 8 (CPUs with VNNI or AMX only)", precisions=("int8",))
@@ -108,6 +119,7 @@ def convert(job: ConversionJob, dest: Path) -> dict:
     if job.precision.name == "int8":
         model = quantize(job, model)
     model.set_rt_info(json.dumps(self_description(job)), RT_INFO)
+    model.set_rt_info(INFERENCE_PRECISION[job.precision.name], list(DECLARED_INFERENCE_PRECISION))
     weights = sidecar_temp(dest, WEIGHTS)
     # save_model names the weights after the .xml (x.xml -> x.bin) and compresses them to float16 by
     # default: saved in a folder of its own, uncompressed, then moved to the artifact's temp names
@@ -119,7 +131,7 @@ def convert(job: ConversionJob, dest: Path) -> dict:
         shutil.move(scratch / "model.bin", weights)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    record = {"operators": operator_census(model), "inference_precision": "f32 (pinned by every runner: INFERENCE_PRECISION_HINT)",
+    record = {"operators": operator_census(model), "inference_precision": f"{INFERENCE_PRECISION[job.precision.name]} (declared in the IR; every runner compiles with it as INFERENCE_PRECISION_HINT)",
               "weights_file": f"{WEIGHTS} sidecar: read_model(xml, xml + '{WEIGHTS}')", SIDECARS: {WEIGHTS: weights}}
     if job.precision.name == "int8":  # int8 storage; with the overflow fix, the values span 7 bits
         record["weight_value_bits"] = int(job.options.get(WEIGHT_BITS.name, WEIGHT_BITS.default))

@@ -42,7 +42,8 @@ def plan(targets: list[str], precisions: list[str]) -> ConversionPlan:
     pairs, skipped = [], []
     for name in names:
         supported = TARGETS[name].spec.precisions
-        wanted = supported if ALL in precisions else precisions
+        # `all`: every precision but those made only on request; naming one beside it adds it
+        wanted = [p for p in supported if p not in TARGETS[name].spec.on_request or p in precisions] if ALL in precisions else precisions
         for precision in wanted:
             if precision in supported:
                 pairs.append((name, precision))

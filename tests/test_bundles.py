@@ -51,12 +51,13 @@ def test_bundle_is_self_contained(bundles):
     ("tiny_classifier_torchscript_fp32_pt", "torch.jit"), ("tiny_classifier_torchscript_int8_pt", "torch.jit"),
     ("tiny_classifier_torchscript_mobile_fp32_ptl", "torch.jit lite interpreter"),
     ("tiny_classifier_torchscript_mobile_int8_ptl", "torch.jit lite interpreter"),
-    ("tiny_classifier_openvino_int8_xml", "OpenVINO CPU, inference precision f32"),
+    ("tiny_classifier_openvino_int8_xml", "OpenVINO CPU, inference precision f32, layers ran in "),  # + what they ran in
 ])
 def test_bundles_pass_in_the_main_environment(bundles, name, runtime):
     code, result = run_bundle(sys.executable, bundles / name)
     assert code == 0, result
-    assert result["runtime"] == runtime and result["status"] == "passed" and result["samples"] == TEST_VAL_SIZE
+    assert (result["runtime"].startswith(runtime) if runtime.endswith(" ") else result["runtime"] == runtime), result["runtime"]
+    assert result["status"] == "passed" and result["samples"] == TEST_VAL_SIZE
     assert result["measured"]["latency_median_ms"] > 0
 
 
@@ -108,12 +109,16 @@ def openvino_python():
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_openvino_bundles_pass_with_only_numpy_and_openvino(bundles, openvino_python, precision):
     """The IR and its weights sidecar travel together; the board's runner pins f32 execution (an fp32
-    model would otherwise run in bf16 on CPUs with AVX-512 BF16 or AMX) and says so."""
+    model would otherwise run in bf16 on CPUs with AVX-512 BF16 or AMX) and says what the layers ran
+    in, read from the compiled graph: f32 for fp32, 8-bit integers for int8."""
     bundle = bundles / f"tiny_classifier_openvino_{precision}_xml"
     assert (bundle / f"tiny_classifier.openvino.{precision}.xml.bin").is_file()
     code, board = run_bundle(openvino_python, bundle)
     assert code == 0, board
-    assert board["runtime"] == "OpenVINO CPU, inference precision f32" and board["status"] == "passed"
+    prefix = "OpenVINO CPU, inference precision f32, layers ran in "
+    assert board["runtime"].startswith(prefix) and board["status"] == "passed", board["runtime"]
+    ran_in = board["runtime"][len(prefix):].split(" + ")
+    assert ran_in == ["f32"] if precision == "fp32" else ran_in and set(ran_in) <= {"u8", "i8", "f32"} and ran_in[0] in ("u8", "i8"), ran_in
     assert board["samples"] == TEST_VAL_SIZE
 
 

@@ -94,7 +94,7 @@ def test_validate_passes_its_gates_on_every_classifier_artifact(classifier_artif
     assert rows[("tflite", "fp32")]["measured"]["sqnr_db"] > 60
     assert rows[("executorch", "int8")]["measured"]["top1_agreement"] >= 97.0
     # OpenVINO's CPU plugin would run an fp32 model in bf16 on CPUs with AVX-512 BF16 or AMX: its runner pins f32 and says so
-    assert rows[("openvino", "fp32")]["runtime_reported"].startswith("OpenVINO CPU, inference precision f32 2026."), rows[("openvino", "fp32")]
+    assert rows[("openvino", "fp32")]["runtime_reported"].startswith("OpenVINO CPU, inference precision f32, layers ran in f32 2026."), rows[("openvino", "fp32")]
     assert "simulated — CoreML runs only on macOS" in (tmp_path / "report.md").read_text()
     assert (tmp_path / "accuracy_latency.png").stat().st_size > 10_000
     # which file to ship here: per precision class, the fastest that passed, re-timed round-robin; never a simulated one
@@ -277,3 +277,27 @@ def test_an_artifact_exported_at_another_input_size_is_checked_at_that_size(trai
     written = make_bundles(checkpoint, model, meta, out, val, tmp_path / "bundles", load_gates("default", target_names()), force=False)
     shapes = {path.name: np.load(path / "inputs.npy").shape for path in written}
     assert shapes["tiny_classifier_onnx_fp32_onnx"] == (8, 3, 64, 64) and shapes["tiny_classifier_onnx_int8_onnx"] == (8, 3, 48, 48)
+
+
+def test_openvino_bf16_is_made_on_request_and_runs_only_where_the_cpu_computes_bf16(trained_classifier, shapes_root, tmp_path, capsys):
+    """`--precision all` leaves bf16 out (it runs on some CPUs only: test_every_target_and_precision_converts);
+    named, it is the fp32 IR declared for bfloat16 compute. On a CPU with AVX-512 BF16 or AMX it passes
+    the default gates and reports its layers ran in bf16; elsewhere its runner refuses (OpenVINO would
+    compute it in f32) and the row says why: never float32 figures under a bf16 name."""
+    from edgemnv2.validation.timing import cpu_features, has_bf16
+
+    checkpoint, _ = trained_classifier
+    out, data, report_dir = tmp_path / "artifacts", shapes_root / "classification", tmp_path / "report"
+    assert run(["convert", "--checkpoint", str(checkpoint), "--calib-data", str(data), "--out", str(out), "--target", "openvino",
+                "--precision", "bf16"]) == 0, capsys.readouterr().err
+    (artifact, manifest), = find_artifacts(out)
+    assert manifest["precision"] == "bf16" and manifest["inference_precision"].startswith("bf16"), manifest["inference_precision"]
+    code = run(["validate", "--checkpoint", str(checkpoint), "--artifacts", str(out), "--data", str(data), "--gates", "default", "--runs", "2",
+                "--out", str(report_dir)])
+    row, = json.loads((report_dir / "report.json").read_text())["artifacts"]
+    if has_bf16(cpu_features()):
+        assert code == 0 and row["status"] == "passed", row
+        assert row["runtime_reported"].startswith("OpenVINO CPU, inference precision bf16, layers ran in bf16 "), row["runtime_reported"]
+        assert 25 < row["measured"]["sqnr_db"] < 80  # bfloat16's rounding, not float32's
+    else:
+        assert code == 1 and row["status"] == "could not run" and "AVX-512 BF16 or AMX" in row["note"], row

@@ -7,7 +7,7 @@ Needs only numpy (1.x or 2.x) and the ONE runtime the artifact needs:
   .pt / .ptl     torch
   .mlpackage     coremltools, on macOS
   .onnx          onnxruntime
-  .xml (+ .bin)  openvino (its CPU plugin, f32 inference precision pinned)
+  .xml (+ .bin)  openvino (its CPU plugin, with the inference precision the IR declares pinned: f32 unless bf16)
 It never imports edgemnv2: the runtime adapters come from runtime_adapters.py beside it. Usage, from the
 bundle folder or anywhere:
 

@@ -156,16 +156,46 @@ def _onnxruntime(path, threads, manifest):
     return run_one, "onnxruntime", _version("onnxruntime")
 
 
-def openvino_compiled(path, threads, **extra):
+# Where an OpenVINO IR declares the precision it is to be computed in (conversion/openvino.py writes it).
+# OpenVINO's own runtime_options section; its CPU plugin does not apply this entry by itself.
+DECLARED_INFERENCE_PRECISION = ("runtime_options", "INFERENCE_PRECISION_HINT")
+OPENVINO_HINTS = {"f32": "", "bf16": "BF16"}  # hint -> the CPU capability it needs ("" : any CPU)
+# layers whose runtime precision says what the network's arithmetic ran in
+OPENVINO_COMPUTE_LAYERS = ("Convolution", "GroupConvolution", "FullyConnected", "MatMul", "Deconvolution")
+
+
+def openvino_compiled(path, threads, weights=None, **extra):
     """An OpenVINO IR compiled for the CPU plugin as every runner here runs it: its weights from the
-    sidecar named after it, one stream, `threads` threads, and f32 inference precision pinned (on CPUs
-    with AVX-512 BF16 or AMX the plugin would otherwise run an fp32 model in bf16)."""
+    sidecar named after it, one stream, `threads` threads, and the inference precision the IR declares
+    pinned (f32 when it declares none: on CPUs with AVX-512 BF16 or AMX the plugin would otherwise run
+    an fp32 model in bf16). A bf16 IR on a CPU without bf16 is refused: the plugin would quietly
+    compute it in f32. `weights`: another weights file ("" for a format that holds its own, such as
+    ONNX, which OpenVINO also reads)."""
     import openvino as ov
 
     core = ov.Core()
-    model = core.read_model(str(path), str(path) + ".bin")
-    config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+    model = core.read_model(str(path), str(path) + ".bin" if weights is None else weights)
+    hint = model.get_rt_info(list(DECLARED_INFERENCE_PRECISION)).astype(str) if model.has_rt_info(list(DECLARED_INFERENCE_PRECISION)) else "f32"
+    if hint not in OPENVINO_HINTS:
+        raise ValueError(f"the IR declares inference precision {hint!r}; this runner runs {', '.join(OPENVINO_HINTS)}")
+    needs = OPENVINO_HINTS[hint]
+    if needs and needs not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        raise NoRuntime(f"this {hint} artifact needs a CPU with AVX-512 BF16 or AMX; this one has neither "
+                        f"(OpenVINO would compute it in f32)")
+    config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
     return core.compile_model(model, "CPU", dict(config, **extra))
+
+
+def openvino_execution_precision(compiled) -> str:
+    """What the compiled network's arithmetic layers run in, from the runtime graph (each layer's
+    runtimePrecision): the truth, where the hint is only a request. e.g. "f32", "bf16", "u8 + f32"."""
+    counts = {}
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        if info["layerType"].astype(str) in OPENVINO_COMPUTE_LAYERS:
+            precision = info["runtimePrecision"].astype(str)
+            counts[precision] = counts.get(precision, 0) + 1
+    return " + ".join(sorted(counts, key=lambda p: -counts[p])) or "unknown"
 
 
 def _openvino(path, threads, manifest):
@@ -176,12 +206,13 @@ def _openvino(path, threads, manifest):
     compiled = openvino_compiled(path, threads)
     request = compiled.create_infer_request()
     precision = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+    executed = openvino_execution_precision(compiled)
 
     def run_one(sample):
         request.infer({0: sample})
         return [np.asarray(request.get_output_tensor(i).data, np.float32).copy() for i in range(len(compiled.outputs))]
 
-    return run_one, "OpenVINO CPU, inference precision %s" % precision, _version("openvino")
+    return run_one, f"OpenVINO CPU, inference precision {precision}, layers ran in {executed}", _version("openvino")
 
 
 def _version(module):

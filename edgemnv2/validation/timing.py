@@ -20,6 +20,8 @@ from ..artifacts import timed_call
 # instruction for an int8 dot product (LiteRT's int8 GEMM on an AVX2 EPYC: 1.06x its fp32 one), so
 # "int8 is not faster here" is often this line.
 INT8_ISA = (("avx512_vnni", "AVX-512 VNNI"), ("avx_vnni", "AVX-VNNI"), ("amx_int8", "AMX"), ("avx512f", "AVX-512"), ("avx2", "AVX2"), ("asimddp", "Arm dot product"))
+# ... and bfloat16's (OpenVINO's bf16 runs only with one of them)
+BF16_ISA = (("avx512_bf16", "AVX-512 BF16"), ("amx_bf16", "AMX-BF16"))
 
 
 def _cpuinfo() -> dict[str, str]:
@@ -33,10 +35,14 @@ def _cpuinfo() -> dict[str, str]:
 
 
 def cpu_features() -> list[str]:
-    """The int8-relevant instruction sets this CPU has (INT8_ISA's names), best first."""
+    """The int8- and bf16-relevant instruction sets this CPU has (INT8_ISA's, then BF16_ISA's names), best first."""
     info = _cpuinfo()
     flags = set((info.get("flags") or info.get("Features") or "").split())
-    return [name for flag, name in INT8_ISA if flag in flags]
+    return [name for flag, name in INT8_ISA + BF16_ISA if flag in flags]
+
+
+def has_bf16(features: list[str]) -> bool:
+    return any(name in features for _, name in BF16_ISA)
 
 
 def has_int8_dot_product(features: list[str]) -> bool:
