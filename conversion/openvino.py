@@ -15,6 +15,13 @@ are NNCF's ignored scope. Two of NNCF's defaults are changed, each measured on t
     full 8-bit weights (19.1 dB against 28.4 dB). `--set openvino.weight_bits=8` keeps 8-bit weights
     for CPUs with VNNI or AMX, which do not saturate.
 
+Why NNCF's IR and not OpenVINO reading the ONNX target's QDQ file (which it can, and which would
+share one int8 graph between two targets): benchmarks/fastest.py times both in one run. On a Xeon with
+AMX the NNCF IR ran 2.5x faster at 224 px (2.29 against 5.83 ms) and 1.28x at 512 (8.76 against
+11.19 ms); on an AMD EPYC with AVX2 only, the QDQ file was about 7% faster at 224. The CPU plugin
+fuses NNCF's FakeQuantize placement into its int8 kernels; ONNX Runtime's QDQ placement leaves it
+reorders and float islands on the CPUs that gain most from int8.
+
 The weights file is a sidecar named after the artifact (`model.xml` -> `model.xml.bin`), hashed and
 signed with it; load it with `core.read_model("model.xml", "model.xml.bin")`.
 
@@ -176,4 +183,4 @@ def recognizes(path: Path) -> bool:
 TARGET = Target(SPEC, convert, describe=carried_description, options=(WEIGHT_BITS, decode_option("host")), recognizes=recognizes,
                 # any .xml in an artifacts folder is meant as an artifact (it needs a manifest), whatever its bytes:
                 # a foreign IR must not pass unchecked by looking like some other XML
-                recognized_alone=False, claims_suffix=True, profile=openvino_ops.profile)
+                recognized_alone=False, claims_suffix=True, profile=openvino_ops.profile, capture=openvino_ops.capture)

@@ -177,6 +177,34 @@ def test_debug_reads_executorchs_int8_tensors_from_a_verified_rebuild_and_refuse
 
 
 @pytest.mark.slow
+def test_debug_reads_openvinos_int8_tensors_on_their_int8_grid_in_the_models_call_order(detector_artifacts, shapes_root):
+    """The IR compiled with every layer's output added: each tensor after its FakeQuantize (values on
+    NNCF's int8 grid), named by the module the IR's node names carry, in the model's call order (the
+    graph's topological order may put the three heads in another); the detector's in-graph decode
+    prefixes the names with `net.`."""
+    import numpy as np
+
+    from conversion.openvino_ops import capture
+    from edgemnv2.checkpoint import load_checkpoint
+
+    checkpoint, folder, _ = detector_artifacts
+    xml = _artifact(folder, "openvino", "int8")
+    report = debug_artifact(xml, checkpoint, shapes_root / "detection", images=2)
+    model, meta = load_checkpoint(checkpoint)
+    assert [row["layer"] for row in report["layers"]] == [layer.name for layer in source_layers(model, meta.preprocessing.input_size)]
+    assert report["layers"][0]["layer"] == "backbone.0.0" and report["layers"][0]["sqnr_db"] > 15
+    captures = capture(xml, {}, np.zeros((1, 3, *meta.preprocessing.input_size), np.float32))[0]
+    quantized = [c for c in captures if c.output_scale is not None]
+    assert len(quantized) >= len(captures) - 3  # all but the heads' float last convs (and what NNCF leaves)
+    assert any("output_scales" in c.detail for c in quantized)  # NNCF ranges some activations per channel
+    for c in quantized:  # every value on its channel's grid
+        step = np.reshape(c.detail.get("output_scales", c.output_scale), (1, -1, 1, 1) if c.value.ndim == 4 else (1, -1))
+        low = np.reshape(c.detail.get("output_lows", c.output_range[0]), step.shape)
+        steps = (c.value - low) / step
+        assert np.abs(steps - np.round(steps)).max() < 1e-2 and (steps > -1e-3).all(), c.name
+
+
+@pytest.mark.slow
 def test_validate_profile_puts_each_artifacts_per_op_profile_and_a_speed_verdict_in_the_report(detector_artifacts, shapes_root, tmp_path):
     from edgemnv2.services import validate_artifacts
 

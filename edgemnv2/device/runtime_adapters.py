@@ -164,13 +164,14 @@ OPENVINO_HINTS = {"f32": "", "bf16": "BF16"}  # hint -> the CPU capability it ne
 OPENVINO_COMPUTE_LAYERS = ("Convolution", "GroupConvolution", "FullyConnected", "MatMul", "Deconvolution")
 
 
-def openvino_compiled(path, threads, weights=None, **extra):
+def openvino_compiled(path, threads, weights=None, edit=None, **extra):
     """An OpenVINO IR compiled for the CPU plugin as every runner here runs it: its weights from the
     sidecar named after it, one stream, `threads` threads, and the inference precision the IR declares
     pinned (f32 when it declares none: on CPUs with AVX-512 BF16 or AMX the plugin would otherwise run
     an fp32 model in bf16). A bf16 IR on a CPU without bf16 is refused: the plugin would quietly
     compute it in f32. `weights`: another weights file ("" for a format that holds its own, such as
-    ONNX, which OpenVINO also reads)."""
+    ONNX, which OpenVINO also reads). `edit(model)`: a change to the graph before it compiles (debug
+    adds outputs)."""
     import openvino as ov
 
     core = ov.Core()
@@ -182,6 +183,8 @@ def openvino_compiled(path, threads, weights=None, **extra):
     if needs and needs not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
         raise NoRuntime(f"this {hint} artifact needs a CPU with AVX-512 BF16 or AMX; this one has neither "
                         f"(OpenVINO would compute it in f32)")
+    if edit is not None:
+        edit(model)
     config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
     return core.compile_model(model, "CPU", dict(config, **extra))
 

@@ -16,7 +16,7 @@ from ..checkpoint import load_checkpoint
 from ..errors import UserError
 from ..fileio import sha256_of
 from ..layerwise.numerics import agreement, diagnose, first_jump, reference_outputs
-from ..layerwise.source import map_layers, source_layers
+from ..layerwise.source import in_source_order, map_layers, source_layers
 from ..data.preprocess import Preprocessing
 
 
@@ -39,6 +39,7 @@ def debug_verified(path: Path, manifest: dict, checkpoint: Path, data: Path, ima
         per_image = target.confined_capture(path, manifest, batch, lambda: rebuilt_job(folded, meta, manifest, Path(data)))
     except RuntimeUnavailable as exc:
         raise UserError(f"cannot run {path.name} here: {exc}") from None
+    per_image = [in_source_order(captures, layers) for captures in per_image]
     for captures in per_image:
         if not map_layers(captures, layers):
             raise UserError(f"{path.name}: its compute ops do not match the model's layers one to one; cannot compare per layer")
