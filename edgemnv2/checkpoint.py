@@ -154,10 +154,9 @@ def _read_file(path: Path) -> tuple[dict, dict | None]:
 
 def _meta_for_raw_state_dict(state: dict, arch: str, path: Path) -> CheckpointMeta:
     spec = get_spec(arch)
-    found = [k for k in spec.task.head_keys if k in state]
-    if not found:
-        raise UserError(f"{path} does not look like a '{arch}' state dict (none of {', '.join(spec.task.head_keys)} present)")
-    num_classes = state[found[0]].shape[0]
+    if spec.head_key not in state:
+        raise UserError(f"{path} does not look like a '{arch}' state dict (it has no {spec.head_key})")
+    num_classes = state[spec.head_key].shape[0]
     size = spec.default_input_size
     return CheckpointMeta(arch, spec.task.name, [f"class_{i}" for i in range(num_classes)], Preprocessing((size, size)))
 

@@ -3,7 +3,7 @@ import torch
 import torchvision
 
 from edgemnv2.errors import UserError
-from edgemnv2.models import create_model, model_names
+from edgemnv2.models import MODELS, backbone_names, create_model, model_names
 from edgemnv2.models.mobilenetv2 import INVERTED_RESIDUAL_SETTING, InvertedResidual
 
 from .article_reference import MobileNetV2 as ArticleMobileNetV2
@@ -70,7 +70,43 @@ def test_article_checkpoint_loads_strict_and_matches():
         torch.testing.assert_close(ours(x), article(x), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("backbone", ["mobilenet_v2", "mobilenet_v1", "dla34"])
+def test_three_registered_backbones_keep_the_contract():
+    """Each declares its taps (channels and stride, fine to coarse, as timm's feature_info) and the map
+    after each tap's layer has that many channels at that stride."""
+    from edgemnv2.models import create_backbone
+
+    assert backbone_names() == ["dla34", "mobilenet_v1", "mobilenet_v2"]
+    for name in backbone_names():
+        trunk = create_backbone(name, width_mult=0.5).eval()
+        shapes, x = {}, torch.zeros(1, 3, 64, 64)
+        with torch.no_grad():
+            for index, layer in enumerate(trunk.features):
+                x = layer(x)
+                shapes[index] = tuple(x.shape[1:])
+        assert [tap.stride for tap in trunk.feature_taps][-4:] == [4, 8, 16, 32], name
+        for tap in trunk.feature_taps:
+            assert shapes[tap.index] == (tap.channels, 64 // tap.stride, 64 // tap.stride), (name, tap)
+    with pytest.raises(UserError, match="unknown backbone 'mobilenet_v2_seed'.*Valid: dla34, mobilenet_v1, mobilenet_v2"):
+        create_model("centernet", backbone="mobilenet_v2_seed")
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_a_bare_state_dict_of_every_model_loads_with_its_class_count(name, tmp_path):
+    """A bare state dict (as the article's code saves) says its class count through the spec's head_key."""
+    from edgemnv2.checkpoint import load_checkpoint
+
+    kwargs = {"width_mult": 0.35} if MODELS[name].accepts_width else {}
+    path = tmp_path / "bare.pt"
+    torch.save(create_model(name, num_classes=7, **kwargs).state_dict(), path)
+    if kwargs:  # a bare state dict records no width: a narrow one is refused by the full-width model, not misread
+        with pytest.raises(UserError):
+            load_checkpoint(path, arch=name)
+        torch.save(create_model(name, num_classes=7).state_dict(), path)
+    model, meta = load_checkpoint(path, arch=name)
+    assert meta.num_classes == 7 and meta.arch == name
+
+
+@pytest.mark.parametrize("backbone", backbone_names())
 @pytest.mark.parametrize("size", [128, 256, 512])
 def test_centernet_maps_are_quarter_resolution(backbone, size):
     model = create_model("centernet", num_classes=6, backbone=backbone, width_mult=0.35 if size == 512 else 0.5).eval()

@@ -11,7 +11,7 @@ from ..checkpoint import CheckpointMeta
 from ..data.preprocess import Preprocessing
 from ..errors import UserError
 from ..fileio import refuse_overwrite
-from ..models import create_model, get_spec
+from ..models import backbone_names, create_model, get_spec
 from ..train import TrainConfig, check_trainable
 from .common import console, set_threads, third_party_noise
 from .convert_cmd import _target_options
@@ -22,7 +22,7 @@ def train(
     out: Annotated[Path, typer.Option(help="Where to write the best checkpoint (.pt or .safetensors).")],
     arch: Annotated[Optional[str], typer.Option(help="Model name (see `edgemnv2 info`; default mobilenet_v2). With --qat: only for a bare state-dict checkpoint.")] = None,
     width: Annotated[Optional[float], typer.Option(help="Width multiplier (default 1.0).")] = None,
-    backbone: Annotated[Optional[str], typer.Option(help="CenterNet backbone: mobilenet_v2 or mobilenet_v1.")] = None,
+    backbone: Annotated[Optional[str], typer.Option(help=f"CenterNet backbone: {', '.join(backbone_names())} (default mobilenet_v2).")] = None,
     input_size: Annotated[Optional[int], typer.Option(help="Square input size (default: 64 classifier, 128 detector).")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Training epochs (default 10; with --qat, 2).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Batch size (default 64; with --qat, 16).")] = None,

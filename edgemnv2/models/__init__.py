@@ -1,6 +1,7 @@
 """One front door: `create_model(name, **kwargs)`. The registry is one dict of tiny entrypoints.
 
-A new model is one new file plus one line in MODELS.
+A new model is one new file plus one line in MODELS; a new backbone too (`backbone=True`: its
+`features` and `feature_taps` follow edgemnv2.models.features), and CenterNet takes it by name.
 """
 
 from dataclasses import dataclass
@@ -26,17 +27,37 @@ class ModelSpec:
     accepts_width: bool = True
     input_multiple: int = 32  # an input side must be a multiple of this (the total stride), for convert --input-size
     fixed_input: bool = False  # the architecture takes only the size it was built for (a fixed pooling window)
+    # the state-dict key whose first dimension is the class count: a bare state dict's classes
+    head_key: str = "classifier.1.weight"
+    backbone: bool = False  # serves a detector's neck (edgemnv2.models.features): `centernet --backbone NAME`
+
+
+def backbone_names() -> list[str]:
+    return sorted(name for name, spec in MODELS.items() if spec.backbone)
+
+
+def create_backbone(name: str, width_mult: float = 1.0) -> nn.Module:
+    """A registered backbone's trunk (features + feature_taps; its one-class classifier goes unused)."""
+    if name not in MODELS or not MODELS[name].backbone:
+        raise did_you_mean(name, backbone_names(), "backbone")
+    return MODELS[name].build(num_classes=1, width_mult=width_mult)
+
+
+def centernet(num_classes: int = 10, backbone: str = "mobilenet_v2", width_mult: float = 1.0, **kwargs) -> CenterNet:
+    """CenterNet on the named backbone; `backbone` and `width_mult` are what checkpoints record."""
+    return CenterNet(create_backbone(backbone, width_mult), num_classes=num_classes, **kwargs)
 
 
 MODELS: dict[str, ModelSpec] = {
-    "mobilenet_v2": ModelSpec(MobileNetV2, CLASSIFICATION, 224, "MobileNetV2 as in the paper (torchvision-compatible keys)"),
-    "mobilenet_v1": ModelSpec(MobileNetV1, CLASSIFICATION, 224, "MobileNetV1 depthwise-separable baseline"),
+    "mobilenet_v2": ModelSpec(MobileNetV2, CLASSIFICATION, 224, "MobileNetV2 as in the paper (torchvision-compatible keys)", backbone=True),
+    "mobilenet_v1": ModelSpec(MobileNetV1, CLASSIFICATION, 224, "MobileNetV1 depthwise-separable baseline", backbone=True),
     "mobilenet_v2_seed": ModelSpec(SeedMobileNetV2, CLASSIFICATION, 224, "the article's code, for its checkpoints (224x224 only)", accepts_width=False,
-                                   fixed_input=True),
-    "dla34": ModelSpec(DLA34, CLASSIFICATION, 224, "DLA-34 (CenterNet's DLASeg backbone), for the article's comparison"),
-    "centernet": ModelSpec(CenterNet, DETECTION, 512, "CenterNet, backbone mobilenet_v2 (default), mobilenet_v1 or dla34"),
+                                   fixed_input=True, head_key="linear.weight"),
+    "dla34": ModelSpec(DLA34, CLASSIFICATION, 224, "DLA-34 (CenterNet's DLASeg backbone), for the article's comparison", backbone=True),
+    "centernet": ModelSpec(centernet, DETECTION, 512, "CenterNet on a backbone of this registry (default mobilenet_v2)",
+                           head_key="heads.hm.3.weight"),
     "centernet_seed": ModelSpec(SeedCenterNet, DETECTION, 512, "the article's detection variant: load/benchmark only, not a sound detector",
-                                accepts_width=False, fixed_input=True),
+                                accepts_width=False, fixed_input=True, head_key="hm.weight"),
 }
 
 

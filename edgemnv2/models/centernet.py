@@ -1,4 +1,5 @@
-"""CenterNet (Zhou et al., "Objects as Points") on a MobileNetV2 (default), MobileNetV1 or DLA-34 backbone.
+"""CenterNet (Zhou et al., "Objects as Points") on any registered backbone (edgemnv2.models.features:
+MobileNetV2 by default, MobileNetV1, DLA-34).
 
 backbone `features` -> top-down neck (stride 32 -> 4, with lateral skips from strides 16/8/4)
 -> heads {"hm": classes, "wh": 2, "reg": 2}, each a depthwise-separable 3x3 conv + ReLU + 1x1 conv,
@@ -11,16 +12,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .dla import DLA34
 from .layers import ConvBNAct
-from .mobilenetv1 import MobileNetV1
-from .mobilenetv2 import MobileNetV2
 
 HEAD_ORDER = ("hm", "wh", "reg")
 HEATMAP_PRIOR_BIAS = -2.19  # sigmoid(-2.19) ~= 0.1: a calm start for the focal loss (CenterNet)
 OUTPUT_STRIDE = 4
-
-BACKBONES = {"mobilenet_v2": MobileNetV2, "mobilenet_v1": MobileNetV1, "dla34": DLA34}
 
 
 class TopDownNeck(nn.Module):
@@ -69,25 +65,16 @@ class Head(nn.Sequential):
 
 
 class CenterNet(nn.Module):
-    def __init__(
-        self,
-        num_classes: int = 10,
-        backbone: str = "mobilenet_v2",
-        width_mult: float = 1.0,
-        neck_channels: int = 48,
-        head_channels: int = 32,
-    ):
-        super().__init__()
-        if backbone not in BACKBONES:
-            from ..errors import did_you_mean
+    """`trunk`: a backbone (edgemnv2.models.features), built by the registry from its name
+    (create_model("centernet", backbone=...)); its classifier is dropped."""
 
-            raise did_you_mean(backbone, sorted(BACKBONES), "backbone")
-        trunk = BACKBONES[backbone](num_classes=1, width_mult=width_mult)
-        # keep strides 4, 8, 16, 32; the classifier is dropped
-        taps = [tap for tap in trunk.feature_taps if tap[2] >= OUTPUT_STRIDE]
-        self.tap_indices = [index for index, _, _ in taps]
+    def __init__(self, trunk: nn.Module, num_classes: int = 10, neck_channels: int = 48, head_channels: int = 32):
+        super().__init__()
+        # keep strides 4, 8, 16, 32
+        taps = [tap for tap in trunk.feature_taps if tap.stride >= OUTPUT_STRIDE]
+        self.tap_indices = [tap.index for tap in taps]
         self.backbone = trunk.features[: self.tap_indices[-1] + 1]
-        self.neck = TopDownNeck([c for _, c, _ in taps], neck_channels)
+        self.neck = TopDownNeck([tap.channels for tap in taps], neck_channels)
         head_outputs = {"hm": num_classes, "wh": 2, "reg": 2}
         self.heads = nn.ModuleDict(
             {

@@ -11,6 +11,7 @@ trees with hierarchical Root aggregation). What differs from CenterNet's DLASeg,
 import torch
 from torch import nn
 
+from .features import FeatureTap
 from .layers import init_weights, make_divisible
 
 DLA34_LEVELS = (1, 1, 1, 2, 2, 1)
@@ -93,7 +94,7 @@ class DLA34(nn.Module):
             Tree(DLA34_LEVELS[5], ch[4], ch[5], 2, level_root=True),  # 32
         ]
         self.features = nn.Sequential(*levels)
-        self.feature_taps = [(3, ch[2], 4), (4, ch[3], 8), (5, ch[4], 16), (6, ch[5], 32)]
+        self.feature_taps = [FeatureTap(3, ch[2], 4), FeatureTap(4, ch[3], 8), FeatureTap(5, ch[4], 16), FeatureTap(6, ch[5], 32)]
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(ch[5], num_classes))
         init_weights(self)
 

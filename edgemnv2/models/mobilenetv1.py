@@ -3,6 +3,7 @@
 import torch
 from torch import nn
 
+from .features import FeatureTap
 from .layers import ConvBNAct, init_weights, make_divisible
 
 STEM_CHANNELS = 32
@@ -27,16 +28,16 @@ class MobileNetV1(nn.Module):
         super().__init__()
         in_ch = make_divisible(STEM_CHANNELS * width_mult)
         layers: list[nn.Module] = [ConvBNAct(3, in_ch, stride=2, activation=nn.ReLU)]
-        self.feature_taps: list[tuple[int, int, int]] = []
+        self.feature_taps: list[FeatureTap] = []
         stride = 2
         for c, s in SEPARABLE_SETTING:
             if s == 2:
-                self.feature_taps.append((len(layers) - 1, in_ch, stride))
+                self.feature_taps.append(FeatureTap(len(layers) - 1, in_ch, stride))
                 stride *= 2
             out_ch = make_divisible(c * width_mult)
             layers.append(DepthwiseSeparable(in_ch, out_ch, s))
             in_ch = out_ch
-        self.feature_taps.append((len(layers) - 1, in_ch, stride))
+        self.feature_taps.append(FeatureTap(len(layers) - 1, in_ch, stride))
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_ch, num_classes))
         init_weights(self)

@@ -7,6 +7,7 @@ are (`features.N...`, `classifier.1...`); tests check outputs match torchvision 
 import torch
 from torch import nn
 
+from .features import FeatureTap
 from .layers import ConvBNAct, init_weights, make_divisible
 
 # The architecture: (expansion t, output channels c, repeats n, first stride s), paper Table 2.
@@ -54,21 +55,21 @@ class MobileNetV2(nn.Module):
         in_ch = make_divisible(STEM_CHANNELS * width_mult)
         last_ch = make_divisible(LAST_CHANNELS * max(1.0, width_mult))
         layers: list[nn.Module] = [ConvBNAct(3, in_ch, stride=2)]
-        # (index in features, channels, stride) of the last layer at each output stride: detector taps.
+        # the last layer at each output stride: a detector's taps (edgemnv2.models.features).
         # The stride-32 tap is the last bottleneck (320 channels at width 1), not the 1x1 expansion
         # to 1280 after it: that conv only widens features for the classifier's pooling; a detector
         # would pay ~105 MMACs at 512x512 and a 1280-wide lateral for it.
-        self.feature_taps: list[tuple[int, int, int]] = []
+        self.feature_taps: list[FeatureTap] = []
         stride = 2
         for t, c, n, s in INVERTED_RESIDUAL_SETTING:
             out_ch = make_divisible(c * width_mult)
             if s == 2:
-                self.feature_taps.append((len(layers) - 1, in_ch, stride))
+                self.feature_taps.append(FeatureTap(len(layers) - 1, in_ch, stride))
                 stride *= 2
             for i in range(n):
                 layers.append(InvertedResidual(in_ch, out_ch, s if i == 0 else 1, t))
                 in_ch = out_ch
-        self.feature_taps.append((len(layers) - 1, in_ch, stride))
+        self.feature_taps.append(FeatureTap(len(layers) - 1, in_ch, stride))
         layers.append(ConvBNAct(in_ch, last_ch, kernel=1))
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(last_ch, num_classes))

@@ -35,7 +35,6 @@ class Task:
     agreement_measure: str  # the report row's agreement key
     agreement_label: str
     gate_kinds: dict[str, GateKind]
-    head_keys: tuple[str, ...]  # state-dict keys whose first dimension is the class count (bare state dicts)
     default_num_classes: int  # for `info` on a model without a checkpoint
     default_train_input_size: int  # `train` without --input-size (small: CPU training)
     input_multiple: int  # input sides must be multiples of this (the detector's stride-32 features)

@@ -73,7 +73,6 @@ CLASSIFICATION = Task(
         "min_top1_agreement": GateKind("top1_agreement", "min", "%"),
         **COMMON_GATES,
     },
-    head_keys=("linear.weight", "classifier.1.weight"),
     default_num_classes=1000,
     default_train_input_size=64,
     input_multiple=1,

@@ -126,7 +126,6 @@ DETECTION = Task(
         "min_box_agreement": GateKind("box_agreement", "min", "%"),
         **COMMON_GATES,
     },
-    head_keys=("hm.weight", "heads.hm.2.weight"),
     default_num_classes=80,
     default_train_input_size=128,
     input_multiple=32,
