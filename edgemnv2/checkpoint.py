@@ -158,7 +158,7 @@ def _meta_for_raw_state_dict(state: dict, arch: str, path: Path) -> CheckpointMe
         raise UserError(f"{path} does not look like a '{arch}' state dict (it has no {spec.head_key})")
     num_classes = state[spec.head_key].shape[0]
     size = spec.default_input_size
-    return CheckpointMeta(arch, spec.task.name, [f"class_{i}" for i in range(num_classes)], Preprocessing((size, size)))
+    return CheckpointMeta(arch, spec.task, [f"class_{i}" for i in range(num_classes)], Preprocessing((size, size)))
 
 
 def load_checkpoint(path: Path, arch: str | None = None) -> tuple[nn.Module, CheckpointMeta]:

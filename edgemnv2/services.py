@@ -162,7 +162,7 @@ def run_demo(out: Path, *, scale: float = 1.0, epoch_scale: float = 1.0, threads
     summary = log.summary
     for name, recipe in DEMO_MODELS.items():
         root = data_root / recipe["data"]
-        task = get_spec(recipe["arch"]).task
+        task = get_task(get_spec(recipe["arch"]).task)
         log.stage(f"2. train {name}")
         checkpoint = out / f"{name}.pt"
         if not checkpoint.exists():

@@ -73,6 +73,26 @@ def test_quantization_and_conversion_never_import_the_layers_above_them():
     assert not offenders, offenders
 
 
+def test_models_name_their_task_and_do_not_import_tasks():
+    """The task registry sits above the models: a model spec names its task, edgemnv2.tasks resolves it."""
+    offenders = [f"{module} imports {target}" for module, imports in _modules("edgemnv2/models").items() for target, _ in imports
+                 if _under(target, ("edgemnv2.tasks",))]
+    assert not offenders, offenders
+
+
+def test_backbones_are_listed_once_by_the_model_registry():
+    """No second backbone table (centernet's BACKBONES was one): a backbone's name appears as a string only
+    in the registry, in the product code."""
+    from edgemnv2.models import backbone_names
+
+    listed = []
+    for path in sorted((REPO / "edgemnv2").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value in set(backbone_names()) - {"mobilenet_v2"}:
+                listed.append(f"{path.relative_to(REPO)}:{node.lineno} {node.value!r}")
+    assert all(entry.startswith("edgemnv2/models/__init__.py") for entry in listed), listed
+
+
 def test_no_import_of_conversion_is_hidden_inside_a_function():
     """A function-local import hid the old edgemnv2 <-> conversion cycle; upper layers import it openly."""
     hidden = [f"{module}: {target}" for module, imports in _modules("edgemnv2").items() for target, nested in imports

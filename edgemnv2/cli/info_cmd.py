@@ -7,6 +7,7 @@ from rich.table import Table
 
 from ..checkpoint import load_checkpoint
 from ..models import MODELS, create_model, get_spec
+from ..tasks import get_task
 from .common import emit_json, out
 
 
@@ -26,12 +27,12 @@ def info(
 ) -> None:
     """Parameters, MACs, fp32 size and input size of a model or checkpoint."""
     if target is None and json_output:
-        emit_json([{"model": name, "task": spec.task.name, "default_input": spec.default_input_size, "summary": spec.summary} for name, spec in sorted(MODELS.items())])
+        emit_json([{"model": name, "task": spec.task, "default_input": spec.default_input_size, "summary": spec.summary} for name, spec in sorted(MODELS.items())])
         return
     if target is None:
         table = Table("model", "task", "default input", "summary")
         for name, spec in sorted(MODELS.items()):
-            table.add_row(name, spec.task.name, str(spec.default_input_size), spec.summary)
+            table.add_row(name, spec.task, str(spec.default_input_size), spec.summary)
         out.print(table)
         return
     if Path(target).suffix in (".pt", ".pth", ".safetensors") or Path(target).is_file():
@@ -39,16 +40,16 @@ def info(
         name, size, classes = meta.arch, input_size or meta.preprocessing.input_size[0], meta.num_classes
     else:
         spec = get_spec(target)
-        classes = num_classes or spec.task.default_num_classes
+        classes = num_classes or get_task(spec.task).default_num_classes
         model = create_model(target, num_classes=classes)
         name, size = target, input_size or spec.default_input_size
     params = sum(p.numel() for p in model.parameters())
     if json_output:
-        emit_json({"model": name, "task": get_spec(name).task.name, "classes": classes, "parameters": params, "fp32_mb": params * 4 / 1e6,
+        emit_json({"model": name, "task": get_spec(name).task, "classes": classes, "parameters": params, "fp32_mb": params * 4 / 1e6,
                    "input": [1, 3, size, size], "macs": count_macs(model, size)})
         return
     table = Table("property", "value", title=f"{name}")
-    table.add_row("task", get_spec(name).task.name)
+    table.add_row("task", get_spec(name).task)
     table.add_row("classes", str(classes))
     table.add_row("parameters", f"{params:,}")
     table.add_row("fp32 size", f"{params * 4 / 1e6:.1f} MB")

@@ -12,6 +12,7 @@ from ..data.preprocess import Preprocessing
 from ..errors import UserError
 from ..fileio import refuse_overwrite
 from ..models import backbone_names, create_model, get_spec
+from ..tasks import get_task
 from ..train import TrainConfig, check_trainable
 from .common import console, set_threads, third_party_noise
 from .convert_cmd import _target_options
@@ -57,7 +58,7 @@ def train(
     if epochs < 1 or batch_size < 1:
         raise UserError("--epochs and --batch-size must be at least 1")
     spec = get_spec(arch)
-    task = spec.task
+    task = get_task(spec.task)
     size = input_size or task.default_train_input_size
     if size % task.input_multiple:
         raise UserError(f"--input-size must be a multiple of {task.input_multiple} for {task.name} models (got {size})")

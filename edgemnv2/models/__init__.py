@@ -10,7 +10,6 @@ from typing import Callable
 from torch import nn
 
 from ..errors import UserError, did_you_mean
-from ..tasks import CLASSIFICATION, DETECTION, Task
 from .centernet import CenterNet
 from .dla import DLA34
 from .mobilenetv1 import MobileNetV1
@@ -21,7 +20,7 @@ from .mobilenetv2_seed import SeedCenterNet, SeedMobileNetV2
 @dataclass(frozen=True)
 class ModelSpec:
     build: Callable[..., nn.Module]
-    task: Task
+    task: str  # the task's name (edgemnv2.tasks.get_task): the task registry sits above the models
     default_input_size: int
     summary: str
     accepts_width: bool = True
@@ -49,14 +48,14 @@ def centernet(num_classes: int = 10, backbone: str = "mobilenet_v2", width_mult:
 
 
 MODELS: dict[str, ModelSpec] = {
-    "mobilenet_v2": ModelSpec(MobileNetV2, CLASSIFICATION, 224, "MobileNetV2 as in the paper (torchvision-compatible keys)", backbone=True),
-    "mobilenet_v1": ModelSpec(MobileNetV1, CLASSIFICATION, 224, "MobileNetV1 depthwise-separable baseline", backbone=True),
-    "mobilenet_v2_seed": ModelSpec(SeedMobileNetV2, CLASSIFICATION, 224, "the article's code, for its checkpoints (224x224 only)", accepts_width=False,
+    "mobilenet_v2": ModelSpec(MobileNetV2, "classification", 224, "MobileNetV2 as in the paper (torchvision-compatible keys)", backbone=True),
+    "mobilenet_v1": ModelSpec(MobileNetV1, "classification", 224, "MobileNetV1 depthwise-separable baseline", backbone=True),
+    "mobilenet_v2_seed": ModelSpec(SeedMobileNetV2, "classification", 224, "the article's code, for its checkpoints (224x224 only)", accepts_width=False,
                                    fixed_input=True, head_key="linear.weight"),
-    "dla34": ModelSpec(DLA34, CLASSIFICATION, 224, "DLA-34 (CenterNet's DLASeg backbone), for the article's comparison", backbone=True),
-    "centernet": ModelSpec(centernet, DETECTION, 512, "CenterNet on a backbone of this registry (default mobilenet_v2)",
+    "dla34": ModelSpec(DLA34, "classification", 224, "DLA-34 (CenterNet's DLASeg backbone), for the article's comparison", backbone=True),
+    "centernet": ModelSpec(centernet, "detection", 512, "CenterNet on a backbone of this registry (default mobilenet_v2)",
                            head_key="heads.hm.3.weight"),
-    "centernet_seed": ModelSpec(SeedCenterNet, DETECTION, 512, "the article's detection variant: load/benchmark only, not a sound detector",
+    "centernet_seed": ModelSpec(SeedCenterNet, "detection", 512, "the article's detection variant: load/benchmark only, not a sound detector",
                                 accepts_width=False, fixed_input=True, head_key="hm.weight"),
 }
 
