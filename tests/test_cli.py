@@ -137,3 +137,27 @@ def test_bare_article_state_dict_loads_with_arch(tmp_path):
     torch.save(Article(num_classes=5).state_dict(), raw)
     model, meta = load_checkpoint(raw, arch="mobilenet_v2_seed")
     assert meta.num_classes == 5 and meta.preprocessing.input_size == (224, 224)
+
+
+def test_torchrun_ranks_share_the_cores_instead_of_oversubscribing_them(monkeypatch, capsys):
+    """Two local ranks at the default 2 threads on a 2-core machine would spin through each other's
+    time slices: each gets 1, said once (by local rank 0); one process keeps what it asked for."""
+    import os
+
+    import torch
+
+    from edgemnv2.cli.common import set_threads
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    try:
+        assert set_threads(2) == 2 and capsys.readouterr().err == ""
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+        monkeypatch.setenv("LOCAL_RANK", "0")
+        assert set_threads(2) == 1 and torch.get_num_threads() == 1
+        assert "would oversubscribe this machine's 2 cores: 1 per rank" in capsys.readouterr().err
+        monkeypatch.setenv("LOCAL_RANK", "1")
+        assert set_threads(2) == 1 and capsys.readouterr().err == ""
+        assert set_threads(1) == 1
+    finally:
+        torch.set_num_threads(before)

@@ -23,7 +23,7 @@ def bundle(
     """Self-contained device bundles: artifact + samples + fp32 references + tolerances + runner."""
     from ..services import bundle_artifacts
 
-    set_threads(threads)
+    threads = set_threads(threads)
     written = bundle_artifacts(checkpoint, artifacts, data, out_dir, samples=samples, split=split, gates=gates, arch=arch, force=force, verify_key=verify_key,
                                sign_key=sign_key)
     for path in written:

@@ -83,7 +83,7 @@ def convert(
     Exit codes: 0 every conversion succeeded; 1 a conversion failed; 2 bad input or usage; 3 internal error."""
     from ..errors import CheckFailed, InternalError
 
-    set_threads(threads)
+    threads = set_threads(threads)
 
     def report(result):
         colour = {"ok": "green", "failed": "red", "skipped": "yellow"}[result.status]

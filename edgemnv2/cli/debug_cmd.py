@@ -42,7 +42,7 @@ def debug(
     from ..errors import UserError
     from ..fileio import atomic_output, refuse_overwrite
 
-    set_threads(threads)
+    threads = set_threads(threads)
     if not Path(artifact).exists():
         raise UserError(f"artifact not found: {artifact}")
     if not Path(data).exists():

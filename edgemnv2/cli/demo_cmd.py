@@ -27,7 +27,7 @@ def demo(
     from ..services import DemoLog, run_demo
     from .validate_cmd import show_validation
 
-    set_threads(threads)
+    threads = set_threads(threads)
     started = time.perf_counter()
     log = DemoLog(stage=lambda title: console.rule(Text(title, style="bold")), line=console.print, validation=show_validation)
     with third_party_noise(verbose, log_file, out / "demo.log") as log_path:

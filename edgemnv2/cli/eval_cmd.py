@@ -19,7 +19,7 @@ def evaluate(
     batch_size: Annotated[int, typer.Option(help="Images per forward pass (images are read from disk in the background, a few batches ahead).")] = 32,
 ) -> None:
     """Top-1/top-5 for classifiers; COCO mAP@[.5:.95] and mAP@.5 for detectors (pycocotools)."""
-    set_threads(threads)
+    threads = set_threads(threads)
     if batch_size < 1:
         raise UserError("--batch-size must be at least 1")
     model, meta = load_checkpoint(checkpoint, arch)

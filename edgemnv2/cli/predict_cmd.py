@@ -68,7 +68,7 @@ def predict(
     from ..prediction.draw import draw_detections
     from ..prediction.sources import open_source, predict_image
 
-    set_threads(threads)
+    threads = set_threads(threads)
     lines = console if json_output else out  # with --json, stdout carries only the JSON
     if not 0.0 <= threshold <= 1.0:
         raise UserError("--threshold must be between 0 and 1")

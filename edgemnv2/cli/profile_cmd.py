@@ -39,7 +39,7 @@ def profile(
     from ..diagnosis.profile import profile_artifact, profile_pair
     from ..errors import UserError
 
-    set_threads(threads)
+    threads = set_threads(threads)
     if runs < 3:
         raise UserError("--runs must be at least 3")
     for path in (artifact, against):

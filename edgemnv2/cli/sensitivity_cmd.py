@@ -36,5 +36,5 @@ def sensitivity(
     threads: Annotated[int, typer.Option(help="CPU threads.")] = 2,
 ) -> None:
     """Per-layer int8 sensitivity: SQNR of each quantized layer against fp32, worst first."""
-    set_threads(threads)
+    threads = set_threads(threads)
     print_sensitivity(checkpoint, data, quantizer, observer, per_tensor, calib_size, images, top, arch)

@@ -43,7 +43,7 @@ def train(
     On several processes or machines: torchrun --nproc-per-node N -m edgemnv2 train ... trains with
     DistributedDataParallel (gloo on CPU, NCCL with CUDA); --batch-size is per process; rank 0 saves."""
     refuse_overwrite(out, force)
-    set_threads(threads)
+    threads = set_threads(threads)
     if qat is not None or checkpoint is not None:
         given = [flag for flag, value in (("--width", width), ("--backbone", backbone), ("--input-size", input_size)) if value is not None]
         if given:  # the architecture and its input come from the checkpoint

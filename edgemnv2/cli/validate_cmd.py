@@ -43,7 +43,7 @@ def validate(
     from ..fileio import refuse_overwrite
     from ..validation.junit import write_junit
 
-    set_threads(threads)
+    threads = set_threads(threads)
     if junit is not None:
         refuse_overwrite(junit, force)  # before the work, not after it
     with third_party_noise(verbose, log, "validate"):
