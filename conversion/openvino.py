@@ -33,8 +33,10 @@ reports what the convolutions ran in. OpenVINO itself does not apply that rt_inf
 2026.4): a program of your own must pass INFERENCE_PRECISION_HINT when it compiles the model.
 
 bf16 is the fp32 IR (float32 weights) declared for bfloat16 compute: made only when named (`--precision
-bf16`), and run only on CPUs with AVX-512 BF16 or AMX; elsewhere its runner refuses, rather than
-report float32 figures as bfloat16 ones.
+bf16`), and run only where OpenVINO's CPU plugin offers bf16 (AVX-512 BF16 or AMX; some newer AVX2
+client CPUs too: the plugin's capability list decides, not the CPU's flags); elsewhere its runner
+refuses, rather than report float32 figures as bfloat16 ones. A runner also holds the IR to its
+manifest: an IR that declares another precision than its manifest's implies is refused.
 """
 
 import json

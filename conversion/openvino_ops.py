@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgemnv2.device.runtime_adapters import openvino_compiled
+from edgemnv2.device.runtime_adapters import openvino_compiled, openvino_expected_hint
 from edgemnv2.layerwise.records import RuntimeOp
 
 KINDS = {"Convolution": "conv", "GroupConvolution": "dwconv", "FullyConnected": "gemm", "MatMul": "gemm"}
@@ -41,7 +41,7 @@ def _dtype(exec_type: str) -> str:
 def profile(path: Path, manifest: dict, threads: int, sample: np.ndarray, runs: int = 30) -> list[RuntimeOp]:
     import openvino as ov
 
-    request = openvino_compiled(path, threads, PERF_COUNT=True).create_infer_request()
+    request = openvino_compiled(path, threads, expected=openvino_expected_hint(manifest), PERF_COUNT=True).create_infer_request()
     value = np.ascontiguousarray(sample[:1], np.float32)
     request.infer({0: value})  # warm-up: the first call also allocates
     times: dict[str, list[float]] = {}
@@ -116,7 +116,7 @@ def capture(path: Path, manifest: dict | None, images: np.ndarray, rebuild=None)
         results = [output.get_node().get_friendly_name() for output in model.outputs]
         output_index.extend(results.index(output.get_node().get_friendly_name()) for output in added)
 
-    compiled = openvino_compiled(path, 1, edit=add_outputs)
+    compiled = openvino_compiled(path, 1, edit=add_outputs, expected=openvino_expected_hint(manifest))
     request = compiled.create_infer_request()
     per_image = []
     for image in images:

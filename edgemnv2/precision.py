@@ -58,8 +58,8 @@ PRECISIONS: dict[str, Precision] = {
         Precision("fp16", False, False, "float16", "float16 compute and weights", weight_bits=16, activation_bits=16),
         # bfloat16 keeps float32's exponent range and 8 bits of mantissa: no overflow to guard, no
         # calibration. The file keeps float32 weights; the runtime computes in bfloat16 (OpenVINO's CPU
-        # plugin, on CPUs with AVX-512 BF16 or AMX only)
-        Precision("bf16", False, False, "bfloat16", "bfloat16 compute on CPUs with AVX-512 BF16 or AMX; float32 weights in the file "
+        # plugin, only where it offers bf16: AVX-512 BF16 or AMX, some newer AVX2 client CPUs)
+        Precision("bf16", False, False, "bfloat16", "bfloat16 compute where the runtime offers it (AVX-512 BF16 or AMX); float32 weights in the file "
                   "(named explicitly: `all` does not make it)", activation_bits=16),
         Precision("int8", True, True, "float32", "int8 weights and activations, calibrated on real images", weight_bits=8, activation_bits=8),
         Precision("int8_weights", True, False, "float32", "int8 weights only (no calibration); float activations", weight_bits=8),

@@ -142,14 +142,13 @@ def test_bare_article_state_dict_loads_with_arch(tmp_path):
 def test_torchrun_ranks_share_the_cores_instead_of_oversubscribing_them(monkeypatch, capsys):
     """Two local ranks at the default 2 threads on a 2-core machine would spin through each other's
     time slices: each gets 1, said once (by local rank 0); one process keeps what it asked for."""
-    import os
-
     import torch
 
+    from edgemnv2.cli import common
     from edgemnv2.cli.common import set_threads
 
     before = torch.get_num_threads()
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(common, "usable_cores", lambda: 2)
     try:
         assert set_threads(2) == 2 and capsys.readouterr().err == ""
         monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")

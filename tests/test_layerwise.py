@@ -242,3 +242,20 @@ def test_nearest_upsampling_as_copies_is_exact_and_leaves_other_models_alone():
         assert all(torch.equal(a, b) for a, b in zip(detector(x), rewritten(x)))
     classifier = fold_batchnorm(create_model("mobilenet_v2", num_classes=3, width_mult=0.35))
     assert nearest_upsampling_as_copies(classifier) == (classifier, 0)
+
+
+def test_ops_that_name_their_modules_are_put_in_call_order_or_refused():
+    """Named captures (OpenVINO's) are ordered by the model's call order, a prefix such as the in-graph
+    decode's `net.` allowed; if one cannot be placed, none is (no positional fallback that could pair
+    one head's tensor with another's reference); unnamed ones (the positional runtimes) stay as they are."""
+    from edgemnv2.layerwise.records import Capture
+    from edgemnv2.layerwise.source import SourceLayer, in_source_order
+
+    layers = [SourceLayer(name, "gemm", 1, (1,)) for name in ("backbone.0", "heads.hm.3", "heads.wh.3", "heads.reg.3")]
+    named = [Capture(f"op{i}", "conv", None, layer=f"net.{name}") for i, name in enumerate(("backbone.0", "heads.reg.3", "heads.wh.3", "heads.hm.3"))]
+    assert [c.layer for c in in_source_order(named, layers)] == ["net.backbone.0", "net.heads.hm.3", "net.heads.wh.3", "net.heads.reg.3"]
+    assert in_source_order(named[:3] + [Capture("op3", "conv", None, layer=None)], layers) is None
+    assert in_source_order(named[:3] + [Capture("op3", "conv", None, layer="net.heads.cls.3")], layers) is None
+    assert in_source_order(named[:2] + named[1:3], layers) is None  # two the same
+    unnamed = [Capture(f"op{i}", "conv", None) for i in range(4)]
+    assert in_source_order(unnamed, layers) is unnamed

@@ -281,10 +281,10 @@ def test_an_artifact_exported_at_another_input_size_is_checked_at_that_size(trai
 
 def test_openvino_bf16_is_made_on_request_and_runs_only_where_the_cpu_computes_bf16(trained_classifier, shapes_root, tmp_path, capsys):
     """`--precision all` leaves bf16 out (it runs on some CPUs only: test_every_target_and_precision_converts);
-    named, it is the fp32 IR declared for bfloat16 compute. On a CPU with AVX-512 BF16 or AMX it passes
+    named, it is the fp32 IR declared for bfloat16 compute. Where OpenVINO offers bf16 (AVX-512 BF16 or AMX) it passes
     the default gates and reports its layers ran in bf16; elsewhere its runner refuses (OpenVINO would
     compute it in f32) and the row says why: never float32 figures under a bf16 name."""
-    from edgemnv2.validation.timing import cpu_features, has_bf16
+    from edgemnv2.device.runtime_adapters import openvino_offers_bf16
 
     checkpoint, _ = trained_classifier
     out, data, report_dir = tmp_path / "artifacts", shapes_root / "classification", tmp_path / "report"
@@ -295,9 +295,19 @@ def test_openvino_bf16_is_made_on_request_and_runs_only_where_the_cpu_computes_b
     code = run(["validate", "--checkpoint", str(checkpoint), "--artifacts", str(out), "--data", str(data), "--gates", "default", "--runs", "2",
                 "--out", str(report_dir)])
     row, = json.loads((report_dir / "report.json").read_text())["artifacts"]
-    if has_bf16(cpu_features()):
+    if openvino_offers_bf16():
         assert code == 0 and row["status"] == "passed", row
         assert row["runtime_reported"].startswith("OpenVINO CPU, inference precision bf16, layers ran in bf16 "), row["runtime_reported"]
         assert 25 < row["measured"]["sqnr_db"] < 80  # bfloat16's rounding, not float32's
     else:
-        assert code == 1 and row["status"] == "could not run" and "AVX-512 BF16 or AMX" in row["note"], row
+        assert code == 1 and row["status"] == "could not run" and "it would compute it in f32" in row["note"], row
+    # every runner holds the IR to its manifest: a bf16 IR under an fp32 manifest (or the reverse) is refused, never run
+    from edgemnv2.device.runtime_adapters import RUNTIMES, ArtifactMismatch
+
+    fp32_folder = tmp_path / "fp32"
+    assert run(["convert", "--checkpoint", str(checkpoint), "--calib-data", str(data), "--out", str(fp32_folder), "--target", "openvino",
+                "--precision", "fp32"]) == 0
+    (fp32_artifact, _), = find_artifacts(fp32_folder)
+    for path, claimed in ((artifact, "fp32"), (artifact, "int8"), (fp32_artifact, "bf16")):
+        with pytest.raises(ArtifactMismatch, match="but its manifest's precision implies"):
+            RUNTIMES["openvino"](str(path), 1, {"precision": claimed})

@@ -34,6 +34,11 @@ console = PrintableConsole(stderr=True, width=None if sys.stderr.isatty() else 1
 out = PrintableConsole(width=None if sys.stdout.isatty() else 160, markup=False)
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (a taskset or cgroup cpuset narrows them), not the machine's."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def set_threads(threads: int) -> int:
     """The thread count this process computes with. Under torchrun, the ranks on one machine share its
     cores: a count that would oversubscribe them (local ranks x threads > cores) is cut to cores / local
@@ -41,7 +46,7 @@ def set_threads(threads: int) -> int:
     on 2 cores, two 2-thread torch processes: 730 ms a call against 6.5 ms alone)."""
     if threads < 1:
         raise UserError("--threads must be at least 1")
-    ranks, cores = int(os.environ.get("LOCAL_WORLD_SIZE", "1")), os.cpu_count() or 1
+    ranks, cores = int(os.environ.get("LOCAL_WORLD_SIZE", "1")), usable_cores()
     if ranks > 1 and threads * ranks > cores:
         fitted = max(1, cores // ranks)
         if os.environ.get("LOCAL_RANK", "0") == "0":

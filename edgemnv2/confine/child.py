@@ -190,14 +190,14 @@ def serve(request_fd: int, reply_fd: int, factory: int | None = None) -> int:
         confinement = confine(artifact.parent, work_dir, header.get("limits", {}), int(header["threads"]), factory)
         _hide(header.get("failpoint"))
         baseline_kb = status_kb("VmRSS")
-        from ..device.runtime_adapters import NoRuntime
+        from ..device.runtime_adapters import ArtifactMismatch, NoRuntime
         from ..errors import CheckFailed, UserError
 
         run_one, runtime, version, load_ms = _load(header, artifact)
     except NoRuntime as exc:
         send(reply_fd, {"error": str(exc), "kind": "no_runtime"})
         return 0
-    except (CheckFailed, UserError) as exc:  # edgemnv2's own checks refused the file (a simulation program's shape)
+    except (CheckFailed, UserError, ArtifactMismatch) as exc:  # edgemnv2's own checks refused the file (a simulation program's shape)
         send(reply_fd, {"error": str(exc), "kind": "refused"})
         return 0
     except Exception as exc:  # the runtime refused the file: the host makes it the artifact's row
@@ -212,8 +212,11 @@ def serve(request_fd: int, reply_fd: int, factory: int | None = None) -> int:
             return 0
         try:
             answer, answer_arrays = _answer(request, arrays, run_one, artifact)
-        except (CheckFailed, UserError) as exc:  # the product's own check, in its own words (a capture of an fp32 file)
-            send(reply_fd, {"error": str(exc), "kind": "refused" if isinstance(exc, CheckFailed) else "user"})
+        except (CheckFailed, UserError, ArtifactMismatch) as exc:  # the product's own check, in its own words (a capture of an fp32 file)
+            send(reply_fd, {"error": str(exc), "kind": "user" if isinstance(exc, UserError) else "refused"})
+            continue
+        except NoRuntime as exc:  # a profile or capture whose runtime cannot run here (a bf16 IR on a CPU without bf16)
+            send(reply_fd, {"error": str(exc), "kind": "no_runtime"})
             continue
         except Exception as exc:
             send(reply_fd, {"error": f"{type(exc).__name__}: {exc}", "kind": "run", "traceback": traceback.format_exc()[-4000:]})

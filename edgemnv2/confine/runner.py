@@ -239,8 +239,8 @@ class ConfinedRunner:
         reply, outputs = self._ask(header, arrays)
         if "error" in reply:
             error = str(reply["error"])
-            raise {"user": UserError, "refused": ArtifactRefused}.get(reply.get("kind"), RunnerFailed)(
-                error if reply.get("kind") in ("user", "refused") else f"the runtime failed on it: {error}")
+            raise {"user": UserError, "refused": ArtifactRefused, "no_runtime": RuntimeUnavailable}.get(reply.get("kind"), RunnerFailed)(
+                error if reply.get("kind") in ("user", "refused", "no_runtime") else f"the runtime failed on it: {error}")
         return reply, outputs
 
     def __call__(self, batch: np.ndarray) -> list[np.ndarray]:

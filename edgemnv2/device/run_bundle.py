@@ -40,9 +40,9 @@ import time
 import numpy as np
 
 try:  # beside this file: in a bundle, and in edgemnv2/device
-    from runtime_adapters import RUNTIMES, NoRuntime
+    from runtime_adapters import RUNTIMES, ArtifactMismatch, NoRuntime
 except ImportError:  # imported as edgemnv2.device.run_bundle
-    from edgemnv2.device.runtime_adapters import RUNTIMES, NoRuntime
+    from edgemnv2.device.runtime_adapters import RUNTIMES, ArtifactMismatch, NoRuntime
 
 SCHEMA = "edgemnv2-bundle-result/1"
 EXIT_OK, EXIT_TOLERANCE, EXIT_NO_RUNTIME, EXIT_BAD_BUNDLE, EXIT_RUNNER_ERROR = 0, 1, 2, 3, 4
@@ -280,7 +280,7 @@ def main(argv=None):
     except NoRuntime as exc:
         result.update(status="runtime unavailable", reason=str(exc))
         code = EXIT_NO_RUNTIME
-    except BadBundle as exc:
+    except (BadBundle, ArtifactMismatch) as exc:
         result.update(status="bad bundle", reason=str(exc))
         code = EXIT_BAD_BUNDLE
     except Exception as exc:  # a bug or a runtime crash: its own code, never "tolerance broken"

@@ -18,6 +18,11 @@ class NoRuntime(Exception):
     """The runtime this artifact needs is not installed here (or cannot run on this OS)."""
 
 
+class ArtifactMismatch(Exception):
+    """The artifact is not what its manifest says (an IR declaring another inference precision than its
+    manifest's precision): refused, never run as if it were."""
+
+
 def _tflite(path, threads, manifest):
     try:
         from ai_edge_litert.interpreter import Interpreter
@@ -159,39 +164,61 @@ def _onnxruntime(path, threads, manifest):
 # Where an OpenVINO IR declares the precision it is to be computed in (conversion/openvino.py writes it).
 # OpenVINO's own runtime_options section; its CPU plugin does not apply this entry by itself.
 DECLARED_INFERENCE_PRECISION = ("runtime_options", "INFERENCE_PRECISION_HINT")
-OPENVINO_HINTS = {"f32": "", "bf16": "BF16"}  # hint -> the CPU capability it needs ("" : any CPU)
+OPENVINO_HINTS = {"f32": "", "bf16": "BF16"}  # hint -> the CPU plugin capability it needs ("": any CPU)
+# the hint a manifest's precision implies: bf16 for bf16, f32 pinned for everything else (int8 layers run
+# in int8 whatever the hint; it rules the layers left in float)
+HINT_OF_PRECISION = {"bf16": "bf16"}
 # layers whose runtime precision says what the network's arithmetic ran in
 OPENVINO_COMPUTE_LAYERS = ("Convolution", "GroupConvolution", "FullyConnected", "MatMul", "Deconvolution")
 
 
-def openvino_compiled(path, threads, weights=None, edit=None, **extra):
+def openvino_expected_hint(manifest) -> "str | None":
+    """The inference precision a manifest's precision implies (None: no manifest to hold the IR to)."""
+    precision = (manifest or {}).get("precision")
+    return HINT_OF_PRECISION.get(precision, "f32") if precision else None
+
+
+def openvino_offers_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin computes bf16 on this CPU: its own word (AVX-512 BF16 or AMX; some
+    newer AVX2 client CPUs too), not a guess from the CPU's flags."""
+    import openvino as ov
+
+    return OPENVINO_HINTS["bf16"] in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def openvino_compiled(path, threads, weights=None, edit=None, expected=None, **extra):
     """An OpenVINO IR compiled for the CPU plugin as every runner here runs it: its weights from the
     sidecar named after it, one stream, `threads` threads, and the inference precision the IR declares
     pinned (f32 when it declares none: on CPUs with AVX-512 BF16 or AMX the plugin would otherwise run
-    an fp32 model in bf16). A bf16 IR on a CPU without bf16 is refused: the plugin would quietly
-    compute it in f32. `weights`: another weights file ("" for a format that holds its own, such as
-    ONNX, which OpenVINO also reads). `edit(model)`: a change to the graph before it compiles (debug
-    adds outputs)."""
+    an fp32 model in bf16). `expected`: the hint the manifest's precision implies; an IR that declares
+    another is refused (ArtifactMismatch), as is a hint no runner here runs. A bf16 IR on a CPU whose
+    plugin offers no bf16 is refused (NoRuntime): the plugin would quietly compute it in f32.
+    `weights`: another weights file ("" for a format that holds its own, such as ONNX, which OpenVINO
+    also reads). `edit(model)`: a change to the graph before it compiles (debug adds outputs). `extra`
+    properties never override the pinned ones."""
     import openvino as ov
 
     core = ov.Core()
     model = core.read_model(str(path), str(path) + ".bin" if weights is None else weights)
-    hint = model.get_rt_info(list(DECLARED_INFERENCE_PRECISION)).astype(str) if model.has_rt_info(list(DECLARED_INFERENCE_PRECISION)) else "f32"
+    key = list(DECLARED_INFERENCE_PRECISION)
+    hint = model.get_rt_info(key).astype(str) if model.has_rt_info(key) else "f32"
     if hint not in OPENVINO_HINTS:
-        raise ValueError(f"the IR declares inference precision {hint!r}; this runner runs {', '.join(OPENVINO_HINTS)}")
+        raise ArtifactMismatch(f"the IR declares inference precision {hint!r}; runners here run {' or '.join(OPENVINO_HINTS)}")
+    if expected is not None and hint != expected:
+        raise ArtifactMismatch(f"the IR declares inference precision {hint}, but its manifest's precision implies {expected}")
     needs = OPENVINO_HINTS[hint]
     if needs and needs not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
-        raise NoRuntime(f"this {hint} artifact needs a CPU with AVX-512 BF16 or AMX; this one has neither "
-                        f"(OpenVINO would compute it in f32)")
+        raise NoRuntime(f"this {hint} artifact needs a CPU on which OpenVINO computes {hint} (AVX-512 BF16 or AMX): its CPU plugin "
+                        f"offers no {hint} on this one (it would compute it in f32)")
     if edit is not None:
         edit(model)
     config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
-    return core.compile_model(model, "CPU", dict(config, **extra))
+    return core.compile_model(model, "CPU", dict(extra, **config))
 
 
 def openvino_execution_precision(compiled) -> str:
     """What the compiled network's arithmetic layers run in, from the runtime graph (each layer's
-    runtimePrecision): the truth, where the hint is only a request. e.g. "f32", "bf16", "u8 + f32"."""
+    runtimePrecision): the truth, where the hint is only a request. e.g. "f32", "bf16", "u8 + i8"."""
     counts = {}
     for op in compiled.get_runtime_model().get_ordered_ops():
         info = op.get_rt_info()
@@ -206,16 +233,19 @@ def _openvino(path, threads, manifest):
         import openvino  # noqa: F401
     except ImportError:
         raise NoRuntime("openvino is not installed")
-    compiled = openvino_compiled(path, threads)
+    compiled = openvino_compiled(path, threads, expected=openvino_expected_hint(manifest))
     request = compiled.create_infer_request()
-    precision = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+    hint = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
     executed = openvino_execution_precision(compiled)
+    # the hint is a request: what the layers ran in must agree with it (no bf16 layer under f32, some under bf16)
+    if ("bf16" in executed.split(" + ")) != (hint == "bf16"):
+        raise RuntimeError(f"OpenVINO was asked for {hint} inference and ran its layers in {executed}")
 
     def run_one(sample):
         request.infer({0: sample})
         return [np.asarray(request.get_output_tensor(i).data, np.float32).copy() for i in range(len(compiled.outputs))]
 
-    return run_one, f"OpenVINO CPU, inference precision {precision}, layers ran in {executed}", _version("openvino")
+    return run_one, f"OpenVINO CPU, inference precision {hint}, layers ran in {executed}", _version("openvino")
 
 
 def _version(module):

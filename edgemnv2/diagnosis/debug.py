@@ -40,6 +40,8 @@ def debug_verified(path: Path, manifest: dict, checkpoint: Path, data: Path, ima
     except RuntimeUnavailable as exc:
         raise UserError(f"cannot run {path.name} here: {exc}") from None
     per_image = [in_source_order(captures, layers) for captures in per_image]
+    if None in per_image:
+        raise UserError(f"{path.name}: its compute ops name source modules that are not one each of the model's layers; cannot compare per layer")
     for captures in per_image:
         if not map_layers(captures, layers):
             raise UserError(f"{path.name}: its compute ops do not match the model's layers one to one; cannot compare per layer")

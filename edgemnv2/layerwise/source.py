@@ -55,20 +55,24 @@ def source_layers(model: nn.Module, input_size: tuple[int, int]) -> list[SourceL
     return layers
 
 
-def in_source_order(ops: list, layers: list[SourceLayer]) -> list:
-    """The ops in the source's call order, where every compute op already names its source module
-    (OpenVINO's nodes carry it; a wrapper such as the in-graph decode may prefix it: `net.`): a
-    runtime's topological order may put parallel branches (a detector's heads) in another order than
-    the model calls them. Ops that name none, or name one the model lacks, keep their order."""
+def in_source_order(ops: list, layers: list[SourceLayer]) -> list | None:
+    """The ops in the source's call order, where the compute ops name their source module (OpenVINO's
+    nodes carry it; a wrapper such as the in-graph decode may prefix it: `net.`): a runtime's
+    topological order may put parallel branches (a detector's heads) in another order than the model
+    calls them. Ops that name none keep their order (the runtimes that map by position); None when
+    they name modules but not one each of the model's (one unnamed, one unknown, two the same): a
+    positional fallback could then compare one head's tensors with another's."""
     compute = [op for op in ops if op.kind in COMPUTE_KINDS]
+    if not any(op.layer for op in compute):
+        return ops
     names = [layer.name for layer in layers]
 
     def position(op) -> int | None:
         return next((i for i, name in enumerate(names) if op.layer == name or op.layer.endswith("." + name)), None)
 
     positions = [position(op) if op.layer else None for op in compute]
-    if not compute or None in positions or len(set(positions)) != len(positions):
-        return ops
+    if None in positions or len(set(positions)) != len(positions):
+        return None
     placed = iter(op for _, op in sorted(zip(positions, compute), key=lambda pair: pair[0]))
     return [next(placed) if op.kind in COMPUTE_KINDS else op for op in ops]
 

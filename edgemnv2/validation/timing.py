@@ -41,10 +41,6 @@ def cpu_features() -> list[str]:
     return [name for flag, name in INT8_ISA + BF16_ISA if flag in flags]
 
 
-def has_bf16(features: list[str]) -> bool:
-    return any(name in features for _, name in BF16_ISA)
-
-
 def has_int8_dot_product(features: list[str]) -> bool:
     """VNNI or AMX: an instruction that multiplies and sums int8 in one step."""
     return any("VNNI" in name or name == "AMX" for name in features)
