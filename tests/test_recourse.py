@@ -75,7 +75,9 @@ def _meta(manifest):
     return Preprocessing.from_dict(manifest["preprocessing"])
 
 
-QAT_BUDGET = 1.0  # plain per-tensor PTQ loses 1.17 (ExecuTorch) and 1.50 (TFLite); after 2 epochs of QAT, 0.50 and 0.67 (AMD EPYC, 2 threads)
+# plain per-tensor PTQ loses 1.17 (ExecuTorch) and 1.50 (TFLite). After 2 epochs of QAT at lr 1e-4: 0.50 and 0.67 on an AMD
+# EPYC, but 1.00 and 1.17 on a Xeon with AMX (2 threads each): one flip is 0.17 points, so the default rate went to 2e-4
+QAT_BUDGET = 1.0
 
 
 def test_quantization_aware_training_meets_what_per_tensor_ptq_misses_on_executorch_and_tflite(trained_classifier, shapes_root, tmp_path, capsys):
@@ -90,7 +92,7 @@ def test_quantization_aware_training_meets_what_per_tensor_ptq_misses_on_executo
         assert record["before"]["drop"] > QAT_BUDGET and record["met"] and record["after"]["drop"] <= QAT_BUDGET, (artifact.name, record["summary"])
         assert record["chosen"]["step"] == "qat" and record["chosen"]["recipe"]["qat"]["epochs"] == 2
         qat = quantization["qat"]  # the recipe it was trained with, and what the training did
-        assert (qat["epochs"], qat["lr"], qat["seed"], qat["images_seen"]) == (2, 1e-4, 0, 2 * qat["train_images"]) and qat["train_images"] > 0
+        assert (qat["epochs"], qat["lr"], qat["seed"], qat["images_seen"]) == (2, 2e-4, 0, 2 * qat["train_images"]) and qat["train_images"] > 0
         # ExecuTorch converts the trained graph itself; TFLite's default app-ready input wraps the network, so its
         # fine-tuned weights are calibrated
         if manifest["target"] == "executorch":
@@ -132,7 +134,7 @@ def test_train_qat_writes_a_checkpoint_that_converts_with_the_recipe_it_was_trai
     assert code == 0 and "QAT checkpoint" in said.err, said.err
     _, meta = load_checkpoint(tuned)
     record = meta.qat
-    assert (record["target"], record["per_channel"], record["epochs"], record["lr"]) == ("tflite", False, 2, 1e-4)
+    assert (record["target"], record["per_channel"], record["epochs"], record["lr"]) == ("tflite", False, 2, 2e-4)
     assert record["images_seen"] == 2 * record["train_images"] > 0 and record["fake_quantization"].startswith("LiteRT")
     assert abs(meta.metrics["val_top1"] - metrics["val_top1"]) < 0.02  # the float model is still the trained one
     assert meta.metrics["before_qat"] == metrics
@@ -146,7 +148,7 @@ def test_train_qat_writes_a_checkpoint_that_converts_with_the_recipe_it_was_trai
     with closing(get_target("tflite").load(artifact, manifest, 2)) as runner:
         val = load_image_folder(shapes_root / "classification" / "val", _meta(manifest))
         drop = 100.0 * (metrics["val_top1"] - evaluate_runner(runner, val)["top1"])
-    assert drop <= QAT_BUDGET, drop  # plain per-tensor PTQ on TFLite: 1.50; this: 0.67 (AMD EPYC, 2 threads)
+    assert drop <= QAT_BUDGET, drop  # plain per-tensor PTQ on TFLite: 1.50; this: 0.50 (Xeon with AMX, 2 threads)
     assert run(["train", "--qat", "coreml", "--data", str(shapes_root / "classification"), "--out", str(tmp_path / "x.pt")]) == 2
     assert "--checkpoint" in capsys.readouterr().err
 

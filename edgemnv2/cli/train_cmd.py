@@ -27,7 +27,7 @@ def train(
     input_size: Annotated[Optional[int], typer.Option(help="Square input size (default: 64 classifier, 128 detector).")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Training epochs (default 10; with --qat, 2).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Batch size (default 64; with --qat, 16).")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (default 3e-3, one-cycle schedule; with --qat, 1e-4, cosine decay).")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (default 3e-3, one-cycle schedule; with --qat, 2e-4, cosine decay).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     threads: Annotated[int, typer.Option(help="CPU threads.")] = 2,
     force: Annotated[bool, typer.Option(help="Overwrite an existing checkpoint.")] = False,
