@@ -66,7 +66,8 @@ def convert(model: nn.Module | str | Path, out: str | Path, *, meta: CheckpointM
             sign_key: str | Path | None = None, max_drop: float | None = None, accuracy_data: str | Path | None = None,
             accuracy_limit: int | None = 1000, gates: str | Path | None = None, recourse_steps: Sequence[str] | None = None, name: str = "model", arch: str | None = None, on_start=None, on_result=None,
             on_search=None, train_data: str | Path | None = None, qat_epochs: int = QatRecipe.epochs,
-            qat_minutes: float | None = None, allowed_precisions: Sequence[str] = (), input_size: tuple[int, int] | None = None) -> ConversionResult:
+            qat_minutes: float | None = None, allowed_precisions: Sequence[str] = (), input_size: tuple[int, int] | None = None,
+            threads: int = 2) -> ConversionResult:
     """Fold, quantize and export a checkpoint file, or a model in memory, to every requested target.
 
     A model in memory (an `nn.Module` built by `edgemnv2.models.create_model`, trained however you
@@ -84,7 +85,8 @@ def convert(model: nn.Module | str | Path, out: str | Path, *, meta: CheckpointM
     fall back to after that, in order (e.g. ("int8_weights", "fp16")): one that meets the budget is
     written under its own name, and the int8 file that missed is removed. `input_size`: (height, width)
     to export at instead of the checkpoint's, for fully convolutional models (recorded in each
-    manifest; `validate` checks such an artifact at its own size)."""
+    manifest; `validate` checks such an artifact at its own size). `threads`: what the search's runtimes
+    run its held-out evaluations with."""
     out = Path(out)
     if isinstance(model, nn.Module):
         if meta is None:
@@ -107,7 +109,7 @@ def convert(model: nn.Module | str | Path, out: str | Path, *, meta: CheckpointM
         budget = AccuracyBudget(None if max_drop is None else float(max_drop), Path(held_out), limit=accuracy_limit, steps=steps, log=on_search,
                                 gates=load_gates(Path(gates), target_names()) if gates is not None and max_drop is None else None,
                                 qat=QatRecipe(epochs=qat_epochs, minutes=qat_minutes), train_data=Path(train_data) if train_data else None,
-                                steps_asked=bool(recourse_steps), allowed_precisions=allowed)
+                                steps_asked=bool(recourse_steps), allowed_precisions=allowed, threads=threads)
     results, plan, info = run_conversion(checkpoint, list(targets), list(precisions), Path(calib_data) if calib_data else None, out, recipe, force,
                                          arch, on_result=on_result, sign_key=Path(sign_key) if sign_key else None,
                                          target_options={"torchscript": {"engine": server_engine}, **(target_options or {})}, on_start=on_start,

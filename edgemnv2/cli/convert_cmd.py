@@ -96,7 +96,7 @@ def convert(
         result = api.convert(checkpoint, out_dir, targets=_split(target), precisions=_split(precision), calib_data=calib_data, calib_size=calib_size,
                              observer=observer, per_channel=not per_tensor, equalization=equalization, target_options=_target_options(set_option, server_engine), force=force,
                              sign_key=sign_key, arch=arch, max_drop=max_drop, accuracy_data=accuracy_data, accuracy_limit=accuracy_limit,
-                             recourse_steps=_split(recourse) or None, gates=gates, train_data=train_data, qat_epochs=qat_epochs, qat_minutes=qat_minutes, allowed_precisions=_split(allow_precision), input_size=_input_size(input_size), on_start=starting, on_result=report, on_search=lambda line: console.print(f"    {line}", style="dim"))
+                             recourse_steps=_split(recourse) or None, gates=gates, train_data=train_data, qat_epochs=qat_epochs, qat_minutes=qat_minutes, allowed_precisions=_split(allow_precision), input_size=_input_size(input_size), threads=threads, on_start=starting, on_result=report, on_search=lambda line: console.print(f"    {line}", style="dim"))
     results = result.artifacts
     if log_path is not None:
         console.print(f"third-party output (warnings, converter logs) in {log_path}; --verbose shows it here", style="dim")
