@@ -53,7 +53,7 @@ def precisions_here() -> list[str]:
     return ["fp32", "int8"] + (["bf16"] if offered else [])
 
 
-def convert_model(name: str, work: Path, calib_size: int) -> tuple[Path, Path]:
+def convert_model(name: str, work: Path, calib_size: int, precisions: list[str]) -> tuple[Path, Path]:
     """A fresh-weight checkpoint of `name` and every target x (fp32, int8) of it -> (checkpoint, artifacts folder)."""
     from conversion.pipeline import run_conversion
     from edgemnv2.checkpoint import CheckpointMeta, save_checkpoint
@@ -73,7 +73,6 @@ def convert_model(name: str, work: Path, calib_size: int) -> tuple[Path, Path]:
     checkpoint = work / f"{name}.pt"
     save_checkpoint(checkpoint, model, meta)
     out = work / f"{name}_artifacts"
-    precisions = precisions_here()
     run_conversion(checkpoint, ["all"], precisions, data / task, out, QuantRecipe(calibration_size=calib_size), force=True)
     return checkpoint, out
 
@@ -175,11 +174,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="edgemnv2-fastest-"))
-    rows, runners = [], {}
+    rows, runners, precisions = [], {}, precisions_here()
     for name in MODELS:
-        print(f"== convert {name} to every target ({', '.join(precisions_here())})", file=sys.stderr, flush=True)
+        print(f"== convert {name} to every target ({', '.join(precisions)})", file=sys.stderr, flush=True)
         started = time.perf_counter()
-        checkpoint, folder = convert_model(name, work, args.calib_size)
+        checkpoint, folder = convert_model(name, work, args.calib_size, precisions)
         print(f"   {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
         mine, loaded = load_rows(name, checkpoint, folder, args.threads)
         rows += mine

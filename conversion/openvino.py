@@ -43,7 +43,7 @@ import json
 import shutil
 from pathlib import Path
 
-from edgemnv2.device.runtime_adapters import DECLARED_INFERENCE_PRECISION
+from edgemnv2.device.runtime_adapters import DECLARED_INFERENCE_PRECISION, openvino_hint
 from edgemnv2.fileio import temp_path
 
 from . import openvino_ops
@@ -52,9 +52,6 @@ from .base import SELF_DESCRIPTION, SIDECARS, ConversionJob, Target, TargetOptio
 WEIGHTS = ".bin"  # the weights sidecar: <artifact>.bin, part of what ships
 SPEC = TargetSpec("openvino", ".xml", ("fp32", "bf16", "int8"), runtime="OpenVINO (CPU plugin)", runtime_modules=("openvino",), device_runtime="openvino",
                   tool_packages=("openvino",), precision_tools={"int8": ("nncf",)}, shipped_sidecars=(WEIGHTS,), on_request=("bf16",))
-# the inference precision each artifact declares, and its runners compile with (int8 layers run in
-# int8 whatever the hint; the hint rules the layers left in float)
-INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 RT_INFO = ["edgemnv2", SELF_DESCRIPTION]  # where the IR carries the self-description (its rt_info section)
 WEIGHT_BITS = TargetOption("weight_bits", "7", ("7", "8"), "int8 weights: 7 (NNCF's overflow fix: no saturation on any x86; without VNNI "
                            "the CPU plugin's u8s8 kernels saturate 8-bit weights) or 8 (CPUs with VNNI or AMX only)", precisions=("int8",))
@@ -128,7 +125,7 @@ def convert(job: ConversionJob, dest: Path) -> dict:
     if job.precision.name == "int8":
         model = quantize(job, model)
     model.set_rt_info(json.dumps(self_description(job)), RT_INFO)
-    model.set_rt_info(INFERENCE_PRECISION[job.precision.name], list(DECLARED_INFERENCE_PRECISION))
+    model.set_rt_info(openvino_hint(job.precision.name), list(DECLARED_INFERENCE_PRECISION))
     weights = sidecar_temp(dest, WEIGHTS)
     # save_model names the weights after the .xml (x.xml -> x.bin) and compresses them to float16 by
     # default: saved in a folder of its own, uncompressed, then moved to the artifact's temp names
@@ -140,7 +137,7 @@ def convert(job: ConversionJob, dest: Path) -> dict:
         shutil.move(scratch / "model.bin", weights)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    record = {"operators": operator_census(model), "inference_precision": f"{INFERENCE_PRECISION[job.precision.name]} (declared in the IR; every runner compiles with it as INFERENCE_PRECISION_HINT)",
+    record = {"operators": operator_census(model), "inference_precision": f"{openvino_hint(job.precision.name)} (declared in the IR; every runner compiles with it as INFERENCE_PRECISION_HINT)",
               "weights_file": f"{WEIGHTS} sidecar: read_model(xml, xml + '{WEIGHTS}')", SIDECARS: {WEIGHTS: weights}}
     if job.precision.name == "int8":  # int8 storage; with the overflow fix, the values span 7 bits
         record["weight_value_bits"] = int(job.options.get(WEIGHT_BITS.name, WEIGHT_BITS.default))

@@ -15,6 +15,7 @@ and debug puts them in the model's call order by that name (edgemnv2.layerwise.s
 not by the graph's topological order, in which parallel heads may come in any order.
 """
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -117,14 +118,13 @@ def capture(path: Path, manifest: dict | None, images: np.ndarray, rebuild=None)
         output_index.extend(results.index(output.get_node().get_friendly_name()) for output in added)
 
     compiled = openvino_compiled(path, 1, edit=add_outputs, expected=openvino_expected_hint(manifest))
+    # what each tap says of itself, read once from the graph (its name, kind, source module and int8 grid)
+    described = [dict(name=compute.get_friendly_name(), kind=CAPTURED[compute.get_type_name()], layer=_source_module(compute.get_friendly_name()),
+                      **(_grid(quantize) if quantize is not None else {})) for compute, _, quantize in taps]
     request = compiled.create_infer_request()
     per_image = []
     for image in images:
         request.infer({0: np.ascontiguousarray(image[None], np.float32)})
-        captures = []
-        for (compute, _, quantize), index in zip(taps, output_index):
-            value = np.asarray(request.get_output_tensor(index).data, np.float32).copy()
-            captures.append(Capture(compute.get_friendly_name(), CAPTURED[compute.get_type_name()], value,
-                                    layer=_source_module(compute.get_friendly_name()), **(_grid(quantize) if quantize is not None else {})))
-        per_image.append(captures)
+        per_image.append([Capture(value=np.asarray(request.get_output_tensor(index).data, np.float32).copy(), **copy.deepcopy(description))
+                          for description, index in zip(described, output_index)])
     return per_image

@@ -172,10 +172,15 @@ HINT_OF_PRECISION = {"bf16": "bf16"}
 OPENVINO_COMPUTE_LAYERS = ("Convolution", "GroupConvolution", "FullyConnected", "MatMul", "Deconvolution")
 
 
+def openvino_hint(precision: str) -> str:
+    """The inference precision an artifact of this precision declares, and its runners compile with."""
+    return HINT_OF_PRECISION.get(precision, "f32")
+
+
 def openvino_expected_hint(manifest) -> "str | None":
     """The inference precision a manifest's precision implies (None: no manifest to hold the IR to)."""
     precision = (manifest or {}).get("precision")
-    return HINT_OF_PRECISION.get(precision, "f32") if precision else None
+    return openvino_hint(precision) if precision else None
 
 
 def openvino_offers_bf16() -> bool:

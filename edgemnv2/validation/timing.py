@@ -20,7 +20,8 @@ from ..artifacts import timed_call
 # instruction for an int8 dot product (LiteRT's int8 GEMM on an AVX2 EPYC: 1.06x its fp32 one), so
 # "int8 is not faster here" is often this line.
 INT8_ISA = (("avx512_vnni", "AVX-512 VNNI"), ("avx_vnni", "AVX-VNNI"), ("amx_int8", "AMX"), ("avx512f", "AVX-512"), ("avx2", "AVX2"), ("asimddp", "Arm dot product"))
-# ... and bfloat16's (OpenVINO's bf16 runs only with one of them)
+# ... and bfloat16's, named in the machine line (whether OpenVINO runs bf16 is its CPU plugin's word:
+# edgemnv2.device.runtime_adapters.openvino_offers_bf16)
 BF16_ISA = (("avx512_bf16", "AVX-512 BF16"), ("amx_bf16", "AMX-BF16"))
 
 
