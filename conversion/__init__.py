@@ -7,7 +7,7 @@ from typing import Iterator
 from edgemnv2.artifacts import ArtifactRefused, VerifiedArtifact, verified_copy
 from edgemnv2.confine.runner import ConfinedRunner, RunnerLimits
 
-from edgemnv2.errors import did_you_mean
+from edgemnv2.errors import UserError, did_you_mean
 
 from . import coreml, executorch, onnx, openvino, tflite, torchscript, torchscript_mobile
 from .base import Target, qualified
@@ -26,6 +26,28 @@ def get_target(name: str) -> Target:
     if name not in TARGETS:
         raise did_you_mean(name, target_names(), "target")
     return TARGETS[name]
+
+
+def option_aliases() -> dict[str, tuple[str, object]]:
+    """{alias: (target name, its option)}: the older flags that set one target's option."""
+    return {option.alias: (name, option) for name, target in TARGETS.items() for option in target.options if option.alias}
+
+
+def options_from_aliases(settings: dict[str, str | None], target_options: dict[str, dict] | None = None) -> dict[str, dict]:
+    """`target_options` ({target: {option: value}}) with each alias given in `settings` ({alias: value or
+    None}) added as the option it stands for. An alias and an explicit setting of the same option that
+    disagree is one clear line."""
+    merged = {name: dict(values) for name, values in (target_options or {}).items()}
+    known = option_aliases()
+    for alias, value in settings.items():
+        if value is None:
+            continue
+        name, option = known[alias]
+        explicit = merged.setdefault(name, {}).get(option.name)
+        if explicit is not None and explicit != value:
+            raise UserError(f"--{alias.replace('_', '-')} {value} and --set {name}.{option.name}={explicit} disagree: give one")
+        merged[name][option.name] = value
+    return merged
 
 
 def _has_suffix(path: Path, suffix: str) -> bool:

@@ -104,6 +104,9 @@ class TargetOption:
     # the precisions it changes (empty: all). Only those record it, so that setting it, or a new
     # option, does not make the other precisions' artifacts stale
     precisions: tuple[str, ...] = ()
+    # an older command-line flag (and keyword of edgemnv2.convert) that sets this option, kept so that
+    # scripts which use it go on working: `--server-engine onednn` is `--set torchscript.engine=onednn`
+    alias: str = ""
 
 
 @dataclass(frozen=True)

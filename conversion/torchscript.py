@@ -18,7 +18,7 @@ from .base import SELF_DESCRIPTION, ConversionJob, Target, TargetOption, TargetS
 SPEC = TargetSpec("torchscript", ".pt", ("fp32", "int8"), runtime="torch.jit (x86 or onednn quantized engine for int8)",
                   runtime_modules=("torch",), device_runtime="torch", tool_packages=())
 ENGINE = TargetOption("engine", "x86", ENGINES, "int8 kernels: x86 (any x86 CPU, 7-bit activations), onednn (8-bit, CPUs with VNNI: "
-                      "Ice Lake, Zen 4 or newer) or qnnpack (ARM servers)")
+                      "Ice Lake, Zen 4 or newer) or qnnpack (ARM servers)", alias="server_engine")
 
 
 def script_model(job: ConversionJob, engine: str) -> torch.jit.ScriptModule:
@@ -51,7 +51,7 @@ def carried_description(path: Path) -> dict:
 def gate_failure_hint(manifest: dict) -> str | None:
     """What to try when an int8 artifact of this target fails its accuracy gates."""
     if manifest.get("quantized_engine") == "x86":
-        return "x86 int8 keeps 7-bit activations (FBGEMM without VNNI); on a CPU with VNNI, convert with --server-engine onednn for 8-bit activations"
+        return "x86 int8 keeps 7-bit activations (FBGEMM without VNNI); on a CPU with VNNI, convert with --set torchscript.engine=onednn for 8-bit activations"
     return None
 
 
@@ -61,7 +61,7 @@ def use_quantized_engine(path: Path, manifest: dict) -> str | None:
     engine = manifest.get("quantized_engine")
     if engine == "onednn" and not torch.cpu._is_vnni_supported():
         warnings.warn(f"{Path(path).name}: quantized for onednn (8-bit activations), but this CPU has no VNNI: "
-                      "int16 overflow may cost accuracy here; convert with --server-engine x86 for such CPUs", stacklevel=3)
+                      "int16 overflow may cost accuracy here; convert with --set torchscript.engine=x86 for such CPUs", stacklevel=3)
     if engine:
         torch.backends.quantized.engine = engine
     return engine

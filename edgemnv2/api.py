@@ -19,7 +19,7 @@ from typing import Sequence
 
 from torch import nn
 
-from conversion import target_names
+from conversion import options_from_aliases, target_names
 from conversion.base import ArtifactResult
 from conversion.pipeline import run_conversion
 from conversion.recourse import STEPS as RECOURSE_STEPS, AccuracyBudget
@@ -32,6 +32,7 @@ from .errors import UserError
 from .precision import get_precision
 from .prediction.sources import Source, open_source, predict_image
 from .services import ValidationOutcome, validate_artifacts
+from .tasks import get_task
 from .validation.gates import load_gates
 
 
@@ -62,7 +63,7 @@ class Prediction:
 
 def convert(model: nn.Module | str | Path, out: str | Path, *, meta: CheckpointMeta | None = None, targets: Sequence[str] = ("all",),
             precisions: Sequence[str] = ("all",), calib_data: str | Path | None = None, calib_size: int = 128, observer: str = "histogram",
-            per_channel: bool = True, equalization: str = "none", server_engine: str = "x86", target_options: dict[str, dict] | None = None, force: bool = False,
+            per_channel: bool = True, equalization: str = "none", server_engine: str | None = None, target_options: dict[str, dict] | None = None, force: bool = False,
             sign_key: str | Path | None = None, max_drop: float | None = None, accuracy_data: str | Path | None = None,
             accuracy_limit: int | None = 1000, gates: str | Path | None = None, recourse_steps: Sequence[str] | None = None, name: str = "model", arch: str | None = None, on_start=None, on_result=None,
             on_search=None, train_data: str | Path | None = None, qat_epochs: int = QatRecipe.epochs,
@@ -74,7 +75,8 @@ def convert(model: nn.Module | str | Path, out: str | Path, *, meta: CheckpointM
     like) needs its `meta` (architecture, task, class names, preprocessing); it is saved as
     `<out>/<name>.pt` first, so every artifact's manifest names the exact weights it came from and
     `validate` can compare against them. `arch`: only for a bare state-dict file. `target_options`:
-    {target: {option: value}}, e.g. {"tflite": {"input": "nchw"}} (`edgemnv2 convert --help` lists them).
+    {target: {option: value}}, e.g. {"tflite": {"input": "nchw"}} (`edgemnv2 convert --help` lists them);
+    `server_engine` is an older spelling of {"torchscript": {"engine": ...}}, kept for scripts that use it.
     on_start(target, precision, index, total) and on_result(ArtifactResult) report progress.
     gates: a gates file whose max_top1_drop / max_map50_drop (int8, per target) is the budget when max_drop is not given.
     max_drop: the most (points of top-1, or of mAP@.5) an int8 artifact may lose on held-out images
@@ -112,7 +114,7 @@ def convert(model: nn.Module | str | Path, out: str | Path, *, meta: CheckpointM
                                 steps_asked=bool(recourse_steps), allowed_precisions=allowed, threads=threads)
     results, plan, info = run_conversion(checkpoint, list(targets), list(precisions), Path(calib_data) if calib_data else None, out, recipe, force,
                                          arch, on_result=on_result, sign_key=Path(sign_key) if sign_key else None,
-                                         target_options={"torchscript": {"engine": server_engine}, **(target_options or {})}, on_start=on_start,
+                                         target_options=options_from_aliases({"server_engine": server_engine}, target_options), on_start=on_start,
                                          budget=budget, input_size=input_size)
     return ConversionResult(checkpoint, results, plan.skipped, info["fold_max_relative_error"], info["calibration_images"])
 
@@ -147,10 +149,7 @@ def predict(model: nn.Module | str | Path, images: str | Path | Sequence[str | P
         if not is_image_file(path):
             raise UserError(f"{path} is not an image file (expected one of .png, .jpg, ...)")
         _, found = predict_image(source, path, threshold)
-        if source.task == "classification":
-            predictions.append(Prediction(path, source.task, top5=found))
-        else:
-            predictions.append(Prediction(path, source.task, detections=[(box, score, source.class_names[label]) for box, score, label in found]))
+        predictions.append(Prediction(path, source.task, **get_task(source.task).prediction_fields(found, source.class_names)))
     return predictions
 
 

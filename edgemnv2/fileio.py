@@ -23,6 +23,15 @@ def refuse_overwrite(path: Path, force: bool) -> None:
         raise UserError(f"{path} already exists; pass --force to overwrite it")
 
 
+def refuse_overwrites(outputs: list[Path], inputs: list[Path], force: bool) -> None:
+    """Before any work: an existing output needs --force; an input (an image predicted on) is never written over."""
+    originals = {Path(path).resolve() for path in inputs}
+    for dest in outputs:
+        if Path(dest).resolve() in originals:
+            raise UserError(f"{dest} is one of the input images: predict never writes over its input; choose another --out folder")
+        refuse_overwrite(dest, force)
+
+
 @contextmanager
 def atomic_output(path: Path, force: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to `path`; on success it replaces `path` in one rename."""

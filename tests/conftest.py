@@ -201,8 +201,8 @@ def _convert_group(work):
 
 TEST_CLASSIFIER_FIXTURE = Path(__file__).resolve().parent / "fixtures" / "test_classifier.pt"
 TEST_DETECTOR_FIXTURE = Path(__file__).resolve().parent / "fixtures" / "test_detector.pt"
-TEST_DETECTOR_TRAINING = {"epochs": 3, "batch_size": 16, "lr": 3e-3}  # the in-session training test
-TEST_CLASSIFIER_TRAINING = {"epochs": 4, "batch_size": 32, "lr": 4e-3}  # the in-session training test
+TEST_DETECTOR_TRAINING = {"epochs": 2, "batch_size": 16, "lr": 3e-3}  # the in-session training test
+TEST_CLASSIFIER_TRAINING = {"epochs": 3, "batch_size": 32, "lr": 4e-3}  # the in-session training test
 TEST_CLASSIFIER_INPUT = 48  # both must match tests/fixtures/make_test_classifier.py
 TEST_CLASSIFIER_WIDTH = 0.35
 # train, val, calib. The train split only feeds the in-session training test (the fixture was trained

@@ -135,6 +135,68 @@ def test_the_fifth_target_is_one_module_and_one_registry_line(name):
     assert importlib.import_module(f"conversion.{name}").TARGET.name == name
 
 
+PRODUCT = ("edgemnv2", "conversion", "quantization")
+
+
+def _product_files() -> list[Path]:
+    return [path for package in PRODUCT for path in sorted((REPO / package).rglob("*.py")) if "third_party" not in path.parts]
+
+
+def _string_constants(path: Path) -> list[tuple[int, str]]:
+    """Every string in the code (docstrings and comments name things freely; code that branches does not)."""
+    tree = ast.parse(path.read_text())
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree) if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    return [(node.lineno, node.value) for node in ast.walk(tree) if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings]
+
+
+def test_no_module_outside_a_targets_own_names_a_target():
+    """A target's name is its module's (conversion/<target>.py) and, for its runtime family, the runtime
+    adapters' (the device runner's families): anywhere else a target is reached through the registry.
+    (`--server-engine` was the last: it is now the torchscript option's declared alias.)"""
+    from conversion import TARGETS
+
+    allowed = {f"conversion/{name}.py" for name in TARGETS} | {"edgemnv2/device/runtime_adapters.py"}
+    offenders = [f"{path.relative_to(REPO)}:{line}: {value!r}" for path in _product_files() if str(path.relative_to(REPO)) not in allowed
+                 for line, value in _string_constants(path) if value in TARGETS]
+    assert not offenders, offenders
+
+
+def _task_comparisons(path: Path, names: set[str], objects: set[str]) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+            named = [o for o in operands if isinstance(o, ast.Constant) and o.value in names]
+            identity = [o for o in operands if isinstance(o, ast.Name) and o.id in objects]
+            if named or identity:
+                found.append(f"{path.relative_to(REPO) if path.is_relative_to(REPO) else path.name}:{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_only_a_task_package_branches_on_its_task():
+    """A task's behaviour is asked of its object (edgemnv2/tasks/<task>/): no module elsewhere compares
+    against a task's name or its object, and the registry (edgemnv2/tasks/__init__.py) is the one list of tasks."""
+    from edgemnv2.tasks import TASKS
+
+    objects = {name.upper() for name in TASKS}
+    offenders = [hit for path in _product_files() if not _under(_module_name(path), tuple(f"edgemnv2.tasks.{name}" for name in TASKS))
+                 for hit in _task_comparisons(path, set(TASKS), objects)]
+    assert not offenders, offenders
+    for name in TASKS:
+        assert (REPO / "edgemnv2" / "tasks" / name / "__init__.py").is_file(), f"{name} is not a package"
+    lists = [f"{module} imports {target}" for module, imports in _modules("edgemnv2").items() for target, _ in imports
+             if target.rsplit(".", 1)[-1] in objects and module != "edgemnv2.tasks" and not _under(module, ("edgemnv2.tasks",))]
+    assert not lists, lists
+
+
+def test_the_rules_above_catch_what_they_are_for(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text('"""tflite docstring"""\nif task.name == "detection" or spec is DETECTION:\n    pick("tflite")\n')
+    assert len(_task_comparisons(probe, {"detection"}, {"DETECTION"})) == 2
+    assert [value for _, value in _string_constants(probe)] == ["detection", "tflite"]
+
+
 # A latency, a speed-up or a timing ratio depends on the CPU (these machines are AMD with and without
 # VNNI, Intel with AMX), so it belongs in benchmarks/, which print it with the machine line. A test
 # may check that a time is reported (> 0, finite) and that the code's rules over times hold, the

@@ -25,6 +25,21 @@ def bundles(classifier_artifacts, shapes_root, tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def device_suite(bundles):
+    """device_tests/, the suite a user runs on a board, run once over every bundle with this environment's
+    python: each bundle's runner writes result.json into it, which the main-environment tests below read
+    (running each bundle a second time cost about a minute of the suite)."""
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(REPO / "device_tests"), "--bundles", str(bundles), "-rs"],
+                          capture_output=True, text=True, timeout=900, cwd=REPO)
+
+
+def host_result(device_suite, bundle: Path) -> dict:
+    """What the device suite's run of this bundle, in the main environment, wrote."""
+    assert (bundle / "result.json").is_file(), device_suite.stdout[-3000:]
+    return json.loads((bundle / "result.json").read_text())
+
+
 def run_bundle(python: str, bundle: Path) -> tuple[int, dict]:
     result_file = bundle.parent / f"{bundle.name}.{Path(python).parent.parent.name}.json"
     done = subprocess.run([python, str(bundle / "run_bundle.py"), str(bundle), "--runs", "5", "--out", str(result_file)],
@@ -53,9 +68,8 @@ def test_bundle_is_self_contained(bundles):
     ("tiny_classifier_torchscript_mobile_int8_ptl", "torch.jit lite interpreter"),
     ("tiny_classifier_openvino_int8_xml", "OpenVINO CPU, inference precision f32, layers ran in "),  # + what they ran in
 ])
-def test_bundles_pass_in_the_main_environment(bundles, name, runtime):
-    code, result = run_bundle(sys.executable, bundles / name)
-    assert code == 0, result
+def test_bundles_pass_in_the_main_environment(bundles, device_suite, name, runtime):
+    result = host_result(device_suite, bundles / name)
     assert (result["runtime"].startswith(runtime) if runtime.endswith(" ") else result["runtime"] == runtime), result["runtime"]
     assert result["status"] == "passed" and result["samples"] == TEST_VAL_SIZE
     assert result["measured"]["latency_median_ms"] > 0
@@ -85,12 +99,12 @@ def tflite_runtime_python():
 # not int8_dynamic: tflite-runtime 2.14 runs ai-edge-quantizer's dynamic-range file to other numbers
 # (docs/targets.md, "Old interpreters and dynamic range"): the board's gates fail it, as they should
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
-def test_tflite_bundles_pass_under_tflite_runtime_with_numpy1(bundles, tflite_runtime_python, precision):
+def test_tflite_bundles_pass_under_tflite_runtime_with_numpy1(bundles, device_suite, tflite_runtime_python, precision):
     bundle = bundles / f"tiny_classifier_tflite_{precision}_tflite"
     code, board = run_bundle(tflite_runtime_python, bundle)
     assert code == 0, board
     assert board["runtime"] == "tflite_runtime" and board["runtime_version"] == "2.14.0" and board["numpy"].startswith("1.")
-    _, host = run_bundle(sys.executable, bundle)
+    host = host_result(device_suite, bundle)
     assert host["runtime"] == "ai_edge_litert"
     # The two interpreters agree on the figures. In int8 they run different kernels (tflite-runtime
     # 2.14's built-in int8 ops vs LiteRT 2.3's XNNPACK) with different requantization rounding, so
@@ -133,10 +147,9 @@ def test_tampered_bundle_is_refused(bundles, tmp_path):
     assert code == 3 and "sha256" in result["reason"]
 
 
-def test_device_suite_runs_the_bundles(bundles):
+def test_device_suite_runs_the_bundles(device_suite):
     """device_tests/ is the suite a user runs on a board; here it must pass or skip by runtime name."""
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(REPO / "device_tests"), "--bundles", str(bundles), "-rs"],
-                          capture_output=True, text=True, timeout=900, cwd=REPO)
+    done = device_suite
     assert done.returncode == 0, done.stdout[-3000:]
     assert "passed" in done.stdout
     if sys.platform != "darwin":

@@ -49,6 +49,16 @@ def test_unknown_server_engine(capsys, trained_classifier, tmp_path):
     assert_one_line_error(code, err, "Did you mean 'onednn'")
 
 
+def test_server_engine_is_an_alias_of_the_torchscript_option_and_may_not_contradict_it(capsys, trained_classifier, tmp_path):
+    checkpoint, _ = trained_classifier
+    code, _, err = run_cli(capsys, "convert", "--checkpoint", checkpoint, "--target", "torchscript", "--precision", "int8",
+                           "--server-engine", "onednn", "--set", "torchscript.engine=x86", "--out", tmp_path / "a")
+    assert_one_line_error(code, err, "--server-engine onednn and --set torchscript.engine=x86 disagree")
+    assert not (tmp_path / "a").exists()
+    code, out, _ = run_cli(capsys, "convert", "--help")
+    assert "Alias of --set torchscript.engine=VALUE" in " ".join(out.replace("│", " ").split())  # rich draws the help in a box
+
+
 def test_missing_checkpoint(capsys, tmp_path):
     code, _, err = run_cli(capsys, "eval", "--checkpoint", tmp_path / "nope.pt", "--data", tmp_path)
     assert_one_line_error(code, err, "checkpoint not found")

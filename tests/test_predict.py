@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from edgemnv2.cli.main import run
-from edgemnv2.validation.drift import detection_agreement
+from edgemnv2.tasks.detection.matching import detection_agreement
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,8 @@ from conversion.base import find_artifacts
 from conversion.pipeline import run_conversion
 from edgemnv2.cli.main import run
 from edgemnv2.errors import UserError
-from edgemnv2.validation.drift import detection_agreement, sqnr_db, top1_agreement
+from edgemnv2.tasks.detection.matching import detection_agreement
+from edgemnv2.validation.drift import sqnr_db, top1_agreement
 from edgemnv2.validation.gates import load_gates
 from quantization.ptq import QuantRecipe
 
@@ -140,7 +141,7 @@ def test_a_failed_torchscript_x86_gate_suggests_onednn(classifier_artifacts, sha
     code = run(["validate", "--checkpoint", str(checkpoint), "--artifacts", str(only), "--data", str(shapes_root / "classification"),
                 "--gates", str(gates), "--runs", "1", "--limit", "50"])
     _, err = capsys.readouterr()
-    assert code == 1 and "tiny_classifier.torchscript.int8.pt: hint: " in err and "--server-engine onednn" in err
+    assert code == 1 and "tiny_classifier.torchscript.int8.pt: hint: " in err and "--set torchscript.engine=onednn" in err
 
 
 def test_validate_refuses_to_overwrite_a_report(classifier_artifacts, shapes_root, tmp_path, capsys):

@@ -5,7 +5,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from conversion import TARGETS
+from conversion import TARGETS, option_aliases, options_from_aliases
 from .. import api
 from ..precision import PRECISIONS
 from .common import LOG_HELP, VERBOSE_HELP, console, emit_json, out, set_threads, third_party_noise
@@ -15,20 +15,26 @@ TARGET_HELP = "; ".join(f"{t.name} ({t.spec.suffix}: {t.spec.runtime})" for t in
 PRECISION_HELP = "; ".join(f"{p.name}: {p.summary}" + (" (needs --calib-data)" if p.needs_calibration else "") for p in PRECISIONS.values()) + "; or all."
 
 
+def alias_help(alias: str) -> str:
+    """The help of an older flag, from the target option it stands for (conversion option_aliases)."""
+    name, option = option_aliases()[alias]
+    return f"Alias of --set {name}.{option.name}=VALUE, kept for scripts that use it: {option.help}."
+
+
 OPTIONS_HELP = "; ".join(f"{t.name}.{o.name}={'|'.join(o.choices)} (default {o.default}): {o.help}" for t in TARGETS.values() for o in t.options)
 
 
-def _target_options(settings: list[str], server_engine: str) -> dict[str, dict]:
+def _target_options(settings: list[str], aliases: dict[str, str | None]) -> dict[str, dict]:
     from ..errors import UserError
 
-    options: dict[str, dict] = {"torchscript": {"engine": server_engine}}
+    options: dict[str, dict] = {}
     for setting in settings:
         key, sep, value = setting.partition("=")
         target, dot, name = key.partition(".")
         if not sep or not dot or not name or not value:
             raise UserError(f"--set {setting!r}: expected TARGET.OPTION=VALUE, e.g. tflite.input=nchw")
         options.setdefault(target.strip(), {})[name.strip()] = value.strip()
-    return options
+    return options_from_aliases(aliases, options)
 
 
 def _input_size(text: str | None) -> tuple[int, int] | None:
@@ -58,7 +64,7 @@ def convert(
     observer: Annotated[str, typer.Option(help="Activation observer: histogram, minmax, moving_average.")] = "histogram",
     per_tensor: Annotated[bool, typer.Option("--per-tensor", help="Per-tensor weights instead of per-channel (usually worse).")] = False,
     equalization: Annotated[str, typer.Option(help="Before int8: none, cle (cross-layer equalization, ReLU6-preserving) or cle+bc (plus bias correction). --max-drop tries them itself.")] = "none",
-    server_engine: Annotated[str, typer.Option(help="TorchScript (.pt) int8 engine: x86 (any x86 CPU, 7-bit activations), onednn (8-bit, CPUs with VNNI: Ice Lake, Zen 4 or newer), or qnnpack (ARM servers). The .ptl always uses qnnpack.")] = "x86",
+    server_engine: Annotated[Optional[str], typer.Option(help=alias_help("server_engine"))] = None,
     arch: Annotated[Optional[str], typer.Option(help="Model name, only for bare state dicts (e.g. mobilenet_v2_seed).")] = None,
     threads: Annotated[int, typer.Option(help="CPU threads.")] = 2,
     force: Annotated[bool, typer.Option(help="Replace existing artifacts. Without it, an artifact already built from the same checkpoint, recipe, calibration set and tools is kept, and one built from anything else is refused.")] = False,
@@ -94,7 +100,7 @@ def convert(
 
     with third_party_noise(verbose, log, "convert") as log_path:
         result = api.convert(checkpoint, out_dir, targets=_split(target), precisions=_split(precision), calib_data=calib_data, calib_size=calib_size,
-                             observer=observer, per_channel=not per_tensor, equalization=equalization, target_options=_target_options(set_option, server_engine), force=force,
+                             observer=observer, per_channel=not per_tensor, equalization=equalization, target_options=_target_options(set_option, {"server_engine": server_engine}), force=force,
                              sign_key=sign_key, arch=arch, max_drop=max_drop, accuracy_data=accuracy_data, accuracy_limit=accuracy_limit,
                              recourse_steps=_split(recourse) or None, gates=gates, train_data=train_data, qat_epochs=qat_epochs, qat_minutes=qat_minutes, allowed_precisions=_split(allow_precision), input_size=_input_size(input_size), threads=threads, on_start=starting, on_result=report, on_search=lambda line: console.print(f"    {line}", style="dim"))
     results = result.artifacts

@@ -15,7 +15,7 @@ from ..models import backbone_names, create_model, get_spec
 from ..tasks import get_task
 from ..train import TrainConfig, check_trainable
 from .common import console, set_threads, third_party_noise
-from .convert_cmd import _target_options
+from .convert_cmd import _target_options, alias_help
 
 
 def train(
@@ -34,7 +34,7 @@ def train(
     qat: Annotated[Optional[str], typer.Option(help="Quantization-aware fine-tuning of --checkpoint for this target (its own fake quantization): a checkpoint that convert quantizes with the recipe it was trained for.")] = None,
     checkpoint: Annotated[Optional[Path], typer.Option(help="With --qat: the trained checkpoint to fine-tune.")] = None,
     per_tensor: Annotated[bool, typer.Option("--per-tensor", help="With --qat: fine-tune for per-tensor int8 weights (convert then uses them).")] = False,
-    server_engine: Annotated[str, typer.Option(help="With --qat torchscript: the int8 engine whose scheme is simulated (x86, onednn, qnnpack).")] = "x86",
+    server_engine: Annotated[Optional[str], typer.Option(help="With --qat: " + alias_help("server_engine"))] = None,
     minutes: Annotated[Optional[float], typer.Option(help="With --qat: a time budget; training stops after the batch that passes it.")] = None,
 ) -> None:
     """Train a classifier or a CenterNet detector on CPU and save the best checkpoint; or, with
@@ -49,7 +49,7 @@ def train(
         if given:  # the architecture and its input come from the checkpoint
             raise UserError(f"{given[0]} does not apply with --qat: the model is --checkpoint's")
         return _fine_tune(qat, checkpoint, arch, data, out, epochs, batch_size, lr, seed, per_tensor, server_engine, minutes, force)
-    given = [flag for flag, value in (("--per-tensor", per_tensor or None), ("--minutes", minutes), ("--server-engine", server_engine != "x86" or None))
+    given = [flag for flag, value in (("--per-tensor", per_tensor or None), ("--minutes", minutes), ("--server-engine", server_engine))
              if value is not None]
     if given:
         raise UserError(f"{given[0]} applies only with --qat TARGET --checkpoint FILE (quantization-aware fine-tuning)")
@@ -93,7 +93,7 @@ def _fine_tune(target, checkpoint, arch, data, out, epochs, batch_size, lr, seed
         raise UserError(f"checkpoint not found: {checkpoint}")
     console.print(f"fine-tuning {checkpoint} under {target}'s fake quantization: {settings.epochs} epochs at lr {settings.lr:g}, batch {settings.batch_size}")
     with third_party_noise(False, None, "train") as log_path:  # the quantizers' warnings: to the log, as convert does
-        result = fine_tune_checkpoint(checkpoint, target, data, out, recipe, _target_options([], server_engine).get(target), force, arch)
+        result = fine_tune_checkpoint(checkpoint, target, data, out, recipe, _target_options([], {"server_engine": server_engine}).get(target), force, arch)
     record = result.record
     shown = ", ".join(f"{name} {100 * result.before[name]:.2f} -> {100 * result.after[name]:.2f}" for name in result.after)
     console.print(f"QAT checkpoint {result.checkpoint} ({record['seconds']:.0f} s, {record['images_seen']} images seen, {record['fake_quantization']}); "

@@ -297,35 +297,50 @@ def _each(function, jobs: list, workers: int, description: str) -> list:
         return list(progress(pool.map(function, jobs, chunksize=32), description, total=len(jobs)))
 
 
-def generate(root: Path, config: ShapesConfig = ShapesConfig(), tasks=("classification", "detection"), workers: int = 1) -> dict:
-    """Write the dataset under root; returns a summary. Re-running rewrites identical files."""
+def _generate_classification(root: Path, config: ShapesConfig, workers: int) -> dict:
+    summary = {}
+    for split, count in zip(SPLITS, config.classification_counts):
+        for name in CLASSIFICATION_CLASSES:
+            (root / "classification" / split / name).mkdir(parents=True, exist_ok=True)
+        _each(_write_classification, [(config, str(root), split, index) for index in range(count)], workers, f"classification/{split}")
+        summary[f"classification/{split}"] = count
+    return summary
+
+
+def _generate_detection(root: Path, config: ShapesConfig, workers: int) -> dict:
+    summary = {}
+    categories = [{"id": i + 1, "name": name} for i, name in enumerate(DETECTION_CLASSES)]
+    for split, count in zip(SPLITS, config.detection_counts):
+        (root / "detection" / split).mkdir(parents=True, exist_ok=True)
+        images, annotations = [], []
+        rendered = _each(_write_detection, [(config, str(root), split, index) for index in range(count)], workers, f"detection/{split}")
+        for index, (width, height, objects) in enumerate(rendered):
+            file_name = f"{index:05d}.png"
+            images.append({"id": index + 1, "file_name": file_name, "width": width, "height": height})
+            for (x1, y1, x2, y2), label in objects:
+                w, h = x2 - x1, y2 - y1
+                annotations.append({
+                    "id": len(annotations) + 1, "image_id": index + 1, "category_id": label + 1,
+                    "bbox": [round(x1, 2), round(y1, 2), round(w, 2), round(h, 2)],
+                    "area": round(w * h, 2), "iscrowd": 0,
+                })
+        coco = {"images": images, "annotations": annotations, "categories": categories}
+        ann_path = root / "detection" / "annotations" / f"instances_{split}.json"
+        ann_path.parent.mkdir(parents=True, exist_ok=True)
+        ann_path.write_text(json.dumps(coco))
+        summary[f"detection/{split}"] = count
+    return summary
+
+
+# the built-in data's datasets, one folder each under the root (named as the tasks they train)
+DATASETS = {"classification": _generate_classification, "detection": _generate_detection}
+
+
+def generate(root: Path, config: ShapesConfig = ShapesConfig(), tasks=tuple(DATASETS), workers: int = 1) -> dict:
+    """Write the datasets named in `tasks` under root; returns a summary. Re-running rewrites identical files."""
     root = Path(root)
     summary = {}
-    if "classification" in tasks:
-        for split, count in zip(SPLITS, config.classification_counts):
-            for name in CLASSIFICATION_CLASSES:
-                (root / "classification" / split / name).mkdir(parents=True, exist_ok=True)
-            _each(_write_classification, [(config, str(root), split, index) for index in range(count)], workers, f"classification/{split}")
-            summary[f"classification/{split}"] = count
-    if "detection" in tasks:
-        categories = [{"id": i + 1, "name": name} for i, name in enumerate(DETECTION_CLASSES)]
-        for split, count in zip(SPLITS, config.detection_counts):
-            (root / "detection" / split).mkdir(parents=True, exist_ok=True)
-            images, annotations = [], []
-            rendered = _each(_write_detection, [(config, str(root), split, index) for index in range(count)], workers, f"detection/{split}")
-            for index, (width, height, objects) in enumerate(rendered):
-                file_name = f"{index:05d}.png"
-                images.append({"id": index + 1, "file_name": file_name, "width": width, "height": height})
-                for (x1, y1, x2, y2), label in objects:
-                    w, h = x2 - x1, y2 - y1
-                    annotations.append({
-                        "id": len(annotations) + 1, "image_id": index + 1, "category_id": label + 1,
-                        "bbox": [round(x1, 2), round(y1, 2), round(w, 2), round(h, 2)],
-                        "area": round(w * h, 2), "iscrowd": 0,
-                    })
-            coco = {"images": images, "annotations": annotations, "categories": categories}
-            ann_path = root / "detection" / "annotations" / f"instances_{split}.json"
-            ann_path.parent.mkdir(parents=True, exist_ok=True)
-            ann_path.write_text(json.dumps(coco))
-            summary[f"detection/{split}"] = count
+    for name, write in DATASETS.items():
+        if name in tasks:
+            summary.update(write(root, config, workers))
     return summary

@@ -4,7 +4,6 @@ from pathlib import Path
 
 from ..artifacts import manifest_path
 from ..fileio import atomic_output
-from .draw import side_by_side
 from ..precision import get_precision
 from ..tasks import get_task
 from .sources import Source, open_source, predict_image
@@ -17,6 +16,7 @@ def comparison_path(out_dir: Path, image_path: Path, prefix: str = "compare") ->
 
 def compare_images(reference: Source, other: Source, images: list[Path], out_dir: Path, threshold: float, prefix: str = "compare") -> list[tuple[Path, int]]:
     """Write one side-by-side PNG per image; -> [(png path, disagreements)]."""
+    side_by_side = get_task(reference.task).side_by_side
     written = []
     for image_path in images:
         image, left = predict_image(reference, image_path, threshold)
@@ -35,6 +35,8 @@ def worst_disagreements(report: dict, checkpoint: Path, artifacts_dir: Path, out
     The artifact is reopened through its manifest, verified again (with the same key) and must be the
     very bytes the report scored: a file swapped in the folder since then is refused, never run."""
     checked = [a for a in report["artifacts"] if a["status"] in ("passed", "gate failed")]  # refused rows name no precision
+    if get_task(report["checkpoint"]["task"]).side_by_side is None:
+        return []
     candidates = [a for a in checked if get_precision(a["precision"]).quantized and a["measured_on"] == "runtime" and a["worst_images"]]
     if not candidates:
         return []

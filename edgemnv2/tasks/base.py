@@ -48,6 +48,11 @@ class Task:
     reduce_agreement: Callable[[np.ndarray, dict, Any], tuple[float, list[str]]]  # -> (%, worst image paths)
     bundle_labels: Callable[[Any], np.ndarray | None]
     predict: Callable[..., list]  # (outputs of one image, class_names, input_size, image size, threshold) -> predictions
+    # predict: (what one image gave, class names) -> edgemnv2.Prediction's fields; and the command's output
+    # (predict(path) -> (image, found), model name, class names, files, out folder, threshold, force, console)
+    # -> (--json payload fields, closing line or None)
+    prediction_fields: Callable[[list, list[str]], dict]
+    write_predictions: Callable[..., tuple[dict, str | None]]
     train: Callable[..., Any]  # (model, train, val, meta, config, out) -> TrainResult
     # (prepared module, training split, meta, qat.QatRecipe, after_epoch) -> stats: quantization-aware fine-tuning with the task's loss
     fine_tune: Callable[..., dict]
@@ -64,6 +69,10 @@ class Task:
     # (outputs) -> why they cannot be this task's (None: they can): checked before an artifact's
     # outputs are scored or drawn (a file may return anything).
     output_problem: Callable[[list], str | None] = lambda outputs: None
+    # Two models' outputs for one image drawn side by side (detectors' boxes), for `predict --compare`
+    # and validate's worst images: (image, left, right, class names, left name, right name) ->
+    # (picture, disagreements). None: this task's outputs are compared by validate's figures alone.
+    side_by_side: Callable[..., tuple] | None = None
 
     def percent_metrics(self, positions: np.ndarray, records: dict, split) -> dict:
         return {k: v * 100 for k, v in self.reduce_metrics(positions, records, split).items()}

@@ -4,9 +4,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.datasets import load_image_folder
-from ..errors import UserError
-from .base import COMMON_GATES, GateKind, Task, require_dir
+from ...data.datasets import load_image_folder
+from ...errors import UserError
+from ..base import COMMON_GATES, GateKind, Task, require_dir
+from . import predictions
 
 
 def _load_split(root: Path, split: str, preprocessing, limit=None, class_names=None):
@@ -19,7 +20,7 @@ def _load_split(root: Path, split: str, preprocessing, limit=None, class_names=N
 
 
 def _score(outputs, batch, split) -> dict:
-    from ..evaluate import top_k_hits
+    from ...evaluate import top_k_hits
 
     labels = split.labels[batch.indices]
     return {"top1": top_k_hits(outputs[0], labels, 1), "top5": top_k_hits(outputs[0], labels, 5)}
@@ -30,7 +31,7 @@ def _reduce_metrics(positions, records, split) -> dict:
 
 
 def _compare(reference, outputs, batch, split) -> dict:
-    from ..evaluate import finite_images
+    from ...evaluate import finite_images
 
     return {"same_top1": (reference[0].argmax(1) == outputs[0].argmax(1)) & finite_images(outputs)}
 
@@ -48,13 +49,13 @@ def _predict(outputs, class_names, input_size, image_size, threshold) -> list[tu
 
 
 def _fine_tune(module, data, meta, settings, after_epoch=None):
-    from ..train import classification_loss, fine_tune
+    from ...train import classification_loss, fine_tune
 
     return fine_tune(module, data, meta, settings, classification_loss, after_epoch)
 
 
 def _train(model, train, val, meta, config, out):
-    from ..train import train_classifier
+    from ...train import train_classifier
 
     return train_classifier(model, train, val, meta, config, out)
 
@@ -84,6 +85,8 @@ CLASSIFICATION = Task(
     reduce_agreement=_reduce_agreement,
     bundle_labels=lambda data: data.labels,
     predict=_predict,
+    prediction_fields=predictions.prediction_fields,
+    write_predictions=predictions.write_predictions,
     train=_train,
     fine_tune=_fine_tune,
 )

@@ -4,9 +4,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.datasets import load_coco, resolve_detection_split
-from ..errors import UserError
-from .base import COMMON_GATES, GateKind, Task, require_dir
+from ...data.datasets import load_coco, resolve_detection_split
+from ...errors import UserError
+from ..base import COMMON_GATES, GateKind, Task, require_dir
+from . import predictions
+from .draw import side_by_side
+from .matching import match_detections
 
 WORST_IMAGES = 4  # images kept per artifact for the report's comparison pictures
 
@@ -23,20 +26,19 @@ def _load_split(root: Path, split: str, preprocessing, limit=None, class_names=N
 
 def _score(outputs, batch, split) -> dict:
     """The top 100 detections of each image (COCO's limit), kept for mAP: ~2.4 KB per image."""
-    from ..evaluate import coco_detections
+    from ...evaluate import coco_detections
 
     return {"detections": coco_detections(outputs, batch.sizes, split.preprocessing.input_size)}
 
 
 def _reduce_metrics(positions, records, split) -> dict:
-    from ..evaluate import coco_map
+    from ...evaluate import coco_map
 
     return coco_map(records["detections"], split, positions)
 
 
 def _compare(reference, outputs, batch, split) -> dict:
-    from ..evaluate import confident_detections, finite_images
-    from ..validation.drift import match_detections
+    from ...evaluate import confident_detections, finite_images
 
     input_size = split.preprocessing.input_size
     matched, total, disagreements = [], [], []
@@ -62,7 +64,7 @@ def _reduce_agreement(positions, records, split) -> tuple[float, list[str]]:
 
 def _predict(outputs, class_names, input_size, image_size, threshold) -> list[tuple]:
     """[(box x1y1x2y2 in original-image pixels, score, class index)] above threshold."""
-    from ..evaluate import confident_detections
+    from ...evaluate import confident_detections
 
     height, width = input_size
     scale = np.array([image_size[0] / width, image_size[1] / height] * 2, np.float32)
@@ -70,31 +72,31 @@ def _predict(outputs, class_names, input_size, image_size, threshold) -> list[tu
 
 
 def _fine_tune(module, data, meta, settings, after_epoch=None):
-    from ..train import detection_loss, fine_tune
+    from ...train import detection_loss, fine_tune
 
     return fine_tune(module, data, meta, settings, detection_loss, after_epoch)
 
 
 def _train(model, train, val, meta, config, out):
-    from ..train import train_detector
+    from ...train import train_detector
 
     return train_detector(model, train, val, meta, config, out)
 
 
 def _graph_postprocess(model, meta):
-    from ..models.decode import DecodedDetector
+    from ...models.decode import DecodedDetector
 
     return DecodedDetector(model, tuple(meta.preprocessing.input_size))
 
 
 def _shape_problem(outputs):
-    from ..models.decode import shape_problem
+    from ...models.decode import shape_problem
 
     return shape_problem(outputs)
 
 
 def _host_decode(outputs, input_size):
-    from ..evaluate import confident_detections
+    from ...evaluate import confident_detections
 
     return confident_detections(outputs, input_size)
 
@@ -103,7 +105,7 @@ def _drift_view(reference, outputs, input_size):
     """A decoded artifact is compared on its sorted top-K scores with the reference's, decoded on
     the host: boxes and classes follow the ranking, which near-equal scores may swap without any
     real difference (box agreement and mAP judge the boxes)."""
-    from ..models.decode import DECODED_OUTPUTS, detections, is_decoded
+    from ...models.decode import DECODED_OUTPUTS, detections, is_decoded
 
     if not is_decoded(outputs):
         return reference, outputs, None
@@ -137,6 +139,8 @@ DETECTION = Task(
     reduce_agreement=_reduce_agreement,
     bundle_labels=lambda data: None,
     predict=_predict,
+    prediction_fields=predictions.prediction_fields,
+    write_predictions=predictions.write_predictions,
     train=_train,
     fine_tune=_fine_tune,
     graph_postprocess=_graph_postprocess,
@@ -144,4 +148,5 @@ DETECTION = Task(
     drift_view=_drift_view,
     host_postprocess=_host_decode,
     output_problem=_shape_problem,
+    side_by_side=side_by_side,
 )
