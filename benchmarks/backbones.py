@@ -91,7 +91,8 @@ def train_row(name, arch, kwargs, data, work: Path, epochs: int, train_size: int
     from edgemnv2.data.preprocess import Preprocessing
     from edgemnv2.data.shapes import DETECTION_CLASSES
     from edgemnv2.models import create_model
-    from edgemnv2.train import TrainConfig, train_detector
+    from edgemnv2.tasks.detection.training import train_detector
+    from edgemnv2.train import TrainConfig
 
     # the data is always the built-in shapes (ensure_data): its classes are known without loading it
     model = create_model(arch, num_classes=len(DETECTION_CLASSES), **kwargs)

@@ -111,16 +111,6 @@ def write_bundle(verified: VerifiedArtifact, source_artifact: Path, inputs: np.n
     return dest
 
 
-def _postprocessed(references: list[np.ndarray], task, meta) -> tuple[list[np.ndarray], list[int]]:
-    """The fp32 references of an artifact that post-processes in its graph (the detector's decode):
-    the host's post-processing of the eager outputs, and which of them the device runner compares
-    (what validate compares: the sorted scores; boxes and classes follow near-tie ranking)."""
-    from .models.decode import DECODED_OUTPUTS, detections
-
-    boxes, scores, classes = detections(references, input_size=tuple(meta.preprocessing.input_size))
-    return [boxes.numpy(), scores.numpy(), classes.numpy().astype(np.float32)], [DECODED_OUTPUTS.index("scores")]
-
-
 def _input_size(manifest: dict) -> tuple[int, int]:
     """The size the artifact takes, as its manifest records it (convert --input-size may have changed
     it from the checkpoint's); a manifest without a usable one is one line."""
@@ -169,8 +159,8 @@ def make_bundles(checkpoint: Path, model, meta, artifacts_dir: Path, data, out_d
             stem = artifact.name.replace(".", "_")
             spec = get_target(verified.manifest["target"]).spec
             expected, compared = references, None
-            if task.drift_view is not None and list(verified.manifest["outputs"]) == list(task.postprocessed_output_names):
-                expected, compared = _postprocessed(references, task, size_meta)
+            if task.postprocessed_references is not None and list(verified.manifest["outputs"]) == list(task.postprocessed_output_names):
+                expected, compared = task.postprocessed_references(references, tuple(size_meta.preprocessing.input_size))
             written.append(write_bundle(verified, artifact, inputs, expected, labels, gates, Path(out_dir) / stem, force, spec, verify_key,
                                         compared, sign_key))
     return written

@@ -255,7 +255,7 @@ def _modules_named(model: nn.Module, names: tuple[str, ...]) -> list[str]:
 
 
 def _untraceable(model: nn.Module, name: str) -> bool:
-    from edgemnv2.models.decode import CenterNetDecode
+    from edgemnv2.tasks.detection.decode import CenterNetDecode
 
     return isinstance(dict(model.named_modules()).get(name), CenterNetDecode)
 

@@ -68,7 +68,7 @@ class QatRecipe:
 
 
 # trainer(module, recipe, description) -> stats: fine-tunes `module` in place on the training split with
-# the task's loss (edgemnv2.train.fine_tune), calling `after_epoch(epoch)` after each epoch
+# the task's loss (edgemnv2.train.fine_tune, with the loss edgemnv2/tasks/<task>/training.py defines), calling `after_epoch(epoch)` after each epoch
 Trainer = Callable[..., dict]
 
 

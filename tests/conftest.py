@@ -107,7 +107,8 @@ def freshly_trained_classifier(shapes_root, tmp_path_factory):
     from edgemnv2.data.datasets import load_image_folder
     from edgemnv2.data.preprocess import Preprocessing
     from edgemnv2.models import create_model
-    from edgemnv2.train import TrainConfig, train_classifier
+    from edgemnv2.tasks.classification.training import train_classifier
+    from edgemnv2.train import TrainConfig
 
     preprocessing = Preprocessing((TEST_CLASSIFIER_INPUT, TEST_CLASSIFIER_INPUT))
     train = load_image_folder(shapes_root / "classification" / "train", preprocessing)
@@ -134,7 +135,8 @@ def freshly_trained_detector(shapes_root, tmp_path_factory):
     from edgemnv2.data.datasets import load_coco, resolve_detection_split
     from edgemnv2.data.preprocess import Preprocessing
     from edgemnv2.models import create_model
-    from edgemnv2.train import TrainConfig, train_detector
+    from edgemnv2.tasks.detection.training import train_detector
+    from edgemnv2.train import TrainConfig
 
     preprocessing = Preprocessing((64, 64))
     train = load_coco(*resolve_detection_split(shapes_root / "detection", "train"), preprocessing)

@@ -11,9 +11,10 @@ from conversion import tflite_weights
 from conversion.coreml import op_types
 from conversion.pipeline import calibration_images, run_conversion
 from edgemnv2.checkpoint import load_checkpoint
-from edgemnv2.evaluate import confident_detections, torch_runner
+from edgemnv2.evaluate import torch_runner
+from edgemnv2.tasks.detection.metrics import confident_detections
 from edgemnv2.precision import get_precision
-from edgemnv2.models.decode import decode
+from edgemnv2.tasks.detection.decode import decode
 from edgemnv2.validation.drift import sqnr_db
 from quantization.ptq import QuantRecipe
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgemnv2.models.decode import decode
+from edgemnv2.tasks.detection.decode import decode
 from edgemnv2.models.losses import build_targets, draw_gaussian, focal_loss, gaussian_radius
 
 

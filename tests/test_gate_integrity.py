@@ -14,7 +14,7 @@ import torch
 from conversion import TARGETS
 from edgemnv2.artifacts import ArtifactRefused, manifest_path
 from edgemnv2.errors import UserError
-from edgemnv2.evaluate import top_k_hits
+from edgemnv2.tasks.classification.metrics import top_k_hits
 from edgemnv2.tasks import TASKS
 from edgemnv2.validation.drift import drift_records, reduce_drift, sqnr_db, top1_agreement
 from edgemnv2.validation.gates import load_gates

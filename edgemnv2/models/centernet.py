@@ -5,7 +5,7 @@ backbone `features` -> top-down neck (stride 32 -> 4, with lateral skips from st
 -> heads {"hm": classes, "wh": 2, "reg": 2}, each a depthwise-separable 3x3 conv + ReLU + 1x1 conv,
 at 1/4 resolution.
 A 512x512 input gives 128x128 maps. `forward` returns a tuple (hm logits, wh, reg) in HEAD order,
-which every exporter handles; decoding (edgemnv2.models.decode) stays shared post-processing.
+which every exporter handles; decoding (edgemnv2.tasks.detection.decode, the detection task's) stays shared post-processing.
 """
 
 import torch

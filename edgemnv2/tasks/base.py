@@ -63,6 +63,10 @@ class Task:
     # Which outputs drift (SQNR) is measured on: (reference outputs, outputs) -> (reference, outputs,
     # names), e.g. a decoded detector against the host-decoded reference. None: all, as they are.
     drift_view: Callable[..., Any] | None = None
+    # An artifact with that post-processing in its graph is checked by the device runner against the
+    # host's post-processing of the fp32 outputs: (fp32 outputs, input size) -> (expected outputs,
+    # indices of those the runner compares). None: the task has none.
+    postprocessed_references: Callable[..., tuple] | None = None
     # The host's share of that post-processing: (outputs, input size) -> anything (timed by validate
     # for artifacts that return the raw outputs, so graph and host decode compare end to end).
     host_postprocess: Callable[..., Any] | None = None

@@ -8,6 +8,7 @@ from ...data.datasets import load_image_folder
 from ...errors import UserError
 from ..base import COMMON_GATES, GateKind, Task, require_dir
 from . import predictions
+from .metrics import top_k_hits
 
 
 def _load_split(root: Path, split: str, preprocessing, limit=None, class_names=None):
@@ -20,8 +21,6 @@ def _load_split(root: Path, split: str, preprocessing, limit=None, class_names=N
 
 
 def _score(outputs, batch, split) -> dict:
-    from ...evaluate import top_k_hits
-
     labels = split.labels[batch.indices]
     return {"top1": top_k_hits(outputs[0], labels, 1), "top5": top_k_hits(outputs[0], labels, 5)}
 
@@ -49,13 +48,14 @@ def _predict(outputs, class_names, input_size, image_size, threshold) -> list[tu
 
 
 def _fine_tune(module, data, meta, settings, after_epoch=None):
-    from ...train import classification_loss, fine_tune
+    from ...train import fine_tune
+    from .training import classification_loss
 
     return fine_tune(module, data, meta, settings, classification_loss, after_epoch)
 
 
 def _train(model, train, val, meta, config, out):
-    from ...train import train_classifier
+    from .training import train_classifier
 
     return train_classifier(model, train, val, meta, config, out)
 

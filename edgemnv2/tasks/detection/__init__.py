@@ -8,6 +8,9 @@ from ...data.datasets import load_coco, resolve_detection_split
 from ...errors import UserError
 from ..base import COMMON_GATES, GateKind, Task, require_dir
 from . import predictions
+from .decode import DECODED_OUTPUTS, DecodedDetector, detections, is_decoded, shape_problem
+from .metrics import coco_detections, coco_map, confident_detections
+from ...evaluate import finite_images
 from .draw import side_by_side
 from .matching import match_detections
 
@@ -26,19 +29,14 @@ def _load_split(root: Path, split: str, preprocessing, limit=None, class_names=N
 
 def _score(outputs, batch, split) -> dict:
     """The top 100 detections of each image (COCO's limit), kept for mAP: ~2.4 KB per image."""
-    from ...evaluate import coco_detections
-
     return {"detections": coco_detections(outputs, batch.sizes, split.preprocessing.input_size)}
 
 
 def _reduce_metrics(positions, records, split) -> dict:
-    from ...evaluate import coco_map
-
     return coco_map(records["detections"], split, positions)
 
 
 def _compare(reference, outputs, batch, split) -> dict:
-    from ...evaluate import confident_detections, finite_images
 
     input_size = split.preprocessing.input_size
     matched, total, disagreements = [], [], []
@@ -64,49 +62,47 @@ def _reduce_agreement(positions, records, split) -> tuple[float, list[str]]:
 
 def _predict(outputs, class_names, input_size, image_size, threshold) -> list[tuple]:
     """[(box x1y1x2y2 in original-image pixels, score, class index)] above threshold."""
-    from ...evaluate import confident_detections
-
     height, width = input_size
     scale = np.array([image_size[0] / width, image_size[1] / height] * 2, np.float32)
     return [(box * scale, score, label) for box, score, label in confident_detections(outputs, input_size, threshold)[0]]
 
 
 def _fine_tune(module, data, meta, settings, after_epoch=None):
-    from ...train import detection_loss, fine_tune
+    from ...train import fine_tune
+    from .training import detection_loss
 
     return fine_tune(module, data, meta, settings, detection_loss, after_epoch)
 
 
 def _train(model, train, val, meta, config, out):
-    from ...train import train_detector
+    from .training import train_detector
 
     return train_detector(model, train, val, meta, config, out)
 
 
 def _graph_postprocess(model, meta):
-    from ...models.decode import DecodedDetector
-
     return DecodedDetector(model, tuple(meta.preprocessing.input_size))
 
 
 def _shape_problem(outputs):
-    from ...models.decode import shape_problem
-
     return shape_problem(outputs)
 
 
 def _host_decode(outputs, input_size):
-    from ...evaluate import confident_detections
-
     return confident_detections(outputs, input_size)
+
+
+def _postprocessed_references(references, input_size):
+    """The host's decode of the fp32 maps, and which output the device runner compares: the sorted
+    scores, as validate does (boxes and classes follow near-tie ranking)."""
+    boxes, scores, classes = detections(references, input_size=input_size)
+    return [boxes.numpy(), scores.numpy(), classes.numpy().astype(np.float32)], [DECODED_OUTPUTS.index("scores")]
 
 
 def _drift_view(reference, outputs, input_size):
     """A decoded artifact is compared on its sorted top-K scores with the reference's, decoded on
     the host: boxes and classes follow the ranking, which near-equal scores may swap without any
     real difference (box agreement and mAP judge the boxes)."""
-    from ...models.decode import DECODED_OUTPUTS, detections, is_decoded
-
     if not is_decoded(outputs):
         return reference, outputs, None
     top_k = np.shape(outputs[1])[1]
@@ -146,6 +142,7 @@ DETECTION = Task(
     graph_postprocess=_graph_postprocess,
     postprocessed_output_names=("boxes", "scores", "classes"),
     drift_view=_drift_view,
+    postprocessed_references=_postprocessed_references,
     host_postprocess=_host_decode,
     output_problem=_shape_problem,
     side_by_side=side_by_side,
