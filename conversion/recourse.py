@@ -83,7 +83,7 @@ class AccuracyBudget:
     def points_for(self, task, target: str) -> float | None:
         if self.points is not None or self.gates is None:
             return self.points
-        return self.gates.limits(task.name, "int8", target).get(f"max_{task.headline_metric}_drop")
+        return self.gates.limits(task.name, "int8", target).get(task.budget_gate)
 
     def provenance(self) -> dict:
         record = {"points": self.points, "gates": getattr(self.gates, "source", None), "data": str(self.data), "split": self.split, "limit": self.limit,

@@ -16,7 +16,8 @@ from edgemnv2.artifacts import ArtifactRefused, manifest_path
 from edgemnv2.errors import UserError
 from edgemnv2.tasks.classification.metrics import top_k_hits
 from edgemnv2.tasks import TASKS
-from edgemnv2.validation.drift import drift_records, reduce_drift, sqnr_db, top1_agreement
+from edgemnv2.tasks.classification.metrics import top1_agreement
+from edgemnv2.validation.drift import drift_records, reduce_drift, sqnr_db
 from edgemnv2.validation.gates import load_gates
 
 from .attacks import copy_artifact, rewrite_manifest

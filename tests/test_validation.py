@@ -12,7 +12,8 @@ from conversion.pipeline import run_conversion
 from edgemnv2.cli.main import run
 from edgemnv2.errors import UserError
 from edgemnv2.tasks.detection.matching import detection_agreement
-from edgemnv2.validation.drift import sqnr_db, top1_agreement
+from edgemnv2.tasks.classification.metrics import top1_agreement
+from edgemnv2.validation.drift import sqnr_db
 from edgemnv2.validation.gates import load_gates
 from quantization.ptq import QuantRecipe
 

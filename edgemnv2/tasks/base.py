@@ -78,6 +78,12 @@ class Task:
     # (picture, disagreements). None: this task's outputs are compared by validate's figures alone.
     side_by_side: Callable[..., tuple] | None = None
 
+    @property
+    def budget_gate(self) -> str:
+        """The gate bounding the headline metric's drop (max_top1_drop, max_map50_drop): a gates file's
+        limit for it is `convert --gates`' accuracy budget."""
+        return next(name for name, kind in self.gate_kinds.items() if kind.bound == "max" and kind.measure == f"{self.headline_metric}_drop")
+
     def percent_metrics(self, positions: np.ndarray, records: dict, split) -> dict:
         return {k: v * 100 for k, v in self.reduce_metrics(positions, records, split).items()}
 

@@ -36,12 +36,6 @@ def max_abs_error(reference: np.ndarray, output: np.ndarray) -> float:
     return float(np.max(_abs_error(reference, output)))
 
 
-def top1_agreement(reference_logits: np.ndarray, logits: np.ndarray) -> float:
-    """% of images where the artifact's top-1 class equals the reference's (never for non-finite logits)."""
-    finite = np.isfinite(np.asarray(logits)).all(axis=1)
-    return float(np.mean((reference_logits.argmax(1) == logits.argmax(1)) & finite) * 100.0)
-
-
 def drift_records(reference: list[np.ndarray], outputs: list[np.ndarray]) -> dict:
     """Per image and output: sum(ref^2), sum((ref - out)^2), max |ref - out|, and how many output
     values are not finite (reduced by reduce_drift; a non-finite value makes the noise infinite)."""
