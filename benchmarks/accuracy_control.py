@@ -57,7 +57,7 @@ def nncf_side(fp32_xml: Path, split_calib, split_val, budget: float, calibration
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
     from conversion.openvino import _silence_telemetry
-    from edgemnv2.evaluate import evaluate_runner
+    from edgemnv2.tasks import evaluate_runner
 
     _silence_telemetry()
     model = ov.Core().read_model(str(fp32_xml), str(fp32_xml) + ".bin")
@@ -123,7 +123,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     from edgemnv2.checkpoint import load_checkpoint
-    from edgemnv2.evaluate import evaluate_runner, torch_runner
+    from edgemnv2.evaluate import torch_runner
+    from edgemnv2.tasks import evaluate_runner
     from edgemnv2.tasks import get_task
     from quantization.ptq import QuantRecipe
 

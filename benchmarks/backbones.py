@@ -91,7 +91,6 @@ def train_row(name, arch, kwargs, data, work: Path, epochs: int, train_size: int
     from edgemnv2.data.preprocess import Preprocessing
     from edgemnv2.data.shapes import DETECTION_CLASSES
     from edgemnv2.models import create_model
-    from edgemnv2.tasks.detection.training import train_detector
     from edgemnv2.train import TrainConfig
 
     # the data is always the built-in shapes (ensure_data): its classes are known without loading it
@@ -105,7 +104,7 @@ def train_row(name, arch, kwargs, data, work: Path, epochs: int, train_size: int
     val = DETECTION.load_split(data, "val", preprocessing, class_names=train.class_names)
     meta = CheckpointMeta(arch, "detection", train.class_names, preprocessing, dict(kwargs))
     checkpoint = work / f"{key}.pt"
-    result = train_detector(model, train, val, meta, TrainConfig(epochs=epochs, batch_size=16, lr=3e-3), checkpoint)
+    result = DETECTION.train(model, train, val, meta, TrainConfig(epochs=epochs, batch_size=16, lr=3e-3), checkpoint)
     record = {"checkpoint": str(checkpoint), "train_loss": result.history[-1]["train_loss"],
               "map50": result.best_metrics.get("val_map50", 0.0), "seconds": result.seconds, "epochs": epochs}
     cache.write_text(json.dumps(record))

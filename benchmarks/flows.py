@@ -82,7 +82,8 @@ def torchscript_flow(images, dest: Path) -> Path:
 def main(argv=None) -> int:
     from conversion import TARGETS
     from conversion.base import find_artifacts
-    from conversion.pipeline import calibration_images, run_conversion
+    from conversion.pipeline import run_conversion
+    from conversion.preparation import calibration_images
     from edgemnv2.checkpoint import CheckpointMeta, save_checkpoint
     from edgemnv2.data.preprocess import Preprocessing
     from edgemnv2.data.shapes import ShapesConfig, generate

@@ -182,7 +182,7 @@ class Target:
         from edgemnv2.layerwise.records import Capture
 
         if self.capture_rebuilds:
-            return self.capture(path, manifest, images, rebuild)
+            return self.capture(path, manifest, images, rebuild, load=self.load)  # in this process: it runs the artifact through load
         per_image = self._confined_call(self.capture, path, (plain_manifest(manifest),), (np.ascontiguousarray(images, np.float32),), None, (Capture,),
                                         threads=1)
         if not isinstance(per_image, list) or len(per_image) != len(images) or not all(

@@ -22,6 +22,8 @@ import torch
 from edgemnv2.errors import UserError
 from edgemnv2.layerwise.records import Capture
 
+from .executorch_program import program_model, to_program
+
 LAYER_OPS = {torch.ops.aten.conv2d.default: "conv", torch.ops.aten.linear.default: "gemm"}
 ACTIVATIONS = {torch.ops.aten.hardtanh.default: "relu6", torch.ops.aten.hardtanh_.default: "relu6",
                torch.ops.aten.relu.default: "relu", torch.ops.aten.relu_.default: "relu"}
@@ -143,8 +145,6 @@ _LAST_REBUILD: dict = {}  # one entry: debugging the same artifact again (or a c
 
 
 def _tapped_program(manifest: dict, rebuild) -> tuple[bytes, int, list[_Layer], list[torch.fx.Node]]:
-    from .executorch import program_model, to_program
-
     # everything the program is a function of, as the manifest records it (the rebuild checks the calibration hash)
     key = json.dumps([manifest.get("checkpoint_sha256"), manifest.get("provenance"), manifest.get("quantization"),
                       manifest.get("target_options")], sort_keys=True)
@@ -156,19 +156,18 @@ def _tapped_program(manifest: dict, rebuild) -> tuple[bytes, int, list[_Layer], 
     return _LAST_REBUILD[key]
 
 
-def capture(path, manifest: dict | None, images: np.ndarray, rebuild=None) -> list[list[Capture]]:
-    """Per image, every int8 conv/linear output of the artifact's program, as XNNPACK computed it."""
+def capture(path, manifest: dict | None, images: np.ndarray, rebuild=None, load=None) -> list[list[Capture]]:
+    """Per image, every int8 conv/linear output of the artifact's program, as XNNPACK computed it.
+    `load(path, manifest, threads)`: the target's runner over the artifact itself (Target.load)."""
     from executorch.runtime import Runtime
 
-    from .executorch import TARGET
-
-    if rebuild is None:
+    if rebuild is None or load is None:
         raise UserError("ExecuTorch's per-layer outputs need the artifact rebuilt from its checkpoint and calibration images")
     if (manifest or {}).get("precision") != "int8":
         raise UserError(f"{path.name} is not int8: debug compares int8 artifacts with their fp32 model")
     program, outputs, layers, taps = _tapped_program(manifest, rebuild)
     method = Runtime.get().load_program(program).load_method("forward")
-    with closing(TARGET.load(path, manifest, threads=1)) as artifact:  # the artifact itself runs only in a runner process
+    with closing(load(path, manifest, threads=1)) as artifact:  # the artifact itself runs only in a runner process
         expected_all = artifact(np.ascontiguousarray(images, dtype=np.float32))
     position = {tap: outputs + index for index, tap in enumerate(taps)}
     per_image = []

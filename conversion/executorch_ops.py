@@ -15,6 +15,8 @@ import torch
 
 from edgemnv2.layerwise.records import RuntimeOp
 
+from .executorch_program import to_program
+
 DTYPES = (("QS8", "int8"), ("QC8", "int8"), ("QU8", "int8"), ("X8", "int8"), ("F32", "fp32"), ("X32", "fp32"), ("F16", "fp16"))
 
 
@@ -82,7 +84,6 @@ def peak_gemm(dtype: str, threads: int) -> float:
     model, example, calibration = gemm_model()
     if dtype == "int8":
         model = xnnpack_int8_graph(model, example, calibration, recipe())
-    from .executorch import to_program  # imported here: that module imports this one
 
     with tempfile.TemporaryDirectory(prefix="edgemnv2-peak-") as folder:
         path = Path(folder) / "gemm.pte"

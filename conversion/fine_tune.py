@@ -22,15 +22,15 @@ import torch
 
 from edgemnv2.checkpoint import load_checkpoint, save_checkpoint
 from edgemnv2.errors import UserError
-from edgemnv2.evaluate import evaluate_runner, torch_runner
+from edgemnv2.evaluate import torch_runner
 from edgemnv2.fileio import refuse_overwrite, sha256_of
-from edgemnv2.tasks import get_task
+from edgemnv2.tasks import evaluate_runner, get_task
 from quantization.fuse import unfold_into, verify_fold
 from quantization.ptq import QuantRecipe
 from quantization.qat import fine_tuned
 
 from . import get_target
-from .pipeline import prepare_model
+from .preparation import prepare_model
 
 CHECKED_IMAGES = 4  # training images the unfolded checkpoint is checked on against the trained weights
 

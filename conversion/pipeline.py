@@ -1,7 +1,6 @@
 """checkpoint -> fold BN (verified on real images) -> per target x precision: quantize + convert."""
 
 import dataclasses
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,20 +8,18 @@ import numpy as np
 import torch
 
 from edgemnv2.checkpoint import CheckpointMeta, load_checkpoint
-from edgemnv2.data.datasets import Split, evenly_spaced
-from edgemnv2.data.images import list_images
-from edgemnv2.data.stream import batches
-from edgemnv2.data.preprocess import Preprocessing
 from edgemnv2.errors import UserError
 from edgemnv2.fileio import sha256_of
 from edgemnv2.precision import get_precision
 from edgemnv2.signing import tool as signing_tool
 from edgemnv2.tasks import get_task
-from quantization.fuse import fold_batchnorm, verify_fold
 from quantization.ptq import QuantRecipe
 
 from . import TARGETS, get_target
 from .base import DECODE, ArtifactResult, ConversionJob, artifact_path, manifest_path, stale_reason, write_artifact
+from .fine_tune import recipe_of
+from .preparation import calibration_images, calibration_sha256, equalized, prepare_model
+from .recourse import check_budget_data, training_split
 
 ALL = "all"
 
@@ -53,57 +50,6 @@ def plan(targets: list[str], precisions: list[str]) -> ConversionPlan:
         detail = "; ".join(f"{t}: {', '.join(TARGETS[t].spec.precisions)}" for t in names)
         raise UserError(f"nothing to convert: precision {', '.join(precisions)} is not supported by {', '.join(names)} ({detail})")
     return ConversionPlan(pairs, skipped)
-
-
-def calibration_sha256(images: np.ndarray) -> str:
-    """Identifies a calibration set by its preprocessed pixels (recorded in every calibrated manifest)."""
-    return hashlib.sha256(np.ascontiguousarray(images, np.float32).tobytes()).hexdigest()
-
-
-def calibration_images(folder: Path, preprocessing: Preprocessing, count: int) -> np.ndarray:
-    """`count` real images from `folder` (its calib/ split if it has one), preprocessed, float32 NCHW.
-
-    Labels are not needed: any folder tree of images works. The subset is evenly spaced over the
-    sorted file list, so it is deterministic and covers every class folder.
-    """
-    if count < 1:
-        raise UserError("--calib-size must be at least 1 (int8 needs real calibration images)")
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise UserError(f"calibration folder not found: {folder}")
-    if (folder / "calib").is_dir():
-        folder = folder / "calib"
-    files = list_images(folder)
-    if not files:
-        raise UserError(f"no images found under {folder} for calibration")
-    chosen = Split(evenly_spaced(files, count), [], preprocessing)
-    # the same background reader as validation; calibration holds only its own N images
-    return np.concatenate([preprocessing.normalize(b.images) for b in batches(chosen, 64, description="loading calibration images")])
-
-
-def prepare_model(model: torch.nn.Module, meta: CheckpointMeta, check_images: np.ndarray) -> tuple[torch.nn.Module, float]:
-    """Fold conv+BN and check, on real images, that the folded model computes the same thing."""
-    folded = fold_batchnorm(model)
-    error = verify_fold(model, folded, torch.from_numpy(check_images[:4].copy()))
-    return folded, error
-
-
-def equalized(model: torch.nn.Module, recipe: QuantRecipe, images: np.ndarray | None, cache: dict | None = None) -> torch.nn.Module:
-    """The folded model as the recipe's equalization leaves it (quantization/equalize.py), built once per setting."""
-    if recipe.equalization == "none" or images is None:
-        return model
-    key = (recipe.equalization, recipe.per_channel, recipe.calibration_size, id(images))
-    if cache is not None and key in cache:
-        return cache[key]
-    from quantization.equalize import correct_biases, cross_layer_equalize
-
-    calibration = images[: recipe.calibration_size]
-    result, _ = cross_layer_equalize(model, calibration)
-    if recipe.equalization == "cle+bc":
-        result, _ = correct_biases(result, calibration, recipe.per_channel)
-    if cache is not None:
-        cache[key] = result
-    return result
 
 
 def _with_postprocessing(model: torch.nn.Module, meta: CheckpointMeta, recipe: QuantRecipe, options: dict, wrapped_models: dict) -> tuple:
@@ -181,8 +127,6 @@ def run_conversion(
     model, meta = load_checkpoint(checkpoint, arch)
     meta, resized = at_input_size(meta, input_size)
     if meta.qat:  # fine-tuned by `train --qat` for one weight scheme: int8 uses it (conversion/fine_tune.py)
-        from .fine_tune import recipe_of
-
         recipe = recipe_of(meta.qat, recipe)
     needs_calibration = [p for _, p in work.pairs if get_precision(p).needs_calibration]
     if needs_calibration and calib_data is None:
@@ -192,16 +136,12 @@ def run_conversion(
             raise UserError(f"signing key not found: {sign_key}")
         signing_tool()  # no model-signing tool: one line before any conversion, not a failure per artifact
     if budget is not None:
-        from .recourse import check_budget_data
-
         check_budget_data(budget, calib_data)
     images = calibration_images(calib_data, meta.preprocessing, recipe.calibration_size) if calib_data else None
     check = images if images is not None else np.zeros((1, 3, *meta.preprocessing.input_size), np.float32)
     folded, fold_error = prepare_model(model, meta, check)
     checkpoint_hash = sha256_of(checkpoint)
     stem = Path(checkpoint).stem
-    from .recourse import training_split
-
     jobs = JobFactory(folded, meta, images, training_split(budget, meta), resized, options)
     planned = [(target, jobs.make(target, precision, recipe, options[target], budget)) for target, precision in work.pairs]
     if not force:

@@ -37,11 +37,14 @@ import numpy as np
 
 from edgemnv2.artifacts import RuntimeUnavailable
 from edgemnv2.errors import UserError
+from edgemnv2.evaluate import torch_runner
 from edgemnv2.precision import get_precision
+from edgemnv2.tasks import evaluate_runner, get_task
 from quantization.ptq import OBSERVER_NAMES, QuantRecipe
 from quantization.qat import QatRecipe
 
-from .base import TRAINED_RANGES, ArtifactResult, ConversionJob, write_artifact
+from .base import SIDECARS, TRAINED_RANGES, ArtifactResult, ConversionJob, remove_artifact, sidecar_path, sidecar_temp, write_artifact
+from .preparation import calibration_images, equalized
 
 MAX_EVALUATIONS = 20
 STEPS = ("calibration", "equalization", "mixed-precision", "qat")  # in the order the search tries them
@@ -130,8 +133,6 @@ def training_split(budget: AccuracyBudget, meta):
     """The QAT step's training split (None when the search has no such step), loaded lazily."""
     if budget is None or "qat" not in budget.steps:
         return None
-    from edgemnv2.tasks import get_task
-
     split = get_task(meta.task).load_split(Path(budget.train_data), TRAIN_SPLIT, meta.preprocessing, None, meta.class_names)
     if len(split) < budget.qat.batch_size and not budget.steps_asked:  # the default steps: go on without QAT, saying so
         budget.steps = tuple(step for step in budget.steps if step != "qat")
@@ -201,8 +202,6 @@ class Search:
         return min(scored, key=lambda a: a.drop) if scored else self.attempts[0]
 
     def evaluate_artifact(self, candidate: Candidate, path: Path, manifest: dict) -> Attempt:
-        from edgemnv2.evaluate import evaluate_runner
-        from edgemnv2.tasks import get_task
         from edgemnv2.validation.timing import time_runner
 
         task = get_task(self.base_job.meta.task)
@@ -249,9 +248,6 @@ class Search:
 def _heldout(jobs, budget: AccuracyBudget):
     """The held-out split and the fp32 model's metric on it (computed once per run)."""
     if "heldout" not in budget._state:
-        from edgemnv2.evaluate import evaluate_runner, torch_runner
-        from edgemnv2.tasks import get_task
-
         meta = jobs.meta
         task = get_task(meta.task)
         split = task.load_split(Path(budget.data), budget.split, meta.preprocessing, budget.limit, meta.class_names)
@@ -268,8 +264,6 @@ def _calibration_candidates(search: Search, base: QuantRecipe) -> list[Candidate
 
 
 def _larger_calibration(search: Search, recipe: QuantRecipe) -> Candidate | None:
-    from .pipeline import calibration_images
-
     if search.calib_data is None:
         return None
     size = recipe.calibration_size * LARGER_CALIBRATION
@@ -298,8 +292,6 @@ def _measure_ranking(search: Search, recipe: QuantRecipe, images: np.ndarray | N
 
     from quantization.ptq import pt2e_quantize, xnnpack_quantizer
     from quantization.sensitivity import layer_sensitivity
-
-    from .pipeline import equalized
 
     images = search.jobs.images if images is None else images
     calibration = images[: recipe.calibration_size]
@@ -396,8 +388,6 @@ def recover(target, job: ConversionJob, result: ArtifactResult, jobs, budget: Ac
     that meets the budget (or, when none does, the best one found, saying so). An artifact whose
     runtime is missing here, or a search that crashes, keeps the artifact as converted and says so
     (as a failed result: the budget was asked for and not checked)."""
-    from edgemnv2.tasks import get_task
-
     points = budget.points_for(get_task(job.meta.task), target.name)
     if points is None:
         return result  # the gates file sets no drop limit for this target: nothing to hold it to
@@ -493,8 +483,6 @@ def _replace_precision(target, job: ConversionJob, files: tuple, missed: Artifac
 
     from edgemnv2.artifacts import manifest_path
 
-    from .base import remove_artifact
-
     try:
         written = write_artifact(_adopting(target, *files), job, out_dir, stem, checkpoint_hash, force=force, sign_key=sign_key)
     except UserError as exc:  # another artifact of that precision is there, made from other inputs
@@ -534,8 +522,6 @@ STANDARD_MANIFEST_KEYS = {"schema", "artifact", "target", "runtime", "precision"
 def _adopting(target, artifact: Path, manifest: dict):
     """`target`, whose convert copies an artifact already made (and measured) instead of converting
     again: its bytes, its sidecars and its target-specific manifest fields."""
-    from .base import SIDECARS, sidecar_path, sidecar_temp
-
     def copy(job, dest: Path) -> dict:
         shutil.copyfile(artifact, dest) if artifact.is_file() else shutil.copytree(artifact, dest)
         # the measured file was quantized with QAT's trained ranges or calibrated: its manifest says so again
@@ -555,8 +541,6 @@ def _adopting(target, artifact: Path, manifest: dict):
 
 
 def _record(search: Search, base: Attempt, final: Attempt, met: bool, seconds: float) -> dict:
-    from edgemnv2.tasks import get_task
-
     task = get_task(search.base_job.meta.task)
     recipe = final.candidate.recipe
     float_layers = [m for m in recipe.float_modules if m not in search.base_job.recipe.float_modules]

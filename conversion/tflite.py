@@ -11,7 +11,6 @@ Interpreters: ai_edge_litert (maintained), else tflite_runtime (what many boards
 
 from pathlib import Path
 
-import numpy as np
 
 from edgemnv2.errors import one_line
 from quantization import qat
@@ -20,6 +19,7 @@ from quantization.ptq import litert_quantizer, pt2e_quantize
 from . import tflite_ops, tflite_weights
 from .file_kinds import flatbuffer_identified
 from .base import ConversionJob, RuntimeUnavailable, Target, TargetOption, TargetSpec, decode_option, output_names, self_description
+from .tflite_interpreter import make_interpreter, operator_names
 from .tflite_app import AppImageInput, delegated_pixel_input, example_pixels, float_outputs, metadata_bytes, pixels_from_normalized, read_metadata, with_metadata
 
 SPEC = TargetSpec("tflite", ".tflite", ("fp32", "fp16", "int8", "int8_dynamic", "int8_weights", "int16x8"), runtime="LiteRT interpreter (ai-edge-litert)",
@@ -119,13 +119,6 @@ def _check_loads(content: bytes) -> None:
 POSTPROCESS_START = "LOGISTIC"  # the detector's decode begins with the heatmap's sigmoid; no network here has one
 
 
-def operator_names() -> dict[int, str]:
-    """Builtin operator code -> its name ("CONV_2D")."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    return {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
-
-
 def operator_census(path: Path) -> dict:
     """{"counts": {op: n}, "float_ops": [op, ...], "postprocess_ops": {op: n}}.
 
@@ -153,60 +146,6 @@ def operator_census(path: Path) -> dict:
         elif any(graph.Tensors(t).Type() == schema.TensorType.FLOAT32 for t in inputs + outputs):
             float_ops.append(name)
     return {"counts": counts, "float_ops": float_ops, "postprocess_ops": postprocess}
-
-
-def make_interpreter(path: Path | None, threads: int, content: bytes | None = None, **options):
-    """An allocated interpreter for a file (or, with content, flatbuffer bytes); options go to
-    ai_edge_litert's Interpreter (tflite_runtime takes none)."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        try:
-            from tflite_runtime.interpreter import Interpreter
-        except ImportError:
-            raise RuntimeUnavailable("no TFLite interpreter here: install ai-edge-litert (or tflite-runtime)") from None
-    source = {"model_content": content} if content is not None else {"model_path": str(path)}
-    interpreter = Interpreter(**source, num_threads=threads, **options)
-    interpreter.allocate_tensors()
-    return interpreter
-
-
-def _to_input(sample: np.ndarray, detail: dict) -> np.ndarray:
-    if detail["dtype"] == np.float32:
-        return sample.astype(np.float32)
-    scale, zero_point = detail["quantization"]
-    info = np.iinfo(detail["dtype"])
-    return np.clip(np.round(sample / scale + zero_point), info.min, info.max).astype(detail["dtype"])
-
-
-def input_encoder(detail: dict, path: Path, manifest: dict | None):
-    """normalized NCHW float batch -> what this input takes: an app file's uint8 NHWC pixels (its
-    preprocessing from its own metadata, else the manifest), or the tensor's own type and scale."""
-    if not (detail["dtype"] == np.uint8 and detail["shape"][-1] == 3):
-        return lambda sample: _to_input(sample, detail)
-    preprocessing = read_metadata(path).get("preprocessing") or (manifest or {}).get("preprocessing")
-    if preprocessing is None:
-        raise RuntimeUnavailable(f"{Path(path).name} takes uint8 pixels but says nothing of its preprocessing (no metadata, no manifest)")
-    return lambda sample: pixels_from_normalized(sample, preprocessing["mean"], preprocessing["std"])
-
-
-def _from_output(values: np.ndarray, detail: dict) -> np.ndarray:
-    if values.dtype == np.float32:
-        return values
-    scale, zero_point = detail["quantization"]
-    return ((values.astype(np.float32) - zero_point) * scale).astype(np.float32)
-
-
-def output_order(interpreter) -> list[dict]:
-    """Output details in the PyTorch model's output order (the signature names them output_0..N)."""
-    signature = interpreter.get_signature_list()
-    key = next(iter(signature))
-    names = signature[key]["outputs"]
-    runner = interpreter.get_signature_runner(key)
-    details = runner.get_output_details()
-    ordered = sorted(names, key=lambda n: int(n.rsplit("_", 1)[-1]) if n.rsplit("_", 1)[-1].isdigit() else n)
-    return [dict(details[n], name=n) for n in ordered]
-
 
 
 def carried_description(path: Path) -> dict:

@@ -22,6 +22,7 @@ import numpy as np
 from edgemnv2.layerwise.records import Capture, RuntimeOp
 
 from .tflite_app import pack_model
+from .tflite_interpreter import input_encoder, make_interpreter, operator_names, to_input
 
 KINDS = {"CONV_2D": "conv", "DEPTHWISE_CONV_2D": "dwconv", "FULLY_CONNECTED": "gemm", "TRANSPOSE_CONV": "conv"}
 FUSED_ACTIVATIONS = {0: None, 1: "relu", 3: "relu6"}  # schema ActivationFunctionType: NONE, RELU, RELU6
@@ -38,8 +39,6 @@ def _schema():
 
 
 def read_graph(path: Path):
-    from .tflite import operator_names
-
     model = _schema().ModelT.InitFromPackedBuf(bytearray(Path(path).read_bytes()), 0)
     names = operator_names()
     graph = model.subgraphs[0]
@@ -60,14 +59,10 @@ def _with_outputs(model, graph, operators, outputs) -> bytes:
 
 
 def _interpreter(content: bytes, threads: int, **options):
-    from .tflite import make_interpreter
-
     return make_interpreter(None, threads, content, **options)
 
 
 def _input_value(interpreter, path: Path, manifest: dict | None, sample: np.ndarray) -> np.ndarray:
-    from .tflite import input_encoder
-
     return input_encoder(interpreter.get_input_details()[0], path, manifest)(sample[:1])
 
 
@@ -180,9 +175,7 @@ def peak_gemm(dtype: str, threads: int) -> float:
         edge_model = litert_torch.convert(model, (example,))
     interpreter = _interpreter(edge_model.model_content(), threads)
     detail = interpreter.get_input_details()[0]
-    from .tflite import _to_input
-
-    interpreter.set_tensor(detail["index"], _to_input(example.numpy(), detail))
+    interpreter.set_tensor(detail["index"], to_input(example.numpy(), detail))
     return gmacs_of(interpreter.invoke)
 
 

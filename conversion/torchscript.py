@@ -3,7 +3,6 @@ runs on any x86 CPU) or `onednn` (full 8-bit activations; needs a CPU with VNNI)
 
 import io
 import json
-import warnings
 from pathlib import Path
 
 import torch
@@ -12,8 +11,9 @@ from quantization import qat
 from quantization.ptq import ENGINES, fx_quantize
 
 from . import torchscript_ops
+from .torchscript_ops import carried_description
 from .file_kinds import zip_with_member
-from .base import SELF_DESCRIPTION, ConversionJob, Target, TargetOption, TargetSpec, decode_option, self_description, zipped_extra_file
+from .base import SELF_DESCRIPTION, ConversionJob, Target, TargetOption, TargetSpec, decode_option, self_description
 
 SPEC = TargetSpec("torchscript", ".pt", ("fp32", "int8"), runtime="torch.jit (x86 or onednn quantized engine for int8)",
                   runtime_modules=("torch",), device_runtime="torch", tool_packages=())
@@ -43,37 +43,11 @@ def convert(job: ConversionJob, dest: Path) -> dict:
     return {"quantized_engine": quantized_engine, "carries": f"{SELF_DESCRIPTION} (TorchScript extra file)"}
 
 
-def carried_description(path: Path) -> dict:
-    """The description a `.pt` carries (extra file edgemnv2.json); {} for files from before it did."""
-    return zipped_extra_file(path)
-
-
 def gate_failure_hint(manifest: dict) -> str | None:
     """What to try when an int8 artifact of this target fails its accuracy gates."""
     if manifest.get("quantized_engine") == "x86":
         return "x86 int8 keeps 7-bit activations (FBGEMM without VNNI); on a CPU with VNNI, convert with --set torchscript.engine=onednn for 8-bit activations"
     return None
-
-
-def use_quantized_engine(path: Path, manifest: dict) -> str | None:
-    """Switch torch to the artifact's quantized engine before loading it (packed weights are
-    unpacked for the engine current at load time); returns the engine, None for float artifacts."""
-    engine = manifest.get("quantized_engine")
-    if engine == "onednn" and not torch.cpu._is_vnni_supported():
-        warnings.warn(f"{Path(path).name}: quantized for onednn (8-bit activations), but this CPU has no VNNI: "
-                      "int16 overflow may cost accuracy here; convert with --set torchscript.engine=x86 for such CPUs", stacklevel=3)
-    if engine:
-        torch.backends.quantized.engine = engine
-    return engine
-
-
-def load_module(path: Path, manifest: dict | None) -> tuple[torch.jit.ScriptModule, str | None]:
-    """(the archive's module, its quantized engine), the engine switched on before loading."""
-    if manifest is None:  # the file says which quantized engine its packed weights need
-        manifest = carried_description(path)
-    engine = use_quantized_engine(path, manifest)
-    return torch.jit.load(str(path)).eval(), engine
-
 
 
 TARGET = Target(SPEC, convert, gate_failure_hint=gate_failure_hint, describe=carried_description, options=(ENGINE, decode_option("host")),

@@ -1,4 +1,5 @@
-"""TorchScript per-op profile through torch.profiler: the top-level ops of each forward call.
+"""TorchScript in this process: loading a .pt with its quantized engine, and its per-op profile through
+torch.profiler (the top-level ops of each forward call).
 
 Frozen TorchScript inlines every submodule, so the profiler's module hierarchy is empty; the ops'
 source layers come from their order (edgemnv2.layerwise.source). The interpreter's own time
@@ -12,12 +13,42 @@ adds, timed with and without the profiler, and each row is given without it.
 
 import functools
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from edgemnv2.layerwise.records import RuntimeOp
+
+from .base import zipped_extra_file
+
+# ---- loading a .pt in this process (the profiler, debug's capture and the converter's description) ----
+
+def carried_description(path: Path) -> dict:
+    """The description a `.pt` carries (extra file edgemnv2.json); {} for files from before it did."""
+    return zipped_extra_file(path)
+
+
+def use_quantized_engine(path: Path, manifest: dict) -> str | None:
+    """Switch torch to the artifact's quantized engine before loading it (packed weights are
+    unpacked for the engine current at load time); returns the engine, None for float artifacts."""
+    engine = manifest.get("quantized_engine")
+    if engine == "onednn" and not torch.cpu._is_vnni_supported():
+        warnings.warn(f"{Path(path).name}: quantized for onednn (8-bit activations), but this CPU has no VNNI: "
+                      "int16 overflow may cost accuracy here; convert with --set torchscript.engine=x86 for such CPUs", stacklevel=3)
+    if engine:
+        torch.backends.quantized.engine = engine
+    return engine
+
+
+def load_module(path: Path, manifest: dict | None) -> tuple[torch.jit.ScriptModule, str | None]:
+    """(the archive's module, its quantized engine), the engine switched on before loading."""
+    if manifest is None:  # the file says which quantized engine its packed weights need
+        manifest = carried_description(path)
+    engine = use_quantized_engine(path, manifest)
+    return torch.jit.load(str(path)).eval(), engine
+
 
 COMPUTE_OPS = {"quantized::conv2d": "conv", "quantized::conv2d_relu": "conv", "quantized::linear": "gemm", "quantized::linear_relu": "gemm",
                "aten::conv2d": "conv", "aten::_convolution": "conv", "aten::mkldnn_convolution": "conv", "aten::linear": "gemm",
@@ -96,8 +127,6 @@ def profiler_cost() -> tuple[float, float]:
 
 
 def profile(path: Path, manifest: dict, threads: int, sample: np.ndarray, runs: int = 30) -> list[RuntimeOp]:
-    from .torchscript import load_module
-
     torch.set_num_threads(threads)
     module, engine = load_module(path, manifest)
     return profile_module(module, sample, runs, engine, "int8" if engine else "fp32")
@@ -123,8 +152,6 @@ def capture(path: Path, manifest: dict | None, images: np.ndarray, rebuild=None)
     """Per image, every conv/linear output, from the archive's own frozen graph with those values
     added to its outputs (run by the same interpreter, on the same quantized engine). An in-place
     activation after a conv (x86's separate hardtanh_) has already run on the value returned."""
-    from .torchscript import load_module
-
     module, engine = load_module(path, manifest)
     graph = module.graph.copy()
     compute = [node for node in graph.nodes() if COMPUTE_OPS.get(node.kind()) is not None]

@@ -1,18 +1,15 @@
-"""Task metrics for any runner: a callable taking an NCHW float32 batch and returning a list of
-float32 arrays. Torch models, TorchScript, ExecuTorch, TFLite, ONNX and CoreML runners all fit, so
-every artifact is scored by exactly the same code as the checkpoint it came from.
-
-Scoring streams: batches are decoded in the background (data/stream.py), each batch becomes a few
-numbers per image (the task's `score`), and the metrics are reduced at the end (tally.py).
+"""Runners: a callable taking an NCHW float32 batch and returning a list of float32 arrays. Torch models,
+TorchScript, ExecuTorch, TFLite, ONNX and CoreML runners all fit, so every artifact is scored by exactly
+the same code as the checkpoint it came from (a task's `evaluate`, edgemnv2/tasks/base.py; `evaluate_runner`
+in edgemnv2.tasks picks the split's task). And which images' outputs are finite, which every measure
+needs to agree on.
 """
 
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 import torch
 
-from .data.stream import batches
-from .tally import Tally
 
 Runner = Callable[[np.ndarray], list[np.ndarray]]
 
@@ -28,18 +25,6 @@ def torch_runner(model: torch.nn.Module) -> Runner:
         return [o.detach().float().cpu().numpy() for o in out]
 
     return run
-
-
-def evaluate_runner(runner: Runner, split, batch_size: int = 32, indices: Sequence[int] | None = None,
-                    description: str = "evaluating") -> dict[str, float]:
-    """Task metrics (fractions) of one runner over a split (or the positions `indices` of it)."""
-    from .tasks import get_task
-
-    task = get_task(split.task)
-    tally = Tally()
-    for batch in batches(split, batch_size, indices, description=description):
-        tally.add(batch.indices, task.score(runner(split.preprocessing.normalize(batch.images)), batch, split))
-    return task.reduce_metrics(*tally.ordered(), split)
 
 
 def finite_images(outputs: list[np.ndarray]) -> np.ndarray:

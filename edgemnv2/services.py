@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Callable
 
 from conversion import target_names
-from conversion.pipeline import calibration_images, prepare_model, run_conversion
+from conversion.pipeline import run_conversion
+from conversion.preparation import calibration_images, prepare_model
 from conversion.recourse import AccuracyBudget
 from quantization.ptq import QuantRecipe, litert_quantizer, pt2e_quantize, xnnpack_quantizer
 
@@ -21,12 +22,12 @@ from .data.preprocess import Preprocessing
 from .data.shapes import ShapesConfig, generate
 from .distributed import world
 from .errors import CheckFailed, UserError, did_you_mean
-from .evaluate import evaluate_runner, torch_runner
+from .evaluate import torch_runner
 from .fileio import refuse_overwrite
 from .models import create_model, get_spec
 from .prediction.compare import worst_disagreements
 from .signing import tool as signing_tool
-from .tasks import get_task
+from .tasks import evaluate_runner, get_task
 from .train import TrainConfig
 from .validation.gates import Gates, load_gates
 from .validation.report import write_reports

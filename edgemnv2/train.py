@@ -20,7 +20,7 @@ from .data.stream import chunked, read_batches
 from .distributed import World
 from .distributed import world as join_world
 from .errors import UserError
-from .evaluate import evaluate_runner, torch_runner
+from .evaluate import torch_runner
 
 
 @dataclass
@@ -153,13 +153,13 @@ def finish(model: nn.Module, out: Path, best: dict | None, history: list, starte
 
 
 def end_epoch(record: dict, best: dict | None, metric: str, model, val, meta: CheckpointMeta, config: TrainConfig, out: Path,
-               placement: Placement, batch_size: int) -> dict | None:
+               placement: Placement, batch_size: int, evaluate) -> dict | None:
     """Evaluate when due, save the checkpoint if `metric` improved, print the epoch line; -> best record.
     Under torchrun only rank 0 does this (the others go on and wait for it at the next step)."""
     if not placement.world.is_main:
         return best
     if record["epoch"] % config.eval_every == 0 or record["epoch"] == config.epochs:
-        metrics = evaluate_runner(torch_runner(model), val, batch_size=batch_size, description="validation")
+        metrics = evaluate(torch_runner(model), val, batch_size=batch_size, description="validation")  # the task's (Task.evaluate)
         record.update({f"val_{k}": v for k, v in metrics.items()})
         if best is None or metrics[metric] > best[f"val_{metric}"]:
             best = dict(record)

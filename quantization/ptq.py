@@ -16,62 +16,18 @@ real inputs, a known cause of broken int8 models.
 
 import dataclasses
 import functools
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from edgemnv2.errors import UserError, did_you_mean
+from edgemnv2.errors import did_you_mean
 from edgemnv2.progress import progress
+from edgemnv2.tasks.detection.decode import CenterNetDecode
 
-from .qat import QatRecipe
-
-OBSERVER_NAMES = ("histogram", "minmax", "moving_average")
-EQUALIZATIONS = ("none", "cle", "cle+bc")  # quantization/equalize.py: cross-layer equalization, then bias correction
-ENGINES = ("x86", "onednn", "qnnpack")
-
-
-@dataclass(frozen=True)
-class QuantRecipe:
-    """How to quantize. The defaults are the well-behaved recipe; the fields exist so a user (or a
-    test) can also build a deliberately bad one and watch the gates catch it."""
-
-    observer: str = "histogram"  # activation observer
-    per_channel: bool = True  # per-channel symmetric weights (per-tensor hurts depthwise convs)
-    calibration_size: int = 128  # images from the calibration set
-    # Submodules (qualified names) every quantizer leaves in float: layers kept in float for
-    # accuracy, and a detector's in-graph decode (max-pool, top-K and gathers are not int8 ops).
-    float_modules: tuple[str, ...] = ()
-    equalization: str = "none"  # applied to the folded fp32 model before quantizing (conversion/pipeline.py)
-    qat: "QatRecipe | None" = None  # fine-tune under the target's fake quantization first (quantization/qat.py)
-
-    def __post_init__(self):
-        if self.observer not in OBSERVER_NAMES:
-            raise did_you_mean(self.observer, OBSERVER_NAMES, "observer")
-        if self.equalization not in EQUALIZATIONS:
-            raise did_you_mean(self.equalization, EQUALIZATIONS, "equalization")
-        if self.calibration_size < 1:
-            raise UserError("calibration size must be at least 1 image")
-
-    def to_dict(self) -> dict:
-        record = dataclasses.asdict(self)
-        record["float_modules"] = list(self.float_modules)
-        if self.qat is None:  # recipes without QAT keep the manifests (and their provenance) they always had
-            del record["qat"]
-        elif self.qat.minutes is None:  # so do QAT recipes without a time budget
-            del record["qat"]["minutes"]
-        return record
-
-    @classmethod
-    def from_dict(cls, record: dict) -> "QuantRecipe":
-        """The inverse of to_dict (a manifest's recipe); keys it lacks keep their defaults."""
-        qat = record.get("qat")
-        return cls(**{**record, "float_modules": tuple(record.get("float_modules", ())), "qat": QatRecipe(**qat) if qat else None})
-
-    def keeping_in_float(self, *names: str) -> "QuantRecipe":
-        return dataclasses.replace(self, float_modules=tuple(dict.fromkeys(self.float_modules + names)))
-
+from .annotations import (annotate_missed_ops, leave_float_modules_unannotated, path_is, quantize_clamps_after_their_producer,
+                          with_annotation_fixes)
+from .recipe import ENGINES, EQUALIZATIONS, OBSERVER_NAMES, QatRecipe, QuantRecipe  # noqa: F401  (QuantRecipe's home was here: its importers keep working)
 
 def _pt2e_observer(name: str):
     from torchao.quantization.pt2e import observer
@@ -94,8 +50,6 @@ def xnnpack_quantizer(recipe: QuantRecipe, qat: bool = False):
     """qat: the config's fake quantization (quantization/qat.py) instead of the recipe's observer."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
 
-    from .annotations import leave_float_modules_unannotated, quantize_clamps_after_their_producer, with_annotation_fixes
-
     config = get_symmetric_quantization_config(is_per_channel=recipe.per_channel, is_qat=qat)
     quantizer = XNNPACKQuantizer().set_global(config if qat else _with_activation_observer(config, recipe))
     return with_annotation_fixes(quantizer, recipe.float_modules, leave_float_modules_unannotated, quantize_clamps_after_their_producer)
@@ -103,8 +57,6 @@ def xnnpack_quantizer(recipe: QuantRecipe, qat: bool = False):
 
 def litert_quantizer(recipe: QuantRecipe, qat: bool = False):
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
-
-    from .annotations import annotate_missed_ops, leave_float_modules_unannotated, quantize_clamps_after_their_producer, with_annotation_fixes
 
     config = get_symmetric_quantization_config(is_per_channel=recipe.per_channel, is_qat=qat, is_dynamic=False)
     if qat:  # its fake quantization, but not its QAT conv+BN annotator: that one fails on torchao's export (litert-torch 0.x);
@@ -124,8 +76,6 @@ def xnnpack_dynamic_int8_graph(model: nn.Module, example: torch.Tensor, recipe: 
     the recipe says per tensor), activations quantized by the runtime per call. No images: one
     pass of `example` sets the weight observers."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
-
-    from .annotations import leave_float_modules_unannotated, with_annotation_fixes
 
     config = get_symmetric_quantization_config(is_per_channel=recipe.per_channel, is_dynamic=True)
     quantizer = with_annotation_fixes(XNNPACKQuantizer().set_global(config), recipe.float_modules, leave_float_modules_unannotated)
@@ -249,14 +199,10 @@ def _is_relu6(node: torch.fx.Node, modules: dict) -> bool:
 
 
 def _modules_named(model: nn.Module, names: tuple[str, ...]) -> list[str]:
-    from .annotations import path_is
-
     return [path for path, _ in model.named_modules() if path and any(path_is(path, name) for name in names)]
 
 
 def _untraceable(model: nn.Module, name: str) -> bool:
-    from edgemnv2.tasks.detection.decode import CenterNetDecode
-
     return isinstance(dict(model.named_modules()).get(name), CenterNetDecode)
 
 

@@ -31,40 +31,8 @@ from torch import nn
 
 from edgemnv2.errors import UserError
 
-
-RANGES = ("trained", "calibrated")
-
-
-@dataclass(frozen=True)
-class QatRecipe:
-    """How to fine-tune. `images_per_epoch` None: the whole training split each epoch."""
-
-    epochs: int = 2
-    # AdamW's peak rate. torchvision's ImageNet QAT uses 1e-4 at a far larger batch; at batch 16 on a small
-    # training split, 2 epochs at 1e-4 barely moved per-tensor int8 on the test classifier (Xeon with AMX,
-    # TFLite, 600 val images: drop 1.50 -> 1.17), where 2e-4 reached 0.50 (3e-4: 0.67; 5e-4: 1.33;
-    # 1e-3: 2.50; ExecuTorch alike: 1.17, 0.50, 0.67)
-    lr: float = 2e-4
-    batch_size: int = 16
-    seed: int = 0
-    images_per_epoch: int | None = None
-    # a time budget for one fine-tuning run: training stops after the batch that passes it (the
-    # manifest then records the images actually seen); None: the epochs run whole
-    minutes: float | None = None
-    # "trained": the artifact quantizes with the ranges training learned, where the target's graph is
-    # the trained one (the bare network; not an in-graph decode or app input around it);
-    # "calibrated": the fine-tuned weights, calibrated like any model
-    ranges: str = "trained"
-
-    def __post_init__(self):
-        if self.epochs < 1:
-            raise UserError("--qat-epochs must be at least 1")
-        if self.minutes is not None and not self.minutes > 0:
-            raise UserError("--qat-minutes must be more than 0")
-        if not self.lr > 0:
-            raise UserError("the QAT learning rate must be positive")
-        if self.ranges not in RANGES:
-            raise UserError(f"QAT ranges must be one of {', '.join(RANGES)}, not {self.ranges!r}")
+from .ptq import ENGINES, _modules_named, contiguous_before_clamps, litert_quantizer, observe_through_clamps, remove_dropout, xnnpack_quantizer
+from .recipe import RANGES, QatRecipe  # noqa: F401  (QatRecipe's home was here: its importers keep working)
 
 
 # trainer(module, recipe, description) -> stats: fine-tunes `module` in place on the training split with
@@ -77,7 +45,6 @@ def pt2e_prepare(model: nn.Module, example: torch.Tensor, quantizer) -> torch.fx
     its QAT config (fake quantization on weights and activations)."""
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
-    from .ptq import remove_dropout
 
     batch = torch.export.Dim("batch", min=1, max=4096)
     pair = example.expand(2, *example.shape[1:]).contiguous()  # a batch of 1 would be specialised to 1
@@ -105,7 +72,6 @@ def fx_prepare(model: nn.Module, example: torch.Tensor, recipe, engine: str) -> 
     from torch.ao.quantization import FakeQuantize, QConfig, QConfigMapping, observer
     from torch.ao.quantization.quantize_fx import prepare_qat_fx
 
-    from .ptq import ENGINES, _modules_named, observe_through_clamps
 
     if engine not in ENGINES:
         raise UserError(f"unknown quantization engine {engine!r}")
@@ -147,13 +113,11 @@ class FakeQuantization:
 
 
 def _xnnpack(model, example, recipe, options):
-    from .ptq import xnnpack_quantizer
 
     return pt2e_prepare(model, example, xnnpack_quantizer(recipe, qat=True))
 
 
 def _litert(model, example, recipe, options):
-    from .ptq import litert_quantizer
 
     return pt2e_prepare(model, example, litert_quantizer(recipe, qat=True))
 
@@ -202,7 +166,6 @@ def pt2e_convert(trained: nn.Module, fold_quantize: bool = True) -> torch.fx.Gra
 def fx_convert(trained: nn.Module, engine: str) -> torch.fx.GraphModule:
     from torch.ao.quantization.quantize_fx import convert_fx
 
-    from .ptq import contiguous_before_clamps
 
     torch.backends.quantized.engine = engine
     quantized = convert_fx(copy.deepcopy(trained).eval())

@@ -107,7 +107,7 @@ def freshly_trained_classifier(shapes_root, tmp_path_factory):
     from edgemnv2.data.datasets import load_image_folder
     from edgemnv2.data.preprocess import Preprocessing
     from edgemnv2.models import create_model
-    from edgemnv2.tasks.classification.training import train_classifier
+    from edgemnv2.tasks import CLASSIFICATION
     from edgemnv2.train import TrainConfig
 
     preprocessing = Preprocessing((TEST_CLASSIFIER_INPUT, TEST_CLASSIFIER_INPUT))
@@ -116,7 +116,7 @@ def freshly_trained_classifier(shapes_root, tmp_path_factory):
     meta = CheckpointMeta("mobilenet_v2", "classification", train.class_names, preprocessing, {"width_mult": TEST_CLASSIFIER_WIDTH})
     model = create_model("mobilenet_v2", num_classes=10, width_mult=TEST_CLASSIFIER_WIDTH)
     out = tmp_path_factory.mktemp("ckpt") / "fresh_classifier.pt"
-    result = train_classifier(model, train, val, meta, TrainConfig(**TEST_CLASSIFIER_TRAINING), out)
+    result = CLASSIFICATION.train(model, train, val, meta, TrainConfig(**TEST_CLASSIFIER_TRAINING), out)
     return out, result
 
 
@@ -135,7 +135,7 @@ def freshly_trained_detector(shapes_root, tmp_path_factory):
     from edgemnv2.data.datasets import load_coco, resolve_detection_split
     from edgemnv2.data.preprocess import Preprocessing
     from edgemnv2.models import create_model
-    from edgemnv2.tasks.detection.training import train_detector
+    from edgemnv2.tasks import DETECTION
     from edgemnv2.train import TrainConfig
 
     preprocessing = Preprocessing((64, 64))
@@ -144,7 +144,7 @@ def freshly_trained_detector(shapes_root, tmp_path_factory):
     meta = CheckpointMeta("centernet", "detection", train.class_names, preprocessing, dict(TEST_DETECTOR_ARCH))
     model = create_model("centernet", num_classes=len(train.class_names), **TEST_DETECTOR_ARCH)
     out = tmp_path_factory.mktemp("ckpt") / "fresh_detector.pt"
-    result = train_detector(model, train, val, meta, TrainConfig(**TEST_DETECTOR_TRAINING), out)
+    result = DETECTION.train(model, train, val, meta, TrainConfig(**TEST_DETECTOR_TRAINING), out)
     return out, result
 
 

@@ -9,7 +9,8 @@ from conversion import TARGETS
 from conversion.base import RuntimeUnavailable, find_artifacts, read_manifest
 from conversion import tflite_weights
 from conversion.coreml import op_types
-from conversion.pipeline import calibration_images, run_conversion
+from conversion.pipeline import run_conversion
+from conversion.preparation import calibration_images
 from edgemnv2.checkpoint import load_checkpoint
 from edgemnv2.evaluate import torch_runner
 from edgemnv2.tasks.detection.metrics import confident_detections

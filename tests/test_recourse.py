@@ -10,7 +10,7 @@ from conversion import get_target
 from conversion.base import find_artifacts
 from edgemnv2.cli.main import run
 from edgemnv2.data.datasets import load_image_folder
-from edgemnv2.evaluate import evaluate_runner
+from edgemnv2.tasks import evaluate_runner
 
 pytestmark = pytest.mark.slow  # every test here converts or trains (pyproject's marker)
 

@@ -18,7 +18,8 @@ from edgemnv2.data.datasets import load_image_folder
 from edgemnv2.data.preprocess import Preprocessing
 from edgemnv2.data.stream import batches
 from edgemnv2.errors import UserError
-from edgemnv2.evaluate import evaluate_runner, torch_runner
+from edgemnv2.evaluate import torch_runner
+from edgemnv2.tasks import evaluate_runner
 from edgemnv2.tally import Tally
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]

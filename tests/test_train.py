@@ -22,7 +22,8 @@ def test_committed_test_classifier_still_scores_what_it_recorded(trained_classif
     a changed architecture, checkpoint format or shapes generator fails here, by name, rather than
     as a mysterious int8 agreement drop elsewhere. Fix: rerun tests/fixtures/make_test_classifier.py."""
     from edgemnv2.data.datasets import load_image_folder
-    from edgemnv2.evaluate import evaluate_runner, torch_runner
+    from edgemnv2.evaluate import torch_runner
+    from edgemnv2.tasks import evaluate_runner
 
     checkpoint, recorded = trained_classifier
     model, meta = load_checkpoint(checkpoint)
@@ -46,7 +47,8 @@ def test_committed_test_detector_still_finds_what_it_recorded(trained_detector, 
     as the classifier's test above. It learned to find objects: 8 epochs measured mAP@.5 around 0.11
     (untrained, it finds nothing); half of that is the floor."""
     from edgemnv2.data.datasets import load_coco, resolve_detection_split
-    from edgemnv2.evaluate import evaluate_runner, torch_runner
+    from edgemnv2.evaluate import torch_runner
+    from edgemnv2.tasks import evaluate_runner
 
     checkpoint, recorded = trained_detector
     model, meta = load_checkpoint(checkpoint)

@@ -219,7 +219,7 @@ def test_detector_validation_reports_map_and_box_agreement_and_in_graph_decode_m
 def test_per_layer_sensitivity_names_the_worst_layer(classifier_artifacts, shapes_root):
     import torch
 
-    from conversion.pipeline import calibration_images, prepare_model
+    from conversion.preparation import calibration_images, prepare_model
     from edgemnv2.checkpoint import load_checkpoint
     from quantization.ptq import QuantRecipe, pt2e_quantize, xnnpack_quantizer
     from quantization.sensitivity import layer_sensitivity

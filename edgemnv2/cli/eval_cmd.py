@@ -6,7 +6,8 @@ import typer
 
 from ..checkpoint import load_checkpoint
 from ..errors import UserError
-from ..evaluate import evaluate_runner, torch_runner
+from ..evaluate import torch_runner
+from ..tasks import evaluate_runner
 from .common import load_split, out, set_threads
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from conversion import get_target, target_names, verified_artifact
-from conversion.pipeline import JobFactory, calibration_images
+from conversion.pipeline import JobFactory
+from conversion.preparation import calibration_images
 from quantization.fuse import fold_batchnorm
 from quantization.ptq import QuantRecipe
 

@@ -14,4 +14,9 @@ def get_task(name: str) -> Task:
     return TASKS[name]
 
 
-__all__ = ["CLASSIFICATION", "COMMON_GATES", "DETECTION", "GateKind", "TASKS", "Task", "get_task"]
+def evaluate_runner(runner, split, batch_size: int = 32, indices=None, description: str = "evaluating") -> dict[str, float]:
+    """The split's task's metrics (fractions) of one runner over it (Task.evaluate)."""
+    return get_task(split.task).evaluate(runner, split, batch_size, indices, description)
+
+
+__all__ = ["CLASSIFICATION", "COMMON_GATES", "DETECTION", "GateKind", "TASKS", "Task", "evaluate_runner", "get_task"]

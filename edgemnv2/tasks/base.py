@@ -8,6 +8,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..data.stream import batches
+from ..tally import Tally
+
 
 @dataclass(frozen=True)
 class GateKind:
@@ -83,6 +86,15 @@ class Task:
         """The gate bounding the headline metric's drop (max_top1_drop, max_map50_drop): a gates file's
         limit for it is `convert --gates`' accuracy budget."""
         return next(name for name, kind in self.gate_kinds.items() if kind.bound == "max" and kind.measure == f"{self.headline_metric}_drop")
+
+    def evaluate(self, runner, split, batch_size: int = 32, indices=None, description: str = "evaluating") -> dict[str, float]:
+        """This task's metrics (fractions) of one runner over a split (or the positions `indices` of it).
+        Scoring streams: batches are decoded in the background (data/stream.py), each batch becomes a
+        few numbers per image (`score`), and the metrics are reduced at the end (tally.py)."""
+        tally = Tally()
+        for batch in batches(split, batch_size, indices, description=description):
+            tally.add(batch.indices, self.score(runner(split.preprocessing.normalize(batch.images)), batch, split))
+        return self.reduce_metrics(*tally.ordered(), split)
 
     def percent_metrics(self, positions: np.ndarray, records: dict, split) -> dict:
         return {k: v * 100 for k, v in self.reduce_metrics(positions, records, split).items()}

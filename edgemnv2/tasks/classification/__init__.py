@@ -7,7 +7,9 @@ import numpy as np
 from ...data.datasets import load_image_folder
 from ...errors import UserError
 from ..base import COMMON_GATES, GateKind, Task, require_dir
+from ...train import fine_tune
 from . import predictions
+from .training import train_classifier, classification_loss
 from .metrics import top_k_hits
 
 
@@ -48,16 +50,11 @@ def _predict(outputs, class_names, input_size, image_size, threshold) -> list[tu
 
 
 def _fine_tune(module, data, meta, settings, after_epoch=None):
-    from ...train import fine_tune
-    from .training import classification_loss
-
     return fine_tune(module, data, meta, settings, classification_loss, after_epoch)
 
 
-def _train(model, train, val, meta, config, out):
-    from .training import train_classifier
-
-    return train_classifier(model, train, val, meta, config, out)
+def _train(model, train, val, meta, config, out, placement=None):
+    return train_classifier(model, train, val, meta, config, out, placement=placement, evaluate=CLASSIFICATION.evaluate)
 
 
 CLASSIFICATION = Task(

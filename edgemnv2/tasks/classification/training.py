@@ -16,7 +16,7 @@ from ...train import (TRAINING_LAYOUT, Placement, TrainConfig, TrainResult, chec
 
 
 def train_classifier(model: nn.Module, train: ClassificationData, val: ClassificationData, meta: CheckpointMeta, config: TrainConfig, out: Path,
-                     placement: Placement | None = None) -> TrainResult:
+                     placement: Placement | None = None, *, evaluate) -> TrainResult:
     check_trainable(train, val)
     placement = placement or Placement.here()
     prepare_splits(train, val, config)
@@ -38,7 +38,7 @@ def train_classifier(model: nn.Module, train: ClassificationData, val: Classific
             loss = criterion(stepper(x.to(placement.device)), labels[batch.indices].to(placement.device))
             losses.append(optimizer_step(model.parameters(), optimizer, schedule, loss, epoch))
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "seconds": round(time.perf_counter() - started, 1)}
-        best = end_epoch(record, best, "top1", model, val, meta, config, out, placement, batch_size=128)
+        best = end_epoch(record, best, "top1", model, val, meta, config, out, placement, evaluate=evaluate, batch_size=128)
         history.append(record)
     return finish(model, out, best, history, started, placement)
 

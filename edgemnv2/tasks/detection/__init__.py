@@ -7,7 +7,9 @@ import numpy as np
 from ...data.datasets import load_coco, resolve_detection_split
 from ...errors import UserError
 from ..base import COMMON_GATES, GateKind, Task, require_dir
+from ...train import fine_tune
 from . import predictions
+from .training import train_detector, detection_loss
 from .decode import DECODED_OUTPUTS, DecodedDetector, detections, is_decoded, shape_problem
 from .metrics import coco_detections, coco_map, confident_detections
 from ...evaluate import finite_images
@@ -68,16 +70,11 @@ def _predict(outputs, class_names, input_size, image_size, threshold) -> list[tu
 
 
 def _fine_tune(module, data, meta, settings, after_epoch=None):
-    from ...train import fine_tune
-    from .training import detection_loss
-
     return fine_tune(module, data, meta, settings, detection_loss, after_epoch)
 
 
-def _train(model, train, val, meta, config, out):
-    from .training import train_detector
-
-    return train_detector(model, train, val, meta, config, out)
+def _train(model, train, val, meta, config, out, placement=None):
+    return train_detector(model, train, val, meta, config, out, placement=placement, evaluate=DETECTION.evaluate)
 
 
 def _graph_postprocess(model, meta):

@@ -33,7 +33,7 @@ def _detection_batch(data: DetectionData, batch: Batch, rng, num_classes: int, s
 
 
 def train_detector(model: nn.Module, train: DetectionData, val: DetectionData, meta: CheckpointMeta, config: TrainConfig, out: Path, stride: int = 4,
-                   placement: Placement | None = None) -> TrainResult:
+                   placement: Placement | None = None, *, evaluate) -> TrainResult:
     check_trainable(train, val)
     placement = placement or Placement.here()
     prepare_splits(train, val, config)
@@ -56,7 +56,7 @@ def train_detector(model: nn.Module, train: DetectionData, val: DetectionData, m
                 parts_sum[k] = parts_sum.get(k, 0.0) + v
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "seconds": round(time.perf_counter() - started, 1)}
         record.update({f"loss_{k}": v / steps_per_epoch for k, v in parts_sum.items()})
-        best = end_epoch(record, best, "map50", model, val, meta, config, out, placement, batch_size=32)
+        best = end_epoch(record, best, "map50", model, val, meta, config, out, placement, evaluate=evaluate, batch_size=32)
         history.append(record)
     return finish(model, out, best, history, started, placement)
 
