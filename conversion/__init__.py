@@ -11,6 +11,7 @@ from edgemnv2.errors import UserError, did_you_mean
 
 from . import coreml, executorch, onnx, openvino, tflite, torchscript, torchscript_mobile
 from .base import Target, qualified
+from edgemnv2.confine.runner import warm
 
 TARGETS: dict[str, Target] = {
     target.name: target
@@ -102,7 +103,6 @@ def confined_runner(target_name: str, artifact: Path, manifest: dict, threads: i
 def warm_runners(target_names_: list[str]) -> None:
     """Have the runner factory import these targets' runtimes (and simulations) now, in the background
     (edgemnv2.confine.runner.warm): validate starts it before it loads its data."""
-    from edgemnv2.confine.runner import warm
 
     targets = [TARGETS[name] for name in set(target_names_) if name in TARGETS]
     warm([t.spec.device_runtime for t in targets], [qualified(t.simulate) for t in targets if t.simulate is not None])

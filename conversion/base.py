@@ -51,6 +51,9 @@ from edgemnv2.precision import Precision
 from edgemnv2.signing import sign_files, signature_path
 from edgemnv2.tasks import get_task
 from quantization.ptq import QuantRecipe, xnnpack_int8_graph
+from edgemnv2.layerwise.records import RuntimeOp
+from edgemnv2.layerwise.records import Capture
+from quantization.qat import pt2e_convert
 
 LOG = logging.getLogger("edgemnv2.convert")
 
@@ -169,8 +172,6 @@ class Target:
         return {} if self.describe is None else self._confined_call(self.describe, path, limits=limits)
 
     def confined_profile(self, path: Path, manifest: dict, threads: int, sample: np.ndarray, runs: int) -> list:
-        from edgemnv2.layerwise.records import RuntimeOp
-
         ops = self._confined_call(self.profile, path, (plain_manifest(manifest), threads), (np.ascontiguousarray(sample, np.float32),), {"runs": runs},
                                   (RuntimeOp,), threads,
                                   RunnerLimits(processes=self.profile_starts_processes, tasks=PROFILE_TASKS))
@@ -179,8 +180,6 @@ class Target:
         return ops
 
     def confined_capture(self, path: Path, manifest: dict, images: np.ndarray, rebuild: Callable | None = None) -> list:
-        from edgemnv2.layerwise.records import Capture
-
         if self.capture_rebuilds:
             return self.capture(path, manifest, images, rebuild, load=self.load)  # in this process: it runs the artifact through load
         per_image = self._confined_call(self.capture, path, (plain_manifest(manifest),), (np.ascontiguousarray(images, np.float32),), None, (Capture,),
@@ -255,7 +254,6 @@ class ConversionJob:
 
     def xnnpack_int8_graph(self) -> torch.nn.Module:
         """The XNNPACK PT2E int8 graph, calibrated once per run and shared (ExecuTorch, CoreML W8A8)."""
-        from quantization.qat import pt2e_convert
 
         trained = self.trained_int8(pt2e_convert)  # XNNPACK QAT's graph (quantization/qat.py), when there is one
         if trained is not None:

@@ -31,6 +31,8 @@ from . import coreml_weights
 from .file_kinds import folder_with
 from .base import SELF_DESCRIPTION, SIDECARS, ConversionJob, Runner, RuntimeUnavailable, Target, TargetOption, TargetSpec, decode_option, output_names, per_sample, self_description, sidecar_path, sidecar_temp
 from .program_file import load_program, save_program
+from edgemnv2.tasks import get_task
+from edgemnv2.version import __version__
 
 INPUT = TargetOption("input", "app", ("app", "tensor"), "app: image input (RGB, 0-255; the preprocessing inside), class labels and "
                      "metadata for Xcode and Vision; tensor: PyTorch's normalized NCHW float input")
@@ -86,7 +88,6 @@ def _app(job: ConversionJob) -> bool:
 
 def _classifier(job: ConversionJob) -> bool:
     """Whether the package gets Core ML's classifier outputs (class label, class -> probability)."""
-    from edgemnv2.tasks import get_task
 
     # Not for fp16: coremltools 9's FP16ComputePrecision pass fixes the output types before the
     # classifier op adds its two outputs, and export then fails (IndexError in get_func_output).
@@ -187,7 +188,6 @@ def _describe(mlmodel, job: ConversionJob) -> None:
     """What Xcode shows in the model's Metadata tab, and what an app can read at run time."""
     import json
 
-    from edgemnv2.version import __version__
 
     meta = job.meta
     mlmodel.author = "edgemnv2"

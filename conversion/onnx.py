@@ -27,6 +27,7 @@ from quantization import qat
 
 from .file_kinds import header
 from .base import (SELF_DESCRIPTION, ConversionJob, Target, TargetOption, TargetSpec, decode_option, output_names, self_description)
+from quantization.annotations import path_is
 
 SPEC = TargetSpec("onnx", ".onnx", ("fp32", "fp16", "int8", "int8_dynamic"), runtime="ONNX Runtime (CPU execution provider)",
                   runtime_modules=("onnxruntime",), device_runtime="onnxruntime", tool_packages=("onnx", "onnxscript", "onnxruntime"))
@@ -104,7 +105,6 @@ def nodes_in_modules(path: Path, modules: tuple[str, ...]) -> list[str]:
 
     import onnx
 
-    from quantization.annotations import path_is
 
     if not modules:
         return []

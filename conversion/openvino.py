@@ -48,6 +48,7 @@ from edgemnv2.fileio import temp_path
 
 from . import openvino_ops
 from .base import SELF_DESCRIPTION, SIDECARS, ConversionJob, Target, TargetOption, TargetSpec, decode_option, output_names, self_description, sidecar_temp
+from .file_kinds import header
 
 WEIGHTS = ".bin"  # the weights sidecar: <artifact>.bin, part of what ships
 SPEC = TargetSpec("openvino", ".xml", ("fp32", "bf16", "int8"), runtime="OpenVINO (CPU plugin)", runtime_modules=("openvino",), device_runtime="openvino",
@@ -167,7 +168,6 @@ def recognizes(path: Path) -> bool:
     parsed (expat: no external entity is fetched)."""
     from xml.etree.ElementTree import ParseError, iterparse
 
-    from .file_kinds import header
 
     if not header(path, 1):  # not a regular, readable, non-empty file
         return False

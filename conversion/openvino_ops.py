@@ -22,6 +22,7 @@ import numpy as np
 
 from edgemnv2.device.runtime_adapters import openvino_compiled, openvino_expected_hint
 from edgemnv2.layerwise.records import RuntimeOp
+from edgemnv2.layerwise.records import Capture
 
 KINDS = {"Convolution": "conv", "GroupConvolution": "dwconv", "FullyConnected": "gemm", "MatMul": "gemm"}
 
@@ -104,7 +105,6 @@ def _grid(quantize) -> dict:
 def capture(path: Path, manifest: dict | None, images: np.ndarray, rebuild=None) -> list[list]:
     """Per image, every conv / depthwise / linear output as the CPU plugin computed it, in the graph's
     order, each naming its source module."""
-    from edgemnv2.layerwise.records import Capture
 
     taps, output_index = [], []  # (compute node, captured node, its FakeQuantize); each tap's index among the outputs
 

@@ -20,6 +20,9 @@ from .base import DECODE, ArtifactResult, ConversionJob, artifact_path, manifest
 from .fine_tune import recipe_of
 from .preparation import calibration_images, calibration_sha256, equalized, prepare_model
 from .recourse import check_budget_data, training_split
+from edgemnv2.models import get_spec
+from .recourse import recover
+from quantization.qat import fine_tuned
 
 ALL = "all"
 
@@ -86,7 +89,6 @@ def at_input_size(meta: CheckpointMeta, size: tuple[int, int] | None) -> tuple[C
     that size when it differs from the checkpoint's (None when it does not). Fully convolutional
     models (the detector; the classifier, whose global pooling takes any size) take any multiple of
     their total stride; an architecture with a fixed pooling window takes only its own size."""
-    from edgemnv2.models import get_spec
 
     current = tuple(meta.preprocessing.input_size)
     if isinstance(size, int):  # the API's input_size=320
@@ -152,7 +154,6 @@ def run_conversion(
             on_start(target, job.precision.name, index, len(planned))
         result = write_artifact(TARGETS[target], job, out_dir, stem, checkpoint_hash, force, sign_key)
         if budget is not None and result.status == "ok" and job.precision.full_int8:
-            from .recourse import recover
 
             result = recover(TARGETS[target], job, result, jobs, budget, calib_data, out_dir, stem, checkpoint_hash, sign_key, force)
         results.append(result)
@@ -204,7 +205,6 @@ class JobFactory:
     def fine_tuned(self, target: str, model: torch.nn.Module, recipe: QuantRecipe, options: dict, images: np.ndarray | None):
         """The model fine-tuned under the target's fake quantization (quantization/qat.py QatResult):
         once per scheme, target options that change it, and recipe; shared by the targets that quantize alike."""
-        from quantization.qat import fine_tuned
 
         scheme = TARGETS[target].fake_quantization
         if scheme is None:

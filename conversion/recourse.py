@@ -45,6 +45,12 @@ from quantization.qat import QatRecipe
 
 from .base import SIDECARS, TRAINED_RANGES, ArtifactResult, ConversionJob, remove_artifact, sidecar_path, sidecar_temp, write_artifact
 from .preparation import calibration_images, equalized
+from quantization.ptq import pt2e_quantize, xnnpack_quantizer
+from quantization.sensitivity import layer_sensitivity
+from edgemnv2.artifacts import manifest_path
+from edgemnv2.validation.timing import time_interleaved
+from edgemnv2.errors import did_you_mean
+from edgemnv2.validation.timing import time_runner
 
 MAX_EVALUATIONS = 20
 STEPS = ("calibration", "equalization", "mixed-precision", "qat")  # in the order the search tries them
@@ -73,8 +79,6 @@ class AccuracyBudget:
     _state: dict = dataclasses.field(default_factory=dict, repr=False)
 
     def __post_init__(self):
-        from edgemnv2.errors import did_you_mean
-
         for step in self.steps:
             if step not in STEPS:
                 raise did_you_mean(step, STEPS, "recourse step")
@@ -202,8 +206,6 @@ class Search:
         return min(scored, key=lambda a: a.drop) if scored else self.attempts[0]
 
     def evaluate_artifact(self, candidate: Candidate, path: Path, manifest: dict) -> Attempt:
-        from edgemnv2.validation.timing import time_runner
-
         task = get_task(self.base_job.meta.task)
         latency = None  # not measured where the runtime cannot run (CoreML on Linux: simulated)
         try:  # the candidate runs in a runner process (edgemnv2.confine), as every artifact does
@@ -290,8 +292,6 @@ def _ranked_layers(search: Search, recipe: QuantRecipe, images: np.ndarray | Non
 def _measure_ranking(search: Search, recipe: QuantRecipe, images: np.ndarray | None) -> list[str]:
     import torch
 
-    from quantization.ptq import pt2e_quantize, xnnpack_quantizer
-    from quantization.sensitivity import layer_sensitivity
 
     images = search.jobs.images if images is None else images
     calibration = images[: recipe.calibration_size]
@@ -481,7 +481,6 @@ def _replace_precision(target, job: ConversionJob, files: tuple, missed: Artifac
     it. -> (the result, "") or (None, why it could not go into place)."""
     import json
 
-    from edgemnv2.artifacts import manifest_path
 
     try:
         written = write_artifact(_adopting(target, *files), job, out_dir, stem, checkpoint_hash, force=force, sign_key=sign_key)
@@ -502,7 +501,6 @@ def _latency_ratio(search: Search, base_files: tuple, final_files: tuple) -> flo
     """The chosen artifact's latency over the all-int8 one's, timed round-robin in one stretch. Each
     attempt's own latency was taken minutes apart: on a shared machine that gave ratios from 0.02 to
     1.44 for recipes that keep the very same graph (round-robin on a quiet machine: 0.98-0.99)."""
-    from edgemnv2.validation.timing import time_interleaved
 
     with ExitStack() as stack:
         try:

@@ -21,6 +21,8 @@ from .file_kinds import flatbuffer_identified
 from .base import ConversionJob, RuntimeUnavailable, Target, TargetOption, TargetSpec, decode_option, output_names, self_description
 from .tflite_interpreter import make_interpreter, operator_names
 from .tflite_app import AppImageInput, delegated_pixel_input, example_pixels, float_outputs, metadata_bytes, pixels_from_normalized, read_metadata, with_metadata
+from edgemnv2.version import __version__
+from edgemnv2.tasks import get_task
 
 SPEC = TargetSpec("tflite", ".tflite", ("fp32", "fp16", "int8", "int8_dynamic", "int8_weights", "int16x8"), runtime="LiteRT interpreter (ai-edge-litert)",
                   runtime_modules=("ai_edge_litert", "tflite_runtime"), device_runtime="tflite", tool_packages=("litert-torch", "ai-edge-litert"),
@@ -80,9 +82,6 @@ def convert(job: ConversionJob, dest: Path) -> dict:
 
 
 def _app_ready(content: bytes, job: ConversionJob) -> bytes:
-    from edgemnv2.version import __version__
-    from edgemnv2.tasks import get_task
-
     meta = job.meta
     task = get_task(meta.task)
     names = output_names(job)

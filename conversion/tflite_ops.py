@@ -23,6 +23,9 @@ from edgemnv2.layerwise.records import Capture, RuntimeOp
 
 from .tflite_app import pack_model
 from .tflite_interpreter import input_encoder, make_interpreter, operator_names, to_input
+from edgemnv2.layerwise.peak import gmacs_of
+from quantization.ptq import litert_quantizer, pt2e_quantize
+from .gemm_peak import gemm_model, recipe
 
 KINDS = {"CONV_2D": "conv", "DEPTHWISE_CONV_2D": "dwconv", "FULLY_CONNECTED": "gemm", "TRANSPOSE_CONV": "conv"}
 FUSED_ACTIVATIONS = {0: None, 1: "relu", 3: "relu6"}  # schema ActivationFunctionType: NONE, RELU, RELU6
@@ -159,10 +162,7 @@ def profile(path: Path, manifest: dict, threads: int, sample: np.ndarray, runs: 
 def peak_gemm(dtype: str, threads: int) -> float:
     import litert_torch
 
-    from edgemnv2.layerwise.peak import gmacs_of
-    from quantization.ptq import litert_quantizer, pt2e_quantize
 
-    from .gemm_peak import gemm_model, recipe
 
     model, example, calibration = gemm_model()
     if dtype == "int8":

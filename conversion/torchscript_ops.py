@@ -22,6 +22,10 @@ import torch
 from edgemnv2.layerwise.records import RuntimeOp
 
 from .base import zipped_extra_file
+from edgemnv2.layerwise.peak import gmacs_of
+from quantization.ptq import fx_quantize
+from .gemm_peak import gemm_model, recipe
+from edgemnv2.layerwise.records import Capture
 
 # ---- loading a .pt in this process (the profiler, debug's capture and the converter's description) ----
 
@@ -133,11 +137,6 @@ def profile(path: Path, manifest: dict, threads: int, sample: np.ndarray, runs: 
 
 
 def peak_gemm(dtype: str, threads: int) -> float:
-    from edgemnv2.layerwise.peak import gmacs_of
-    from quantization.ptq import fx_quantize
-
-    from .gemm_peak import gemm_model, recipe
-
     model, example, calibration = gemm_model()
     torch.set_num_threads(threads)
     if dtype == "int8":
@@ -175,8 +174,6 @@ def capture(path: Path, manifest: dict | None, images: np.ndarray, rebuild=None)
 
 
 def _captures(compute: list, outputs) -> list:
-    from edgemnv2.layerwise.records import Capture
-
     captures = []
     for node, value in zip(compute, outputs):
         kind = COMPUTE_OPS[node.kind()]

@@ -34,6 +34,7 @@ from .prediction.sources import Source, open_source, predict_image
 from .services import ValidationOutcome, validate_artifacts
 from .tasks import get_task
 from .validation.gates import load_gates
+from .evaluate import torch_runner
 
 
 @dataclass
@@ -157,7 +158,6 @@ def _source(model, meta: CheckpointMeta | None, threads: int, verify_key, trust_
     if isinstance(model, nn.Module):
         if meta is None:
             raise UserError("predict(model_in_memory) needs meta=CheckpointMeta(...)")
-        from .evaluate import torch_runner
 
         return Source("model in memory", meta.task, meta.class_names, meta.preprocessing, torch_runner(model))
     return open_source(Path(model), threads, verify_key=Path(verify_key) if verify_key else None, trust_artifact=trust_artifact)

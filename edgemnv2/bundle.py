@@ -40,6 +40,7 @@ from .fileio import HASH_ENCODING, atomic_output, refuse_overwrite, sha256_of
 from .signing import signature_path, sign_files
 from .tasks import get_task
 from .validation.gates import GATE_KINDS, Gates
+from .data.preprocess import Preprocessing
 
 SCHEMA = "edgemnv2-bundle/2"
 PUBLIC_KEY_NAME = "signing_key.pub"
@@ -114,7 +115,6 @@ def write_bundle(verified: VerifiedArtifact, source_artifact: Path, inputs: np.n
 def _input_size(manifest: dict) -> tuple[int, int]:
     """The size the artifact takes, as its manifest records it (convert --input-size may have changed
     it from the checkpoint's); a manifest without a usable one is one line."""
-    from .data.preprocess import Preprocessing
 
     return tuple(Preprocessing.from_dict(manifest.get("preprocessing"), f"{manifest.get('artifact', 'an artifact')}'s manifest").input_size)
 

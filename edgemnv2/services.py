@@ -32,6 +32,7 @@ from .train import TrainConfig
 from .validation.gates import Gates, load_gates
 from .validation.report import write_reports
 from .validation.validate import ValidationSettings, validate
+from quantization.sensitivity import layer_sensitivity as measure
 
 QUANTIZERS = ("xnnpack", "litert")
 
@@ -111,7 +112,6 @@ def layer_sensitivity(checkpoint: Path, data: Path, *, quantizer: str = "xnnpack
     """Per-layer int8 SQNR against fp32 (quantization/sensitivity.py), worst first."""
     import torch
 
-    from quantization.sensitivity import layer_sensitivity as measure
 
     if quantizer not in QUANTIZERS:
         raise did_you_mean(quantizer, QUANTIZERS, "quantizer")

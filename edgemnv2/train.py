@@ -21,6 +21,7 @@ from .distributed import World
 from .distributed import world as join_world
 from .errors import UserError
 from .evaluate import torch_runner
+from .quiet import TERMINAL
 
 
 @dataclass
@@ -172,7 +173,6 @@ def end_epoch(record: dict, best: dict | None, metric: str, model, val, meta: Ch
 def _report(record: dict) -> None:
     from rich.console import Console
 
-    from .quiet import TERMINAL
 
     parts = [f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()]
     Console(file=TERMINAL.get()).print("  ".join(parts), highlight=False)

@@ -4,6 +4,7 @@ import importlib.util
 import sys
 from pathlib import Path
 import typer
+from ..errors import UserError
 
 app = typer.Typer(help="Benchmarks (tables of latency and size; see benchmarks/README.md). `edgemnv2 bench NAME --help` lists a benchmark's options.", no_args_is_help=True)
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
@@ -13,8 +14,6 @@ PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
 def _run(script: str, argv: list[str]) -> None:
-    from ..errors import UserError
-
     path = BENCHMARKS / f"{script}.py"
     if not path.is_file():
         raise UserError(f"benchmarks/{script}.py not found next to the package; run from a source checkout (pip install -e .)")

@@ -4,6 +4,7 @@ from typing import Annotated, Optional
 import typer
 
 from .common import console, set_threads
+from ..services import bundle_artifacts
 
 
 def bundle(
@@ -21,7 +22,6 @@ def bundle(
     sign_key: Annotated[Optional[Path], typer.Option(help="Private key (PEM, elliptic curve): sign each bundle whole, bundle.json, samples and runner included (bundle.sig); `run_bundle.py --verify-key` accepts only such bundles.")] = None,
 ) -> None:
     """Self-contained device bundles: artifact + samples + fp32 references + tolerances + runner."""
-    from ..services import bundle_artifacts
 
     threads = set_threads(threads)
     written = bundle_artifacts(checkpoint, artifacts, data, out_dir, samples=samples, split=split, gates=gates, arch=arch, force=force, verify_key=verify_key,

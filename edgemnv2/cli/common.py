@@ -11,6 +11,7 @@ from rich.segment import Segment
 from ..data.preprocess import Preprocessing
 from ..errors import UserError, printable
 from ..tasks import get_task
+from ..quiet import default_log, third_party_to
 
 
 class PrintableConsole(Console):
@@ -75,7 +76,6 @@ def third_party_noise(verbose: bool, log: Path | None, default: Path | str):
     `default`: a path, or a command name for a new file per run under the user's cache (convert and
     validate never write a log into their output folders: a read-only destination, or a folder whose
     contents a caller checks, stays untouched)."""
-    from ..quiet import default_log, third_party_to
 
     chosen = log or (default_log(default) if isinstance(default, str) else default)
     return third_party_to(None if verbose else chosen, consoles=(console, out))

@@ -9,6 +9,8 @@ from conversion import TARGETS, option_aliases, options_from_aliases
 from .. import api
 from ..precision import PRECISIONS
 from .common import LOG_HELP, VERBOSE_HELP, console, emit_json, out, set_threads, third_party_noise
+from ..errors import UserError
+from ..errors import CheckFailed, InternalError
 
 TARGET_HELP = "; ".join(f"{t.name} ({t.spec.suffix}: {t.spec.runtime})" for t in TARGETS.values()) + "; or all (repeat or comma-separate)."
 
@@ -25,8 +27,6 @@ OPTIONS_HELP = "; ".join(f"{t.name}.{o.name}={'|'.join(o.choices)} (default {o.d
 
 
 def _target_options(settings: list[str], aliases: dict[str, str | None]) -> dict[str, dict]:
-    from ..errors import UserError
-
     options: dict[str, dict] = {}
     for setting in settings:
         key, sep, value = setting.partition("=")
@@ -39,7 +39,6 @@ def _target_options(settings: list[str], aliases: dict[str, str | None]) -> dict
 
 def _input_size(text: str | None) -> tuple[int, int] | None:
     """`320` or `320,256` (height, width; `320x256` too)."""
-    from ..errors import UserError
 
     if text is None:
         return None
@@ -87,7 +86,6 @@ def convert(
     """Fold, quantize (calibrated on real images) and export to every requested target.
 
     Exit codes: 0 every conversion succeeded; 1 a conversion failed; 2 bad input or usage; 3 internal error."""
-    from ..errors import CheckFailed, InternalError
 
     threads = set_threads(threads)
 

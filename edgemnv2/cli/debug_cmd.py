@@ -5,6 +5,9 @@ from typing import Annotated, Optional
 import typer
 
 from .common import console, emit_json, out, set_threads, third_party_noise, LOG_HELP, VERBOSE_HELP
+from ..diagnosis.debug import debug_artifact
+from ..errors import UserError
+from ..fileio import atomic_output, refuse_overwrite
 
 
 def print_debug(report: dict, top: int) -> None:
@@ -38,9 +41,6 @@ def debug(
     log: Annotated[Optional[Path], typer.Option(help=LOG_HELP)] = None,
 ) -> None:
     """Per-layer numerics inside the runtime against the fp32 model: SQNR, cosine, max error; the first layer where drift jumps, and why."""
-    from ..diagnosis.debug import debug_artifact
-    from ..errors import UserError
-    from ..fileio import atomic_output, refuse_overwrite
 
     threads = set_threads(threads)
     if not Path(artifact).exists():

@@ -10,6 +10,8 @@ import typer
 from rich.text import Text
 
 from .common import LOG_HELP, VERBOSE_HELP, console, set_threads, third_party_noise
+from ..services import DemoLog, run_demo
+from .validate_cmd import show_validation
 
 
 def demo(
@@ -24,8 +26,6 @@ def demo(
 
     Re-running reuses finished stages (data, checkpoints, artifacts).
     """
-    from ..services import DemoLog, run_demo
-    from .validate_cmd import show_validation
 
     threads = set_threads(threads)
     started = time.perf_counter()

@@ -20,6 +20,8 @@ from ..distributed import leave, peer_failure, quiet_rank, report_failure
 from ..errors import printable
 from .common import console, out
 from . import bench_cmd, bundle_cmd, convert_cmd, data_cmd, debug_cmd, demo_cmd, eval_cmd, info_cmd, predict_cmd, profile_cmd, sensitivity_cmd, train_cmd, validate_cmd
+from ..version import __version__
+from ..quiet import default_log
 
 app = typer.Typer(
     name="edgemnv2",
@@ -32,7 +34,6 @@ app = typer.Typer(
 
 def _print_version(value: bool) -> None:
     if value:
-        from ..version import __version__
 
         print(f"edgemnv2 {__version__}")
         raise typer.Exit(0)
@@ -147,7 +148,6 @@ def _write_traceback(exc: BaseException) -> str:
     """The bug's traceback in a new file beside the runs' logs; -> its path (or why there is none)."""
     import traceback
 
-    from ..quiet import default_log
 
     path = default_log("internal-error")
     try:

@@ -4,12 +4,15 @@ from typing import Annotated, Optional
 import typer
 
 from .common import console, emit_json, out, set_threads
+from ..data.images import list_images
+from ..errors import UserError
+from ..fileio import refuse_overwrites
+from ..prediction.compare import compare_images, comparison_path
+from ..prediction.sources import open_source, predict_image
+from ..tasks import get_task
 
 
 def _images_in(path: Path) -> list[Path]:
-    from ..data.images import list_images
-    from ..errors import UserError
-
     if not path.exists():
         raise UserError(f"image or folder not found: {path}")
     if path.is_file():
@@ -35,11 +38,6 @@ def predict(
     trust_artifact: Annotated[bool, typer.Option("--trust-artifact", help="Run an artifact that has no manifest even where runner processes cannot be confined (no Landlock: older kernels, macOS). Without it such a file is refused there: it is a program nobody verified.")] = False,
 ) -> None:
     """Predict with a checkpoint or artifact: top-5 for classifiers, annotated images for detectors."""
-    from ..errors import UserError
-    from ..fileio import refuse_overwrites
-    from ..prediction.compare import compare_images, comparison_path
-    from ..prediction.sources import open_source, predict_image
-    from ..tasks import get_task
 
     threads = set_threads(threads)
     lines = console if json_output else out  # with --json, stdout carries only the JSON

@@ -5,11 +5,14 @@ from typing import Annotated, Optional
 import typer
 
 from .common import console, emit_json, out, set_threads, third_party_noise, LOG_HELP, VERBOSE_HELP
+from ..diagnosis.profile import profile_artifact, profile_pair
+from ..errors import UserError
+from ..diagnosis.speed import table_text as comparison_text
+from ..fileio import atomic_output, refuse_overwrite
+from ..layerwise.render import table_text, write_png
 
 
 def print_profile(report: dict, top: int | None) -> None:
-    from ..layerwise.render import table_text
-
     peak = ", ".join(f"{dtype} {value['gmacs']:.0f} GMAC/s" for dtype, value in report["peak_gmacs"].items()) or "not measured (--no-peak)"
     out.print(f"{report['artifact']}: {report['runtime']}, {report['machine']}, {report['threads']} threads, median of {report['runs']} runs")
     out.print(table_text(report["rows"], top=top))
@@ -36,8 +39,6 @@ def profile(
     log: Annotated[Optional[Path], typer.Option(help=LOG_HELP)] = None,
 ) -> None:
     """Per-op latency inside the artifact's runtime: op, source layer, share of time, MACs, GMAC/s and fraction of this CPU's peak."""
-    from ..diagnosis.profile import profile_artifact, profile_pair
-    from ..errors import UserError
 
     threads = set_threads(threads)
     if runs < 3:
@@ -62,10 +63,8 @@ def profile(
 
 
 def print_comparison(comparison: dict) -> None:
-    from ..diagnosis.speed import table_text
-
     out.print(f"\nagainst its fp32 ({comparison['fp32_artifact']}):")
-    out.print(table_text(comparison))
+    out.print(comparison_text(comparison))
     out.print(comparison["verdict"])
 
 
@@ -74,10 +73,6 @@ COMPARISON_FILE = "against_fp32.md"
 
 
 def write_profile_files(report: dict | None, out_dir: Path, force: bool, check_only: bool = False, paired: bool = False) -> None:
-    from ..diagnosis.speed import table_text as comparison_text
-    from ..fileio import atomic_output, refuse_overwrite
-    from ..layerwise.render import table_text, write_png
-
     for name in PROFILE_FILES + ((COMPARISON_FILE,) if paired else ()):
         refuse_overwrite(Path(out_dir) / name, force)
     if check_only:

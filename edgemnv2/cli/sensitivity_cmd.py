@@ -5,11 +5,11 @@ import typer
 from rich.table import Table
 
 from .common import out, set_threads
+from ..errors import UserError
+from ..services import layer_sensitivity
 
 def print_sensitivity(checkpoint: Path, data: Path, quantizer: str = "xnnpack", observer: str = "histogram", per_tensor: bool = False,
                       calib_size: int = 128, images: int = 16, top: int = 15, arch: str | None = None) -> None:
-    from ..errors import UserError
-    from ..services import layer_sensitivity
 
     if top < 1:
         raise UserError("--top must be at least 1")

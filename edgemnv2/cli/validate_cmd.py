@@ -4,6 +4,12 @@ from typing import Annotated, Optional
 import typer
 
 from .common import LOG_HELP, VERBOSE_HELP, console, emit_json, out, set_threads, third_party_noise
+from ..errors import CheckFailed
+from .. import api
+from .sensitivity_cmd import print_sensitivity
+from ..fileio import refuse_overwrite
+from ..validation.junit import write_junit
+from ..validation.report import failure_lines, notes, terminal_table
 
 
 def validate(
@@ -36,12 +42,7 @@ def validate(
 
     Exit codes: 0 all gates passed; 1 a gate failed or an artifact could not be checked; 2 bad input
     or usage; 3 internal error; 130 interrupted; 143 terminated."""
-    from ..errors import CheckFailed
-    from .. import api
-    from .sensitivity_cmd import print_sensitivity
 
-    from ..fileio import refuse_overwrite
-    from ..validation.junit import write_junit
 
     threads = set_threads(threads)
     if junit is not None:
@@ -67,7 +68,6 @@ def validate(
 
 def show_validation(outcome, table_to=out) -> None:
     """The table, its notes and the failure lines (also used by `demo`)."""
-    from ..validation.report import failure_lines, notes, terminal_table
 
     report = outcome.report
     table_to.print(terminal_table(report))

@@ -20,6 +20,9 @@ from pathlib import Path
 
 from . import capabilities, codec, landlock, seccomp, tasks
 from .protocol import receive, send
+from ..device.runtime_adapters import IMPORTS, RUNTIMES
+from ..device.runtime_adapters import ArtifactMismatch, NoRuntime
+from ..errors import CheckFailed, UserError
 
 # Where a runtime reads from besides the Python installation: shared libraries and their cache,
 # and the few kernel files thread pools and CPU detection read (this process's own /proc entry only).
@@ -166,7 +169,6 @@ def _failpoint(point: str | None, reply_fd: int) -> None:
 def _load(header: dict, artifact: Path):
     """-> (run_one or None, runtime, version, load ms): the artifact loaded by its family's adapter,
     the target's simulation, or nothing (a runner that only answers calls)."""
-    from ..device.runtime_adapters import IMPORTS, RUNTIMES
 
     for module in IMPORTS.get(header["family"], ()):
         try:
@@ -190,8 +192,6 @@ def serve(request_fd: int, reply_fd: int, factory: int | None = None) -> int:
         confinement = confine(artifact.parent, work_dir, header.get("limits", {}), int(header["threads"]), factory)
         _hide(header.get("failpoint"))
         baseline_kb = status_kb("VmRSS")
-        from ..device.runtime_adapters import ArtifactMismatch, NoRuntime
-        from ..errors import CheckFailed, UserError
 
         run_one, runtime, version, load_ms = _load(header, artifact)
     except NoRuntime as exc:

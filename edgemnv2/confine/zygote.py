@@ -18,6 +18,8 @@ import socket
 import sys
 
 from . import tasks
+from ..device.runtime_adapters import IMPORTS
+from .child import serve
 
 MAX_MESSAGE = 1 << 16
 PR_SET_PDEATHSIG = 1
@@ -26,7 +28,6 @@ PR_SET_PDEATHSIG = 1
 def _preload(family: str, simulate: str | None) -> None:
     """Import a family's runtime here, once, before the first fork that needs it (a `predict` on a
     .tflite never pays for torch); for a simulation or a call, the module of its function ("module:name")."""
-    from ..device.runtime_adapters import IMPORTS
 
     for module in IMPORTS.get(family, ()) + ((simulate.partition(":")[0],) if simulate else ()):
         if module in sys.modules:
@@ -38,8 +39,6 @@ def _preload(family: str, simulate: str | None) -> None:
 
 
 def _runner(request_fd: int, reply_fd: int, work_dir: str, factory: int) -> int:
-    from .child import serve
-
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the factory's handler, and its list of runners, are not the runner's
     LIVE.clear()
     UNRELEASED.clear()

@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import UserError
 from .images import is_image_file, load_rgb
 from .preprocess import Preprocessing
+from .stream import batches
 
 
 @dataclass
@@ -51,7 +52,6 @@ class Split:
 
     def cache(self, max_bytes: int, workers: int | None = None) -> bool:
         """Keep every decoded image in memory if they fit in `max_bytes`; -> whether they did."""
-        from .stream import batches
 
         if self.cached is not None or self.decoded_bytes() > max_bytes:
             return self.cached is not None

@@ -17,6 +17,7 @@ from ..layerwise.records import COMPUTE_KINDS
 from ..layerwise.render import profile_rows, summary_by_kind
 from ..layerwise.source import map_layers, model_for, source_layers
 from ..validation.timing import machine, time_interleaved, time_runner
+from .speed import compare
 
 
 def profile_sample(manifest: dict, seed: int = 0) -> np.ndarray:
@@ -100,7 +101,6 @@ def profile_against_fp32(quantized: tuple[Path, dict], fp32: tuple[Path, dict], 
                          end_to_end_ms: tuple[float, float], peak: bool = True) -> tuple[dict, dict]:
     """(the quantized artifact's profile, its comparison with the fp32 one's: edgemnv2.diagnosis.speed),
     both held against end-to-end latencies the caller timed round-robin, so the ratio is one stretch's."""
-    from .speed import compare
 
     report = profile_verified(*quantized, threads, runs, peak, sample, end_to_end_ms[0])
     return report, compare(report, profile_verified(*fp32, threads, runs, peak, sample, end_to_end_ms[1]))

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .records import COMPUTE_KINDS
+from ..models import create_model
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,6 @@ def _clash(runtime_kind: str, source_kind: str) -> bool:
 
 def model_for(manifest: dict) -> nn.Module:
     """A model with the artifact's architecture (weights do not matter for shapes and MACs)."""
-    from ..models import create_model
 
     torch.manual_seed(0)
     return create_model(manifest["arch"], num_classes=len(manifest["class_names"]), **manifest.get("model_kwargs", {}))

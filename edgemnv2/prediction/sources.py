@@ -24,6 +24,8 @@ from ..confine.runner import RunnerFailed, RunnerLimits
 from ..errors import UserError
 from ..evaluate import Runner, torch_runner
 from ..tasks import get_task
+from ..checkpoint import load_checkpoint
+from ..confine import landlock, seccomp
 
 
 @dataclass
@@ -73,7 +75,6 @@ def open_source(path: Path, threads: int = 2, arch: str | None = None, verify_ke
         return _bare_artifact(path, target, threads, trust_artifact)
     if path.is_dir():
         raise UserError(f"{path} is a folder without a manifest beside it; pass a checkpoint or an artifact file")
-    from ..checkpoint import load_checkpoint
 
     model, meta = load_checkpoint(path, arch)
     return Source("checkpoint fp32", meta.task, meta.class_names, meta.preprocessing, torch_runner(model))
@@ -88,7 +89,6 @@ def bare_artifact_target(path: Path):
 
 def confinement_available() -> bool:
     """Whether runner processes here can take Landlock and the socket filter (edgemnv2.confine)."""
-    from ..confine import landlock, seccomp
 
     return landlock.abi_version() >= landlock.MIN_ABI and seccomp.available()
 

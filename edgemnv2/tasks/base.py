@@ -10,6 +10,7 @@ import numpy as np
 
 from ..data.stream import batches
 from ..tally import Tally
+from ..errors import UserError
 
 
 @dataclass(frozen=True)
@@ -101,8 +102,6 @@ class Task:
 
 
 def require_dir(path: Path, what: str) -> Path:
-    from ..errors import UserError
-
     if not Path(path).exists():
         raise UserError(f"{what} not found: {path}")
     return Path(path)

@@ -42,6 +42,7 @@ from .drift import drift_records, reduce_drift
 from .gates import Gates
 from .recommend import fastest_here, passed_basis
 from .timing import PeakMemory, machine, time_runner
+from ..diagnosis.speed import TARGET_OVER_FP32, compare
 
 PASSED, GATE_FAILED = "passed", "gate failed"
 COULD_NOT_RUN = "could not run"  # its runtime is missing here; forgiven only where the gates file allows it
@@ -156,7 +157,6 @@ def speed_advice(rows: list[ArtifactRow]) -> None:
     two to ship for speed (int8 still wins on size). Where int8 is short of what it should buy, `why`
     gives the evidence: with both rows profiled (validate --profile), the layer-by-layer comparison and
     this CPU's int8-over-fp32 ceiling for the runtime (edgemnv2.diagnosis.speed)."""
-    from ..diagnosis.speed import TARGET_OVER_FP32, compare
 
     fp32 = {row.target: row for row in rows if row.precision == "fp32" and row.measured_on == "runtime" and row.measured.get("latency_median_ms")}
     for row in rows:

@@ -11,6 +11,7 @@ from ...train import fine_tune
 from . import predictions
 from .training import train_classifier, classification_loss
 from .metrics import top_k_hits
+from ...evaluate import finite_images
 
 
 def _load_split(root: Path, split: str, preprocessing, limit=None, class_names=None):
@@ -32,8 +33,6 @@ def _reduce_metrics(positions, records, split) -> dict:
 
 
 def _compare(reference, outputs, batch, split) -> dict:
-    from ...evaluate import finite_images
-
     return {"same_top1": (reference[0].argmax(1) == outputs[0].argmax(1)) & finite_images(outputs)}
 
 
