@@ -188,7 +188,6 @@ def _describe(mlmodel, job: ConversionJob) -> None:
     """What Xcode shows in the model's Metadata tab, and what an app can read at run time."""
     import json
 
-
     meta = job.meta
     mlmodel.author = "edgemnv2"
     mlmodel.license = "as the source checkpoint's"

@@ -79,8 +79,6 @@ def ops_from_events(frame) -> list[RuntimeOp]:
 def peak_gemm(dtype: str, threads: int) -> float:
     from executorch.runtime import Runtime
 
-
-
     model, example, calibration = gemm_model()
     if dtype == "int8":
         model = xnnpack_int8_graph(model, example, calibration, recipe())

@@ -105,7 +105,6 @@ def nodes_in_modules(path: Path, modules: tuple[str, ...]) -> list[str]:
 
     import onnx
 
-
     if not modules:
         return []
     names = []

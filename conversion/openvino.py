@@ -168,7 +168,6 @@ def recognizes(path: Path) -> bool:
     parsed (expat: no external entity is fetched)."""
     from xml.etree.ElementTree import ParseError, iterparse
 
-
     if not header(path, 1):  # not a regular, readable, non-empty file
         return False
     try:

@@ -292,7 +292,6 @@ def _ranked_layers(search: Search, recipe: QuantRecipe, images: np.ndarray | Non
 def _measure_ranking(search: Search, recipe: QuantRecipe, images: np.ndarray | None) -> list[str]:
     import torch
 
-
     images = search.jobs.images if images is None else images
     calibration = images[: recipe.calibration_size]
     model = equalized(search.jobs.folded, recipe, images, search.jobs.equalized)
@@ -480,7 +479,6 @@ def _replace_precision(target, job: ConversionJob, files: tuple, missed: Artifac
     by the same command (a re-run), replaced with --force, and otherwise refused as convert refuses
     it. -> (the result, "") or (None, why it could not go into place)."""
     import json
-
 
     try:
         written = write_artifact(_adopting(target, *files), job, out_dir, stem, checkpoint_hash, force=force, sign_key=sign_key)

@@ -162,8 +162,6 @@ def profile(path: Path, manifest: dict, threads: int, sample: np.ndarray, runs: 
 def peak_gemm(dtype: str, threads: int) -> float:
     import litert_torch
 
-
-
     model, example, calibration = gemm_model()
     if dtype == "int8":
         from litert_torch.quantize.quant_config import QuantConfig

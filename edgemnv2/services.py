@@ -112,7 +112,6 @@ def layer_sensitivity(checkpoint: Path, data: Path, *, quantizer: str = "xnnpack
     """Per-layer int8 SQNR against fp32 (quantization/sensitivity.py), worst first."""
     import torch
 
-
     if quantizer not in QUANTIZERS:
         raise did_you_mean(quantizer, QUANTIZERS, "quantizer")
     if images < 1:

@@ -173,7 +173,6 @@ def end_epoch(record: dict, best: dict | None, metric: str, model, val, meta: Ch
 def _report(record: dict) -> None:
     from rich.console import Console
 
-
     parts = [f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()]
     Console(file=TERMINAL.get()).print("  ".join(parts), highlight=False)
 

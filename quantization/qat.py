@@ -45,7 +45,6 @@ def pt2e_prepare(model: nn.Module, example: torch.Tensor, quantizer) -> torch.fx
     its QAT config (fake quantization on weights and activations)."""
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
-
     batch = torch.export.Dim("batch", min=1, max=4096)
     pair = example.expand(2, *example.shape[1:]).contiguous()  # a batch of 1 would be specialised to 1
     # a copy: the exported graph shares its parameters with what it was exported from, and training it would change
@@ -71,7 +70,6 @@ def fx_prepare(model: nn.Module, example: torch.Tensor, recipe, engine: str) -> 
     """FX QAT for TorchScript's engines: the engine's activation bits (x86: 7), the recipe's weights."""
     from torch.ao.quantization import FakeQuantize, QConfig, QConfigMapping, observer
     from torch.ao.quantization.quantize_fx import prepare_qat_fx
-
 
     if engine not in ENGINES:
         raise UserError(f"unknown quantization engine {engine!r}")
@@ -113,12 +111,10 @@ class FakeQuantization:
 
 
 def _xnnpack(model, example, recipe, options):
-
     return pt2e_prepare(model, example, xnnpack_quantizer(recipe, qat=True))
 
 
 def _litert(model, example, recipe, options):
-
     return pt2e_prepare(model, example, litert_quantizer(recipe, qat=True))
 
 
@@ -165,7 +161,6 @@ def pt2e_convert(trained: nn.Module, fold_quantize: bool = True) -> torch.fx.Gra
 
 def fx_convert(trained: nn.Module, engine: str) -> torch.fx.GraphModule:
     from torch.ao.quantization.quantize_fx import convert_fx
-
 
     torch.backends.quantized.engine = engine
     quantized = convert_fx(copy.deepcopy(trained).eval())

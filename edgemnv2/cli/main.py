@@ -148,7 +148,6 @@ def _write_traceback(exc: BaseException) -> str:
     """The bug's traceback in a new file beside the runs' logs; -> its path (or why there is none)."""
     import traceback
 
-
     path = default_log("internal-error")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -43,7 +43,6 @@ def validate(
     Exit codes: 0 all gates passed; 1 a gate failed or an artifact could not be checked; 2 bad input
     or usage; 3 internal error; 130 interrupted; 143 terminated."""
 
-
     threads = set_threads(threads)
     if junit is not None:
         refuse_overwrite(junit, force)  # before the work, not after it

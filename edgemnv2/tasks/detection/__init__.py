@@ -39,7 +39,6 @@ def _reduce_metrics(positions, records, split) -> dict:
 
 
 def _compare(reference, outputs, batch, split) -> dict:
-
     input_size = split.preprocessing.input_size
     matched, total, disagreements = [], [], []
     for ref, other, finite in zip(confident_detections(reference, input_size), confident_detections(outputs, input_size), finite_images(outputs)):
