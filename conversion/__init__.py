@@ -29,6 +29,11 @@ def get_target(name: str) -> Target:
     return TARGETS[name]
 
 
+def pt2e_quantizers() -> dict:
+    """{name: TargetQuantizer}: the PT2E quantizers the targets declare (xnnpack, litert)."""
+    return {target.pt2e_quantizer.name: target.pt2e_quantizer for target in TARGETS.values() if target.pt2e_quantizer is not None}
+
+
 def option_aliases() -> dict[str, tuple[str, object]]:
     """{alias: (target name, its option)}: the older flags that set one target's option."""
     return {option.alias: (name, option) for name, target in TARGETS.items() for option in target.options if option.alias}

@@ -50,7 +50,7 @@ from edgemnv2.fileio import HASH_ENCODING, commit, discard, folder_lock, remove_
 from edgemnv2.precision import Precision
 from edgemnv2.signing import sign_files, signature_path
 from edgemnv2.tasks import get_task
-from quantization.ptq import QuantRecipe, xnnpack_int8_graph
+from quantization.ptq import QuantRecipe, TargetQuantizer, pt2e_int8_graph
 from edgemnv2.layerwise.records import RuntimeOp
 from edgemnv2.layerwise.records import Capture
 from quantization.qat import pt2e_convert
@@ -140,6 +140,10 @@ class Target:
     # the fake quantization quantization-aware training fine-tunes under for this target's int8
     # (quantization/qat.py): its own quantizer's scheme. None: QAT is not offered for it.
     fake_quantization: object = None
+    # the PT2E quantizer its int8 is made with (quantization.ptq.TargetQuantizer), declared here so that
+    # what measures quantizers by name (`sensitivity --quantizer`, the --max-drop ranking) reads them from
+    # the registry. None: it quantizes otherwise (FX, ONNX Runtime, NNCF)
+    pt2e_quantizer: TargetQuantizer | None = None
 
     @property
     def name(self) -> str:
@@ -252,13 +256,14 @@ class ConversionJob:
             self.shared_graphs[key] = build()
         return self.shared_graphs[key]
 
-    def xnnpack_int8_graph(self) -> torch.nn.Module:
-        """The XNNPACK PT2E int8 graph, calibrated once per run and shared (ExecuTorch, CoreML W8A8)."""
-
-        trained = self.trained_int8(pt2e_convert)  # XNNPACK QAT's graph (quantization/qat.py), when there is one
+    def pt2e_int8_graph(self, quantizer: TargetQuantizer) -> torch.nn.Module:
+        """`quantizer`'s PT2E int8 graph, calibrated once per run and shared by the targets that quantize
+        with it (XNNPACK's: ExecuTorch and CoreML W8A8); QAT's trained graph when there is one."""
+        trained = self.trained_int8(pt2e_convert)  # the QAT graph (quantization/qat.py), when there is one
         if trained is not None:
             return trained
-        return self.shared(f"xnnpack-int8-{self.recipe}", lambda: xnnpack_int8_graph(self.model, self.example, self.require_calibration(), self.recipe))
+        return self.shared(f"{quantizer.name}-int8-{self.recipe}",
+                           lambda: pt2e_int8_graph(self.model, self.example, self.require_calibration(), self.recipe, quantizer))
 
     def trained_int8(self, convert: Callable[[torch.nn.Module], torch.nn.Module]) -> torch.nn.Module | None:
         """The int8 graph with the ranges quantization-aware training learned (`convert` turns the

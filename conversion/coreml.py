@@ -25,11 +25,11 @@ import torch
 from edgemnv2.artifacts import ArtifactRefused
 
 from quantization import qat
-from quantization.ptq import xnnpack_int8_graph
 
 from . import coreml_weights
 from .file_kinds import folder_with
 from .base import SELF_DESCRIPTION, SIDECARS, ConversionJob, Runner, RuntimeUnavailable, Target, TargetOption, TargetSpec, decode_option, output_names, per_sample, self_description, sidecar_path, sidecar_temp
+from .executorch_program import XNNPACK, xnnpack_int8_graph
 from .program_file import load_program, save_program
 from edgemnv2.tasks import get_task
 from edgemnv2.version import __version__
@@ -101,7 +101,7 @@ FP16_CLASSIFIER_NOTE = ("fp16: no classifier outputs (coremltools 9 cannot add t
 def source_program(job: ConversionJob) -> torch.export.ExportedProgram:
     """The torch program handed to coremltools (the XNNPACK PT2E graph for W8A8)."""
     if not _app(job):
-        model = job.xnnpack_int8_graph() if job.precision.name == "int8" else job.model
+        model = job.pt2e_int8_graph(XNNPACK) if job.precision.name == "int8" else job.model
         return torch.export.export(model, (job.example,))
     preprocessing = job.meta.preprocessing
     mean, std = preprocessing.mean, preprocessing.std
@@ -302,4 +302,4 @@ def carried_description(path: Path) -> dict:
 
 
 TARGET = Target(SPEC, convert, simulate=simulation_runner, describe=carried_description, options=(INPUT, decode_option("graph")),
-                recognizes=folder_with("Manifest.json"), fake_quantization=qat.XNNPACK)
+                recognizes=folder_with("Manifest.json"), fake_quantization=qat.pt2e_scheme(XNNPACK), pt2e_quantizer=XNNPACK)

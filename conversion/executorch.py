@@ -9,7 +9,7 @@ from pathlib import Path
 from quantization import qat
 
 from . import executorch_capture, executorch_ops
-from .executorch_program import program_model, to_program
+from .executorch_program import XNNPACK, program_model, to_program
 from .file_kinds import flatbuffer_identified
 from .base import ConversionJob, Target, TargetSpec, decode_option, self_description
 
@@ -44,4 +44,4 @@ def carried_description(path: Path) -> dict:
 TARGET = Target(SPEC, convert, describe=carried_description, options=(decode_option("host"),),
                 profile=executorch_ops.profile, capture=executorch_capture.capture, peak_gemm=executorch_ops.peak_gemm,
                 recognizes=flatbuffer_identified(b"ET12"), capture_rebuilds=True, profile_starts_processes=True,
-                fake_quantization=qat.XNNPACK)
+                fake_quantization=qat.pt2e_scheme(XNNPACK), pt2e_quantizer=XNNPACK)

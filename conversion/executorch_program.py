@@ -7,9 +7,41 @@ import copy
 import torch
 
 from quantization.delegable import nearest_upsampling_as_copies
-from quantization.ptq import xnnpack_dynamic_int8_graph, xnnpack_int8_graph
+from quantization.annotations import leave_float_modules_unannotated, quantize_clamps_after_their_producer, with_annotation_fixes
+from quantization.ptq import QuantRecipe, TargetQuantizer, pt2e_int8_graph, pt2e_quantize, with_activation_observer
 
 from .base import ConversionJob
+
+
+def _xnnpack_quantizer(recipe: QuantRecipe, qat: bool = False):
+    """XNNPACK's symmetric int8 config (per channel unless the recipe says per tensor); qat: its fake
+    quantization (quantization/qat.py) instead of the recipe's observer."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
+
+    config = get_symmetric_quantization_config(is_per_channel=recipe.per_channel, is_qat=qat)
+    quantizer = XNNPACKQuantizer().set_global(config if qat else with_activation_observer(config, recipe))
+    return with_annotation_fixes(quantizer, recipe.float_modules, leave_float_modules_unannotated, quantize_clamps_after_their_producer)
+
+
+# ExecuTorch's quantizer: what its int8 is, what CoreML W8A8 converts (the same graph), what ExecuTorch's,
+# CoreML's and ONNX's QAT simulate, and the --max-drop search's per-layer ranking
+XNNPACK = TargetQuantizer("xnnpack", "XNNPACK", _xnnpack_quantizer)
+
+
+def xnnpack_int8_graph(model: torch.nn.Module, example: torch.Tensor, calibration_images, recipe: QuantRecipe) -> torch.fx.GraphModule:
+    """The XNNPACK-quantized PT2E graph (ExecuTorch int8; CoreML W8A8 converts the same graph)."""
+    return pt2e_int8_graph(model, example, calibration_images, recipe, XNNPACK)
+
+
+def xnnpack_dynamic_int8_graph(model: torch.nn.Module, example: torch.Tensor, recipe: QuantRecipe) -> torch.fx.GraphModule:
+    """XNNPACK's dynamic quantization (ExecuTorch int8_dynamic): int8 weights (per channel unless
+    the recipe says per tensor), activations quantized by the runtime per call. No images: one
+    pass of `example` sets the weight observers."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
+
+    config = get_symmetric_quantization_config(is_per_channel=recipe.per_channel, is_dynamic=True)
+    quantizer = with_annotation_fixes(XNNPACKQuantizer().set_global(config), recipe.float_modules, leave_float_modules_unannotated)
+    return pt2e_quantize(model, example, quantizer, example.numpy())
 
 
 def program_model(job: ConversionJob) -> torch.nn.Module:
@@ -23,7 +55,7 @@ def program_model(job: ConversionJob) -> torch.nn.Module:
         model = xnnpack_dynamic_int8_graph(model, job.example, job.recipe)
     if job.precision.name == "int8":
         model = job.shared(f"xnnpack-int8-delegable-{job.recipe}", lambda: xnnpack_int8_graph(model, job.example, job.require_calibration(), job.recipe)) \
-            if rewritten else job.xnnpack_int8_graph()
+            if rewritten else job.pt2e_int8_graph(XNNPACK)
     return model
 
 

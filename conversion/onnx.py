@@ -25,6 +25,7 @@ import torch
 
 from quantization import qat
 
+from .executorch_program import XNNPACK
 from .file_kinds import header
 from .base import (SELF_DESCRIPTION, ConversionJob, Target, TargetOption, TargetSpec, decode_option, output_names, self_description)
 from quantization.annotations import path_is
@@ -164,4 +165,4 @@ def carried_description(path: Path) -> dict:
 # An ONNX ModelProto starts with its ir_version (field 1, a varint): tag byte 0x08.
 TARGET = Target(SPEC, convert, describe=carried_description, options=(WEIGHT_BITS, DYNAMIC_WEIGHT_BITS, decode_option("host")),
                 recognizes=lambda path: header(path)[:1] == b"\x08", recognized_alone=False,
-                fake_quantization=qat.XNNPACK)  # ONNX Runtime's QDQ int8: the same grid (symmetric int8 weights, 8-bit affine activations)
+                fake_quantization=qat.pt2e_scheme(XNNPACK))  # ONNX Runtime's QDQ int8: the same grid (symmetric int8 weights, 8-bit affine activations)

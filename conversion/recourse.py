@@ -43,9 +43,10 @@ from edgemnv2.tasks import evaluate_runner, get_task
 from quantization.ptq import OBSERVER_NAMES, QuantRecipe
 from quantization.qat import QatRecipe
 
+from . import pt2e_quantizers
 from .base import SIDECARS, TRAINED_RANGES, ArtifactResult, ConversionJob, remove_artifact, sidecar_path, sidecar_temp, write_artifact
 from .preparation import calibration_images, equalized
-from quantization.ptq import pt2e_quantize, xnnpack_quantizer
+from quantization.ptq import pt2e_quantize
 from quantization.sensitivity import layer_sensitivity
 from edgemnv2.artifacts import manifest_path
 from edgemnv2.validation.timing import time_interleaved
@@ -53,6 +54,9 @@ from edgemnv2.errors import did_you_mean
 from edgemnv2.validation.timing import time_runner
 
 MAX_EVALUATIONS = 20
+# the quantizer the layers-kept-in-float step ranks layers with, whatever the target (a proxy: its per-layer
+# SQNR orders the layers; the target's own runtime then measures each candidate)
+RANKING_QUANTIZER = "xnnpack"
 STEPS = ("calibration", "equalization", "mixed-precision", "qat")  # in the order the search tries them
 MAX_FLOAT_FRACTION = 0.10  # at most this share of the layers kept in float
 LARGER_CALIBRATION = 4  # the calibration step also tries this many times the images
@@ -297,7 +301,7 @@ def _measure_ranking(search: Search, recipe: QuantRecipe, images: np.ndarray | N
     model = equalized(search.jobs.folded, recipe, images, search.jobs.equalized)
     example = torch.from_numpy(calibration[:1].copy())
     float_graph = torch.export.export(model.eval(), (example,)).module()
-    quantized = pt2e_quantize(model, example, xnnpack_quantizer(recipe), calibration)
+    quantized = pt2e_quantize(model, example, pt2e_quantizers()[RANKING_QUANTIZER].build(recipe, False), calibration)
     check = search.heldout
     probe = np.concatenate([check.preprocessing.normalize(check.read(i)[0][None]) for i in range(min(16, len(check)))])
     layers = layer_sensitivity(float_graph, quantized, probe)

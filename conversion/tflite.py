@@ -14,12 +14,13 @@ from pathlib import Path
 
 from edgemnv2.errors import one_line
 from quantization import qat
-from quantization.ptq import litert_quantizer, pt2e_quantize
+from quantization.ptq import pt2e_quantize
 
 from . import tflite_ops, tflite_weights
 from .file_kinds import flatbuffer_identified
 from .base import ConversionJob, RuntimeUnavailable, Target, TargetOption, TargetSpec, decode_option, output_names, self_description
 from .tflite_interpreter import make_interpreter, operator_names
+from .tflite_quantizer import LITERT
 from .tflite_app import AppImageInput, delegated_pixel_input, example_pixels, float_outputs, metadata_bytes, pixels_from_normalized, read_metadata, with_metadata
 from edgemnv2.version import __version__
 from edgemnv2.tasks import get_task
@@ -63,7 +64,7 @@ def convert(job: ConversionJob, dest: Path) -> dict:
         if app:  # the same images, as the uint8 pixels the app graph takes
             calibration = pixels_from_normalized(calibration, preprocessing.mean, preprocessing.std)
         quantized = None if app else job.trained_int8(lambda graph: qat.pt2e_convert(graph, fold_quantize=False))  # QAT's graph, its ranges
-        quantizer = litert_quantizer(job.recipe, qat=quantized is not None)
+        quantizer = LITERT.build(job.recipe, quantized is not None)
         if quantized is None:
             quantized = pt2e_quantize(model, example, quantizer, calibration, fold_quantize=False)
         content = litert_torch.convert(quantized, (example,), quant_config=QuantConfig(pt2e_quantizer=quantizer)).model_content()
@@ -154,4 +155,4 @@ def carried_description(path: Path) -> dict:
 
 TARGET = Target(SPEC, convert, describe=carried_description, options=(INPUT, decode_option("graph")),
                 profile=tflite_ops.profile, capture=tflite_ops.capture, peak_gemm=tflite_ops.peak_gemm,
-                recognizes=flatbuffer_identified(b"TFL3"), fake_quantization=qat.LITERT)
+                recognizes=flatbuffer_identified(b"TFL3"), fake_quantization=qat.pt2e_scheme(LITERT), pt2e_quantizer=LITERT)

@@ -23,8 +23,9 @@ from edgemnv2.layerwise.records import Capture, RuntimeOp
 
 from .tflite_app import pack_model
 from .tflite_interpreter import input_encoder, make_interpreter, operator_names, to_input
+from .tflite_quantizer import LITERT
 from edgemnv2.layerwise.peak import gmacs_of
-from quantization.ptq import litert_quantizer, pt2e_quantize
+from quantization.ptq import pt2e_quantize
 from .gemm_peak import gemm_model, recipe
 
 KINDS = {"CONV_2D": "conv", "DEPTHWISE_CONV_2D": "dwconv", "FULLY_CONNECTED": "gemm", "TRANSPOSE_CONV": "conv"}
@@ -166,7 +167,7 @@ def peak_gemm(dtype: str, threads: int) -> float:
     if dtype == "int8":
         from litert_torch.quantize.quant_config import QuantConfig
 
-        quantizer = litert_quantizer(recipe())
+        quantizer = LITERT.build(recipe(), False)
         quantized = pt2e_quantize(model, example, quantizer, calibration, fold_quantize=False)
         edge_model = litert_torch.convert(quantized, (example,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
     else:

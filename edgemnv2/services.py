@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from conversion import target_names
+from conversion import pt2e_quantizers, target_names
 from conversion.pipeline import run_conversion
 from conversion.preparation import calibration_images, prepare_model
 from conversion.recourse import AccuracyBudget
-from quantization.ptq import QuantRecipe, litert_quantizer, pt2e_quantize, xnnpack_quantizer
+from quantization.ptq import QuantRecipe, pt2e_quantize
 
 from .bundle import make_bundles
 from .checkpoint import CheckpointMeta, load_checkpoint
@@ -33,9 +33,6 @@ from .validation.gates import Gates, load_gates
 from .validation.report import write_reports
 from .validation.validate import ValidationSettings, validate
 from quantization.sensitivity import layer_sensitivity as measure
-
-QUANTIZERS = ("xnnpack", "litert")
-
 
 def _verify_key_usable(verify_key: Path | None) -> None:
     if verify_key is not None:
@@ -112,8 +109,9 @@ def layer_sensitivity(checkpoint: Path, data: Path, *, quantizer: str = "xnnpack
     """Per-layer int8 SQNR against fp32 (quantization/sensitivity.py), worst first."""
     import torch
 
-    if quantizer not in QUANTIZERS:
-        raise did_you_mean(quantizer, QUANTIZERS, "quantizer")
+    quantizers = pt2e_quantizers()  # what the targets quantize with (Target.pt2e_quantizer)
+    if quantizer not in quantizers:
+        raise did_you_mean(quantizer, list(quantizers), "quantizer")
     if images < 1:
         raise UserError("--images must be at least 1")
     model, meta = load_checkpoint(checkpoint, arch)
@@ -121,8 +119,7 @@ def layer_sensitivity(checkpoint: Path, data: Path, *, quantizer: str = "xnnpack
     calib = calibration_images(data, meta.preprocessing, calib_size)
     folded, _ = prepare_model(model, meta, calib)
     example = torch.from_numpy(calib[:1].copy())
-    build = xnnpack_quantizer if quantizer == "xnnpack" else litert_quantizer
-    quantized = pt2e_quantize(folded, example, build(recipe), calib)
+    quantized = pt2e_quantize(folded, example, quantizers[quantizer].build(recipe, False), calib)
     float_graph = torch.export.export(folded.eval(), (example,)).module()
     # evaluation images: the validation split when there is one, never the calibration images
     eval_root = Path(data) / "val" if (Path(data) / "val").is_dir() else Path(data)

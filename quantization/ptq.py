@@ -1,14 +1,10 @@
-"""Post-training int8 quantization: one recipe, calibrated on real images, one quantizer per target.
+"""Post-training int8 quantization: one recipe, calibrated on real images, with the quantizer each target
+declares (its PT2E quantizer: XNNPACK's in conversion/executorch_program.py, which CoreML W8A8 and the
+--max-drop ranking use too, LiteRT's in conversion/tflite_quantizer.py; TorchScript's FX graph mode,
+`fx_quantize` here, for the engine its option names).
 
-  * ExecuTorch  -> XNNPACKQuantizer (PT2E), lowered to the XNNPACK delegate
-  * TFLite      -> litert-torch's PT2EQuantizer (full int8, int8 I/O)
-  * CoreML W8A8 -> the XNNPACK PT2E graph, converted by coremltools (calibrated in PyTorch, because
-                   CoreML cannot predict, hence cannot calibrate, on Linux)
-  * TorchScript -> FX graph-mode quantization: `x86` (any x86 server, 7-bit activations), `onednn`
-                   (x86 with VNNI, 8-bit activations) or `qnnpack` (ARM; always for the `.ptl`)
-
-Both PT2E quantizers run with the annotation fixes of annotations.py (ReLU6 quantized over its own
-range; the adds and upsamples litert-torch misses) and with dropout removed first.
+PT2E quantizers run with the annotation fixes of annotations.py (ReLU6 quantized over its own range;
+the adds and upsamples litert-torch misses) and with dropout removed first.
 
 Calibration never uses random tensors: a randomly calibrated model has wrong activation ranges on
 real inputs, a known cause of broken int8 models.
@@ -16,6 +12,8 @@ real inputs, a known cause of broken int8 models.
 
 import dataclasses
 import functools
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -25,8 +23,7 @@ from edgemnv2.errors import did_you_mean
 from edgemnv2.progress import progress
 from edgemnv2.tasks.detection.decode import CenterNetDecode
 
-from .annotations import (annotate_missed_ops, leave_float_modules_unannotated, path_is, quantize_clamps_after_their_producer,
-                          with_annotation_fixes)
+from .annotations import path_is
 from .recipe import ENGINES, EQUALIZATIONS, OBSERVER_NAMES, QatRecipe, QuantRecipe  # noqa: F401  (QuantRecipe's home was here: its importers keep working)
 
 def _pt2e_observer(name: str):
@@ -35,7 +32,7 @@ def _pt2e_observer(name: str):
     return {"histogram": observer.HistogramObserver, "minmax": observer.MinMaxObserver, "moving_average": observer.MovingAverageMinMaxObserver}[name]
 
 
-def _with_activation_observer(config, recipe: QuantRecipe):
+def with_activation_observer(config, recipe: QuantRecipe):
     """Swap the activation observer of a PT2E QuantizationConfig (both quantizers use dataclasses)."""
     ctor = _pt2e_observer(recipe.observer).with_args(eps=2**-12)
     replace = {}
@@ -46,40 +43,21 @@ def _with_activation_observer(config, recipe: QuantRecipe):
     return dataclasses.replace(config, **replace)
 
 
-def xnnpack_quantizer(recipe: QuantRecipe, qat: bool = False):
-    """qat: the config's fake quantization (quantization/qat.py) instead of the recipe's observer."""
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
+@dataclass(frozen=True)
+class TargetQuantizer:
+    """A PT2E quantizer a target quantizes with, declared by that target (Target.pt2e_quantizer):
+    `name` is what `sensitivity --quantizer` takes, `label` what manifests call its QAT scheme, and
+    `build(recipe, qat)` the configured torchao quantizer (qat: its fake quantization instead of the
+    recipe's observer), with the annotation fixes of annotations.py."""
 
-    config = get_symmetric_quantization_config(is_per_channel=recipe.per_channel, is_qat=qat)
-    quantizer = XNNPACKQuantizer().set_global(config if qat else _with_activation_observer(config, recipe))
-    return with_annotation_fixes(quantizer, recipe.float_modules, leave_float_modules_unannotated, quantize_clamps_after_their_producer)
-
-
-def litert_quantizer(recipe: QuantRecipe, qat: bool = False):
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
-
-    config = get_symmetric_quantization_config(is_per_channel=recipe.per_channel, is_qat=qat, is_dynamic=False)
-    if qat:  # its fake quantization, but not its QAT conv+BN annotator: that one fails on torchao's export (litert-torch 0.x);
-        config = dataclasses.replace(config, is_qat=False)  # and BN is folded before QAT anyway (quantization/qat.py)
-    quantizer = PT2EQuantizer().set_global(config if qat else _with_activation_observer(config, recipe))
-    return with_annotation_fixes(quantizer, recipe.float_modules, leave_float_modules_unannotated, quantize_clamps_after_their_producer,
-                                 annotate_missed_ops)
+    name: str
+    label: str
+    build: Callable[[QuantRecipe, bool], object]
 
 
-def xnnpack_int8_graph(model: nn.Module, example: torch.Tensor, calibration_images: np.ndarray, recipe: QuantRecipe) -> torch.fx.GraphModule:
-    """The XNNPACK-quantized PT2E graph (ExecuTorch int8; CoreML W8A8 converts the same graph)."""
-    return pt2e_quantize(model, example, xnnpack_quantizer(recipe), calibration_images)
-
-
-def xnnpack_dynamic_int8_graph(model: nn.Module, example: torch.Tensor, recipe: QuantRecipe) -> torch.fx.GraphModule:
-    """XNNPACK's dynamic quantization (ExecuTorch int8_dynamic): int8 weights (per channel unless
-    the recipe says per tensor), activations quantized by the runtime per call. No images: one
-    pass of `example` sets the weight observers."""
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
-
-    config = get_symmetric_quantization_config(is_per_channel=recipe.per_channel, is_dynamic=True)
-    quantizer = with_annotation_fixes(XNNPACKQuantizer().set_global(config), recipe.float_modules, leave_float_modules_unannotated)
-    return pt2e_quantize(model, example, quantizer, example.numpy())
+def pt2e_int8_graph(model: nn.Module, example: torch.Tensor, calibration_images: np.ndarray, recipe: QuantRecipe, quantizer: TargetQuantizer) -> torch.fx.GraphModule:
+    """`quantizer`'s int8 PT2E graph of `model`, calibrated on the images."""
+    return pt2e_quantize(model, example, quantizer.build(recipe, False), calibration_images)
 
 
 def calibrate(model, calibration_images: np.ndarray, description: str = "calibrating") -> None:

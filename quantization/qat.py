@@ -23,6 +23,7 @@ torchvision's QAT recipe freezes observers), so later epochs fit the weights to 
 """
 
 import copy
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -31,7 +32,7 @@ from torch import nn
 
 from edgemnv2.errors import UserError
 
-from .ptq import ENGINES, _modules_named, contiguous_before_clamps, litert_quantizer, observe_through_clamps, remove_dropout, xnnpack_quantizer
+from .ptq import ENGINES, TargetQuantizer, _modules_named, contiguous_before_clamps, observe_through_clamps, remove_dropout
 from .recipe import RANGES, QatRecipe  # noqa: F401  (QatRecipe's home was here: its importers keep working)
 
 
@@ -110,12 +111,12 @@ class FakeQuantization:
     options_used: Callable[[dict], tuple] = lambda options: ()  # the target options that change the scheme (TorchScript's engine)
 
 
-def _xnnpack(model, example, recipe, options):
-    return pt2e_prepare(model, example, xnnpack_quantizer(recipe, qat=True))
-
-
-def _litert(model, example, recipe, options):
-    return pt2e_prepare(model, example, litert_quantizer(recipe, qat=True))
+@functools.cache
+def pt2e_scheme(quantizer: TargetQuantizer) -> FakeQuantization:
+    """The QAT of a target that quantizes with a PT2E quantizer: that quantizer's QAT config (one object
+    per quantizer: the targets sharing it share their fine-tuning)."""
+    return FakeQuantization(f"{quantizer.label} PT2E QAT", lambda model, example, recipe, options: pt2e_prepare(model, example, quantizer.build(recipe, True)),
+                            pt2e_freeze_ranges, pt2e_train_mode)
 
 
 def fx_scheme(engine_of: Callable[[dict], str]) -> FakeQuantization:
@@ -123,8 +124,6 @@ def fx_scheme(engine_of: Callable[[dict], str]) -> FakeQuantization:
                             fx_freeze_ranges, fx_train_mode, lambda options: (engine_of(options),))
 
 
-XNNPACK = FakeQuantization("XNNPACK PT2E QAT", _xnnpack, pt2e_freeze_ranges, pt2e_train_mode)
-LITERT = FakeQuantization("LiteRT PT2E QAT", _litert, pt2e_freeze_ranges, pt2e_train_mode)
 
 
 def fine_tuned(model: nn.Module, example: torch.Tensor, recipe, options: dict, scheme: FakeQuantization, train: Trainer) -> "QatResult":

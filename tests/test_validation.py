@@ -221,7 +221,8 @@ def test_per_layer_sensitivity_names_the_worst_layer(classifier_artifacts, shape
 
     from conversion.preparation import calibration_images, prepare_model
     from edgemnv2.checkpoint import load_checkpoint
-    from quantization.ptq import QuantRecipe, pt2e_quantize, xnnpack_quantizer
+    from conversion.executorch_program import XNNPACK
+    from quantization.ptq import QuantRecipe, pt2e_quantize
     from quantization.sensitivity import layer_sensitivity
 
     checkpoint, _, _, _ = classifier_artifacts
@@ -231,9 +232,9 @@ def test_per_layer_sensitivity_names_the_worst_layer(classifier_artifacts, shape
     example = torch.from_numpy(calib[:1].copy())
     float_graph = torch.export.export(folded, (example,)).module()
     images = calibration_images(shapes_root / "classification" / "val", meta.preprocessing, 8)
-    good = layer_sensitivity(float_graph, pt2e_quantize(folded, example, xnnpack_quantizer(QuantRecipe()), calib), images)
+    good = layer_sensitivity(float_graph, pt2e_quantize(folded, example, XNNPACK.build(QuantRecipe(), False), calib), images)
     bad_recipe = QuantRecipe(observer="minmax", per_channel=False, calibration_size=1)
-    bad = layer_sensitivity(float_graph, pt2e_quantize(folded, example, xnnpack_quantizer(bad_recipe), calib[:1]), images)
+    bad = layer_sensitivity(float_graph, pt2e_quantize(folded, example, XNNPACK.build(bad_recipe, False), calib[:1]), images)
     assert len(good) == len(bad) == 53  # 52 convs + the classifier
     assert [r.isolated_sqnr_db for r in good] == sorted(r.isolated_sqnr_db for r in good)  # worst first
     assert bad[0].isolated_sqnr_db < good[0].isolated_sqnr_db

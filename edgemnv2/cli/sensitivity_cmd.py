@@ -4,9 +4,16 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from conversion import TARGETS, pt2e_quantizers
+
 from .common import out, set_threads
 from ..errors import UserError
 from ..services import layer_sensitivity
+
+# from the registry: each PT2E quantizer and the targets that quantize with it
+QUANTIZER_HELP = "; ".join(f"{name} ({', '.join(t.name for t in TARGETS.values() if t.pt2e_quantizer is quantizer)})"
+                           for name, quantizer in pt2e_quantizers().items()) + "."
+
 
 def print_sensitivity(checkpoint: Path, data: Path, quantizer: str = "xnnpack", observer: str = "histogram", per_tensor: bool = False,
                       calib_size: int = 128, images: int = 16, top: int = 15, arch: str | None = None) -> None:
@@ -26,7 +33,7 @@ def print_sensitivity(checkpoint: Path, data: Path, quantizer: str = "xnnpack", 
 def sensitivity(
     checkpoint: Annotated[Path, typer.Option(help="Trained checkpoint.")],
     data: Annotated[Path, typer.Option(help="Dataset root: calib/ calibrates, val/ evaluates (any image folder works).")],
-    quantizer: Annotated[str, typer.Option(help="xnnpack (ExecuTorch, CoreML W8A8) or litert (TFLite).")] = "xnnpack",
+    quantizer: Annotated[str, typer.Option(help=QUANTIZER_HELP)] = "xnnpack",
     observer: Annotated[str, typer.Option(help="histogram, minmax or moving_average.")] = "histogram",
     per_tensor: Annotated[bool, typer.Option("--per-tensor", help="Per-tensor weights (to see what they cost).")] = False,
     calib_size: Annotated[int, typer.Option(help="Calibration images.")] = 128,
