@@ -32,6 +32,7 @@ demo: setup
 
 # two xdist workers, whole files each, longest first (tests/conftest.py: FILES_LONGEST_FIRST, OMP_WAIT_POLICY)
 test: setup
+	$(BIN)/ruff check edgemnv2 conversion quantization tests benchmarks device_tests
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 bench: setup

@@ -28,7 +28,8 @@ from quantization import qat
 
 from . import coreml_weights
 from .file_kinds import folder_with
-from .base import SELF_DESCRIPTION, SIDECARS, ConversionJob, Runner, RuntimeUnavailable, Target, TargetOption, TargetSpec, decode_option, output_names, per_sample, self_description, sidecar_path, sidecar_temp
+from .base import (SELF_DESCRIPTION, SIDECARS, ConversionJob, Runner, RuntimeUnavailable, Target, TargetOption, TargetSpec, decode_option, output_names,
+                   per_sample, self_description, sidecar_path, sidecar_temp)
 from .executorch_program import XNNPACK, xnnpack_int8_graph
 from .program_file import load_program, save_program
 from edgemnv2.tasks import get_task

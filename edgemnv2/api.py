@@ -66,7 +66,8 @@ def convert(model: nn.Module | str | Path, out: str | Path, *, meta: CheckpointM
             precisions: Sequence[str] = ("all",), calib_data: str | Path | None = None, calib_size: int = 128, observer: str = "histogram",
             per_channel: bool = True, equalization: str = "none", server_engine: str | None = None, target_options: dict[str, dict] | None = None, force: bool = False,
             sign_key: str | Path | None = None, max_drop: float | None = None, accuracy_data: str | Path | None = None,
-            accuracy_limit: int | None = 1000, gates: str | Path | None = None, recourse_steps: Sequence[str] | None = None, name: str = "model", arch: str | None = None, on_start=None, on_result=None,
+            accuracy_limit: int | None = 1000, gates: str | Path | None = None, recourse_steps: Sequence[str] | None = None, name: str = "model",
+            arch: str | None = None, on_start=None, on_result=None,
             on_search=None, train_data: str | Path | None = None, qat_epochs: int = QatRecipe.epochs,
             qat_minutes: float | None = None, allowed_precisions: Sequence[str] = (), input_size: tuple[int, int] | None = None,
             threads: int = 2) -> ConversionResult:

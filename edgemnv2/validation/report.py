@@ -140,7 +140,8 @@ def notes(report: dict) -> list[str]:
 def markdown(report: dict, comparison_images: list[Path] | None = None) -> str:
     cols = columns(report)
     lines = [f"# Validation report: {Path(report['checkpoint']['path']).name}", "",
-             f"{report['checkpoint']['arch']} ({report['checkpoint']['task']}), {report['data']['images']} images of the '{report['data']['split']}' split of `{report['data']['path']}`. Gates: {report['gates']['source'] or 'none'} -> **{'passed' if report['gates']['passed'] else 'FAILED'}**.", "",
+             f"{report['checkpoint']['arch']} ({report['checkpoint']['task']}), {report['data']['images']} images of the '{report['data']['split']}' split of "
+             f"`{report['data']['path']}`. Gates: {report['gates']['source'] or 'none'} -> **{'passed' if report['gates']['passed'] else 'FAILED'}**.", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(row) + " |" for row in rows_for_display(report)]
     lines.append("")

@@ -15,13 +15,13 @@ def coco_detections(outputs: list[np.ndarray], original_sizes: np.ndarray, input
     boxes, scores, labels = detections(outputs, top_k, input_size)
     height, width = input_size
     per_image = []
-    for b, s, l, (orig_h, orig_w), finite in zip(boxes.numpy(), scores.numpy(), labels.numpy(), original_sizes, finite_images(outputs)):
+    for b, s, image_labels, (orig_h, orig_w), finite in zip(boxes.numpy(), scores.numpy(), labels.numpy(), original_sizes, finite_images(outputs)):
         if not finite:  # non-finite maps find nothing (finite_images)
             per_image.append(np.zeros((0, 6), np.float32))
             continue
         xyxy = b * np.array([orig_w / width, orig_h / height] * 2, np.float32)
         xywh = np.concatenate([xyxy[:, :2], np.maximum(0.0, xyxy[:, 2:] - xyxy[:, :2])], axis=1)
-        per_image.append(np.concatenate([xywh, s[:, None], l[:, None].astype(np.float32)], axis=1).astype(np.float32))
+        per_image.append(np.concatenate([xywh, s[:, None], image_labels[:, None].astype(np.float32)], axis=1).astype(np.float32))
     return per_image
 
 
@@ -62,7 +62,7 @@ def confident_detections(outputs: list[np.ndarray], input_size: tuple[int, int],
     """Per image: [(box x1y1x2y2 in input pixels, score, label)] with score >= threshold."""
     boxes, scores, labels = detections(outputs, top_k, input_size)
     per_image = []
-    for b, s, l, finite in zip(boxes.numpy(), scores.numpy(), labels.numpy(), finite_images(outputs)):
+    for b, s, image_labels, finite in zip(boxes.numpy(), scores.numpy(), labels.numpy(), finite_images(outputs)):
         keep = (s >= threshold) & finite  # non-finite maps find nothing (finite_images)
-        per_image.append([(box, float(score), int(label)) for box, score, label in zip(b[keep], s[keep], l[keep])])
+        per_image.append([(box, float(score), int(label)) for box, score, label in zip(b[keep], s[keep], image_labels[keep])])
     return per_image
