@@ -37,7 +37,7 @@ from conversion import openvino as OPENVINO  # noqa: E402  (this benchmark is ab
 
 def edgemnv2_side(checkpoint: Path, data: Path, out: Path, budget: float, per_tensor: bool) -> tuple[dict, float]:
     """What `convert --target <this target> --precision fp32,int8 --max-drop BUDGET` does, through the library."""
-    from conversion.base import find_artifacts
+    from edgemnv2.artifacts import find_artifacts
     from edgemnv2 import api
 
     started = time.perf_counter()

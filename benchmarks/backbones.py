@@ -114,7 +114,7 @@ def train_row(name, arch, kwargs, data, work: Path, epochs: int, train_size: int
 def int8_runners(checkpoint: Path, data: Path, work: Path, threads: int) -> dict:
     """Convert the trained weights at 512x512 to ExecuTorch and TFLite int8: target -> loaded runner."""
     from conversion import TARGETS
-    from conversion.base import find_artifacts
+    from edgemnv2.artifacts import find_artifacts
     from conversion.pipeline import run_conversion
     from edgemnv2.checkpoint import load_checkpoint, save_checkpoint
     from edgemnv2.data.preprocess import Preprocessing

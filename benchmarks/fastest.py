@@ -80,7 +80,7 @@ def convert_model(name: str, work: Path, calib_size: int, precisions: list[str])
 def load_rows(name: str, checkpoint: Path, folder: Path, threads: int) -> tuple[list[dict], dict]:
     """-> (rows, runners): eager fp32, then every artifact; a row that cannot run here says why."""
     from conversion import TARGETS
-    from conversion.base import RuntimeUnavailable, find_artifacts
+    from edgemnv2.artifacts import RuntimeUnavailable, find_artifacts
     from edgemnv2.checkpoint import load_checkpoint
     from edgemnv2.evaluate import torch_runner
     from edgemnv2.models import create_model

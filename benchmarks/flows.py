@@ -81,7 +81,7 @@ def torchscript_flow(images, dest: Path) -> Path:
 
 def main(argv=None) -> int:
     from conversion import TARGETS
-    from conversion.base import find_artifacts
+    from edgemnv2.artifacts import find_artifacts
     from conversion.pipeline import run_conversion
     from conversion.preparation import calibration_images
     from edgemnv2.checkpoint import CheckpointMeta, save_checkpoint

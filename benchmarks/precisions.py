@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import machine, time_interleaved  # noqa: E402
 from conversion import TARGETS  # noqa: E402
-from conversion.base import RuntimeUnavailable, find_artifacts  # noqa: E402
+from edgemnv2.artifacts import RuntimeUnavailable, find_artifacts  # noqa: E402
 from conversion.pipeline import run_conversion  # noqa: E402
 from edgemnv2.checkpoint import CheckpointMeta, save_checkpoint  # noqa: E402
 from edgemnv2.data.preprocess import Preprocessing  # noqa: E402

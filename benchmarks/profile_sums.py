@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import machine  # noqa: E402
-from conversion.base import find_artifacts  # noqa: E402
+from edgemnv2.artifacts import find_artifacts  # noqa: E402
 from conversion.pipeline import run_conversion  # noqa: E402
 from edgemnv2.checkpoint import CheckpointMeta, save_checkpoint  # noqa: E402
 from edgemnv2.data.preprocess import Preprocessing  # noqa: E402

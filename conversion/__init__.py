@@ -1,17 +1,15 @@
-"""The target registry: one line per target. Each module exposes TARGET (the contract in conversion/base.py)."""
+"""The target registry: one line per target. Each module exposes TARGET (the contract in conversion/target.py)."""
 
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 from edgemnv2.artifacts import ArtifactRefused, VerifiedArtifact, verified_copy
-from edgemnv2.confine.runner import ConfinedRunner, RunnerLimits
-
+from edgemnv2.confine.runner import ConfinedRunner, RunnerLimits, warm
 from edgemnv2.errors import UserError, did_you_mean
 
 from . import coreml, executorch, onnx, openvino, tflite, torchscript, torchscript_mobile
-from .base import Target, qualified
-from edgemnv2.confine.runner import warm
+from .target import Target, qualified
 
 TARGETS: dict[str, Target] = {
     target.name: target

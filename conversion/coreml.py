@@ -22,18 +22,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgemnv2.artifacts import ArtifactRefused
-
+from edgemnv2.artifacts import ArtifactRefused, Runner, RuntimeUnavailable, per_sample
+from edgemnv2.tasks import get_task
+from edgemnv2.version import __version__
 from quantization import qat
 
 from . import coreml_weights
-from .file_kinds import folder_with
-from .base import (SELF_DESCRIPTION, SIDECARS, ConversionJob, Runner, RuntimeUnavailable, Target, TargetOption, TargetSpec, decode_option, output_names,
-                   per_sample, self_description, sidecar_path, sidecar_temp)
 from .executorch_program import XNNPACK, xnnpack_int8_graph
+from .file_kinds import folder_with
+from .job import SELF_DESCRIPTION, ConversionJob, output_names, self_description
 from .program_file import load_program, save_program
-from edgemnv2.tasks import get_task
-from edgemnv2.version import __version__
+from .target import Target, TargetOption, TargetSpec, decode_option
+from .writer import SIDECARS, sidecar_path, sidecar_temp
 
 INPUT = TargetOption("input", "app", ("app", "tensor"), "app: image input (RGB, 0-255; the preprocessing inside), class labels and "
                      "metadata for Xcode and Vision; tensor: PyTorch's normalized NCHW float input")

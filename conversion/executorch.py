@@ -11,7 +11,8 @@ from quantization import qat
 from . import executorch_capture, executorch_ops
 from .executorch_program import XNNPACK, program_model, to_program
 from .file_kinds import flatbuffer_identified
-from .base import ConversionJob, Target, TargetSpec, decode_option, self_description
+from .job import ConversionJob, self_description
+from .target import Target, TargetSpec, decode_option
 
 SPEC = TargetSpec("executorch", ".pte", ("fp32", "fp16", "int8", "int8_dynamic"), runtime="ExecuTorch runtime, XNNPACK delegate",
                   runtime_modules=("executorch",), device_runtime="executorch", tool_packages=("executorch",))

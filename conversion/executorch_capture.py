@@ -13,8 +13,8 @@ their scale and zero point.
 """
 
 import functools
-from contextlib import closing
 import json
+from contextlib import closing
 
 import numpy as np
 import torch

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgemnv2.layerwise.peak import gmacs_of
 from edgemnv2.layerwise.records import RuntimeOp
 
 from .executorch_program import to_program, xnnpack_int8_graph
-from edgemnv2.layerwise.peak import gmacs_of
 from .gemm_peak import gemm_model, recipe
 
 DTYPES = (("QS8", "int8"), ("QC8", "int8"), ("QU8", "int8"), ("X8", "int8"), ("F32", "fp32"), ("X32", "fp32"), ("F16", "fp16"))

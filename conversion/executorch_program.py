@@ -6,11 +6,11 @@ import copy
 
 import torch
 
-from quantization.delegable import nearest_upsampling_as_copies
 from quantization.annotations import leave_float_modules_unannotated, quantize_clamps_after_their_producer, with_annotation_fixes
+from quantization.delegable import nearest_upsampling_as_copies
 from quantization.ptq import QuantRecipe, TargetQuantizer, pt2e_int8_graph, pt2e_quantize, with_activation_observer
 
-from .base import ConversionJob
+from .job import ConversionJob
 
 
 def _xnnpack_quantizer(recipe: QuantRecipe, qat: bool = False):

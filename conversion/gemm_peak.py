@@ -6,7 +6,6 @@ import torch
 from torch import nn
 
 from edgemnv2.layerwise.peak import GEMM_SHAPE
-
 from quantization.ptq import QuantRecipe
 
 

@@ -24,11 +24,12 @@ from pathlib import Path
 import torch
 
 from quantization import qat
+from quantization.annotations import path_is
 
 from .executorch_program import XNNPACK
 from .file_kinds import header
-from .base import (SELF_DESCRIPTION, ConversionJob, Target, TargetOption, TargetSpec, decode_option, output_names, self_description)
-from quantization.annotations import path_is
+from .job import SELF_DESCRIPTION, ConversionJob, output_names, self_description
+from .target import Target, TargetOption, TargetSpec, decode_option
 
 SPEC = TargetSpec("onnx", ".onnx", ("fp32", "fp16", "int8", "int8_dynamic"), runtime="ONNX Runtime (CPU execution provider)",
                   runtime_modules=("onnxruntime",), device_runtime="onnxruntime", tool_packages=("onnx", "onnxscript", "onnxruntime"))

@@ -47,8 +47,10 @@ from edgemnv2.device.runtime_adapters import DECLARED_INFERENCE_PRECISION, openv
 from edgemnv2.fileio import temp_path
 
 from . import openvino_ops
-from .base import SELF_DESCRIPTION, SIDECARS, ConversionJob, Target, TargetOption, TargetSpec, decode_option, output_names, self_description, sidecar_temp
 from .file_kinds import header
+from .job import SELF_DESCRIPTION, ConversionJob, output_names, self_description
+from .target import Target, TargetOption, TargetSpec, decode_option
+from .writer import SIDECARS, sidecar_temp
 
 WEIGHTS = ".bin"  # the weights sidecar: <artifact>.bin, part of what ships
 SPEC = TargetSpec("openvino", ".xml", ("fp32", "bf16", "int8"), runtime="OpenVINO (CPU plugin)", runtime_modules=("openvino",), device_runtime="openvino",

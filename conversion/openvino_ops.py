@@ -21,8 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from edgemnv2.device.runtime_adapters import openvino_compiled, openvino_expected_hint
-from edgemnv2.layerwise.records import RuntimeOp
-from edgemnv2.layerwise.records import Capture
+from edgemnv2.layerwise.records import Capture, RuntimeOp
 
 KINDS = {"Convolution": "conv", "GroupConvolution": "dwconv", "FullyConnected": "gemm", "MatMul": "gemm"}
 

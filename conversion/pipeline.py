@@ -7,22 +7,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgemnv2.artifacts import manifest_path
 from edgemnv2.checkpoint import CheckpointMeta, load_checkpoint
 from edgemnv2.errors import UserError
 from edgemnv2.fileio import sha256_of
+from edgemnv2.models import get_spec
 from edgemnv2.precision import get_precision
 from edgemnv2.signing import tool as signing_tool
 from edgemnv2.tasks import get_task
 from quantization.ptq import QuantRecipe
+from quantization.qat import fine_tuned
 
 from . import TARGETS, get_target
-from .base import DECODE, ArtifactResult, ConversionJob, artifact_path, manifest_path, stale_reason, write_artifact
 from .fine_tune import recipe_of
+from .job import ConversionJob
+from .manifest import stale_reason
 from .preparation import calibration_images, calibration_sha256, equalized, prepare_model
-from .recourse import check_budget_data, training_split
-from edgemnv2.models import get_spec
-from .recourse import recover
-from quantization.qat import fine_tuned
+from .recourse import check_budget_data, recover, training_split
+from .target import DECODE
+from .writer import ArtifactResult, ArtifactWriter
 
 ALL = "all"
 
@@ -69,19 +72,19 @@ def _with_postprocessing(model: torch.nn.Module, meta: CheckpointMeta, recipe: Q
     return wrapped, recipe.keeping_in_float(*getattr(wrapped, "FLOAT_MODULES", ())), True
 
 
-def refuse_stale(jobs: list[tuple[str, ConversionJob]], out_dir: Path, stem: str, checkpoint_hash: str) -> None:
-    """Before converting anything: an artifact already in out_dir that was built from other
-    inputs (checkpoint, recipe, calibration set, tools) is never silently kept or replaced."""
+def refuse_stale(jobs: list[tuple[str, ConversionJob]], writer: ArtifactWriter) -> None:
+    """Before converting anything: an artifact already in the writer's folder that was built from
+    other inputs (checkpoint, recipe, calibration set, tools) is never silently kept or replaced."""
     stale = []
     for target, job in jobs:
-        final = artifact_path(out_dir, stem, TARGETS[target].spec, job.precision)
+        final = writer.path(TARGETS[target].spec, job.precision)
         if manifest_path(final).exists():
-            reason = stale_reason(manifest_path(final), job.provenance(checkpoint_hash))
+            reason = stale_reason(manifest_path(final), job.provenance(writer.checkpoint_sha256))
             if reason:
                 stale.append(f"{final.name} ({reason})")
     if stale:
         more = f" and {len(stale) - 1} more" if len(stale) > 1 else ""
-        raise UserError(f"{out_dir} already holds {stale[0]}{more}; pass --force to replace them, or convert into another --out")
+        raise UserError(f"{writer.out_dir} already holds {stale[0]}{more}; pass --force to replace them, or convert into another --out")
 
 
 def at_input_size(meta: CheckpointMeta, size: tuple[int, int] | None) -> tuple[CheckpointMeta, tuple[int, int] | None]:
@@ -142,20 +145,18 @@ def run_conversion(
     images = calibration_images(calib_data, meta.preprocessing, recipe.calibration_size) if calib_data else None
     check = images if images is not None else np.zeros((1, 3, *meta.preprocessing.input_size), np.float32)
     folded, fold_error = prepare_model(model, meta, check)
-    checkpoint_hash = sha256_of(checkpoint)
-    stem = Path(checkpoint).stem
+    writer = ArtifactWriter(Path(out_dir), Path(checkpoint).stem, sha256_of(checkpoint), force, Path(sign_key) if sign_key is not None else None)
     jobs = JobFactory(folded, meta, images, training_split(budget, meta), resized, options)
     planned = [(target, jobs.make(target, precision, recipe, options[target], budget)) for target, precision in work.pairs]
     if not force:
-        refuse_stale(planned, out_dir, stem, checkpoint_hash)
+        refuse_stale(planned, writer)
     results = []
     for index, (target, job) in enumerate(planned, start=1):
         if on_start:
             on_start(target, job.precision.name, index, len(planned))
-        result = write_artifact(TARGETS[target], job, out_dir, stem, checkpoint_hash, force, sign_key)
+        result = writer.write(TARGETS[target], job)
         if budget is not None and result.status == "ok" and job.precision.full_int8:
-
-            result = recover(TARGETS[target], job, result, jobs, budget, calib_data, out_dir, stem, checkpoint_hash, sign_key, force)
+            result = recover(TARGETS[target], job, result, jobs, budget, calib_data, writer)
         results.append(result)
         if on_result:
             on_result(result)

@@ -88,11 +88,10 @@ def check_program(document: dict, source: str) -> dict:
 
 def load_program(data: bytes, source: str) -> torch.nn.Module:
     """The runnable module of a program file's bytes (read once and verified by the caller)."""
+    import torch.ao.quantization.fx._decomposed  # noqa: F401  registers the quantized_decomposed ops
     from safetensors import SafetensorError
     from safetensors.torch import load as load_tensors
     from torch._export.serde import serialize as serde
-
-    import torch.ao.quantization.fx._decomposed  # noqa: F401  registers the quantized_decomposed ops
 
     try:
         header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")]).get("__metadata__") or {}

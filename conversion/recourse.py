@@ -35,23 +35,21 @@ from pathlib import Path
 
 import numpy as np
 
-from edgemnv2.artifacts import RuntimeUnavailable
-from edgemnv2.errors import UserError
+from edgemnv2.artifacts import RuntimeUnavailable, manifest_path
+from edgemnv2.errors import UserError, did_you_mean
 from edgemnv2.evaluate import torch_runner
 from edgemnv2.precision import get_precision
 from edgemnv2.tasks import evaluate_runner, get_task
-from quantization.ptq import OBSERVER_NAMES, QuantRecipe
+from edgemnv2.validation.timing import time_interleaved, time_runner
+from quantization.ptq import OBSERVER_NAMES, QuantRecipe, pt2e_quantize
 from quantization.qat import QatRecipe
+from quantization.sensitivity import layer_sensitivity
 
 from . import pt2e_quantizers
-from .base import SIDECARS, TRAINED_RANGES, ArtifactResult, ConversionJob, remove_artifact, sidecar_path, sidecar_temp, write_artifact
+from .job import TRAINED_RANGES, ConversionJob
+from .manifest import target_fields
 from .preparation import calibration_images, equalized
-from quantization.ptq import pt2e_quantize
-from quantization.sensitivity import layer_sensitivity
-from edgemnv2.artifacts import manifest_path
-from edgemnv2.validation.timing import time_interleaved
-from edgemnv2.errors import did_you_mean
-from edgemnv2.validation.timing import time_runner
+from .writer import SIDECARS, ArtifactResult, ArtifactWriter, remove_artifact, sidecar_path, sidecar_temp
 
 MAX_EVALUATIONS = 20
 # the quantizer the layers-kept-in-float step ranks layers with, whatever the target (a proxy: its per-layer
@@ -181,10 +179,10 @@ class Attempt:
 class Search:
     """One artifact's search: the evaluations it spent and the best attempt so far."""
 
-    def __init__(self, target, base_job: ConversionJob, jobs, budget: AccuracyBudget, points: float, calib_data: Path | None, stem: str,
-                 checkpoint_hash: str, scratch: Path):
+    def __init__(self, target, base_job: ConversionJob, jobs, budget: AccuracyBudget, points: float, calib_data: Path | None, writer: ArtifactWriter,
+                 scratch: Path):
         self.target, self.base_job, self.jobs, self.budget = target, base_job, jobs, budget
-        self.calib_data, self.stem, self.checkpoint_hash = calib_data, stem, checkpoint_hash
+        self.calib_data, self.writer = calib_data, writer
         self.attempts: list[Attempt] = []
         self.scratch = scratch
         self.heldout, self.reference = _heldout(jobs, budget)
@@ -240,7 +238,7 @@ class Search:
             return None
         job = self.job_for(candidate)
         folder = self.scratch / str(self.evaluations)  # each candidate keeps its files: the chosen one is adopted as it is
-        result = write_artifact(self.target, job, folder, self.stem, self.checkpoint_hash, force=True)
+        result = self.writer.into(folder, signed=False).replacing().write(self.target, job)
         if result.status != "ok":
             attempt = Attempt(candidate, None, None, None, 0, result.message)
             self.attempts.append(attempt)
@@ -385,8 +383,8 @@ def _other_precision(search: Search) -> Attempt | None:
     return None
 
 
-def recover(target, job: ConversionJob, result: ArtifactResult, jobs, budget: AccuracyBudget, calib_data: Path | None, out_dir: Path, stem: str,
-            checkpoint_hash: str, sign_key: Path | None, force: bool = False) -> ArtifactResult:
+def recover(target, job: ConversionJob, result: ArtifactResult, jobs, budget: AccuracyBudget, calib_data: Path | None,
+            writer: ArtifactWriter) -> ArtifactResult:
     """Measure the artifact just written; over budget, search and replace it with the first recipe
     that meets the budget (or, when none does, the best one found, saying so). An artifact whose
     runtime is missing here, or a search that crashes, keeps the artifact as converted and says so
@@ -396,7 +394,7 @@ def recover(target, job: ConversionJob, result: ArtifactResult, jobs, budget: Ac
         return result  # the gates file sets no drop limit for this target: nothing to hold it to
     scratch = Path(tempfile.mkdtemp(prefix="edgemnv2-recourse-"))  # the candidates' files; gone whatever happens
     try:
-        return _recover(target, job, result, jobs, budget, points, calib_data, out_dir, stem, checkpoint_hash, sign_key, scratch, force)
+        return _recover(target, job, result, jobs, budget, points, calib_data, writer, scratch)
     except UserError:
         raise
     except RuntimeUnavailable as exc:
@@ -409,9 +407,9 @@ def recover(target, job: ConversionJob, result: ArtifactResult, jobs, budget: Ac
 
 
 def _recover(target, job: ConversionJob, result: ArtifactResult, jobs, budget: AccuracyBudget, points: float, calib_data: Path | None,
-             out_dir: Path, stem: str, checkpoint_hash: str, sign_key: Path | None, scratch: Path, force: bool = False) -> ArtifactResult:
+             writer: ArtifactWriter, scratch: Path) -> ArtifactResult:
     started = time.perf_counter()
-    search = Search(target, job, jobs, budget, points, calib_data, stem, checkpoint_hash, scratch)
+    search = Search(target, job, jobs, budget, points, calib_data, writer, scratch)
     baseline = Candidate("as asked", "the requested recipe", job.recipe)
     base = search.evaluate_artifact(baseline, result.path, result.manifest)
     chosen = base if search.met(base) else None
@@ -461,7 +459,7 @@ def _recover(target, job: ConversionJob, result: ArtifactResult, jobs, budget: A
     if hint:  # why this target cannot get there, in its own words
         record["summary"] += f"; {hint}"
     if final.candidate.precision is not None:  # another precision met the budget: it replaces the int8 file that missed
-        replaced, refusal = _replace_precision(target, job_out, files, result, record, out_dir, stem, checkpoint_hash, sign_key, force)
+        replaced, refusal = _replace_precision(target, job_out, files, result, record, writer)
         if replaced is not None:
             return replaced
         # it could not go into place: the best int8 attempt does, with the search's record, and the run fails saying why
@@ -469,15 +467,15 @@ def _recover(target, job: ConversionJob, result: ArtifactResult, jobs, budget: A
         record, job_out, files = placed(search.best(), met)
         record["summary"] += f"; {refusal}"
     # the measured bytes themselves go into place, under the manifest that records the search
-    rewritten = write_artifact(_adopting(target, *files), job_out, out_dir, stem, checkpoint_hash, force=True, sign_key=sign_key)
+    rewritten = writer.replacing().write(_adopting(target, *files), job_out)
     rewritten.seconds = result.seconds + record["seconds"]  # the conversion and its search
     if rewritten.status == "ok" and not met:  # the best artifact found is in place; the run fails, saying by how much
         rewritten.status, rewritten.message = "failed", record["summary"]
     return rewritten
 
 
-def _replace_precision(target, job: ConversionJob, files: tuple, missed: ArtifactResult, record: dict, out_dir: Path, stem: str,
-                       checkpoint_hash: str, sign_key: Path | None, force: bool) -> tuple[ArtifactResult | None, str]:
+def _replace_precision(target, job: ConversionJob, files: tuple, missed: ArtifactResult, record: dict,
+                       writer: ArtifactWriter) -> tuple[ArtifactResult | None, str]:
     """The allowed precision's measured artifact under its own name; then the int8 file that missed
     the budget is removed. An artifact of that precision already there is reused when it was made
     by the same command (a re-run), replaced with --force, and otherwise refused as convert refuses
@@ -485,7 +483,7 @@ def _replace_precision(target, job: ConversionJob, files: tuple, missed: Artifac
     import json
 
     try:
-        written = write_artifact(_adopting(target, *files), job, out_dir, stem, checkpoint_hash, force=force, sign_key=sign_key)
+        written = writer.write(_adopting(target, *files), job)
     except UserError as exc:  # another artifact of that precision is there, made from other inputs
         return None, f"{job.precision.name} met it, but {exc}"
     if written.status not in ("ok", "skipped"):  # skipped: this command made it before (a re-run), and it is up to date
@@ -514,11 +512,6 @@ def _latency_ratio(search: Search, base_files: tuple, final_files: tuple) -> flo
     return timed["final"]["median_ms"] / timed["base"]["median_ms"]
 
 
-STANDARD_MANIFEST_KEYS = {"schema", "artifact", "target", "runtime", "precision", "arch", "task", "model_kwargs", "class_names", "preprocessing",
-                          "outputs", "quantization", "target_options", "checkpoint_sha256", "provenance", "artifact_sha256", "hash_encoding", "artifact_bytes",
-                          "conversion_seconds", "tool_versions", "byte_reproducible", "nondeterminism", "recourse", "sidecars", "signed"}
-
-
 def _adopting(target, artifact: Path, manifest: dict):
     """`target`, whose convert copies an artifact already made (and measured) instead of converting
     again: its bytes, its sidecars and its target-specific manifest fields."""
@@ -535,7 +528,7 @@ def _adopting(target, artifact: Path, manifest: dict):
             temp = sidecar_temp(dest, suffix)
             shutil.copyfile(sidecar_path(artifact, manifest, suffix), temp)
             sidecars[suffix] = temp
-        return {**{k: v for k, v in manifest.items() if k not in STANDARD_MANIFEST_KEYS}, SIDECARS: sidecars}
+        return {**target_fields(manifest), SIDECARS: sidecars}
 
     return dataclasses.replace(target, convert=copy)
 

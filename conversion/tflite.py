@@ -11,19 +11,20 @@ Interpreters: ai_edge_litert (maintained), else tflite_runtime (what many boards
 
 from pathlib import Path
 
-
+from edgemnv2.artifacts import RuntimeUnavailable
 from edgemnv2.errors import one_line
+from edgemnv2.tasks import get_task
+from edgemnv2.version import __version__
 from quantization import qat
 from quantization.ptq import pt2e_quantize
 
 from . import tflite_ops, tflite_weights
 from .file_kinds import flatbuffer_identified
-from .base import ConversionJob, RuntimeUnavailable, Target, TargetOption, TargetSpec, decode_option, output_names, self_description
+from .job import ConversionJob, output_names, self_description
+from .target import Target, TargetOption, TargetSpec, decode_option
+from .tflite_app import AppImageInput, delegated_pixel_input, example_pixels, float_outputs, metadata_bytes, pixels_from_normalized, read_metadata, with_metadata
 from .tflite_interpreter import make_interpreter, operator_names
 from .tflite_quantizer import LITERT
-from .tflite_app import AppImageInput, delegated_pixel_input, example_pixels, float_outputs, metadata_bytes, pixels_from_normalized, read_metadata, with_metadata
-from edgemnv2.version import __version__
-from edgemnv2.tasks import get_task
 
 SPEC = TargetSpec("tflite", ".tflite", ("fp32", "fp16", "int8", "int8_dynamic", "int8_weights", "int16x8"), runtime="LiteRT interpreter (ai-edge-litert)",
                   runtime_modules=("ai_edge_litert", "tflite_runtime"), device_runtime="tflite", tool_packages=("litert-torch", "ai-edge-litert"),

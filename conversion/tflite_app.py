@@ -30,7 +30,7 @@ from .third_party import tflite_metadata_schema_py_generated as meta_fb
 METADATA_NAME = "TFLITE_METADATA"  # the name TFLite Metadata readers look for
 MIN_PARSER_VERSION = "1.0.0"  # we use no field newer than the first metadata schema
 LABELS_FILE = "labels.txt"
-SELF_DESCRIPTION_ENTRY = "edgemnv2.json"  # custom metadata entry: the self-description (conversion/base.py SELF_DESCRIPTION)
+SELF_DESCRIPTION_ENTRY = "edgemnv2.json"  # custom metadata entry: the self-description (conversion/job.py SELF_DESCRIPTION)
 
 
 class AppImageInput(nn.Module):

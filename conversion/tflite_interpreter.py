@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import RuntimeUnavailable
+from edgemnv2.artifacts import RuntimeUnavailable
+
 from .tflite_app import pixels_from_normalized, read_metadata
 
 

@@ -19,14 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
+from edgemnv2.layerwise.peak import gmacs_of
 from edgemnv2.layerwise.records import Capture, RuntimeOp
+from quantization.ptq import pt2e_quantize
 
+from .gemm_peak import gemm_model, recipe
 from .tflite_app import pack_model
 from .tflite_interpreter import input_encoder, make_interpreter, operator_names, to_input
 from .tflite_quantizer import LITERT
-from edgemnv2.layerwise.peak import gmacs_of
-from quantization.ptq import pt2e_quantize
-from .gemm_peak import gemm_model, recipe
 
 KINDS = {"CONV_2D": "conv", "DEPTHWISE_CONV_2D": "dwconv", "FULLY_CONNECTED": "gemm", "TRANSPOSE_CONV": "conv"}
 FUSED_ACTIVATIONS = {0: None, 1: "relu", 3: "relu6"}  # schema ActivationFunctionType: NONE, RELU, RELU6

@@ -4,8 +4,7 @@ target's int8 is, and what its QAT simulates."""
 
 import dataclasses
 
-from quantization.annotations import (annotate_missed_ops, leave_float_modules_unannotated, quantize_clamps_after_their_producer,
-                                      with_annotation_fixes)
+from quantization.annotations import annotate_missed_ops, leave_float_modules_unannotated, quantize_clamps_after_their_producer, with_annotation_fixes
 from quantization.ptq import QuantRecipe, TargetQuantizer, with_activation_observer
 
 

@@ -11,9 +11,10 @@ from quantization import qat
 from quantization.ptq import ENGINES, fx_quantize
 
 from . import torchscript_ops
-from .torchscript_ops import carried_description
 from .file_kinds import zip_with_member
-from .base import SELF_DESCRIPTION, ConversionJob, Target, TargetOption, TargetSpec, decode_option, self_description
+from .job import SELF_DESCRIPTION, ConversionJob, self_description
+from .target import Target, TargetOption, TargetSpec, decode_option
+from .torchscript_ops import carried_description
 
 SPEC = TargetSpec("torchscript", ".pt", ("fp32", "int8"), runtime="torch.jit (x86 or onednn quantized engine for int8)",
                   runtime_modules=("torch",), device_runtime="torch", tool_packages=())

@@ -8,11 +8,11 @@ so the frozen graph is saved for the lite interpreter as it is (the manifest rec
 import json
 from pathlib import Path
 
-
 from quantization import qat
 
 from .file_kinds import zip_with_member
-from .base import SELF_DESCRIPTION, ConversionJob, Target, TargetSpec, decode_option, self_description, zipped_extra_file
+from .job import SELF_DESCRIPTION, ConversionJob, self_description, zipped_extra_file
+from .target import Target, TargetSpec, decode_option
 from .torchscript import script_model
 
 # int8 is FX quantization on the qnnpack engine with full 8-bit activations. It needs the

@@ -19,13 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgemnv2.layerwise.records import RuntimeOp
-
-from .base import zipped_extra_file
 from edgemnv2.layerwise.peak import gmacs_of
+from edgemnv2.layerwise.records import Capture, RuntimeOp
 from quantization.ptq import fx_quantize
+
 from .gemm_peak import gemm_model, recipe
-from edgemnv2.layerwise.records import Capture
+from .job import zipped_extra_file
 
 # ---- loading a .pt in this process (the profiler, debug's capture and the converter's description) ----
 
@@ -66,7 +65,8 @@ def _op_kind(event) -> str:
 
 
 def profile_module(module, sample: np.ndarray, runs: int, quantized_engine: str | None, dtype: str) -> list[RuntimeOp]:
-    from torch.profiler import ProfilerActivity, profile as torch_profile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
 
     if quantized_engine:
         torch.backends.quantized.engine = quantized_engine
@@ -108,7 +108,8 @@ def profiler_cost() -> tuple[float, float]:
     all, per op the interpreter runs, from CALIBRATION_OPS one-element adds timed with and without
     it. Only the interpreter's ops are charged: the events nested inside an op (a quantized conv
     records its allocations) measured far cheaper, and are left in their op's time."""
-    from torch.profiler import ProfilerActivity, profile as torch_profile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
 
     x = torch.zeros(1)
     chain = torch.jit.trace(_AddChain(), x)  # unrolled, as the artifacts' traced graphs are

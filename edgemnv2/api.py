@@ -20,21 +20,22 @@ from typing import Sequence
 from torch import nn
 
 from conversion import options_from_aliases, target_names
-from conversion.base import ArtifactResult
 from conversion.pipeline import run_conversion
-from conversion.recourse import STEPS as RECOURSE_STEPS, AccuracyBudget
+from conversion.recourse import STEPS as RECOURSE_STEPS
+from conversion.recourse import AccuracyBudget
+from conversion.writer import ArtifactResult
 from quantization.ptq import QuantRecipe
 from quantization.qat import QatRecipe
 
 from .checkpoint import CheckpointMeta, save_checkpoint
 from .data.images import is_image_file, list_images
 from .errors import UserError
+from .evaluate import torch_runner
 from .precision import get_precision
 from .prediction.sources import Source, open_source, predict_image
 from .services import ValidationOutcome, validate_artifacts
 from .tasks import get_task
 from .validation.gates import load_gates
-from .evaluate import torch_runner
 
 
 @dataclass

@@ -33,14 +33,14 @@ import numpy as np
 from conversion import get_target, verified_artifact
 
 from .artifacts import VerifiedArtifact, scan_artifacts
-from .errors import UserError
+from .data.preprocess import Preprocessing
 from .data.stream import batches
+from .errors import UserError
 from .evaluate import torch_runner
 from .fileio import HASH_ENCODING, atomic_output, refuse_overwrite, sha256_of
-from .signing import signature_path, sign_files
+from .signing import sign_files, signature_path
 from .tasks import get_task
 from .validation.gates import GATE_KINDS, Gates
-from .data.preprocess import Preprocessing
 
 SCHEMA = "edgemnv2-bundle/2"
 PUBLIC_KEY_NAME = "signing_key.pub"

@@ -14,11 +14,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .version import __version__
 from .data.preprocess import Preprocessing
 from .errors import UserError
 from .fileio import atomic_output
 from .models import create_model, get_spec
+from .version import __version__
 
 FORMAT = "edgemnv2-checkpoint"
 FORMAT_VERSION = 1
@@ -109,9 +109,8 @@ def _read_file(path: Path) -> tuple[dict, dict | None]:
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
+        from safetensors import SafetensorError, safe_open
         from safetensors.torch import load_file
-        from safetensors import safe_open
 
         try:
             with safe_open(str(path), framework="pt") as handle:

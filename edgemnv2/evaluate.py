@@ -10,7 +10,6 @@ from typing import Callable
 import numpy as np
 import torch
 
-
 Runner = Callable[[np.ndarray], list[np.ndarray]]
 
 

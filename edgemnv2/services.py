@@ -15,6 +15,7 @@ from conversion.pipeline import run_conversion
 from conversion.preparation import calibration_images, prepare_model
 from conversion.recourse import AccuracyBudget
 from quantization.ptq import QuantRecipe, pt2e_quantize
+from quantization.sensitivity import layer_sensitivity as measure
 
 from .bundle import make_bundles
 from .checkpoint import CheckpointMeta, load_checkpoint
@@ -32,7 +33,7 @@ from .train import TrainConfig
 from .validation.gates import Gates, load_gates
 from .validation.report import write_reports
 from .validation.validate import ValidationSettings, validate
-from quantization.sensitivity import layer_sensitivity as measure
+
 
 def _verify_key_usable(verify_key: Path | None) -> None:
     if verify_key is not None:

@@ -5,8 +5,8 @@ training) with a task's loss.
 """
 
 import math
-from contextlib import closing
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 

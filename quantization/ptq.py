@@ -26,6 +26,7 @@ from edgemnv2.tasks.detection.decode import CenterNetDecode
 from .annotations import path_is
 from .recipe import ENGINES, EQUALIZATIONS, OBSERVER_NAMES, QatRecipe, QuantRecipe  # noqa: F401  (QuantRecipe's home was here: its importers keep working)
 
+
 def _pt2e_observer(name: str):
     from torchao.quantization.pt2e import observer
 

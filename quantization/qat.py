@@ -35,7 +35,6 @@ from edgemnv2.errors import UserError
 from .ptq import ENGINES, TargetQuantizer, _modules_named, contiguous_before_clamps, observe_through_clamps, remove_dropout
 from .recipe import RANGES, QatRecipe  # noqa: F401  (QatRecipe's home was here: its importers keep working)
 
-
 # trainer(module, recipe, description) -> stats: fine-tunes `module` in place on the training split with
 # the task's loss (edgemnv2.train.fine_tune, with the loss edgemnv2/tasks/<task>/training.py defines), calling `after_epoch(epoch)` after each epoch
 Trainer = Callable[..., dict]

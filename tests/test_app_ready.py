@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conversion.base import find_artifacts
+from edgemnv2.artifacts import find_artifacts
 from conversion.tflite_app import read_metadata
 from edgemnv2.checkpoint import load_checkpoint
 from edgemnv2.data.datasets import load_image_folder

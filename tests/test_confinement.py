@@ -225,7 +225,7 @@ def test_predict_on_a_writing_torchscript_file_with_a_self_description_changes_n
     same file under a manifest whose sha256 matches (an unsigned folder anyone could write)."""
     import zipfile
 
-    from conversion.base import SELF_DESCRIPTION
+    from conversion.job import SELF_DESCRIPTION
     from edgemnv2.fileio import sha256_of
 
     from .test_trust import cli

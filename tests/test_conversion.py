@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conversion import TARGETS
-from conversion.base import RuntimeUnavailable, find_artifacts, read_manifest
+from edgemnv2.artifacts import RuntimeUnavailable, find_artifacts, read_manifest
 from conversion import tflite_weights
 from conversion.coreml import op_types
 from conversion.pipeline import run_conversion

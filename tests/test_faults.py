@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conversion.base import find_artifacts
+from edgemnv2.artifacts import find_artifacts
 from edgemnv2 import failpoints
 from edgemnv2.fileio import TEMP_MARKER, sha256_of
 

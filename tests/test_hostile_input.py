@@ -2,7 +2,7 @@
 an overwritten input, a terminal driven by a file's text, or another rank's "internal error".
 
 Bad self-descriptions are made the way a hostile or broken file would carry them: the JSON the
-converters embed (conversion/base.py self_description) is edited inside real artifacts, in the
+converters embed (conversion/job.py self_description) is edited inside real artifacts, in the
 TorchScript archive's extra file, the ONNX metadata_props, the TFLite Metadata flatbuffer and the
 ExecuTorch constant method, and the product reads it back with its own readers.
 """

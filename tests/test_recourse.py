@@ -7,7 +7,7 @@ from contextlib import closing
 import pytest
 
 from conversion import get_target
-from conversion.base import find_artifacts
+from edgemnv2.artifacts import find_artifacts
 from edgemnv2.cli.main import run
 from edgemnv2.data.datasets import load_image_folder
 from edgemnv2.tasks import evaluate_runner

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from conversion import TARGETS
-from conversion.base import find_artifacts
+from edgemnv2.artifacts import find_artifacts
 from edgemnv2.fileio import sha256_of
 
 pytestmark = pytest.mark.slow

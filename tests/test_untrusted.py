@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from conversion.base import read_manifest
+from edgemnv2.artifacts import read_manifest
 from edgemnv2.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
 from edgemnv2.cli.main import run
 from edgemnv2.data.datasets import load_coco

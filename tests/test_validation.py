@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conversion import target_names
-from conversion.base import find_artifacts
+from edgemnv2.artifacts import find_artifacts
 from conversion.pipeline import run_conversion
 from edgemnv2.cli.main import run
 from edgemnv2.errors import UserError

@@ -3,7 +3,9 @@
 import importlib.util
 import sys
 from pathlib import Path
+
 import typer
+
 from ..errors import UserError
 
 app = typer.Typer(help="Benchmarks (tables of latency and size; see benchmarks/README.md). `edgemnv2 bench NAME --help` lists a benchmark's options.", no_args_is_help=True)

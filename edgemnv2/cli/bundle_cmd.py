@@ -3,8 +3,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import console, set_threads
 from ..services import bundle_artifacts
+from .common import console, set_threads
 
 
 def bundle(

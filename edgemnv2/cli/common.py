@@ -10,8 +10,8 @@ from rich.segment import Segment
 
 from ..data.preprocess import Preprocessing
 from ..errors import UserError, printable
-from ..tasks import get_task
 from ..quiet import default_log, third_party_to
+from ..tasks import get_task
 
 
 class PrintableConsole(Console):

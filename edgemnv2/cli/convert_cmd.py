@@ -6,11 +6,11 @@ from rich.table import Table
 from rich.text import Text
 
 from conversion import TARGETS, option_aliases, options_from_aliases
+
 from .. import api
+from ..errors import CheckFailed, InternalError, UserError
 from ..precision import PRECISIONS
 from .common import LOG_HELP, VERBOSE_HELP, console, emit_json, out, set_threads, third_party_noise
-from ..errors import UserError
-from ..errors import CheckFailed, InternalError
 
 TARGET_HELP = "; ".join(f"{t.name} ({t.spec.suffix}: {t.spec.runtime})" for t in TARGETS.values()) + "; or all (repeat or comma-separate)."
 

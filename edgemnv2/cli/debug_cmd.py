@@ -4,10 +4,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import console, emit_json, out, set_threads, third_party_noise, LOG_HELP, VERBOSE_HELP
 from ..diagnosis.debug import debug_artifact
 from ..errors import UserError
 from ..fileio import atomic_output, refuse_overwrite
+from .common import LOG_HELP, VERBOSE_HELP, console, emit_json, out, set_threads, third_party_noise
 
 
 def print_debug(report: dict, top: int) -> None:

@@ -9,8 +9,8 @@ from typing import Annotated, Optional
 import typer
 from rich.text import Text
 
-from .common import LOG_HELP, VERBOSE_HELP, console, set_threads, third_party_noise
 from ..services import DemoLog, run_demo
+from .common import LOG_HELP, VERBOSE_HELP, console, set_threads, third_party_noise
 from .validate_cmd import show_validation
 
 

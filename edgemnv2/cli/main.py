@@ -15,13 +15,12 @@ try:  # typer >= 0.20 ships its own copy of click: its exceptions are not the cl
 except ImportError:  # pragma: no cover - older typer
     from click import ClickException
 
-from ..errors import EXIT_CHECK_FAILED, EXIT_CODES_HELP, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED, CheckFailed, InternalError, Terminated, UserError
 from ..distributed import leave, peer_failure, quiet_rank, report_failure
-from ..errors import printable
-from .common import console, out
-from . import bench_cmd, bundle_cmd, convert_cmd, data_cmd, debug_cmd, demo_cmd, eval_cmd, info_cmd, predict_cmd, profile_cmd, sensitivity_cmd, train_cmd, validate_cmd
-from ..version import __version__
+from ..errors import EXIT_CHECK_FAILED, EXIT_CODES_HELP, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED, CheckFailed, InternalError, Terminated, UserError, printable
 from ..quiet import default_log
+from ..version import __version__
+from . import bench_cmd, bundle_cmd, convert_cmd, data_cmd, debug_cmd, demo_cmd, eval_cmd, info_cmd, predict_cmd, profile_cmd, sensitivity_cmd, train_cmd, validate_cmd
+from .common import console, out
 
 app = typer.Typer(
     name="edgemnv2",

@@ -3,13 +3,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import console, emit_json, out, set_threads
 from ..data.images import list_images
 from ..errors import UserError
 from ..fileio import refuse_overwrites
 from ..prediction.compare import compare_images, comparison_path
 from ..prediction.sources import open_source, predict_image
 from ..tasks import get_task
+from .common import console, emit_json, out, set_threads
 
 
 def _images_in(path: Path) -> list[Path]:

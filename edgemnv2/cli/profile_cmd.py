@@ -4,12 +4,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import console, emit_json, out, set_threads, third_party_noise, LOG_HELP, VERBOSE_HELP
 from ..diagnosis.profile import profile_artifact, profile_pair
-from ..errors import UserError
 from ..diagnosis.speed import table_text as comparison_text
+from ..errors import UserError
 from ..fileio import atomic_output, refuse_overwrite
 from ..layerwise.render import table_text, write_png
+from .common import LOG_HELP, VERBOSE_HELP, console, emit_json, out, set_threads, third_party_noise
 
 
 def print_profile(report: dict, top: int | None) -> None:

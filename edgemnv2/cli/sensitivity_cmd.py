@@ -6,9 +6,9 @@ from rich.table import Table
 
 from conversion import TARGETS, pt2e_quantizers
 
-from .common import out, set_threads
 from ..errors import UserError
 from ..services import layer_sensitivity
+from .common import out, set_threads
 
 # from the registry: each PT2E quantizer and the targets that quantize with it
 QUANTIZER_HELP = "; ".join(f"{name} ({', '.join(t.name for t in TARGETS.values() if t.pt2e_quantizer is quantizer)})"

@@ -7,6 +7,7 @@ from conversion import get_target
 from conversion.fine_tune import fine_tune_checkpoint
 from quantization.ptq import QuantRecipe
 from quantization.qat import QatRecipe
+
 from ..checkpoint import CheckpointMeta
 from ..data.preprocess import Preprocessing
 from ..errors import UserError

@@ -3,13 +3,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import LOG_HELP, VERBOSE_HELP, console, emit_json, out, set_threads, third_party_noise
-from ..errors import CheckFailed
 from .. import api
-from .sensitivity_cmd import print_sensitivity
+from ..errors import CheckFailed
 from ..fileio import refuse_overwrite
 from ..validation.junit import write_junit
 from ..validation.report import failure_lines, notes, terminal_table
+from .common import LOG_HELP, VERBOSE_HELP, console, emit_json, out, set_threads, third_party_noise
+from .sensitivity_cmd import print_sensitivity
 
 
 def validate(

@@ -18,11 +18,10 @@ import time
 import traceback
 from pathlib import Path
 
+from ..device.runtime_adapters import IMPORTS, RUNTIMES, ArtifactMismatch, NoRuntime
+from ..errors import CheckFailed, UserError
 from . import capabilities, codec, landlock, seccomp, tasks
 from .protocol import receive, send
-from ..device.runtime_adapters import IMPORTS, RUNTIMES
-from ..device.runtime_adapters import ArtifactMismatch, NoRuntime
-from ..errors import CheckFailed, UserError
 
 # Where a runtime reads from besides the Python installation: shared libraries and their cache,
 # and the few kernel files thread pools and CPU detection read (this process's own /proc entry only).

@@ -13,12 +13,12 @@ import json
 import math
 import os
 import select
-import socket
-import threading
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -17,8 +17,8 @@ import signal
 import socket
 import sys
 
-from . import tasks
 from ..device.runtime_adapters import IMPORTS
+from . import tasks
 from .child import serve
 
 MAX_MESSAGE = 1 << 16

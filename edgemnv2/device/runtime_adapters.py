@@ -266,7 +266,7 @@ def _version(module):
     return getattr(sys.modules.get(module), "__version__", "unknown")
 
 
-# The runtime families, by the `device_runtime` each target declares (conversion/base.py TargetSpec);
+# The runtime families, by the `device_runtime` each target declares (conversion/target.py TargetSpec);
 # bundle.json and the host's runner requests name the family of their artifact.
 # What each family imports: a runner process imports it before it starts the clock on loading the
 # artifact, so load times stay those of loading, as in a process where the runtime was imported.

@@ -14,11 +14,11 @@ from quantization.ptq import QuantRecipe
 
 from ..artifacts import RuntimeUnavailable
 from ..checkpoint import load_checkpoint
+from ..data.preprocess import Preprocessing
 from ..errors import UserError
 from ..fileio import sha256_of
 from ..layerwise.numerics import agreement, diagnose, first_jump, reference_outputs
 from ..layerwise.source import in_source_order, map_layers, source_layers
-from ..data.preprocess import Preprocessing
 
 
 def debug_verified(path: Path, manifest: dict, checkpoint: Path, data: Path, images: int = 8) -> dict:

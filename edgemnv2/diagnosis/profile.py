@@ -7,15 +7,15 @@ from pathlib import Path
 import numpy as np
 
 from conversion import get_target, target_names, verified_artifact
-from conversion.base import tool_versions
+from conversion.job import tool_versions
 
 from ..artifacts import RuntimeUnavailable
-from ..precision import get_precision
 from ..errors import UserError
 from ..layerwise.peak import peak_gmacs
 from ..layerwise.records import COMPUTE_KINDS
 from ..layerwise.render import profile_rows, summary_by_kind
 from ..layerwise.source import map_layers, model_for, source_layers
+from ..precision import get_precision
 from ..validation.timing import machine, time_interleaved, time_runner
 from .speed import compare
 

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Callable
 
-
 from ..validation.timing import machine
 
 GEMM_SHAPE = (256, 1024, 1024)  # M, K, N

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .records import COMPUTE_KINDS
 from ..models import create_model
+from .records import COMPUTE_KINDS
 
 
 @dataclass(frozen=True)

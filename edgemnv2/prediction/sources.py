@@ -17,15 +17,14 @@ import numpy as np
 from conversion import TARGETS, confined_runner, kind_of, verified_artifact
 
 from ..artifacts import MANIFEST_SUFFIX, ArtifactRefused, RuntimeUnavailable, manifest_path
-from ..checkpoint import CheckpointMeta
+from ..checkpoint import CheckpointMeta, load_checkpoint
+from ..confine import landlock, seccomp
+from ..confine.runner import RunnerFailed, RunnerLimits
 from ..data.images import load_rgb
 from ..data.preprocess import Preprocessing
-from ..confine.runner import RunnerFailed, RunnerLimits
 from ..errors import UserError
 from ..evaluate import Runner, torch_runner
 from ..tasks import get_task
-from ..checkpoint import load_checkpoint
-from ..confine import landlock, seccomp
 
 
 @dataclass
@@ -94,7 +93,7 @@ def confinement_available() -> bool:
 
 
 def _bare_artifact(path: Path, target, threads: int, trust_artifact: bool = False) -> Source:
-    """An artifact file on its own: what it is comes from inside it (conversion/base.py self_description),
+    """An artifact file on its own: what it is comes from inside it (conversion/job.py self_description),
     read and run only in runner processes, from a private copy alone in its folder. Unverified bytes
     never run unconfined unless the user says they trust them (`trust_artifact`)."""
     if not trust_artifact and not confinement_available():

@@ -9,8 +9,8 @@ from typing import Any, Callable
 import numpy as np
 
 from ..data.stream import batches
-from ..tally import Tally
 from ..errors import UserError
+from ..tally import Tally
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,10 @@ import json
 from pathlib import Path
 
 from rich.table import Table
+from rich.text import Text
 
 from ..fileio import atomic_output
 from ..tasks import get_task
-from rich.text import Text
-
 from .recommend import ship_here_lines
 from .validate import COULD_NOT_RUN, ERROR, GATE_FAILED, NOT_CHECKED, PASSED, REFUSED
 

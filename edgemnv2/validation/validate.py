@@ -27,22 +27,22 @@ from ..artifacts import MANIFEST_SUFFIX, ArtifactRefused, FolderScan, RuntimeUna
 from ..checkpoint import load_checkpoint
 from ..confine.runner import RunnerLimits
 from ..confine.runner import settle as settle_runners
-from ..diagnosis.profile import profile_verified
 from ..data.preprocess import Preprocessing
 from ..data.stream import chunked, read_batches
+from ..diagnosis.profile import profile_verified
+from ..diagnosis.speed import TARGET_OVER_FP32, compare
 from ..distributed import World
-from ..precision import get_precision
 from ..errors import CheckFailed, UserError, reraise_if_debugging
 from ..evaluate import torch_runner
 from ..fileio import sha256_of
+from ..precision import get_precision
+from ..signing import SIGNATURE_SUFFIX, signature_path
 from ..tally import Tally
 from ..tasks import Task, get_task
-from ..signing import SIGNATURE_SUFFIX, signature_path
 from .drift import drift_records, reduce_drift
 from .gates import Gates
 from .recommend import fastest_here, passed_basis
 from .timing import PeakMemory, machine, time_runner
-from ..diagnosis.speed import TARGET_OVER_FP32, compare
 
 PASSED, GATE_FAILED = "passed", "gate failed"
 COULD_NOT_RUN = "could not run"  # its runtime is missing here; forgiven only where the gates file allows it

@@ -6,12 +6,12 @@ import numpy as np
 
 from ...data.datasets import load_image_folder
 from ...errors import UserError
-from ..base import COMMON_GATES, GateKind, Task, require_dir
-from ...train import fine_tune
-from . import predictions
-from .training import train_classifier, classification_loss
-from .metrics import top_k_hits
 from ...evaluate import finite_images
+from ...train import fine_tune
+from ..base import COMMON_GATES, GateKind, Task, require_dir
+from . import predictions
+from .metrics import top_k_hits
+from .training import classification_loss, train_classifier
 
 
 def _load_split(root: Path, split: str, preprocessing, limit=None, class_names=None):

@@ -11,8 +11,22 @@ from torch import nn
 from ...checkpoint import CheckpointMeta
 from ...data.datasets import ClassificationData
 from ...data.stream import Batch, read_batches
-from ...train import (TRAINING_LAYOUT, Placement, TrainConfig, TrainResult, check_trainable, end_epoch, finish, flipped_at_random, normalized_batch,
-                      optimizer_and_schedule, optimizer_step, prepare_splits, seed_everything, zero_init_residuals)
+from ...train import (
+    TRAINING_LAYOUT,
+    Placement,
+    TrainConfig,
+    TrainResult,
+    check_trainable,
+    end_epoch,
+    finish,
+    flipped_at_random,
+    normalized_batch,
+    optimizer_and_schedule,
+    optimizer_step,
+    prepare_splits,
+    seed_everything,
+    zero_init_residuals,
+)
 
 
 def train_classifier(model: nn.Module, train: ClassificationData, val: ClassificationData, meta: CheckpointMeta, config: TrainConfig, out: Path,

@@ -6,15 +6,15 @@ import numpy as np
 
 from ...data.datasets import load_coco, resolve_detection_split
 from ...errors import UserError
-from ..base import COMMON_GATES, GateKind, Task, require_dir
-from ...train import fine_tune
-from . import predictions
-from .training import train_detector, detection_loss
-from .decode import DECODED_OUTPUTS, DecodedDetector, detections, is_decoded, shape_problem
-from .metrics import coco_detections, coco_map, confident_detections
 from ...evaluate import finite_images
+from ...train import fine_tune
+from ..base import COMMON_GATES, GateKind, Task, require_dir
+from . import predictions
+from .decode import DECODED_OUTPUTS, DecodedDetector, detections, is_decoded, shape_problem
 from .draw import side_by_side
 from .matching import match_detections
+from .metrics import coco_detections, coco_map, confident_detections
+from .training import detection_loss, train_detector
 
 WORST_IMAGES = 4  # images kept per artifact for the report's comparison pictures
 

@@ -13,8 +13,7 @@ from ...checkpoint import CheckpointMeta
 from ...data.datasets import DetectionData
 from ...data.stream import Batch, read_batches
 from ...models.losses import build_targets, centernet_loss
-from ...train import (TRAINING_LAYOUT, Placement, TrainConfig, TrainResult, check_trainable, end_epoch, finish, normalized_batch, optimizer_and_schedule,
-                      optimizer_step, prepare_splits, seed_everything)
+from ...train import TRAINING_LAYOUT, Placement, TrainConfig, TrainResult, check_trainable, end_epoch, finish, normalized_batch, optimizer_and_schedule, optimizer_step, prepare_splits, seed_everything
 
 
 def _detection_batch(data: DetectionData, batch: Batch, rng, num_classes: int, stride: int, augment: bool):
