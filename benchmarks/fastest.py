@@ -6,7 +6,7 @@ and int8 on every target, timed together, and the article's detector code beside
 
 Weights are fresh (speed does not depend on them); int8 is still calibrated on real images (the
 built-in shapes, generated on the fly). Every runnable artifact and both eager references are loaded,
-then timed round-robin in one pass (edgemnv2.validation.timing.time_interleaved), so every ratio in
+then timed round-robin in one pass (edgemnv2.timing.time_interleaved), so every ratio in
 a table comes from one run on one machine. CoreML is converted but cannot run on Linux: its rows say
 so and carry no time. bf16 (OpenVINO's) is made and timed where OpenVINO's CPU plugin offers it.
 
@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import machine, time_interleaved  # noqa: E402
 from conversion import onnx as ONNX  # noqa: E402
 from edgemnv2.device.runtime_adapters import NoRuntime, openvino_compiled, openvino_offers_bf16  # noqa: E402
-from edgemnv2.validation.timing import cpu_features  # noqa: E402
+from edgemnv2.timing import cpu_features  # noqa: E402
 
 MODELS = {  # name -> (registry name, kwargs, task, input size)
     "mobilenet_v2_1.0_224": ("mobilenet_v2", {"width_mult": 1.0}, "classification", 224),

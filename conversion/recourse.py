@@ -40,7 +40,7 @@ from edgemnv2.errors import UserError, did_you_mean
 from edgemnv2.evaluate import torch_runner
 from edgemnv2.precision import get_precision
 from edgemnv2.tasks import evaluate_runner, get_task
-from edgemnv2.validation.timing import time_interleaved, time_runner
+from edgemnv2.timing import time_interleaved, time_runner
 from quantization.ptq import OBSERVER_NAMES, QuantRecipe, pt2e_quantize
 from quantization.qat import QatRecipe
 from quantization.sensitivity import layer_sensitivity

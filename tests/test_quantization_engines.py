@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from edgemnv2.validation.timing import cpu_features, has_int8_dot_product
+from edgemnv2.timing import cpu_features, has_int8_dot_product
 from quantization.ptq import QuantRecipe, contiguous_before_clamps, fx_quantize
 
 

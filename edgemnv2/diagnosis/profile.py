@@ -16,7 +16,7 @@ from ..layerwise.records import COMPUTE_KINDS
 from ..layerwise.render import profile_rows, summary_by_kind
 from ..layerwise.source import map_layers, model_for, source_layers
 from ..precision import get_precision
-from ..validation.timing import machine, time_interleaved, time_runner
+from ..timing import machine, time_interleaved, time_runner
 from .speed import compare
 
 

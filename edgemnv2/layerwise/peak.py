@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from ..validation.timing import machine
+from ..timing import machine
 
 GEMM_SHAPE = (256, 1024, 1024)  # M, K, N
 GEMM_MACS = GEMM_SHAPE[0] * GEMM_SHAPE[1] * GEMM_SHAPE[2]

@@ -6,7 +6,7 @@ timing.time_interleaved says by how much), so the candidates are timed again, to
 choice is made. Simulated rows (CoreML on Linux) never ran, so they are never chosen."""
 
 from ..precision import get_precision
-from .timing import machine, time_interleaved
+from ..timing import machine, time_interleaved
 
 FLOAT, QUANTIZED = "float", "quantized"
 

@@ -39,10 +39,10 @@ from ..precision import get_precision
 from ..signing import SIGNATURE_SUFFIX, signature_path
 from ..tally import Tally
 from ..tasks import Task, get_task
+from ..timing import PeakMemory, machine, time_runner
 from .drift import drift_records, reduce_drift
 from .gates import Gates
 from .recommend import fastest_here, passed_basis
-from .timing import PeakMemory, machine, time_runner
 
 PASSED, GATE_FAILED = "passed", "gate failed"
 COULD_NOT_RUN = "could not run"  # its runtime is missing here; forgiven only where the gates file allows it

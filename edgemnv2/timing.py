@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifacts import timed_call
+from .artifacts import timed_call
 
 # The instruction sets int8 speed depends on, by /proc/cpuinfo flag: without VNNI, x86 has no single
 # instruction for an int8 dot product (LiteRT's int8 GEMM on an AVX2 EPYC: 1.06x its fp32 one), so
