@@ -88,8 +88,8 @@ def _app(job: ConversionJob) -> bool:
 
 
 def _classifier(job: ConversionJob) -> bool:
-    """Whether the package gets Core ML's classifier outputs (class label, class -> probability)."""
-
+    """Whether the package gets Core ML's classifier outputs (class label, class -> probability): for a task
+    with a class-scores output (Task.argmax_output)."""
     # Not for fp16: coremltools 9's FP16ComputePrecision pass fixes the output types before the
     # classifier op adds its two outputs, and export then fails (IndexError in get_func_output).
     return get_task(job.meta.task).argmax_output is not None and job.precision.name != "fp16"

@@ -192,9 +192,6 @@ class Target:
 
 
 # a per-op profile keeps one interpreter per cut of the graph (TFLite), each with its own thread pool: its runner's task cap
-
-
-# a per-op profile keeps one interpreter per cut of the graph (TFLite), each with its own thread pool: its runner's task cap
 PROFILE_TASKS = 4096
 
 

@@ -19,7 +19,7 @@ from .torchscript_ops import carried_description
 SPEC = TargetSpec("torchscript", ".pt", ("fp32", "int8"), runtime="torch.jit (x86 or onednn quantized engine for int8)",
                   runtime_modules=("torch",), device_runtime="torch", tool_packages=())
 ENGINE = TargetOption("engine", "x86", ENGINES, "int8 kernels: x86 (any x86 CPU, 7-bit activations), onednn (8-bit, CPUs with VNNI: "
-                      "Ice Lake, Zen 4 or newer) or qnnpack (ARM servers)", alias="server_engine")
+                      "Ice Lake, Zen 4 or newer) or qnnpack (ARM servers); the .ptl always uses qnnpack", alias="server_engine")
 
 
 def script_model(job: ConversionJob, engine: str) -> torch.jit.ScriptModule:

@@ -154,7 +154,7 @@ def finish(model: nn.Module, out: Path, best: dict | None, history: list, starte
 
 
 def end_epoch(record: dict, best: dict | None, metric: str, model, val, meta: CheckpointMeta, config: TrainConfig, out: Path,
-               placement: Placement, batch_size: int, evaluate) -> dict | None:
+              placement: Placement, batch_size: int, evaluate) -> dict | None:
     """Evaluate when due, save the checkpoint if `metric` improved, print the epoch line; -> best record.
     Under torchrun only rank 0 does this (the others go on and wait for it at the next step)."""
     if not placement.world.is_main:

@@ -123,8 +123,6 @@ def fx_scheme(engine_of: Callable[[dict], str]) -> FakeQuantization:
                             fx_freeze_ranges, fx_train_mode, lambda options: (engine_of(options),))
 
 
-
-
 def fine_tuned(model: nn.Module, example: torch.Tensor, recipe, options: dict, scheme: FakeQuantization, train: Trainer) -> "QatResult":
     """`model` fine-tuned under `scheme` (a copy: `model` is unchanged)."""
     prepared = scheme.prepare(model, example, recipe, options)

@@ -16,7 +16,7 @@ from ..models import backbone_names, create_model, get_spec
 from ..tasks import get_task
 from ..train import TrainConfig, check_trainable
 from .common import console, set_threads, third_party_noise
-from .convert_cmd import _target_options, alias_help
+from .convert_cmd import _target_options
 
 
 def train(
@@ -35,7 +35,7 @@ def train(
     qat: Annotated[Optional[str], typer.Option(help="Quantization-aware fine-tuning of --checkpoint for this target (its own fake quantization): a checkpoint that convert quantizes with the recipe it was trained for.")] = None,
     checkpoint: Annotated[Optional[Path], typer.Option(help="With --qat: the trained checkpoint to fine-tune.")] = None,
     per_tensor: Annotated[bool, typer.Option("--per-tensor", help="With --qat: fine-tune for per-tensor int8 weights (convert then uses them).")] = False,
-    server_engine: Annotated[Optional[str], typer.Option(help="With --qat: " + alias_help("server_engine"))] = None,
+    server_engine: Annotated[Optional[str], typer.Option(help="With --qat torchscript: the int8 engine whose scheme the fine-tuning simulates (x86, onednn, qnnpack), as convert's --set torchscript.engine.")] = None,
     minutes: Annotated[Optional[float], typer.Option(help="With --qat: a time budget; training stops after the batch that passes it.")] = None,
 ) -> None:
     """Train a classifier or a CenterNet detector on CPU and save the best checkpoint; or, with

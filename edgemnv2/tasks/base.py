@@ -42,7 +42,10 @@ class Task:
     default_num_classes: int  # for `info` on a model without a checkpoint
     default_train_input_size: int  # `train` without --input-size (small: CPU training)
     input_multiple: int  # input sides must be multiples of this (the detector's stride-32 features)
-    argmax_output: int | None  # output whose argmax the device runner compares (None: none)
+    # the output holding one score per class, whose argmax is the predicted label (the classifier's logits):
+    # the device runner compares its argmax, CoreML wraps it in its classify op, TFLite's metadata labels
+    # it. None: the task has no such output
+    argmax_output: int | None
     # behaviour
     load_split: Callable[..., Any]  # (root, split, preprocessing, limit, class_names) -> a lazy split (data/datasets.py)
     # Scoring streams (evaluate.py, validation): per batch, a few numbers per image; reduced at the end (tally.py).

@@ -1,5 +1,5 @@
-"""Which detections two models share: greedy one-to-one matching by label and IoU (the detector's
-agreement, its comparison pictures and the device runner's box agreement all count with it)."""
+"""Which detections two models share: greedy one-to-one matching by label and IoU (the detector's box
+agreement in validate and its comparison pictures count with it)."""
 
 import numpy as np
 
