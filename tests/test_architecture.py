@@ -22,29 +22,34 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _imports(path: Path) -> list[tuple[str, bool]]:
-    """(imported module, inside a function?) for every import in the file, relative ones resolved."""
-    name = _module_name(path)
+def _import_statements(path: Path, name: str) -> list[tuple[str, list[str], bool]]:
+    """(module imported from, names imported, inside a function?) for every import in the file of module
+    `name`, relative ones resolved; a plain `import a.b` is ("a.b", [], ...)."""
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
-    tree = ast.parse(path.read_text())
     found = []
 
     def visit(node, nested):
         for child in ast.iter_child_nodes(node):
             inner = nested or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef))
             if isinstance(child, ast.Import):
-                found.extend((alias.name, inner) for alias in child.names)
+                found.extend((alias.name, [], inner) for alias in child.names)
             elif isinstance(child, ast.ImportFrom):
-                if child.level:
-                    base = package.rsplit(".", child.level - 1)[0] if child.level > 1 else package
-                    target = f"{base}.{child.module}" if child.module else base
-                else:
-                    target = child.module
-                found.append((target, inner))
-                found.extend((f"{target}.{alias.name}", inner) for alias in child.names)
+                base = package.rsplit(".", child.level - 1)[0] if child.level > 1 else package
+                source = (f"{base}.{child.module}" if child.module else base) if child.level else child.module
+                found.append((source, [alias.name for alias in child.names], inner))
             visit(child, inner)
 
-    visit(tree, False)
+    visit(ast.parse(path.read_text()), False)
+    return found
+
+
+def _imports(path: Path) -> list[tuple[str, bool]]:
+    """(imported module, inside a function?) for every import in the file, relative ones resolved; a
+    `from module import name` counts as both `module` and `module.name`."""
+    found = []
+    for source, names, inner in _import_statements(path, _module_name(path)):
+        found.append((source, inner))
+        found.extend((f"{source}.{name}", inner) for name in names)
     return found
 
 
@@ -101,22 +106,10 @@ def _product_modules() -> dict[str, Path]:
 def _dependencies(module: str, modules: dict[str, Path]) -> list[tuple[str, bool]]:
     """(product module it imports, inside a function?). `from package import name` depends on the
     submodule when `name` is one, else on the package itself (its __init__ defines the name)."""
-    path = modules[module]
-    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
     found = []
-
-    def visit(node, nested):
-        for child in ast.iter_child_nodes(node):
-            inner = nested or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef))
-            if isinstance(child, ast.Import):
-                found.extend((alias.name, inner) for alias in child.names)
-            elif isinstance(child, ast.ImportFrom):
-                base = package.rsplit(".", child.level - 1)[0] if child.level > 1 else package
-                source = (f"{base}.{child.module}" if child.module else base) if child.level else child.module
-                found.extend((f"{source}.{alias.name}" if f"{source}.{alias.name}" in modules else source, inner) for alias in child.names)
-            visit(child, inner)
-
-    visit(ast.parse(path.read_text()), False)
+    for source, names, inner in _import_statements(modules[module], module):
+        targets = [f"{source}.{name}" if f"{source}.{name}" in modules else source for name in names] or [source]
+        found.extend((target, inner) for target in targets)
     resolved = []
     for target, nested in found:
         while target and target not in modules:

@@ -11,6 +11,7 @@ import numpy as np
 from ..data.stream import batches
 from ..errors import UserError
 from ..tally import Tally
+from ..train import fine_tune
 
 
 @dataclass(frozen=True)
@@ -60,9 +61,10 @@ class Task:
     # -> (--json payload fields, closing line or None)
     prediction_fields: Callable[[list, list[str]], dict]
     write_predictions: Callable[..., tuple[dict, str | None]]
-    train: Callable[..., Any]  # (model, train, val, meta, config, out) -> TrainResult
-    # (prepared module, training split, meta, qat.QatRecipe, after_epoch) -> stats: quantization-aware fine-tuning with the task's loss
-    fine_tune: Callable[..., dict]
+    # its training loop: (model, train, val, meta, config, out, placement, *, evaluate) -> TrainResult (Task.train)
+    trainer: Callable[..., Any]
+    # its loss on one batch, for quantization-aware fine-tuning: (module, split, batch, meta, rng) -> tensor (Task.fine_tune)
+    qat_loss: Callable[..., Any]
     # Post-processing an artifact may carry in its graph (the detector's decode): (model, meta) ->
     # the model with it, whose outputs are `postprocessed_output_names`. None: the task has none.
     graph_postprocess: Callable[..., Any] | None = None
@@ -99,6 +101,14 @@ class Task:
         for batch in batches(split, batch_size, indices, description=description):
             tally.add(batch.indices, self.score(runner(split.preprocessing.normalize(batch.images)), batch, split))
         return self.reduce_metrics(*tally.ordered(), split)
+
+    def train(self, model, train, val, meta, config, out, placement=None):
+        """Train `model` and save its best checkpoint to `out`, judged by this task's metrics -> TrainResult."""
+        return self.trainer(model, train, val, meta, config, out, placement=placement, evaluate=self.evaluate)
+
+    def fine_tune(self, module, data, meta, settings, after_epoch=None) -> dict:
+        """Quantization-aware fine-tuning of a prepared module with this task's loss -> what it did."""
+        return fine_tune(module, data, meta, settings, self.qat_loss, after_epoch)
 
     def percent_metrics(self, positions: np.ndarray, records: dict, split) -> dict:
         return {k: v * 100 for k, v in self.reduce_metrics(positions, records, split).items()}

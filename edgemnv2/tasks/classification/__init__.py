@@ -7,7 +7,6 @@ import numpy as np
 from ...data.datasets import load_image_folder
 from ...errors import UserError
 from ...evaluate import finite_images
-from ...train import fine_tune
 from ..base import COMMON_GATES, GateKind, Task, require_dir
 from . import predictions
 from .metrics import top_k_hits
@@ -48,14 +47,6 @@ def _predict(outputs, class_names, input_size, image_size, threshold) -> list[tu
     return [(class_names[i], float(probs[i])) for i in np.argsort(-probs)[:5]]
 
 
-def _fine_tune(module, data, meta, settings, after_epoch=None):
-    return fine_tune(module, data, meta, settings, classification_loss, after_epoch)
-
-
-def _train(model, train, val, meta, config, out, placement=None):
-    return train_classifier(model, train, val, meta, config, out, placement=placement, evaluate=CLASSIFICATION.evaluate)
-
-
 CLASSIFICATION = Task(
     name="classification",
     output_names=("logits",),
@@ -83,6 +74,6 @@ CLASSIFICATION = Task(
     predict=_predict,
     prediction_fields=predictions.prediction_fields,
     write_predictions=predictions.write_predictions,
-    train=_train,
-    fine_tune=_fine_tune,
+    trainer=train_classifier,
+    qat_loss=classification_loss,
 )

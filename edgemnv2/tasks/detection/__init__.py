@@ -7,7 +7,6 @@ import numpy as np
 from ...data.datasets import load_coco, resolve_detection_split
 from ...errors import UserError
 from ...evaluate import finite_images
-from ...train import fine_tune
 from ..base import COMMON_GATES, GateKind, Task, require_dir
 from . import predictions
 from .decode import DECODED_OUTPUTS, DecodedDetector, detections, is_decoded, shape_problem
@@ -68,24 +67,8 @@ def _predict(outputs, class_names, input_size, image_size, threshold) -> list[tu
     return [(box * scale, score, label) for box, score, label in confident_detections(outputs, input_size, threshold)[0]]
 
 
-def _fine_tune(module, data, meta, settings, after_epoch=None):
-    return fine_tune(module, data, meta, settings, detection_loss, after_epoch)
-
-
-def _train(model, train, val, meta, config, out, placement=None):
-    return train_detector(model, train, val, meta, config, out, placement=placement, evaluate=DETECTION.evaluate)
-
-
 def _graph_postprocess(model, meta):
     return DecodedDetector(model, tuple(meta.preprocessing.input_size))
-
-
-def _shape_problem(outputs):
-    return shape_problem(outputs)
-
-
-def _host_decode(outputs, input_size):
-    return confident_detections(outputs, input_size)
 
 
 def _postprocessed_references(references, input_size):
@@ -133,13 +116,13 @@ DETECTION = Task(
     predict=_predict,
     prediction_fields=predictions.prediction_fields,
     write_predictions=predictions.write_predictions,
-    train=_train,
-    fine_tune=_fine_tune,
+    trainer=train_detector,
+    qat_loss=detection_loss,
     graph_postprocess=_graph_postprocess,
     postprocessed_output_names=("boxes", "scores", "classes"),
     drift_view=_drift_view,
     postprocessed_references=_postprocessed_references,
-    host_postprocess=_host_decode,
-    output_problem=_shape_problem,
+    host_postprocess=confident_detections,
+    output_problem=shape_problem,
     side_by_side=side_by_side,
 )
