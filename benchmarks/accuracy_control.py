@@ -41,8 +41,8 @@ def edgemnv2_side(checkpoint: Path, data: Path, out: Path, budget: float, per_te
     from edgemnv2 import api
 
     started = time.perf_counter()
-    api.convert(checkpoint, out, targets=[OPENVINO.TARGET.name], precisions=["fp32", "int8"], calib_data=data, per_channel=not per_tensor,
-                max_drop=budget, force=True)
+    api.convert(checkpoint, out, targets=[OPENVINO.TARGET.name], precisions=["fp32", "int8"], calib_data=data,
+                recipe=api.QuantRecipe(per_channel=not per_tensor), budget=api.AccuracyBudget(points=budget), force=True)
     minutes = (time.perf_counter() - started) / 60
     found = {m["precision"]: (a, m) for a, m in find_artifacts(out)}
     if "int8" not in found:

@@ -115,7 +115,7 @@ def int8_runners(checkpoint: Path, data: Path, work: Path, threads: int) -> dict
     """Convert the trained weights at 512x512 to ExecuTorch and TFLite int8: target -> loaded runner."""
     from conversion import TARGETS
     from edgemnv2.artifacts import find_artifacts
-    from conversion.pipeline import run_conversion
+    from conversion.pipeline import ConversionRequest, run_conversion
     from edgemnv2.checkpoint import load_checkpoint, save_checkpoint
     from edgemnv2.data.preprocess import Preprocessing
     from quantization.ptq import QuantRecipe
@@ -126,7 +126,7 @@ def int8_runners(checkpoint: Path, data: Path, work: Path, threads: int) -> dict
         meta.preprocessing = Preprocessing((LATENCY_INPUT, LATENCY_INPUT))
         at_512 = work / f"{checkpoint.stem}_512.pt"
         save_checkpoint(at_512, model, meta)
-        run_conversion(at_512, ["executorch", "tflite"], ["int8"], data, out, QuantRecipe(calibration_size=32), force=True)
+        run_conversion(ConversionRequest(at_512, out, ("executorch", "tflite"), ("int8",), data, QuantRecipe(calibration_size=32), force=True))
     return {manifest["target"]: TARGETS[manifest["target"]].load(artifact, manifest, threads) for artifact, manifest in find_artifacts(out)}
 
 

@@ -55,7 +55,7 @@ def precisions_here() -> list[str]:
 
 def convert_model(name: str, work: Path, calib_size: int, precisions: list[str]) -> tuple[Path, Path]:
     """A fresh-weight checkpoint of `name` and every target x (fp32, int8) of it -> (checkpoint, artifacts folder)."""
-    from conversion.pipeline import run_conversion
+    from conversion.pipeline import ConversionRequest, run_conversion
     from edgemnv2.checkpoint import CheckpointMeta, save_checkpoint
     from edgemnv2.data.preprocess import Preprocessing
     from edgemnv2.data.shapes import ShapesConfig, generate
@@ -73,7 +73,7 @@ def convert_model(name: str, work: Path, calib_size: int, precisions: list[str])
     checkpoint = work / f"{name}.pt"
     save_checkpoint(checkpoint, model, meta)
     out = work / f"{name}_artifacts"
-    run_conversion(checkpoint, ["all"], precisions, data / task, out, QuantRecipe(calibration_size=calib_size), force=True)
+    run_conversion(ConversionRequest(checkpoint, out, ("all",), tuple(precisions), data / task, QuantRecipe(calibration_size=calib_size), force=True))
     return checkpoint, out
 
 

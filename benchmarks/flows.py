@@ -82,7 +82,7 @@ def torchscript_flow(images, dest: Path) -> Path:
 def main(argv=None) -> int:
     from conversion import TARGETS
     from edgemnv2.artifacts import find_artifacts
-    from conversion.pipeline import run_conversion
+    from conversion.pipeline import ConversionRequest, run_conversion
     from conversion.preparation import calibration_images
     from edgemnv2.checkpoint import CheckpointMeta, save_checkpoint
     from edgemnv2.data.preprocess import Preprocessing
@@ -109,7 +109,7 @@ def main(argv=None) -> int:
     save_checkpoint(checkpoint, model, CheckpointMeta("mobilenet_v2", "classification", [f"class_{i}" for i in range(10)],
                                                       Preprocessing((SIZE, SIZE)), {"width_mult": 1.0}))
     ours = work / "ours"
-    run_conversion(checkpoint, ["executorch", "tflite", "torchscript"], ["int8"], data, ours, QuantRecipe(calibration_size=args.calib_size))
+    run_conversion(ConversionRequest(checkpoint, ours, ("executorch", "tflite", "torchscript"), ("int8",), data, QuantRecipe(calibration_size=args.calib_size)))
     flows = work / "flows"
     flows.mkdir()
     runners = {}

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import machine, time_interleaved  # noqa: E402
 from conversion import TARGETS  # noqa: E402
 from edgemnv2.artifacts import RuntimeUnavailable, find_artifacts  # noqa: E402
-from conversion.pipeline import run_conversion  # noqa: E402
+from conversion.pipeline import ConversionRequest, run_conversion  # noqa: E402
 from edgemnv2.checkpoint import CheckpointMeta, save_checkpoint  # noqa: E402
 from edgemnv2.data.preprocess import Preprocessing  # noqa: E402
 from edgemnv2.data.shapes import ShapesConfig, generate  # noqa: E402
@@ -61,7 +61,7 @@ def main(argv=None) -> int:
         out = work / checkpoint.stem
         label = f"{label} ({_describe(checkpoint)})"
         print(f"\n{label}: converting every target x precision ...", flush=True)
-        run_conversion(checkpoint, ["all"], ["all"], data, out, QuantRecipe(calibration_size=args.calib_size))
+        run_conversion(ConversionRequest(checkpoint, out, calib_data=data, recipe=QuantRecipe(calibration_size=args.calib_size)))
         accuracy = {}
         if accurate:
             print(f"{label}: validating (default gates, whole val split) ...", flush=True)

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import machine  # noqa: E402
 from edgemnv2.artifacts import find_artifacts  # noqa: E402
-from conversion.pipeline import run_conversion  # noqa: E402
+from conversion.pipeline import ConversionRequest, run_conversion  # noqa: E402
 from edgemnv2.checkpoint import CheckpointMeta, save_checkpoint  # noqa: E402
 from edgemnv2.data.preprocess import Preprocessing  # noqa: E402
 from edgemnv2.data.shapes import ShapesConfig, generate  # noqa: E402
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
         meta = CheckpointMeta("centernet", "detection", [f"class_{i}" for i in range(3)], Preprocessing((size, size)), kwargs)
         save_checkpoint(checkpoint, create_model("centernet", num_classes=3, **kwargs), meta)
         out = work / f"artifacts_{size}"
-        run_conversion(checkpoint, list(PROFILED_TARGETS), ["fp32", "int8"], work / "data" / "classification", out, QuantRecipe(calibration_size=16))
+        run_conversion(ConversionRequest(checkpoint, out, tuple(PROFILED_TARGETS), ("fp32", "int8"), work / "data" / "classification", QuantRecipe(calibration_size=16)))
         for artifact, manifest in find_artifacts(out):
             report = profile_verified(artifact, manifest, args.threads, args.runs, peak=False)
             rows.append({"size": size, "target": manifest["target"], "precision": manifest["precision"], "ops": len(report["rows"]),

@@ -59,7 +59,7 @@ def run_measured(command: list[str], env: dict, cwd: Path) -> dict:
 
 
 def prepare(data: Path, work: Path, width: float) -> Path:
-    from conversion.pipeline import run_conversion
+    from conversion.pipeline import ConversionRequest, run_conversion
     from edgemnv2.checkpoint import CheckpointMeta, save_checkpoint
     from edgemnv2.data.datasets import list_image_folder
     from edgemnv2.data.images import load_rgb
@@ -74,7 +74,7 @@ def prepare(data: Path, work: Path, width: float) -> Path:
         meta = CheckpointMeta("mobilenet_v2", "classification", classes, Preprocessing((side, side)), {"width_mult": width})
         save_checkpoint(checkpoint, create_model("mobilenet_v2", num_classes=len(classes), width_mult=width), meta)
     if not list((work / "artifacts").glob("*.manifest.json")):  # reuse: every code must read the very same artifacts
-        run_conversion(checkpoint, ["all"], ["fp32", "int8"], data, work / "artifacts", QuantRecipe(calibration_size=128))
+        run_conversion(ConversionRequest(checkpoint, work / "artifacts", ("all",), ("fp32", "int8"), data, QuantRecipe(calibration_size=128)))
     return checkpoint
 
 

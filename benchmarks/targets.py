@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import machine, time_interleaved  # noqa: E402
 from conversion import TARGETS  # noqa: E402
 from edgemnv2.artifacts import RuntimeUnavailable, find_artifacts  # noqa: E402
-from conversion.pipeline import run_conversion  # noqa: E402
+from conversion.pipeline import ConversionRequest, run_conversion  # noqa: E402
 from edgemnv2.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint  # noqa: E402
 from edgemnv2.data.preprocess import Preprocessing  # noqa: E402
 from edgemnv2.data.shapes import ShapesConfig, generate  # noqa: E402
@@ -56,7 +56,7 @@ def main(argv=None) -> int:
         save_checkpoint(checkpoint, create_model("mobilenet_v2", num_classes=10), meta)
     model, meta = load_checkpoint(checkpoint)
     started = time.perf_counter()
-    results, _, _ = run_conversion(checkpoint, ["all"], ["all"], work / "data" / "classification", work / "artifacts", QuantRecipe(calibration_size=args.calib_size))
+    results, _, _ = run_conversion(ConversionRequest(checkpoint, work / "artifacts", calib_data=work / "data" / "classification", recipe=QuantRecipe(calibration_size=args.calib_size)))
     conversion_seconds = time.perf_counter() - started
     sample = np.random.default_rng(0).standard_normal((1, 3, *meta.preprocessing.input_size)).astype(np.float32)
     # Load every runnable artifact, then time all of them round-robin in one pass: machine drift
@@ -132,7 +132,7 @@ def four_sizes(args, work: Path) -> int:
         classes = [f"class_{i}" for i in range(10)]
         save_checkpoint(checkpoint, create_model(arch, num_classes=10, **kwargs), CheckpointMeta(arch, task, classes, Preprocessing((size, size)), kwargs))
         out = work / f"artifacts_{arch}_{size}"
-        run_conversion(checkpoint, list(SIZE_TARGETS), ["fp32", "int8"], work / "data" / "classification", out, QuantRecipe(calibration_size=args.calib_size))
+        run_conversion(ConversionRequest(checkpoint, out, tuple(SIZE_TARGETS), ("fp32", "int8"), work / "data" / "classification", QuantRecipe(calibration_size=args.calib_size)))
         found = {(m["target"], m["precision"]): (a, m) for a, m in find_artifacts(out)}
         runners = {key: TARGETS[key[0]].load(a, m, args.threads) for key, (a, m) in found.items()}
         sample = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)

@@ -48,6 +48,12 @@ class ConversionJob:
     resized: tuple[int, int] | None = None  # convert --input-size: exported at this (height, width), not the checkpoint's
 
     @property
+    def postprocess_modules(self) -> tuple[str, ...]:
+        """The submodules of the model that are the task's in-graph post-processing (its wrapper's
+        FLOAT_MODULES; empty without one): float by design, so a census counts them apart."""
+        return tuple(getattr(self.model, "FLOAT_MODULES", ())) if self.postprocessed else ()
+
+    @property
     def example(self) -> torch.Tensor:
         height, width = self.meta.preprocessing.input_size
         if self.calibration_images is not None and len(self.calibration_images):

@@ -23,7 +23,7 @@ from .fine_tune import recipe_of
 from .job import ConversionJob
 from .manifest import stale_reason
 from .preparation import calibration_images, calibration_sha256, equalized, prepare_model
-from .recourse import check_budget_data, recover, training_split
+from .recourse import AccuracyBudget, for_this_run, recover, training_split
 from .target import DECODE
 from .writer import ArtifactResult, ArtifactWriter
 
@@ -113,42 +113,69 @@ def at_input_size(meta: CheckpointMeta, size: tuple[int, int] | None) -> tuple[C
     return dataclasses.replace(meta, preprocessing=preprocessing), (height, width)
 
 
-def run_conversion(
-    checkpoint: Path, targets: list[str], precisions: list[str], calib_data: Path | None, out_dir: Path,
-    recipe: QuantRecipe = QuantRecipe(), force: bool = False, arch: str | None = None,
-    on_result=None, sign_key: Path | None = None, target_options: dict[str, dict] | None = None, on_start=None,
-    budget=None, input_size: tuple[int, int] | None = None,
-) -> tuple[list[ArtifactResult], ConversionPlan, dict]:
-    """target_options: {target name: {option: value}} (e.g. {"torchscript": {"engine": "onednn"}}).
-    on_start(target, precision, index, total) before each conversion; on_result(ArtifactResult) after.
+@dataclass(frozen=True)
+class ConversionRequest:
+    """What one conversion run is asked to make: which checkpoint, into which folder, for which
+    targets and precisions, from which calibration images and recipe.
+
+    target_options: {target name: {option: value}} (e.g. {"torchscript": {"engine": "onednn"}}).
     input_size: (height, width) to export at instead of the checkpoint's (at_input_size).
     budget: an AccuracyBudget (conversion/recourse.py): each int8 artifact is measured on held-out
-    images and, when it loses more than the budget, re-made by the recourse search."""
-    work = plan(targets, precisions)
-    target_options = dict(target_options or {})
-    for name in target_options:
+    images and, when it loses more than the budget, re-made by the recourse search.
+    arch: only for a bare state-dict checkpoint."""
+
+    checkpoint: Path
+    out_dir: Path
+    targets: tuple[str, ...] = (ALL,)
+    precisions: tuple[str, ...] = (ALL,)
+    calib_data: Path | None = None
+    recipe: QuantRecipe = QuantRecipe()
+    target_options: dict[str, dict] = dataclasses.field(default_factory=dict)
+    budget: AccuracyBudget | None = None
+    input_size: tuple[int, int] | None = None
+    force: bool = False
+    sign_key: Path | None = None
+    arch: str | None = None
+
+    def __post_init__(self):
+        # paths and sequences as the caller had them: str or Path, list or tuple
+        object.__setattr__(self, "checkpoint", Path(self.checkpoint))
+        object.__setattr__(self, "out_dir", Path(self.out_dir))
+        object.__setattr__(self, "targets", tuple(self.targets))
+        object.__setattr__(self, "precisions", tuple(self.precisions))
+        for name in ("calib_data", "sign_key"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Path(getattr(self, name)))
+        object.__setattr__(self, "target_options", dict(self.target_options or {}))
+
+
+def run_conversion(request: ConversionRequest, on_start=None, on_result=None) -> tuple[list[ArtifactResult], ConversionPlan, dict]:
+    """Make every artifact `request` asks for. on_start(target, precision, index, total) before each
+    conversion; on_result(ArtifactResult) after. -> (results, the plan, {fold error, calibration images})."""
+    work = plan(list(request.targets), list(request.precisions))
+    for name in request.target_options:
         get_target(name)  # a typo in a target's name is not silently ignored
-    options = {name: TARGETS[name].option_values(target_options.get(name)) for name, _ in work.pairs}
-    model, meta = load_checkpoint(checkpoint, arch)
-    meta, resized = at_input_size(meta, input_size)
+    options = {name: TARGETS[name].option_values(request.target_options.get(name)) for name, _ in work.pairs}
+    model, meta = load_checkpoint(request.checkpoint, request.arch)
+    meta, resized = at_input_size(meta, request.input_size)
+    recipe, calib_data = request.recipe, request.calib_data
     if meta.qat:  # fine-tuned by `train --qat` for one weight scheme: int8 uses it (conversion/fine_tune.py)
         recipe = recipe_of(meta.qat, recipe)
     needs_calibration = [p for _, p in work.pairs if get_precision(p).needs_calibration]
     if needs_calibration and calib_data is None:
         raise UserError(f"{needs_calibration[0]} conversion needs --calib-data: a folder of real images (random tensors give broken int8 models)")
-    if sign_key is not None:
-        if not Path(sign_key).is_file():
-            raise UserError(f"signing key not found: {sign_key}")
+    if request.sign_key is not None:
+        if not request.sign_key.is_file():
+            raise UserError(f"signing key not found: {request.sign_key}")
         signing_tool()  # no model-signing tool: one line before any conversion, not a failure per artifact
-    if budget is not None:
-        check_budget_data(budget, calib_data)
+    budget = for_this_run(request.budget, calib_data) if request.budget is not None else None
     images = calibration_images(calib_data, meta.preprocessing, recipe.calibration_size) if calib_data else None
     check = images if images is not None else np.zeros((1, 3, *meta.preprocessing.input_size), np.float32)
     folded, fold_error = prepare_model(model, meta, check)
-    writer = ArtifactWriter(Path(out_dir), Path(checkpoint).stem, sha256_of(checkpoint), force, Path(sign_key) if sign_key is not None else None)
+    writer = ArtifactWriter(request.out_dir, request.checkpoint.stem, sha256_of(request.checkpoint), request.force, request.sign_key)
     jobs = JobFactory(folded, meta, images, training_split(budget, meta), resized, options)
     planned = [(target, jobs.make(target, precision, recipe, options[target], budget)) for target, precision in work.pairs]
-    if not force:
+    if not request.force:
         refuse_stale(planned, writer)
     results = []
     for index, (target, job) in enumerate(planned, start=1):

@@ -41,11 +41,12 @@ from edgemnv2.evaluate import torch_runner
 from edgemnv2.precision import get_precision
 from edgemnv2.tasks import evaluate_runner, get_task
 from edgemnv2.timing import time_interleaved, time_runner
+from edgemnv2.validation.gates import load_gates
 from quantization.ptq import OBSERVER_NAMES, QuantRecipe, pt2e_quantize
 from quantization.qat import QatRecipe
 from quantization.sensitivity import layer_sensitivity
 
-from . import pt2e_quantizers
+from . import pt2e_quantizers, target_names
 from .job import TRAINED_RANGES, ConversionJob
 from .manifest import target_fields
 from .preparation import calibration_images, equalized
@@ -64,16 +65,20 @@ TIMED_RUNS = 10
 @dataclass
 class AccuracyBudget:
     """The most a quantized artifact may lose, in points of the task's headline metric, on held-out images:
-    `points`, or (points None) the gates file's max_<metric>_drop for the artifact's task, int8 and target."""
+    `points`, or (points None) the gates file's max_<metric>_drop for the artifact's task, int8 and target.
 
-    points: float | None
-    data: Path  # held-out images (a dataset root; its `split` is used)
+    `gates`: a loaded Gates, or a gates file's path ("default": the shipped gates); it sets the budget
+    only when `points` is not given. `data`: the held-out images (a dataset root; its `split`); None:
+    the calibration data's. `log`: callable(str), one line per evaluation."""
+
+    points: float | None = None
+    data: Path | None = None
     split: str = "val"
     limit: int | None = 1000  # held-out images scored per evaluation
     threads: int = 2
     steps: tuple[str, ...] = STEPS  # which recourse steps the search may take
-    log: object = None  # callable(str): one line per evaluation
-    gates: object = None  # a validation Gates (its limits(task, precision, target)), when the budget comes from a gates file
+    log: object = None
+    gates: object = None
     qat: QatRecipe = QatRecipe()  # the quantization-aware training step's settings
     steps_asked: bool = False  # the user named the steps: a qat step without training images is then an error, not skipped
     train_data: Path | None = None  # its training images (a dataset root; its `train` split); None: beside the calibration images
@@ -81,9 +86,19 @@ class AccuracyBudget:
     _state: dict = dataclasses.field(default_factory=dict, repr=False)
 
     def __post_init__(self):
+        if self.points is None and self.gates is None:
+            raise UserError("an accuracy budget needs --max-drop points or a --gates file")
+        if self.points is not None:
+            if not isinstance(self.points, (int, float)) or math.isnan(self.points) or self.points < 0:
+                raise UserError(f"--max-drop must be 0 or more points, not {self.points!r}")
+            self.points, self.gates = float(self.points), None  # given points are the budget; a gates file beside them is not read
+        elif isinstance(self.gates, (str, Path)):
+            self.gates = load_gates(self.gates, target_names())
+        self.steps = tuple(self.steps)
         for step in self.steps:
             if step not in STEPS:
                 raise did_you_mean(step, STEPS, "recourse step")
+        self.allowed_precisions = tuple(get_precision(name).name for name in self.allowed_precisions)  # a typo: one line, with the names
         for name in self.allowed_precisions:
             if get_precision(name).full_int8:
                 raise UserError(f"--allow-precision {name}: the search already is about {name}; name precisions it may fall back to "
@@ -112,10 +127,16 @@ class AccuracyBudget:
 TRAIN_SPLIT = "train"
 
 
-def check_budget_data(budget: AccuracyBudget, calib_data: Path | None) -> None:
-    """The held-out images must exist and must not be the calibration images; with the QAT step,
-    the training split must exist, hold at least a batch, and not be the held-out images."""
-    root = Path(budget.data)
+def for_this_run(budget: AccuracyBudget, calib_data: Path | None) -> AccuracyBudget:
+    """The budget as one conversion run uses it: its own copy (the search keeps state on it, and the
+    caller's object may serve another run), with the held-out and training images found and checked.
+    The held-out images must exist and must not be the calibration images; with the QAT step, the
+    training split must exist, hold at least a batch, and not be the held-out images."""
+    held_out = budget.data if budget.data is not None else calib_data
+    if held_out is None:
+        raise UserError("an accuracy budget needs held-out images: --accuracy-data, or --calib-data with a val/ split")
+    budget = dataclasses.replace(budget, data=Path(held_out), _state={})
+    root = budget.data
     if not root.exists():
         raise UserError(f"--accuracy-data not found: {root}")
     if calib_data is not None and Path(calib_data).resolve() == root.resolve() and not (root / "calib").is_dir():
@@ -129,10 +150,11 @@ def check_budget_data(budget: AccuracyBudget, calib_data: Path | None) -> None:
         if missing:  # the default steps: the search goes on without QAT, and says so once
             budget.steps = tuple(step for step in budget.steps if step != "qat")
             budget.say(f"no training split at {folder}: the search skips quantization-aware training (--train-data names one)")
-            return
+            return budget
         budget.train_data = folder.parent
         if folder.resolve() == (root / budget.split).resolve():
             raise UserError(f"{folder} is also the held-out split the budget is measured on; quantization-aware training must not see it")
+    return budget
 
 
 def training_split(budget: AccuracyBudget, meta):

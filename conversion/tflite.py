@@ -9,6 +9,7 @@ for int8: the runner quantizes and dequantizes with each tensor's own scale and 
 Interpreters: ai_edge_litert (maintained), else tflite_runtime (what many boards still have).
 """
 
+import re
 from pathlib import Path
 
 from edgemnv2.artifacts import RuntimeUnavailable
@@ -76,7 +77,7 @@ def convert(job: ConversionJob, dest: Path) -> dict:
     # aborts the whole process, while Python raises an OSError that fails just this artifact.
     dest.write_bytes(content)
     # The operator census goes in the manifest: "int8 inside" is then checkable without tooling.
-    record = {"operators": operator_census(dest)}
+    record = {"operators": operator_census(dest, job.postprocess_modules)}
     if app:  # what the file takes (the manifest's generic record says NCHW float32)
         height, width = preprocessing.input_size
         record.update(input_shape=[1, height, width, 3], input_layout="NHWC uint8 (RGB pixels 0-255; the preprocessing is inside the graph)")
@@ -117,20 +118,29 @@ def _check_loads(content: bytes) -> None:
         raise InterpreterRefused(f"the LiteRT interpreter cannot load the converted file: {one_line(exc)}") from None
 
 
-POSTPROCESS_START = "LOGISTIC"  # the detector's decode begins with the heatmap's sigmoid; no network here has one
+def _module_pattern(modules: tuple[str, ...]) -> re.Pattern | None:
+    """The converter names each tensor by the module path that computed it, one `<class>_<attribute>`
+    per level joined by "/" (`...DecodedDetector_model/...CenterNetDecode_decode;37`): a module's
+    qualified name `a.b` is the levels `*_a/*_b`."""
+    if not modules:
+        return None
+    paths = ["/[^/;]*".join(f"_{re.escape(level)}" for level in module.split(".")) for module in modules]
+    return re.compile("(" + "|".join(paths) + ")(?=[;/]|$)")
 
 
-def operator_census(path: Path) -> dict:
+def operator_census(path: Path, postprocess_modules: tuple[str, ...] = ()) -> dict:
     """{"counts": {op: n}, "float_ops": [op, ...], "postprocess_ops": {op: n}}.
 
     float_ops are the network's operators that read or write a float32 tensor, so for a full-int8
-    model it is only the edges (the pixels' DEQUANTIZE and QUANTIZE, a DEQUANTIZE per output map). A detector's
-    in-graph decode (its sigmoid and everything computed from it) is float by design and is counted
-    apart, in postprocess_ops.
+    model it is only the edges (the pixels' DEQUANTIZE and QUANTIZE, a DEQUANTIZE per output map).
+    In-graph post-processing (the submodules a task's wrapper declares in FLOAT_MODULES, passed as
+    `postprocess_modules`: a detector's decode) is float by design: its operators, found by the module
+    path in their tensors' names, and everything computed from them, are counted apart, in postprocess_ops.
     """
     from ai_edge_litert import schema_py_generated as schema
 
     op_names = operator_names()
+    postprocess_names = _module_pattern(tuple(postprocess_modules))
     model = schema.Model.GetRootAsModel(path.read_bytes(), 0)
     graph = model.Subgraphs(0)
     counts, float_ops, postprocess, downstream = {}, [], {}, set()
@@ -141,7 +151,8 @@ def operator_census(path: Path) -> dict:
         inputs = [op.Inputs(j) for j in range(op.InputsLength()) if op.Inputs(j) >= 0]
         outputs = [op.Outputs(j) for j in range(op.OutputsLength()) if op.Outputs(j) >= 0]
         counts[name] = counts.get(name, 0) + 1
-        if name == POSTPROCESS_START or downstream.intersection(inputs):
+        named = postprocess_names is not None and any(postprocess_names.search(graph.Tensors(t).Name().decode(errors="replace")) for t in outputs)
+        if named or downstream.intersection(inputs):
             downstream.update(outputs)
             postprocess[name] = postprocess.get(name, 0) + 1
         elif any(graph.Tensors(t).Type() == schema.TensorType.FLOAT32 for t in inputs + outputs):

@@ -21,7 +21,7 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 # no call made. (Their runtime, which runs artifacts, sends nothing.)
 sys.modules.setdefault("openvino_telemetry", None)
 
-_API = ("convert", "validate", "predict", "ConversionResult", "Prediction", "ValidationOutcome")
+_API = ("convert", "validate", "predict", "ConversionResult", "Prediction", "ValidationOutcome", "AccuracyBudget", "QuantRecipe", "QatRecipe")
 
 
 def __getattr__(name: str):

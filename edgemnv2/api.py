@@ -6,7 +6,8 @@ CLI's: `edgemnv2.errors.UserError` (bad input) and `CheckFailed` (a check failed
 
     import edgemnv2
     result = edgemnv2.convert(model, "artifacts/", meta=meta, targets=["tflite", "executorch"],
-                              precisions=["int8"], calib_data="data/classification")
+                              precisions=["int8"], calib_data="data/classification",
+                              budget=edgemnv2.AccuracyBudget(gates="default"))
     outcome = edgemnv2.validate(result.checkpoint, "artifacts/", "data/classification", gates="default")
     assert outcome.passed, outcome.report["gates"]["reasons"]
     for p in edgemnv2.predict("artifacts/model.tflite.int8.tflite", "photos/"):
@@ -19,23 +20,19 @@ from typing import Sequence
 
 from torch import nn
 
-from conversion import options_from_aliases, target_names
-from conversion.pipeline import run_conversion
-from conversion.recourse import STEPS as RECOURSE_STEPS
+from conversion.pipeline import ConversionRequest, run_conversion
 from conversion.recourse import AccuracyBudget
 from conversion.writer import ArtifactResult
-from quantization.ptq import QuantRecipe
-from quantization.qat import QatRecipe
+from quantization.recipe import QatRecipe, QuantRecipe
 
+from .api_compat import older_spelling
 from .checkpoint import CheckpointMeta, save_checkpoint
 from .data.images import is_image_file, list_images
 from .errors import UserError
 from .evaluate import torch_runner
-from .precision import get_precision
 from .prediction.sources import Source, open_source, predict_image
 from .services import ValidationOutcome, validate_artifacts
 from .tasks import get_task
-from .validation.gates import load_gates
 
 
 @dataclass
@@ -64,34 +61,33 @@ class Prediction:
 
 
 def convert(model: nn.Module | str | Path, out: str | Path, *, meta: CheckpointMeta | None = None, targets: Sequence[str] = ("all",),
-            precisions: Sequence[str] = ("all",), calib_data: str | Path | None = None, calib_size: int = 128, observer: str = "histogram",
-            per_channel: bool = True, equalization: str = "none", server_engine: str | None = None, target_options: dict[str, dict] | None = None, force: bool = False,
-            sign_key: str | Path | None = None, max_drop: float | None = None, accuracy_data: str | Path | None = None,
-            accuracy_limit: int | None = 1000, gates: str | Path | None = None, recourse_steps: Sequence[str] | None = None, name: str = "model",
-            arch: str | None = None, on_start=None, on_result=None,
-            on_search=None, train_data: str | Path | None = None, qat_epochs: int = QatRecipe.epochs,
-            qat_minutes: float | None = None, allowed_precisions: Sequence[str] = (), input_size: tuple[int, int] | None = None,
-            threads: int = 2) -> ConversionResult:
+            precisions: Sequence[str] = ("all",), calib_data: str | Path | None = None, recipe: QuantRecipe | None = None,
+            budget: AccuracyBudget | None = None, target_options: dict[str, dict] | None = None, input_size: tuple[int, int] | None = None,
+            force: bool = False, sign_key: str | Path | None = None, name: str = "model", arch: str | None = None,
+            on_start=None, on_result=None, **older_keywords) -> ConversionResult:
     """Fold, quantize and export a checkpoint file, or a model in memory, to every requested target.
 
     A model in memory (an `nn.Module` built by `edgemnv2.models.create_model`, trained however you
     like) needs its `meta` (architecture, task, class names, preprocessing); it is saved as
     `<out>/<name>.pt` first, so every artifact's manifest names the exact weights it came from and
-    `validate` can compare against them. `arch`: only for a bare state-dict file. `target_options`:
-    {target: {option: value}}, e.g. {"tflite": {"input": "nchw"}} (`edgemnv2 convert --help` lists them);
-    `server_engine` is an older spelling of {"torchscript": {"engine": ...}}, kept for scripts that use it.
-    on_start(target, precision, index, total) and on_result(ArtifactResult) report progress.
-    gates: a gates file whose max_top1_drop / max_map50_drop (int8, per target) is the budget when max_drop is not given.
-    max_drop: the most (points of top-1, or of mAP@.5) an int8 artifact may lose on held-out images
-    (`accuracy_data`, default `calib_data`'s val split); over it, the recourse search
-    (conversion/recourse.py) finds a recipe that meets it; on_search(line) reports each evaluation.
-    Its last step, quantization-aware training, fine-tunes `qat_epochs` epochs (or until `qat_minutes`
-    have passed) on `train_data`'s train split (default: `calib_data`'s). `allowed_precisions`: what it may
-    fall back to after that, in order (e.g. ("int8_weights", "fp16")): one that meets the budget is
-    written under its own name, and the int8 file that missed is removed. `input_size`: (height, width)
+    `validate` can compare against them. `arch`: only for a bare state-dict file.
+
+    recipe: how to quantize (`edgemnv2.QuantRecipe(observer=, per_channel=, calibration_size=,
+    equalization=)`; default the well-behaved one). target_options: {target: {option: value}}, e.g.
+    {"tflite": {"input": "nchw"}} (`edgemnv2 convert --help` lists them). input_size: (height, width)
     to export at instead of the checkpoint's, for fully convolutional models (recorded in each
-    manifest; `validate` checks such an artifact at its own size). `threads`: what the search's runtimes
-    run its held-out evaluations with."""
+    manifest; `validate` checks such an artifact at its own size).
+
+    budget: an `edgemnv2.AccuracyBudget` for int8, e.g. AccuracyBudget(points=0.5) or
+    AccuracyBudget(gates="default"): each int8 artifact is measured on held-out images (its `data`,
+    default `calib_data`'s val split) and, over the budget, re-made by the recourse search
+    (conversion/recourse.py; docs/recourse.md), whose lines go to the budget's `log`.
+
+    on_start(target, precision, index, total) and on_result(ArtifactResult) report progress. The
+    flat keywords of earlier versions (calib_size=, observer=, max_drop=, server_engine=, ...) still
+    work, with a DeprecationWarning naming their new place."""
+    if older_keywords:
+        recipe, budget, target_options = older_spelling(older_keywords, recipe, budget, target_options)
     out = Path(out)
     if isinstance(model, nn.Module):
         if meta is None:
@@ -99,26 +95,9 @@ def convert(model: nn.Module | str | Path, out: str | Path, *, meta: CheckpointM
         checkpoint = save_checkpoint(out / f"{name}.pt", model, meta, force=force)
     else:
         checkpoint = Path(model)
-    recipe = QuantRecipe(observer=observer, per_channel=per_channel, calibration_size=calib_size, equalization=equalization)
-    budget = None
-    allowed = tuple(get_precision(name).name for name in allowed_precisions)  # a typo is one line, with the names
-    if allowed and max_drop is None and gates is None:
-        raise UserError("--allow-precision applies only to the --max-drop search (give --max-drop or --gates)")
-    if max_drop is not None or gates is not None:
-        if max_drop is not None and max_drop < 0:
-            raise UserError("--max-drop must be 0 or more points")
-        held_out = accuracy_data or calib_data
-        if held_out is None:
-            raise UserError("an accuracy budget needs held-out images: --accuracy-data, or --calib-data with a val/ split")
-        steps = tuple(recourse_steps) if recourse_steps else RECOURSE_STEPS
-        budget = AccuracyBudget(None if max_drop is None else float(max_drop), Path(held_out), limit=accuracy_limit, steps=steps, log=on_search,
-                                gates=load_gates(Path(gates), target_names()) if gates is not None and max_drop is None else None,
-                                qat=QatRecipe(epochs=qat_epochs, minutes=qat_minutes), train_data=Path(train_data) if train_data else None,
-                                steps_asked=bool(recourse_steps), allowed_precisions=allowed, threads=threads)
-    results, plan, info = run_conversion(checkpoint, list(targets), list(precisions), Path(calib_data) if calib_data else None, out, recipe, force,
-                                         arch, on_result=on_result, sign_key=Path(sign_key) if sign_key else None,
-                                         target_options=options_from_aliases({"server_engine": server_engine}, target_options), on_start=on_start,
-                                         budget=budget, input_size=input_size)
+    request = ConversionRequest(checkpoint, out, tuple(targets), tuple(precisions), calib_data, recipe or QuantRecipe(), target_options or {},
+                                budget, input_size, force, sign_key, arch)
+    results, plan, info = run_conversion(request, on_start=on_start, on_result=on_result)
     return ConversionResult(checkpoint, results, plan.skipped, info["fold_max_relative_error"], info["calibration_images"])
 
 
@@ -165,4 +144,4 @@ def _source(model, meta: CheckpointMeta | None, threads: int, verify_key, trust_
     return open_source(Path(model), threads, verify_key=Path(verify_key) if verify_key else None, trust_artifact=trust_artifact)
 
 
-__all__ = ["ConversionResult", "Prediction", "ValidationOutcome", "convert", "predict", "validate"]
+__all__ = ["AccuracyBudget", "ConversionResult", "Prediction", "QatRecipe", "QuantRecipe", "ValidationOutcome", "convert", "predict", "validate"]

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from conversion import pt2e_quantizers, target_names
-from conversion.pipeline import run_conversion
+from conversion.pipeline import ConversionRequest, run_conversion
 from conversion.preparation import calibration_images, prepare_model
 from conversion.recourse import AccuracyBudget
 from quantization.ptq import QuantRecipe, pt2e_quantize
@@ -183,8 +183,8 @@ def run_demo(out: Path, *, scale: float = 1.0, epoch_scale: float = 1.0, threads
         artifacts = out / "artifacts" / name
         # the default gates are the int8 accuracy budget (as `convert --gates default`): an artifact that would fail its
         # gate is re-made by the recourse search (conversion/recourse.py) before validate judges it
-        budget = AccuracyBudget(None, root, threads=threads, gates=load_gates("default", target_names()), log=lambda line: log.line(f"    {line}"))
-        results, _, _ = run_conversion(checkpoint, ["all"], ["all"], root, artifacts, QuantRecipe(), force=False, budget=budget,
+        budget = AccuracyBudget(gates="default", threads=threads, log=lambda line: log.line(f"    {line}"))
+        results, _, _ = run_conversion(ConversionRequest(checkpoint, artifacts, calib_data=root, budget=budget),
                                        on_start=lambda target, precision, i, n: log.line(f"  [{i}/{n}] converting {target} {precision} ..."))
         summary[name]["artifacts"] = [
             {"target": r.target, "precision": r.precision, "status": r.status, "bytes": r.size_bytes, "seconds": round(r.seconds, 1), "message": r.message}

@@ -191,13 +191,13 @@ def convert_side_by_side(checkpoint, groups, data, out, calibration_size: int):
 
 def _convert_group(work):
     checkpoint, targets, precisions, data, out, calibration_size = work
-    from conversion.pipeline import run_conversion
+    from conversion.pipeline import ConversionRequest, run_conversion
     from quantization.ptq import QuantRecipe
 
     # the session's thread count, not 1: calibration's float sums depend on it, and tests that rebuild an
     # artifact in this process (debug) must get the very same program
     torch.set_num_threads(2)
-    results, _, info = run_conversion(checkpoint, targets, precisions, data, out, QuantRecipe(calibration_size=calibration_size))
+    results, _, info = run_conversion(ConversionRequest(checkpoint, out, tuple(targets), tuple(precisions), data, QuantRecipe(calibration_size=calibration_size)))
     return results, info
 
 

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 # checkpoint, evaluation math, the artifacts layer (manifests, verification, Runner) and below.
 # conversion and quantization sit above the core; UPPER sits above them.
 UPPER = ("edgemnv2.diagnosis", "edgemnv2.validation.validate", "edgemnv2.validation.report", "edgemnv2.validation.junit", "edgemnv2.bundle", "edgemnv2.prediction", "edgemnv2.services",
-         "edgemnv2.api", "edgemnv2.cli", "edgemnv2.__main__")
+         "edgemnv2.api", "edgemnv2.api_compat", "edgemnv2.cli", "edgemnv2.__main__")
 
 
 def _module_name(path: Path) -> str:

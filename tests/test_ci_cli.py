@@ -97,12 +97,53 @@ def test_importing_edgemnv2_does_not_import_the_converters():
     assert done.stdout.split() == ["False", "True"], done.stderr
 
 
+def test_the_older_flat_keywords_of_convert_still_mean_what_they_meant(tmp_path):
+    """Scripts written for the flat keywords keep working: each lands on its field of the recipe, the
+    budget or the target options, with a DeprecationWarning that names the new spelling."""
+    from conversion.recourse import STEPS
+    from edgemnv2 import AccuracyBudget, QatRecipe, QuantRecipe
+    from edgemnv2.api_compat import older_spelling
+    from edgemnv2.errors import UserError
+
+    older = {"calib_size": 16, "observer": "minmax", "per_channel": False, "equalization": "cle", "server_engine": "onednn", "max_drop": 0.5,
+             "accuracy_data": str(tmp_path), "accuracy_limit": 100, "qat_epochs": 3, "qat_minutes": 1.5, "threads": 1, "train_data": str(tmp_path),
+             "allowed_precisions": ["fp16"]}
+    with pytest.warns(DeprecationWarning, match="recipe=QuantRecipe"):
+        recipe, budget, options = older_spelling(older, None, None, None)
+    assert recipe == QuantRecipe(observer="minmax", per_channel=False, calibration_size=16, equalization="cle")
+    assert options == {"torchscript": {"engine": "onednn"}}
+    assert (budget.points, budget.data, budget.limit, budget.threads, budget.train_data) == (0.5, tmp_path, 100, 1, tmp_path)
+    assert budget.qat == QatRecipe(epochs=3, minutes=1.5) and budget.steps == STEPS and not budget.steps_asked
+    assert budget.allowed_precisions == ("fp16",)
+    with pytest.warns(DeprecationWarning):
+        _, budget, _ = older_spelling({"gates": "default", "recourse_steps": ["calibration"]}, None, None, None)
+    assert budget.points is None and budget.gates.source == "default gates" and budget.steps == ("calibration",) and budget.steps_asked
+    with pytest.warns(DeprecationWarning), pytest.raises(UserError, match="not both"):
+        older_spelling({"observer": "minmax"}, QuantRecipe(), None, None)
+    with pytest.warns(DeprecationWarning), pytest.raises(UserError, match="not both"):
+        older_spelling({"max_drop": 1.0}, None, AccuracyBudget(points=0.5), None)
+    with pytest.raises(TypeError, match="calib_sise"):  # a typo is Python's own error, as for any keyword
+        edgemnv2.convert("missing.pt", tmp_path, calib_sise=16)
+
+
+@pytest.mark.parametrize("extra, message", [(["--max-drop", "-1"], "--max-drop must be 0 or more points"),
+                                             (["--max-drop", "nan"], "--max-drop must be 0 or more points"),
+                                             (["--max-drop", "1", "--recourse", "calibraton"], "calibration"),
+                                             (["--gates", "nowhere.toml"], "gates file not found: nowhere.toml")])
+def test_budget_mistakes_are_one_line_before_any_work(tmp_path, capsys, extra, message):
+    """The budget is checked as the flags are read: before the checkpoint is even opened."""
+    code = run(["convert", "--checkpoint", str(tmp_path / "never_read.pt"), "--out", str(tmp_path / "out"), *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and message in " ".join(err.split()) and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists()
+
+
 def test_python_api_converts_a_model_in_memory_then_validates_and_predicts(trained_classifier, shapes_root, tmp_path):
-    from edgemnv2 import convert, predict, validate
+    from edgemnv2 import QuantRecipe, convert, predict, validate
 
     model, meta = load_checkpoint(trained_classifier[0])  # a model in memory, as a user's training script holds it
     result = convert(model, tmp_path / "art", meta=meta, targets=["onnx"], precisions=["fp32", "int8"], calib_data=shapes_root / "classification",
-                     calib_size=16, name="mine")
+                     recipe=QuantRecipe(calibration_size=16), name="mine")
     assert result.ok and len(result.paths) == 2 and result.checkpoint.name == "mine.pt"
     outcome = validate(result.checkpoint, tmp_path / "art", shapes_root / "classification", limit=16, runs=1, gates="default")
     assert outcome.passed and {row["precision"] for row in outcome.report["artifacts"]} == {"fp32", "int8"}

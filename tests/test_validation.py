@@ -8,7 +8,7 @@ import pytest
 
 from conversion import target_names
 from edgemnv2.artifacts import find_artifacts
-from conversion.pipeline import run_conversion
+from conversion.pipeline import ConversionRequest, run_conversion
 from edgemnv2.cli.main import run
 from edgemnv2.errors import UserError
 from edgemnv2.tasks.detection.matching import detection_agreement
@@ -186,8 +186,8 @@ def test_detector_validation_reports_map_and_box_agreement_and_in_graph_decode_m
     flipped = tmp_path / "flipped.pt"  # the same bytes under another stem: its artifacts sit beside the others
     shutil.copyfile(checkpoint, flipped)
     moved = {"executorch": {"decode": "graph"}, "torchscript": {"decode": "graph"}}
-    results, _, _ = run_conversion(flipped, ["executorch", "torchscript"], ["int8"], shapes_root / "detection", folder,
-                                   QuantRecipe(calibration_size=16), target_options=moved)
+    results, _, _ = run_conversion(ConversionRequest(flipped, folder, ("executorch", "torchscript"), ("int8",), shapes_root / "detection",
+                                                     QuantRecipe(calibration_size=16), moved))
     assert all(r.status == "ok" for r in results), [(r.target, r.precision, r.message) for r in results]
     code = run(["validate", "--checkpoint", str(checkpoint), "--artifacts", str(folder), "--data", str(shapes_root / "detection"),
                 "--runs", "2", "--out", str(tmp_path / "report")])

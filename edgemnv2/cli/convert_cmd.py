@@ -6,6 +6,9 @@ from rich.table import Table
 from rich.text import Text
 
 from conversion import TARGETS, option_aliases, options_from_aliases
+from conversion.recourse import STEPS as RECOURSE_STEPS
+from conversion.recourse import AccuracyBudget
+from quantization.recipe import QatRecipe, QuantRecipe
 
 from .. import api
 from ..errors import CheckFailed, InternalError, UserError
@@ -96,11 +99,19 @@ def convert(
     def starting(target_name, precision_name, index, total):
         console.print(f"[{index}/{total}] converting {target_name} {precision_name} ...", style="dim")
 
+    recipe = QuantRecipe(observer=observer, per_channel=not per_tensor, calibration_size=calib_size, equalization=equalization)
+    steps = _split(recourse)
+    budget = None
+    if max_drop is not None or gates is not None:
+        budget = AccuracyBudget(max_drop, accuracy_data, limit=accuracy_limit, threads=threads, steps=steps or RECOURSE_STEPS, steps_asked=bool(steps),
+                                log=lambda line: console.print(f"    {line}", style="dim"), gates=gates, qat=QatRecipe(epochs=qat_epochs, minutes=qat_minutes),
+                                train_data=train_data, allowed_precisions=_split(allow_precision))
+    elif allow_precision:
+        raise UserError("--allow-precision applies only to the --max-drop search (give --max-drop or --gates)")
     with third_party_noise(verbose, log, "convert") as log_path:
-        result = api.convert(checkpoint, out_dir, targets=_split(target), precisions=_split(precision), calib_data=calib_data, calib_size=calib_size,
-                             observer=observer, per_channel=not per_tensor, equalization=equalization, target_options=_target_options(set_option, {"server_engine": server_engine}), force=force,
-                             sign_key=sign_key, arch=arch, max_drop=max_drop, accuracy_data=accuracy_data, accuracy_limit=accuracy_limit,
-                             recourse_steps=_split(recourse) or None, gates=gates, train_data=train_data, qat_epochs=qat_epochs, qat_minutes=qat_minutes, allowed_precisions=_split(allow_precision), input_size=_input_size(input_size), threads=threads, on_start=starting, on_result=report, on_search=lambda line: console.print(f"    {line}", style="dim"))
+        result = api.convert(checkpoint, out_dir, targets=_split(target), precisions=_split(precision), calib_data=calib_data, recipe=recipe, budget=budget,
+                             target_options=_target_options(set_option, {"server_engine": server_engine}), input_size=_input_size(input_size),
+                             force=force, sign_key=sign_key, arch=arch, on_start=starting, on_result=report)
     results = result.artifacts
     if log_path is not None:
         console.print(f"third-party output (warnings, converter logs) in {log_path}; --verbose shows it here", style="dim")
