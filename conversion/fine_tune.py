@@ -67,8 +67,10 @@ def fine_tune_checkpoint(checkpoint: Path, target: str, data: Path, out: Path, r
     check = meta.preprocessing.normalize(np.stack([train.read(i)[0] for i in range(min(CHECKED_IMAGES, len(train)))]))
     folded, _ = prepare_model(model, meta, check)
     started = time.perf_counter()
+    # a scheme that sets its ranges before training (TorchScript's FX) sets them on training images: this command has no calibration set
+    ranges_from = meta.preprocessing.normalize(np.stack([train.read(i)[0] for i in range(min(recipe.calibration_size, len(train)))]))
     result = fine_tuned(folded, torch.from_numpy(check[:1]), recipe, values, scheme,
-                        lambda module, settings, after_epoch: task.fine_tune(module, train, meta, settings, after_epoch))
+                        lambda module, settings, after_epoch: task.fine_tune(module, train, meta, settings, after_epoch, teacher=folded), ranges_from)
     tuned = unfold_into(model, folded, result.model)
     verify_fold(tuned, result.model, torch.from_numpy(check))  # the checkpoint computes what training left, within the fold tolerance
     before, after = (evaluate_runner(torch_runner(m), val, 64, description=f"fp32 {which} on val") for m, which in ((model, "before"), (tuned, "after")))

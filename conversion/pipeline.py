@@ -245,5 +245,6 @@ class JobFactory:
             height, width = self.meta.preprocessing.input_size
             example = torch.from_numpy(images[:1].copy()) if images is not None else torch.zeros(1, 3, height, width)
             self.fine_tunes[key] = fine_tuned(model, example, recipe, options, scheme,
-                                              lambda module, settings, after_epoch: task.fine_tune(module, self.training, self.meta, settings, after_epoch))
+                                              lambda module, settings, after_epoch: task.fine_tune(module, self.training, self.meta, settings, after_epoch, teacher=model),
+                                              images)
         return self.fine_tunes[key]

@@ -377,7 +377,8 @@ def _quantization_aware(search: Search) -> Attempt | None:
     for ranges in ("trained", "calibrated"):
         if attempt is not None and (attempt.fine_tuning or {}).get("ranges", "").startswith("calibrated"):
             break  # the target could not take the trained ranges: that attempt was the calibrated one already
-        candidate = Candidate("qat", f"quantization-aware training, {settings.epochs} epochs at lr {settings.lr:g}, {ranges} ranges ({best.description})",
+        distilled = " (distilled from fp32)" if settings.loss == "distill" else ""
+        candidate = Candidate("qat", f"quantization-aware training{distilled}, {settings.epochs} epochs at lr {settings.lr:g}, {ranges} ranges ({best.description})",
                               dataclasses.replace(best.recipe, qat=dataclasses.replace(settings, ranges=ranges)), best.images)
         attempt = search.try_candidate(candidate)
         if attempt is not None and ranges == "trained" and not (attempt.fine_tuning or {}).get("ranges", "").startswith("trained"):

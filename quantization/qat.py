@@ -11,15 +11,19 @@ with the annotation fixes of annotations.py, and the layers the recipe keeps in 
 What comes out is the trained fake-quantized graph and the fine-tuned float model. A target whose
 int8 graph is the trained one (the bare network through its own quantizer: TorchScript's FX graph,
 the XNNPACK graph of ExecuTorch without rewrites, TFLite's with NCHW float input and host decode)
-converts that graph, with the ranges training learned (`ranges="trained"`: on the demo detector's
-TorchScript x86 int8, mAP@.5 drop 0.72 against 1.38 re-calibrated). Anything else (an in-graph
+converts that graph, with the ranges training learned (`ranges="trained"`: on one demo detector's
+TorchScript x86 int8, mAP@.5 drop 0.72 against 1.38 re-calibrated; docs/recourse.md has the cases
+where it does not help). Anything else (an in-graph
 decode or app-ready input around the network, ONNX Runtime's quantizer) quantizes the fine-tuned
 weights as it quantizes any model, calibrated on the calibration images (`ranges="calibrated"`);
 the manifest says which. The artifact's measured drop decides.
 
 BN is folded before (the pipeline's first step): there are no batch statistics to drift with the
 small batches of CPU fine-tuning. The activation ranges stop moving after the first epoch (as
-torchvision's QAT recipe freezes observers), so later epochs fit the weights to fixed grids.
+torchvision's QAT recipe freezes observers), so later epochs fit the weights to fixed grids; FX
+(TorchScript) sets them from the calibration images before training and freezes them at once
+(fx_calibrate_ranges). The loss is the task's on the labels, or (`QatRecipe.loss="distill"`) the
+fp32 model's own outputs as targets (the task's `qat_loss` with a `teacher`).
 """
 
 import copy
@@ -32,7 +36,7 @@ from torch import nn
 
 from edgemnv2.errors import UserError
 
-from .ptq import ENGINES, TargetQuantizer, _modules_named, contiguous_before_clamps, observe_through_clamps, remove_dropout
+from .ptq import ENGINES, TargetQuantizer, _modules_named, calibrate, contiguous_before_clamps, observe_through_clamps, remove_dropout
 from .recipe import RANGES, QatRecipe  # noqa: F401  (QatRecipe's home was here: its importers keep working)
 
 # trainer(module, recipe, description) -> stats: fine-tunes `module` in place on the training split with
@@ -66,6 +70,12 @@ def pt2e_train_mode(prepared: nn.Module, training: bool) -> None:
     (move_exported_model_to_train if training else move_exported_model_to_eval)(prepared)
 
 
+def _fx_observers() -> dict:
+    from torch.ao.quantization import observer
+
+    return {"histogram": observer.HistogramObserver, "minmax": observer.MinMaxObserver, "moving_average": observer.MovingAverageMinMaxObserver}
+
+
 def fx_prepare(model: nn.Module, example: torch.Tensor, recipe, engine: str) -> torch.fx.GraphModule:
     """FX QAT for TorchScript's engines: the engine's activation bits (x86: 7), the recipe's weights."""
     from torch.ao.quantization import FakeQuantize, QConfig, QConfigMapping, observer
@@ -75,7 +85,9 @@ def fx_prepare(model: nn.Module, example: torch.Tensor, recipe, engine: str) -> 
         raise UserError(f"unknown quantization engine {engine!r}")
     torch.backends.quantized.engine = engine
     reduce_range = engine == "x86"
-    activation = FakeQuantize.with_args(observer=observer.MovingAverageMinMaxObserver, quant_min=0, quant_max=127 if reduce_range else 255,
+    # the recipe's own activation observer (as fx_quantize's): fx_calibrate_ranges sets the ranges from the
+    # calibration images before training, as post-training quantization would
+    activation = FakeQuantize.with_args(observer=_fx_observers()[recipe.observer], quant_min=0, quant_max=127 if reduce_range else 255,
                                         dtype=torch.quint8, qscheme=torch.per_tensor_affine)
     weight = (FakeQuantize.with_args(observer=observer.MovingAveragePerChannelMinMaxObserver, quant_min=-128, quant_max=127, dtype=torch.qint8,
                                      qscheme=torch.per_channel_symmetric, ch_axis=0)
@@ -94,6 +106,22 @@ def fx_freeze_ranges(prepared: nn.Module) -> None:
     prepared.apply(torch.ao.quantization.disable_observer)
 
 
+def fx_calibrate_ranges(prepared: nn.Module, calibration_images) -> None:
+    """Every range set as post-training quantization sets it (the recipe's observer on the calibration
+    images, fake quantization off), then frozen: training fits the weights to those grids. Ranges
+    learnt from training batches instead (a moving min/max) are wider than a histogram's, which the
+    7-bit x86 grid cannot afford: on the demo detector, QAT so left mAP@.5 1.61 points below fp32,
+    worse than the 1.11 of post-training quantization it started from."""
+    from torch.ao.quantization import disable_fake_quant, enable_fake_quant, enable_observer
+
+    prepared.eval()
+    prepared.apply(enable_observer)
+    prepared.apply(disable_fake_quant)
+    calibrate(prepared, calibration_images, "QAT: calibrating the ranges")
+    prepared.apply(enable_fake_quant)
+    fx_freeze_ranges(prepared)
+
+
 def fx_train_mode(prepared: nn.Module, training: bool) -> None:
     prepared.train(training)
 
@@ -108,6 +136,8 @@ class FakeQuantization:
     freeze_ranges: Callable[[nn.Module], None]
     train_mode: Callable[[nn.Module, bool], None]
     options_used: Callable[[dict], tuple] = lambda options: ()  # the target options that change the scheme (TorchScript's engine)
+    # (prepared, calibration images): ranges set and frozen before training; None: learnt during the first epoch
+    calibrate_ranges: Callable[[nn.Module, object], None] | None = None
 
 
 @functools.cache
@@ -120,15 +150,21 @@ def pt2e_scheme(quantizer: TargetQuantizer) -> FakeQuantization:
 
 def fx_scheme(engine_of: Callable[[dict], str]) -> FakeQuantization:
     return FakeQuantization("FX QAT (torch.ao)", lambda model, example, recipe, options: fx_prepare(model, example, recipe, engine_of(options)),
-                            fx_freeze_ranges, fx_train_mode, lambda options: (engine_of(options),))
+                            fx_freeze_ranges, fx_train_mode, lambda options: (engine_of(options),), fx_calibrate_ranges)
 
 
-def fine_tuned(model: nn.Module, example: torch.Tensor, recipe, options: dict, scheme: FakeQuantization, train: Trainer) -> "QatResult":
-    """`model` fine-tuned under `scheme` (a copy: `model` is unchanged)."""
+def fine_tuned(model: nn.Module, example: torch.Tensor, recipe, options: dict, scheme: FakeQuantization, train: Trainer,
+               calibration_images=None) -> "QatResult":
+    """`model` fine-tuned under `scheme` (a copy: `model` is unchanged). A scheme that calibrates its
+    ranges first does so on `calibration_images` (else on `example`, which a caller without a
+    calibration set passes as a batch of training images)."""
     prepared = scheme.prepare(model, example, recipe, options)
+    if scheme.calibrate_ranges is not None:
+        images = calibration_images if calibration_images is not None else example.numpy()
+        scheme.calibrate_ranges(prepared, images[: recipe.calibration_size])
 
     def after_epoch(epoch: int) -> None:
-        if epoch == 1:
+        if epoch == 1 and scheme.calibrate_ranges is None:
             scheme.freeze_ranges(prepared)
 
     scheme.train_mode(prepared, True)

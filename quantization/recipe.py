@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from edgemnv2.errors import UserError, did_you_mean
 
 RANGES = ("trained", "calibrated")
+LOSSES = ("task", "distill")
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,10 @@ class QatRecipe:
     # the trained one (the bare network; not an in-graph decode or app input around it);
     # "calibrated": the fine-tuned weights, calibrated like any model
     ranges: str = "trained"
+    # "task": the task's training loss on the split's labels; "distill": the fp32 model's own outputs on
+    # the same images are the targets (the task's distillation loss), which is what a drop against
+    # that fp32 model measures, and which cannot drift towards the labels and away from it
+    loss: str = "task"
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -40,6 +45,8 @@ class QatRecipe:
             raise UserError("the QAT learning rate must be positive")
         if self.ranges not in RANGES:
             raise UserError(f"QAT ranges must be one of {', '.join(RANGES)}, not {self.ranges!r}")
+        if self.loss not in LOSSES:
+            raise did_you_mean(self.loss, LOSSES, "QAT loss")
 
 
 OBSERVER_NAMES = ("histogram", "minmax", "moving_average")
@@ -74,8 +81,11 @@ class QuantRecipe:
         record["float_modules"] = list(self.float_modules)
         if self.qat is None:  # recipes without QAT keep the manifests (and their provenance) they always had
             del record["qat"]
-        elif self.qat.minutes is None:  # so do QAT recipes without a time budget
-            del record["qat"]["minutes"]
+        else:  # so do QAT recipes without a time budget, or with the task's loss
+            if self.qat.minutes is None:
+                del record["qat"]["minutes"]
+            if self.qat.loss == "task":
+                del record["qat"]["loss"]
         return record
 
     @classmethod

@@ -111,6 +111,22 @@ def test_quantization_aware_training_meets_what_per_tensor_ptq_misses_on_executo
     assert "up to date" in captured.out + captured.err
 
 
+def test_torchscript_qat_distils_from_fp32_on_ranges_set_from_the_calibration_images(trained_classifier, shapes_root, tmp_path, capsys):
+    """`--qat-loss distill` on TorchScript's FX QAT: the fp32 model's outputs are the targets, the
+    ranges are calibrated with the recipe's observer and frozen before training; the search names
+    the attempt, and an artifact it keeps records the loss in its recipe."""
+    checkpoint, _ = trained_classifier
+    out = tmp_path / "artifacts"
+    code = _convert(checkpoint, shapes_root, out, "torchscript", "qat", ["--max-drop", "0", "--qat-epochs", "1", "--qat-loss", "distill"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code in (0, 1) and "Traceback" not in err, err  # 1: a zero budget the search may not meet
+    assert "QAT: calibrating the ranges" in err or "quantization-aware training (distilled from fp32), 1 epochs" in err, err
+    for artifact, manifest in find_artifacts(out):
+        if manifest["recourse"]["chosen"]["step"] == "qat":
+            assert manifest["recourse"]["chosen"]["recipe"]["qat"]["loss"] == "distill"
+            assert manifest["quantization"]["qat"]["fake_quantization"].startswith("FX QAT")
+
+
 def test_quantization_aware_training_without_a_training_split_is_one_line(trained_classifier, shapes_root, tmp_path, capsys):
     checkpoint, _ = trained_classifier
     code = run(["convert", "--checkpoint", str(checkpoint), "--target", "tflite", "--precision", "int8", "--calib-data", str(shapes_root / "classification"),

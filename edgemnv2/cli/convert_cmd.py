@@ -77,8 +77,9 @@ def convert(
     gates: Annotated[Optional[Path], typer.Option(help="A gates file (as for validate): its int8 max_top1_drop / max_map50_drop, per target, is the --max-drop budget.")] = None,
     recourse: Annotated[list[str], typer.Option(help="The --max-drop search's steps, in this order: calibration, equalization, mixed-precision, qat (quantization-aware training: the best recipe's weights fine-tuned under the target's fake quantization) (comma-separate; default all).")] = [],
     train_data: Annotated[Optional[Path], typer.Option(help="Training images for the qat step (a dataset root; its train/ split, never the held-out one). Default: --calib-data's.")] = None,
-    qat_epochs: Annotated[int, typer.Option(help="Epochs of quantization-aware training in the qat step (observers frozen after the first).")] = 2,
+    qat_epochs: Annotated[int, typer.Option(help="Epochs of quantization-aware training in the qat step (ranges frozen after the first; TorchScript's set from the calibration images first).")] = 2,
     qat_minutes: Annotated[Optional[float], typer.Option(help="Time budget for each fine-tuning run of the qat step: it stops after the batch that passes it, and the manifest records the images seen. Default: the epochs run whole.")] = None,
+    qat_loss: Annotated[str, typer.Option(help="The qat step's loss: task (the training split's labels) or distill (the fp32 model's own outputs on the same images, which is what the budget's drop is measured against).")] = "task",
     input_size: Annotated[Optional[str], typer.Option(help="Export at this input size instead of the checkpoint's: SIDE or HEIGHT,WIDTH, multiples of 32 (the detector and the classifier take any; the *_seed models only their own). Recorded in the manifest; validate checks the artifact at that size.")] = None,
     allow_precision: Annotated[list[str], typer.Option(help="The --max-drop search's last step: precisions it may fall back to when int8 misses the budget, in this order (comma-separate; e.g. int8_weights,fp16). One that meets it is written under its own name and the int8 file is removed. Default: none.")] = [],
     set_option: Annotated[list[str], typer.Option("--set", help="A target's option, TARGET.OPTION=VALUE (repeatable): " + OPTIONS_HELP)] = [],
@@ -104,7 +105,7 @@ def convert(
     budget = None
     if max_drop is not None or gates is not None:
         budget = AccuracyBudget(max_drop, accuracy_data, limit=accuracy_limit, threads=threads, steps=steps or RECOURSE_STEPS, steps_asked=bool(steps),
-                                log=lambda line: console.print(f"    {line}", style="dim"), gates=gates, qat=QatRecipe(epochs=qat_epochs, minutes=qat_minutes),
+                                log=lambda line: console.print(f"    {line}", style="dim"), gates=gates, qat=QatRecipe(epochs=qat_epochs, minutes=qat_minutes, loss=qat_loss),
                                 train_data=train_data, allowed_precisions=_split(allow_precision))
     elif allow_precision:
         raise UserError("--allow-precision applies only to the --max-drop search (give --max-drop or --gates)")

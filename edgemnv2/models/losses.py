@@ -90,3 +90,21 @@ def centernet_loss(outputs, heatmap, wh, offset, mask) -> tuple[torch.Tensor, di
     }
     total = sum(parts.values())
     return total, {name: value.item() for name, value in parts.items()}
+
+
+def centernet_distillation(outputs, teacher_outputs) -> torch.Tensor:
+    """The student's maps fitted to a teacher's (the fp32 model's) on the same images: the heatmap by
+    binary cross-entropy against the teacher's probabilities (less the teacher's own entropy, so a
+    perfect copy scores 0), size and offset by L1 where the teacher sees an object (weighted by its
+    peak probability over classes), each normalised by the teacher's heatmap mass, as the focal loss
+    is by the object count; the size and offset weights are the training loss's."""
+    (hm_logits, pred_wh, pred_offset), (teacher_logits, teacher_wh, teacher_offset) = outputs[:3], teacher_outputs[:3]
+    target = torch.sigmoid(teacher_logits)
+    mass = target.sum().clamp(min=1.0)
+    cross = F.binary_cross_entropy_with_logits(hm_logits, target, reduction="sum")
+    entropy = F.binary_cross_entropy_with_logits(teacher_logits, target, reduction="sum")
+    weight = target.amax(dim=1, keepdim=True)
+    where = weight.sum().clamp(min=1.0)
+    size = (weight * (pred_wh - teacher_wh).abs()).sum() / where
+    offset = (weight * (pred_offset - teacher_offset).abs()).sum() / where
+    return (cross - entropy) / mass + SIZE_LOSS_WEIGHT * size + OFFSET_LOSS_WEIGHT * offset

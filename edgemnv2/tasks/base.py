@@ -2,6 +2,7 @@
 one) is one file here, not branches in validation, reports, gates, bundles, predict and checkpoints.
 """
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -106,8 +107,14 @@ class Task:
         """Train `model` and save its best checkpoint to `out`, judged by this task's metrics -> TrainResult."""
         return self.trainer(model, train, val, meta, config, out, placement=placement, evaluate=self.evaluate)
 
-    def fine_tune(self, module, data, meta, settings, after_epoch=None) -> dict:
-        """Quantization-aware fine-tuning of a prepared module with this task's loss -> what it did."""
+    def fine_tune(self, module, data, meta, settings, after_epoch=None, teacher=None) -> dict:
+        """Quantization-aware fine-tuning of a prepared module with this task's loss -> what it did.
+        `teacher`: the fp32 model, whose outputs are the targets when the recipe's loss is "distill"."""
+        if settings.loss == "distill":
+            if teacher is None:
+                raise ValueError("distillation needs the fp32 model as its teacher")
+            teacher = teacher.eval()
+            return fine_tune(module, data, meta, settings, functools.partial(self.qat_loss, teacher=teacher), after_epoch)
         return fine_tune(module, data, meta, settings, self.qat_loss, after_epoch)
 
     def percent_metrics(self, positions: np.ndarray, records: dict, split) -> dict:

@@ -57,7 +57,14 @@ def train_classifier(model: nn.Module, train: ClassificationData, val: Classific
     return finish(model, out, best, history, started, placement)
 
 
-def classification_loss(module: nn.Module, data: ClassificationData, batch: Batch, meta: CheckpointMeta, rng) -> torch.Tensor:
+def classification_loss(module: nn.Module, data: ClassificationData, batch: Batch, meta: CheckpointMeta, rng,
+                        teacher: nn.Module | None = None) -> torch.Tensor:
+    """The QAT loss: cross-entropy on the labels, or with a `teacher` (the fp32 model), the KL
+    divergence from its class distribution on the same flipped images."""
     x = flipped_at_random(torch.from_numpy(meta.preprocessing.normalize(batch.images)), rng).contiguous()
+    if teacher is not None:
+        with torch.no_grad():
+            expected = nn.functional.log_softmax(teacher(x), dim=1)
+        return nn.functional.kl_div(nn.functional.log_softmax(module(x), dim=1), expected, log_target=True, reduction="batchmean")
     labels = torch.from_numpy(data.labels[batch.indices])
     return nn.functional.cross_entropy(module(x), labels, label_smoothing=TrainConfig.label_smoothing)

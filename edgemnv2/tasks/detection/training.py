@@ -12,7 +12,7 @@ from torch import nn
 from ...checkpoint import CheckpointMeta
 from ...data.datasets import DetectionData
 from ...data.stream import Batch, read_batches
-from ...models.losses import build_targets, centernet_loss
+from ...models.losses import build_targets, centernet_distillation, centernet_loss
 from ...train import TRAINING_LAYOUT, Placement, TrainConfig, TrainResult, check_trainable, end_epoch, finish, normalized_batch, optimizer_and_schedule, optimizer_step, prepare_splits, seed_everything
 
 
@@ -60,7 +60,15 @@ def train_detector(model: nn.Module, train: DetectionData, val: DetectionData, m
     return finish(model, out, best, history, started, placement)
 
 
-def detection_loss(module: nn.Module, data: DetectionData, batch: Batch, meta: CheckpointMeta, rng, stride: int = 4) -> torch.Tensor:
+def detection_loss(module: nn.Module, data: DetectionData, batch: Batch, meta: CheckpointMeta, rng, teacher: nn.Module | None = None,
+                   stride: int = 4) -> torch.Tensor:
+    """The QAT loss: CenterNet's training loss on the labels, or with a `teacher` (the fp32 model),
+    its maps on the same flipped images as the targets."""
     images, (heatmap, wh, offset, mask) = _detection_batch(data, batch, rng, meta.num_classes, stride, augment=True)
-    loss, _ = centernet_loss(module(torch.from_numpy(meta.preprocessing.normalize(images)).contiguous()), heatmap, wh, offset, mask)
+    x = torch.from_numpy(meta.preprocessing.normalize(images)).contiguous()
+    if teacher is not None:
+        with torch.no_grad():
+            expected = teacher(x)
+        return centernet_distillation(module(x), expected)
+    loss, _ = centernet_loss(module(x), heatmap, wh, offset, mask)
     return loss
