@@ -46,6 +46,7 @@ class ConversionJob:
     trained_ranges_used: bool = False  # the target converted QAT's trained graph (its ranges), not a calibration
     observer_used: str | None = None  # set by a target whose quantizer calibrates its own way, not by the recipe's observer
     resized: tuple[int, int] | None = None  # convert --input-size: exported at this (height, width), not the checkpoint's
+    ranges_not_trained: str | None = None  # why a QAT artifact that asked for the trained ranges was calibrated instead
 
     @property
     def postprocess_modules(self) -> tuple[str, ...]:
@@ -78,16 +79,26 @@ class ConversionJob:
         """The int8 graph with the ranges quantization-aware training learned (`convert` turns the
         trained graph into it), where this job's graph is the trained one: the bare network, with no
         in-graph decode around it. None: quantize and calibrate as usual (the fine-tuned weights)."""
-        if self.qat is None or self.recipe.qat is None or self.recipe.qat.ranges != "trained" or self.postprocessed:
+        if self.qat is None or self.recipe.qat is None or self.recipe.qat.ranges != "trained":
+            return None
+        if self.postprocessed:
+            self.calibrating_instead("the task's in-graph post-processing stands around the network QAT trained")
             return None
         self.trained_ranges_used = True
         return convert(self.qat.trained)
+
+    def calibrating_instead(self, reason: str) -> None:
+        """A target that cannot put QAT's trained ranges into its graph says why, when they were asked
+        for; its manifest then records the reason beside "calibrated on the fine-tuned weights"."""
+        if self.qat is not None and self.recipe.qat is not None and self.recipe.qat.ranges == "trained":
+            self.ranges_not_trained = reason
 
     @property
     def fine_tuning(self) -> dict | None:
         """What quantization-aware training did, and whether its ranges went into the artifact."""
         if self.qat is not None:
-            return {**self.qat.stats, "ranges": TRAINED_RANGES if self.trained_ranges_used else "calibrated on the fine-tuned weights"}
+            why = {"trained_ranges_not_used": self.ranges_not_trained} if self.ranges_not_trained and not self.trained_ranges_used else {}
+            return {**self.qat.stats, "ranges": TRAINED_RANGES if self.trained_ranges_used else "calibrated on the fine-tuned weights", **why}
         if self.meta.qat:  # a `train --qat` checkpoint (conversion/fine_tune.py): calibrated like any model
             ranges = {"ranges": "calibrated on the fine-tuned weights"} if self.precision.needs_calibration else {}
             return {**self.meta.qat, "from": "the checkpoint (train --qat)", **ranges}

@@ -55,6 +55,7 @@ def quantize_qdq(job: ConversionJob, float_model: Path, dest: Path) -> None:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     images = job.require_calibration()
+    job.calibrating_instead("ONNX Runtime's quantizer calibrates the ONNX graph itself and takes no ranges from PyTorch")
 
     class RealImages(CalibrationDataReader):
         def __init__(self):

@@ -141,8 +141,9 @@ class ConversionRequest:
         # paths and sequences as the caller had them: str or Path, list or tuple
         object.__setattr__(self, "checkpoint", Path(self.checkpoint))
         object.__setattr__(self, "out_dir", Path(self.out_dir))
-        object.__setattr__(self, "targets", tuple(self.targets))
-        object.__setattr__(self, "precisions", tuple(self.precisions))
+        for name in ("targets", "precisions"):  # one name alone is one name, not its letters
+            value = getattr(self, name)
+            object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
         for name in ("calib_data", "sign_key"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, Path(getattr(self, name)))

@@ -541,7 +541,9 @@ def _adopting(target, artifact: Path, manifest: dict):
     def copy(job, dest: Path) -> dict:
         shutil.copyfile(artifact, dest) if artifact.is_file() else shutil.copytree(artifact, dest)
         # the measured file was quantized with QAT's trained ranges or calibrated: its manifest says so again
-        job.trained_ranges_used = ((manifest.get("quantization") or {}).get("qat") or {}).get("ranges") == TRAINED_RANGES
+        trained = (manifest.get("quantization") or {}).get("qat") or {}
+        job.trained_ranges_used = trained.get("ranges") == TRAINED_RANGES
+        job.ranges_not_trained = trained.get("trained_ranges_not_used")
         # and the calibration that ran, when its target's quantizer calibrates its own way (NNCF, ai-edge-quantizer)
         observer = ((manifest.get("quantization") or {}).get("calibration") or {}).get("observer")
         if observer and observer != job.recipe.observer:

@@ -65,6 +65,9 @@ def convert(job: ConversionJob, dest: Path) -> dict:
         calibration = job.require_calibration()
         if app:  # the same images, as the uint8 pixels the app graph takes
             calibration = pixels_from_normalized(calibration, preprocessing.mean, preprocessing.std)
+        if app:
+            job.calibrating_instead("the app-ready input (uint8 pixels, the preprocessing in the graph) stands around the network QAT trained; "
+                                    "--set tflite.input=nchw takes the trained ranges")
         quantized = None if app else job.trained_int8(lambda graph: qat.pt2e_convert(graph, fold_quantize=False))  # QAT's graph, its ranges
         quantizer = LITERT.build(job.recipe, quantized is not None)
         if quantized is None:

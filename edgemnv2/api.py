@@ -95,7 +95,7 @@ def convert(model: nn.Module | str | Path, out: str | Path, *, meta: CheckpointM
         checkpoint = save_checkpoint(out / f"{name}.pt", model, meta, force=force)
     else:
         checkpoint = Path(model)
-    request = ConversionRequest(checkpoint, out, tuple(targets), tuple(precisions), calib_data, recipe or QuantRecipe(), target_options or {},
+    request = ConversionRequest(checkpoint, out, targets, precisions, calib_data, recipe or QuantRecipe(), target_options or {},
                                 budget, input_size, force, sign_key, arch)
     results, plan, info = run_conversion(request, on_start=on_start, on_result=on_result)
     return ConversionResult(checkpoint, results, plan.skipped, info["fold_max_relative_error"], info["calibration_images"])

@@ -57,3 +57,14 @@ def test_the_qat_loss_is_checked_and_recorded_only_when_it_is_not_the_default():
         QatRecipe(loss="distil")
     assert "loss" not in QuantRecipe(qat=QatRecipe()).to_dict()["qat"]  # manifests made before the option stay valid
     assert QuantRecipe(qat=QatRecipe(loss="distill")).to_dict()["qat"]["loss"] == "distill"
+
+
+def test_the_report_says_which_ranges_a_qat_artifact_carries_and_why_not_the_trained_ones():
+    from edgemnv2.validation.validate import _recourse_summary
+
+    record = {"max_drop": 1.0, "met": True, "summary": "s", "evaluations": 3,
+              "qat": {"ranges": "calibrated on the fine-tuned weights", "trained_ranges_not_used": "ONNX Runtime's quantizer calibrates the ONNX graph itself"}}
+    assert _recourse_summary(record)["qat_ranges"] == ("calibrated on the fine-tuned weights "
+                                                       "(ONNX Runtime's quantizer calibrates the ONNX graph itself)")
+    assert _recourse_summary({**record, "qat": {"ranges": "trained in QAT"}})["qat_ranges"] == "trained in QAT"
+    assert "qat_ranges" not in _recourse_summary({**record, "qat": None})  # no QAT: nothing to say

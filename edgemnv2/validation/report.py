@@ -121,8 +121,9 @@ def notes(report: dict) -> list[str]:
         recourse = a.get("recourse") or {}
         if recourse:
             latency = f", latency x{recourse['latency_ratio']:.2f}" if recourse.get("latency_ratio") else ""
+            ranges = f"; QAT ranges: {recourse['qat_ranges']}" if recourse.get("qat_ranges") else ""
             out.append(f"{a['artifact']}: convert --max-drop {recourse['max_drop']:g}: {recourse['summary']} "
-                       f"({recourse['evaluations']} evaluations{latency}; on {recourse['measured_on']} held-out images)")
+                       f"({recourse['evaluations']} evaluations{latency}; on {recourse['measured_on']} held-out images{ranges})")
         speed = a.get("speed") or {}
         if speed.get("why"):
             out.append(f"{a['artifact']}: recommend {speed['recommend']} for speed: {speed['why']}")

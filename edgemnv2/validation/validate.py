@@ -184,9 +184,12 @@ def _recourse_summary(record: dict | None) -> dict:
     if not isinstance(record, dict):
         return {}
     keys = ("max_drop", "met", "summary", "float_layers", "evaluations", "latency_ratio", "size_ratio", "measured_on")
+    qat = record.get("qat") if isinstance(record.get("qat"), dict) else {}
+    # a QAT artifact: whose ranges it carries, and why not the trained ones when it could not take them
+    ranges = {"qat_ranges": str(qat["ranges"]) + (f" ({qat['trained_ranges_not_used']})" if qat.get("trained_ranges_not_used") else "")} if qat.get("ranges") else {}
     return {key: record.get(key) for key in keys} | {"chosen": (record.get("chosen") or {}).get("description"),
                                                        "drop_before": (record.get("before") or {}).get("drop"),
-                                                       "drop_after": (record.get("after") or {}).get("drop")}
+                                                       "drop_after": (record.get("after") or {}).get("drop")} | ranges
 
 
 LOG = logging.getLogger("edgemnv2.validate")
