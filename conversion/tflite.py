@@ -15,6 +15,7 @@ from pathlib import Path
 from edgemnv2.artifacts import RuntimeUnavailable
 from edgemnv2.errors import one_line
 from edgemnv2.tasks import get_task
+from edgemnv2.tasks.base import labelled_output
 from edgemnv2.version import __version__
 from quantization import qat
 from quantization.ptq import pt2e_quantize
@@ -92,7 +93,7 @@ def _app_ready(content: bytes, job: ConversionJob) -> bytes:
     task = get_task(meta.task)
     names = output_names(job)
     # the output whose values index the labels file: the logits, the detector's heatmap channels or its classes
-    label_output = task.argmax_output if task.argmax_output is not None else (names.index("classes") if "classes" in names else 0)
+    label_output = labelled_output(task, names)
     metadata = metadata_bytes(
         name=f"{meta.arch} {meta.task} ({job.precision.name})",
         description=f"{meta.arch} {meta.task} for {len(meta.class_names)} classes; outputs {', '.join(names)}. Converted by edgemnv2 {__version__}.",

@@ -70,6 +70,10 @@ class Task:
     # the model with it, whose outputs are `postprocessed_output_names`. None: the task has none.
     graph_postprocess: Callable[..., Any] | None = None
     postprocessed_output_names: tuple[str, ...] = ()
+    # The outputs whose values index the class labels, in order of preference (an app file's metadata
+    # attaches the labels file to the first one it has): a classifier's logits; a detector's decoded
+    # classes, else its heatmap's channels
+    labelled_outputs: tuple[str, ...] = ()
     # Which outputs drift (SQNR) is measured on: (reference outputs, outputs) -> (reference, outputs,
     # names), e.g. a decoded detector against the host-decoded reference. None: all, as they are.
     drift_view: Callable[..., Any] | None = None
@@ -125,3 +129,8 @@ def require_dir(path: Path, what: str) -> Path:
     if not Path(path).exists():
         raise UserError(f"{what} not found: {path}")
     return Path(path)
+
+
+def labelled_output(task: "Task", names: list[str]) -> int:
+    """The index among `names` of the output whose values index the labels (Task.labelled_outputs); 0 when none is named."""
+    return next((names.index(name) for name in task.labelled_outputs if name in names), 0)

@@ -65,6 +65,7 @@ CLASSIFICATION = Task(
     default_train_input_size=64,
     input_multiple=1,
     argmax_output=0,
+    labelled_outputs=("logits",),
     load_split=_load_split,
     score=_score,
     reduce_metrics=_reduce_metrics,

@@ -120,6 +120,7 @@ DETECTION = Task(
     qat_loss=detection_loss,
     graph_postprocess=_graph_postprocess,
     postprocessed_output_names=("boxes", "scores", "classes"),
+    labelled_outputs=("classes", "hm"),
     drift_view=_drift_view,
     postprocessed_references=_postprocessed_references,
     host_postprocess=confident_detections,
