@@ -1,14 +1,15 @@
-"""Accuracy recourse (`convert --max-drop`) on the demo models: per case and target, the drop
-before and after, what the search chose, the evaluations it spent and the latency cost.
+"""Accuracy recourse (`convert --max-drop`) on the demo models: per case and target, the drop with
+post-training quantization only and after quantization-aware training, what the search chose, the
+epochs, evaluations and minutes it spent and the latency cost.
 
-    python benchmarks/recourse.py --demo OUT_OF_MAKE_DEMO [--out benchmarks/results/recourse.json]
+    python benchmarks/recourse.py --demo OUT_OF_MAKE_DEMO [--cases 1,3] [--qat-loss distill] [--out benchmarks/results/recourse.json]
 
-Cases (issue #15): the demo detector on TorchScript x86 (--max-drop 1.0); per-tensor weights on
-the demo classifier and detector, before and after equalization + bias correction, on ExecuTorch and
-TFLite; --max-drop 0.25 (classifier, top-1) and 0.5 (detector, mAP@.5) on ExecuTorch, TFLite, CoreML
-W8A8 (simulated on Linux: labelled) and TorchScript. Drops are in points on the demo's val split,
-measured in each runtime; latency ratios are the chosen artifact over the all-int8 one, timed in the
-same process (batch 1, the machine and threads recorded).
+Cases (issue #31): the demo detector on TorchScript x86 (--max-drop 0.5, mAP@.5 points); the demo
+detector on ExecuTorch, TFLite, ONNX and CoreML W8A8 (simulated on Linux: labelled) at --max-drop
+0.3; per-tensor weights on the demo classifier (--max-drop 0.25, top-1) and detector (--max-drop
+0.5) on ExecuTorch and TFLite. Drops are in points on the demo's val split, measured in each
+runtime; latency ratios are the chosen artifact over the all-int8 one, timed round-robin by the
+search itself (batch 1, the machine and threads recorded).
 """
 
 import argparse
@@ -24,12 +25,16 @@ from benchmarks.common import machine  # noqa: E402
 
 CASES = [
     # (case, model, targets, extra convert arguments)
-    ("torchscript x86, --max-drop 1.0", "detector", ["torchscript"], ["--max-drop", "1.0"]),
-    ("per-tensor, equalization + bias correction", "classifier", ["executorch", "tflite"], ["--per-tensor", "--max-drop", "0", "--recourse", "equalization"]),
-    ("per-tensor, equalization + bias correction", "detector", ["executorch", "tflite"], ["--per-tensor", "--max-drop", "0", "--recourse", "equalization"]),
-    ("--max-drop 0.25", "classifier", ["executorch", "tflite", "coreml", "torchscript"], ["--max-drop", "0.25"]),
-    ("--max-drop 0.5", "detector", ["executorch", "tflite", "coreml", "torchscript"], ["--max-drop", "0.5"]),
+    ("torchscript x86, --max-drop 0.5", "detector", ["torchscript"], ["--max-drop", "0.5"]),
+    ("--max-drop 0.3", "detector", ["executorch", "tflite", "onnx", "coreml"], ["--max-drop", "0.3"]),
+    ("per-tensor, --max-drop 0.25", "classifier", ["executorch", "tflite"], ["--per-tensor", "--max-drop", "0.25"]),
+    ("per-tensor, --max-drop 0.5", "detector", ["executorch", "tflite"], ["--per-tensor", "--max-drop", "0.5"]),
 ]
+
+
+def _best(attempts: list[dict], qat: bool) -> float | None:
+    drops = [a["drop"] for a in attempts or [] if (a["step"] == "qat") == qat and a.get("drop") is not None]
+    return min(drops) if drops else None
 
 
 def run_case(demo: Path, case: str, model: str, targets: list[str], extra: list[str], threads: int) -> list[dict]:
@@ -50,8 +55,13 @@ def run_case(demo: Path, case: str, model: str, targets: list[str], extra: list[
             record = manifest.get("recourse")
             if not record:
                 raise SystemExit(f"{case} {model}: {manifest['artifact']} has no recourse record:\n{done.stderr[-2000:]}")
+            qat_runs = [a["qat"] for a in record.get("attempts") or [] if a.get("qat")]
             rows.append({"case": case, "model": model, "target": manifest["target"], "metric": record.get("metric"),
                          "budget": record.get("max_drop"), "drop_before": record["before"]["drop"], "drop_after": record["after"]["drop"],
+                         "drop_ptq_only": _best(record.get("attempts"), qat=False), "drop_after_qat": _best(record.get("attempts"), qat=True),
+                         "qat_epochs": qat_runs[0]["epochs"] if qat_runs else None,
+                         "qat_minutes": round(sum(q["seconds"] for q in qat_runs) / 60, 1) if qat_runs else None,
+                         "minutes": round(record.get("seconds", 0) / 60, 1),
                          "met": record.get("met"), "chosen": record["chosen"]["description"], "float_layers": len(record.get("float_layers", [])),
                          "evaluations": record.get("evaluations"), "latency_ratio": record.get("latency_ratio"),
                          "measured_on": record.get("measured_on"), "attempts": record.get("attempts")})
@@ -59,12 +69,16 @@ def run_case(demo: Path, case: str, model: str, targets: list[str], extra: list[
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| case | model | target | drop before | drop after | met | chosen | float layers | evaluations | latency x |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    def points(value):
+        return "-" if value is None else f"{value:.2f}"
+
+    lines = ["| case | model | target | PTQ only (best) | after QAT | met | chosen | float layers | QAT epochs | QAT min | search min | evaluations | latency x |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         latency = f"{r['latency_ratio']:.2f}" if r["latency_ratio"] else "n/a (simulated)"
-        lines.append(f"| {r['case']} | {r['model']} | {r['target']}{' *' if r['measured_on'] != 'runtime' else ''} | {r['drop_before']:.2f} | "
-                     f"{r['drop_after']:.2f} | {'yes' if r['met'] else 'no'} | {r['chosen']} | {r['float_layers']} | {r['evaluations']} | {latency} |")
+        lines.append(f"| {r['case']} | {r['model']} | {r['target']}{' *' if r['measured_on'] != 'runtime' else ''} | {points(r['drop_ptq_only'])} | "
+                     f"{points(r['drop_after_qat'])} | {'yes' if r['met'] else 'no'} ({points(r['drop_after'])}) | {r['chosen']} | {r['float_layers']} | "
+                     f"{r['qat_epochs'] or '-'} | {r['qat_minutes'] if r['qat_minutes'] is not None else '-'} | {r['minutes']} | {r['evaluations']} | {latency} |")
     return "\n".join(lines)
 
 
@@ -74,16 +88,17 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "recourse.json")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cases", default="all", help="comma-separated case numbers (1-based) or all")
+    parser.add_argument("--qat-loss", default="task", choices=("task", "distill"), help="the qat step's loss (convert --qat-loss)")
     args = parser.parse_args(argv)
     chosen = range(len(CASES)) if args.cases == "all" else [int(c) - 1 for c in args.cases.split(",")]
     rows = []
     for index in chosen:
         case, model, targets, extra = CASES[index]
         print(f"[{index + 1}/{len(CASES)}] {case}: {model} on {', '.join(targets)}", flush=True)
-        rows += run_case(args.demo, case, model, targets, extra, args.threads)
+        rows += run_case(args.demo, case, model, targets, [*extra, "--qat-loss", args.qat_loss], args.threads)
         print(table(rows[-len(targets):]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": machine(), "threads": args.threads, "rows": rows}, indent=2))
+    args.out.write_text(json.dumps({"machine": machine(), "threads": args.threads, "qat_loss": args.qat_loss, "rows": rows}, indent=2))
     print(table(rows))
     print("* CoreML: simulated on Linux (the converted torch program run in PyTorch), never a device measurement.")
     print(f"written: {args.out}")
