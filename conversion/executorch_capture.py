@@ -156,7 +156,7 @@ def _tapped_program(manifest: dict, rebuild) -> tuple[bytes, int, list[_Layer], 
     return _LAST_REBUILD[key]
 
 
-def capture(path, manifest: dict | None, images: np.ndarray, rebuild=None, load=None) -> list[list[Capture]]:
+def capture(path, manifest: dict | None, images: np.ndarray, rebuild=None, load=None, threads: int = 1) -> list[list[Capture]]:
     """Per image, every int8 conv/linear output of the artifact's program, as XNNPACK computed it.
     `load(path, manifest, threads)`: the target's runner over the artifact itself (Target.load)."""
     from executorch.runtime import Runtime
@@ -167,7 +167,7 @@ def capture(path, manifest: dict | None, images: np.ndarray, rebuild=None, load=
         raise UserError(f"{path.name} is not int8: debug compares int8 artifacts with their fp32 model")
     program, outputs, layers, taps = _tapped_program(manifest, rebuild)
     method = Runtime.get().load_program(program).load_method("forward")
-    with closing(load(path, manifest, threads=1)) as artifact:  # the artifact itself runs only in a runner process
+    with closing(load(path, manifest, threads=threads)) as artifact:  # the artifact itself runs only in a runner process
         expected_all = artifact(np.ascontiguousarray(images, dtype=np.float32))
     position = {tap: outputs + index for index, tap in enumerate(taps)}
     per_image = []

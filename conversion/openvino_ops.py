@@ -101,7 +101,7 @@ def _grid(quantize) -> dict:
     return grid
 
 
-def capture(path: Path, manifest: dict | None, images: np.ndarray, rebuild=None) -> list[list]:
+def capture(path: Path, manifest: dict | None, images: np.ndarray, rebuild=None, threads: int = 1) -> list[list]:
     """Per image, every conv / depthwise / linear output as the CPU plugin computed it, in the graph's
     order, each naming its source module."""
 
@@ -116,7 +116,7 @@ def capture(path: Path, manifest: dict | None, images: np.ndarray, rebuild=None)
         results = [output.get_node().get_friendly_name() for output in model.outputs]
         output_index.extend(results.index(output.get_node().get_friendly_name()) for output in added)
 
-    compiled = openvino_compiled(path, 1, edit=add_outputs, expected=openvino_expected_hint(manifest))
+    compiled = openvino_compiled(path, threads, edit=add_outputs, expected=openvino_expected_hint(manifest))
     # what each tap says of itself, read once from the graph (its name, kind, source module and int8 grid)
     described = [dict(name=compute.get_friendly_name(), kind=CAPTURED[compute.get_type_name()], layer=_source_module(compute.get_friendly_name()),
                       **(_grid(quantize) if quantize is not None else {})) for compute, _, quantize in taps]

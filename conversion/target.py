@@ -159,11 +159,11 @@ class Target:
             raise RunnerFailed(f"{self.name}'s profiler sent no per-op times, or negative ones")
         return ops
 
-    def confined_capture(self, path: Path, manifest: dict, images: np.ndarray, rebuild: Callable | None = None) -> list:
-        if self.capture_rebuilds:
-            return self.capture(path, manifest, images, rebuild, load=self.load)  # in this process: it runs the artifact through load
-        per_image = self._confined_call(self.capture, path, (plain_manifest(manifest),), (np.ascontiguousarray(images, np.float32),), None, (Capture,),
-                                        threads=1)
+    def confined_capture(self, path: Path, manifest: dict, images: np.ndarray, rebuild: Callable | None = None, threads: int = 1) -> list:
+        if self.capture_rebuilds:  # in this process: it runs the artifact through load
+            return self.capture(path, manifest, images, rebuild, load=self.load, threads=threads)
+        per_image = self._confined_call(self.capture, path, (plain_manifest(manifest),), (np.ascontiguousarray(images, np.float32),), {"threads": threads},
+                                        (Capture,), threads=threads)
         if not isinstance(per_image, list) or len(per_image) != len(images) or not all(
                 isinstance(captures, list) and all(isinstance(c, Capture) for c in captures) for captures in per_image):
             raise RunnerFailed(f"{self.name}'s capture sent no per-layer outputs for each image")

@@ -203,12 +203,12 @@ def _weights_oihw(value: np.ndarray, name: str) -> np.ndarray:
     return value  # FULLY_CONNECTED: O I
 
 
-def capture(path: Path, manifest: dict | None, images: np.ndarray, rebuild=None) -> list[list[Capture]]:
+def capture(path: Path, manifest: dict | None, images: np.ndarray, rebuild=None, threads: int = 1) -> list[list[Capture]]:
     """Per image, every conv / depthwise / fully-connected output, as XNNPACK computed it (the
     every-output model is built once for all the images)."""
     model, graph, op_names = read_graph(path)
     produced = [t for op in graph.operators for t in op.outputs if t >= 0]
-    interpreter = _interpreter(_with_outputs(model, graph, list(graph.operators), produced), threads=1)
+    interpreter = _interpreter(_with_outputs(model, graph, list(graph.operators), produced), threads=threads)
     input_index = interpreter.get_input_details()[0]["index"]
     per_image = []
     for image in images:

@@ -148,10 +148,11 @@ def peak_gemm(dtype: str, threads: int) -> float:
         return gmacs_of(lambda: frozen(example))
 
 
-def capture(path: Path, manifest: dict | None, images: np.ndarray, rebuild=None) -> list[list]:
+def capture(path: Path, manifest: dict | None, images: np.ndarray, rebuild=None, threads: int = 1) -> list[list]:
     """Per image, every conv/linear output, from the archive's own frozen graph with those values
     added to its outputs (run by the same interpreter, on the same quantized engine). An in-place
     activation after a conv (x86's separate hardtanh_) has already run on the value returned."""
+    torch.set_num_threads(threads)
     module, engine = load_module(path, manifest)
     graph = module.graph.copy()
     compute = [node for node in graph.nodes() if COMPUTE_OPS.get(node.kind()) is not None]

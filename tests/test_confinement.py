@@ -396,8 +396,9 @@ def test_profile_and_debug_give_the_runtime_figures_from_a_runner(classifier_art
         artifact, manifest = artifact_of(folder, target, "int8")
         report = profile_artifact(artifact, threads=1, runs=3, peak=False)
         assert report["rows"] and report["layers_mapped"] and report["end_to_end_ms"] > 0, target
-        debugged = debug_verified(artifact, manifest, checkpoint, shapes_root / "classification", images=2)
+        debugged = debug_verified(artifact, manifest, checkpoint, shapes_root / "classification", images=2, threads=2)
         assert len(debugged["layers"]) == 53 and all(row["sqnr_db"] > 0 for row in debugged["layers"]), target
+        assert debugged["threads"] == 2  # debug --threads reaches the runtime, and the report says what it used
     assert get_target("tflite").confined_description(artifact_of(folder, "tflite", "int8")[0])["class_names"] == manifest["class_names"]
 
 

@@ -50,7 +50,7 @@ def debug(
     if out_file is not None:
         refuse_overwrite(out_file, force)
     with third_party_noise(verbose, log, "debug"):
-        report = debug_artifact(artifact, checkpoint, data, images, verify_key)
+        report = debug_artifact(artifact, checkpoint, data, images, verify_key, threads)
     if json_output:
         emit_json(report)
     else:

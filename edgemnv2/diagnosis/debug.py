@@ -21,7 +21,9 @@ from ..layerwise.numerics import agreement, diagnose, first_jump, reference_outp
 from ..layerwise.source import in_source_order, map_layers, source_layers
 
 
-def debug_verified(path: Path, manifest: dict, checkpoint: Path, data: Path, images: int = 8) -> dict:
+def debug_verified(path: Path, manifest: dict, checkpoint: Path, data: Path, images: int = 8, threads: int = 1) -> dict:
+    """`threads`: what the runtime computes the artifact's layers with (its results can depend on it, as a
+    device's can); the report records it."""
     target = get_target(manifest["target"])
     if target.capture is None:
         supported = ", ".join(name for name in target_names() if get_target(name).capture is not None)
@@ -37,7 +39,7 @@ def debug_verified(path: Path, manifest: dict, checkpoint: Path, data: Path, ima
     layers = source_layers(folded, tuple(preprocessing.input_size))
     modules = dict(folded.named_modules())
     try:
-        per_image = target.confined_capture(path, manifest, batch, lambda: rebuilt_job(folded, meta, manifest, Path(data)))
+        per_image = target.confined_capture(path, manifest, batch, lambda: rebuilt_job(folded, meta, manifest, Path(data)), threads)
     except RuntimeUnavailable as exc:
         raise UserError(f"cannot run {path.name} here: {exc}") from None
     per_image = [in_source_order(captures, layers) for captures in per_image]
@@ -52,7 +54,7 @@ def debug_verified(path: Path, manifest: dict, checkpoint: Path, data: Path, ima
         reference = np.concatenate([value.reshape(1, -1) for value in references[capture.layer]])
         rows.append({"index": position, "layer": capture.layer, "op": capture.name, "kind": capture.kind, **agreement(reference, runtime)})
     jump = first_jump([row["sqnr_db"] for row in rows])
-    report = {"artifact": path.name, "target": manifest["target"], "precision": manifest["precision"], "images": len(batch), "layers": rows,
+    report = {"artifact": path.name, "target": manifest["target"], "precision": manifest["precision"], "images": len(batch), "threads": threads, "layers": rows,
               "first_jump": None}
     equalization = ((manifest.get("quantization") or {}).get("recipe") or {}).get("equalization", "none")
     if equalization != "none":  # convert --max-drop chose CLE: its convs' channels are rescaled against the checkpoint's
@@ -81,11 +83,11 @@ def rebuilt_job(folded, meta, manifest: dict, data: Path):
     return job
 
 
-def debug_artifact(artifact: Path, checkpoint: Path, data: Path, images: int = 8, verify_key: Path | None = None) -> dict:
+def debug_artifact(artifact: Path, checkpoint: Path, data: Path, images: int = 8, verify_key: Path | None = None, threads: int = 1) -> dict:
     if images < 1:
         raise UserError("--images must be at least 1")
     if not Path(checkpoint).is_file():
         raise UserError(f"checkpoint not found: {checkpoint}")
     with ExitStack() as stack:
         verified = stack.enter_context(verified_artifact(Path(artifact), verify_key))
-        return debug_verified(verified.path, verified.manifest, checkpoint, data, images)
+        return debug_verified(verified.path, verified.manifest, checkpoint, data, images, threads)
