@@ -55,7 +55,8 @@ def run_case(demo: Path, case: str, model: str, targets: list[str], extra: list[
             record = manifest.get("recourse")
             if not record:
                 raise SystemExit(f"{case} {model}: {manifest['artifact']} has no recourse record:\n{done.stderr[-2000:]}")
-            qat_runs = [a["qat"] for a in record.get("attempts") or [] if a.get("qat")]
+            # the trained-ranges and calibrated attempts of one step share one fine-tuning run: count it once
+            qat_runs = list({(q["seconds"], tuple(q["loss_per_epoch"])): q for q in (a["qat"] for a in record.get("attempts") or [] if a.get("qat"))}.values())
             rows.append({"case": case, "model": model, "target": manifest["target"], "metric": record.get("metric"),
                          "budget": record.get("max_drop"), "drop_before": record["before"]["drop"], "drop_after": record["after"]["drop"],
                          "drop_ptq_only": _best(record.get("attempts"), qat=False), "drop_after_qat": _best(record.get("attempts"), qat=True),
@@ -89,7 +90,16 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cases", default="all", help="comma-separated case numbers (1-based) or all")
     parser.add_argument("--qat-loss", default="task", choices=("task", "distill"), help="the qat step's loss (convert --qat-loss)")
+    parser.add_argument("--render", type=Path, help="print the table of a saved result (its --out file) instead of running")
     args = parser.parse_args(argv)
+    if args.render:
+        saved = json.loads(args.render.read_text())
+        for row in saved["rows"]:  # figures derived from the attempts, as run_case derives them now
+            runs = list({(q["seconds"], tuple(q["loss_per_epoch"])): q for q in (a["qat"] for a in row.get("attempts") or [] if a.get("qat"))}.values())
+            row["qat_minutes"] = round(sum(q["seconds"] for q in runs) / 60, 1) if runs else None
+        print(f"Machine: {saved['machine']}; {saved['threads']} threads; QAT loss: {saved.get('qat_loss', 'task')}")
+        print(table(saved["rows"]))
+        return
     chosen = range(len(CASES)) if args.cases == "all" else [int(c) - 1 for c in args.cases.split(",")]
     rows = []
     for index in chosen:

@@ -382,8 +382,10 @@ def _quantization_aware(search: Search) -> Attempt | None:
                               dataclasses.replace(best.recipe, qat=dataclasses.replace(settings, ranges=ranges)), best.images)
         attempt = search.try_candidate(candidate)
         if attempt is not None and ranges == "trained" and not (attempt.fine_tuning or {}).get("ranges", "").startswith("trained"):
-            # the target's graph wraps the network (app-ready input, in-graph decode): it calibrated the fine-tuned weights
-            attempt.candidate.description = attempt.candidate.description.replace("trained ranges", "calibrated ranges (the graph wraps the trained network)")
+            # the target could not take the trained ranges (it says why: app-ready input, in-graph decode, its own quantizer): it
+            # calibrated the fine-tuned weights
+            why = (attempt.fine_tuning or {}).get("trained_ranges_not_used") or "the target's graph is not the trained network"
+            attempt.candidate.description = attempt.candidate.description.replace("trained ranges", f"calibrated ranges ({why})")
         if attempt is None or search.met(attempt):
             return attempt
     return None
