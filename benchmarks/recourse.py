@@ -85,7 +85,7 @@ def table(rows: list[dict]) -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--demo", type=Path, required=True, help="the output folder of `make demo` (classifier.pt, detector.pt, data/)")
+    parser.add_argument("--demo", type=Path, help="the output folder of `make demo` (classifier.pt, detector.pt, data/); required unless --render")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "recourse.json")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cases", default="all", help="comma-separated case numbers (1-based) or all")
@@ -100,6 +100,8 @@ def main(argv=None) -> None:
         print(f"Machine: {saved['machine']}; {saved['threads']} threads; QAT loss: {saved.get('qat_loss', 'task')}")
         print(table(saved["rows"]))
         return
+    if args.demo is None:
+        parser.error("--demo is required (the output folder of `make demo`)")
     chosen = range(len(CASES)) if args.cases == "all" else [int(c) - 1 for c in args.cases.split(",")]
     rows = []
     for index in chosen:
