@@ -32,6 +32,11 @@ CASES = [
 ]
 
 
+def _fine_tunings(attempts: list[dict] | None) -> list[dict]:
+    """The search's fine-tuning runs: its trained-ranges and calibrated attempts share one, counted once."""
+    return list({(q["seconds"], tuple(q["loss_per_epoch"])): q for q in (a["qat"] for a in attempts or [] if a.get("qat"))}.values())
+
+
 def _best(attempts: list[dict], qat: bool) -> float | None:
     drops = [a["drop"] for a in attempts or [] if (a["step"] == "qat") == qat and a.get("drop") is not None]
     return min(drops) if drops else None
@@ -55,8 +60,7 @@ def run_case(demo: Path, case: str, model: str, targets: list[str], extra: list[
             record = manifest.get("recourse")
             if not record:
                 raise SystemExit(f"{case} {model}: {manifest['artifact']} has no recourse record:\n{done.stderr[-2000:]}")
-            # the trained-ranges and calibrated attempts of one step share one fine-tuning run: count it once
-            qat_runs = list({(q["seconds"], tuple(q["loss_per_epoch"])): q for q in (a["qat"] for a in record.get("attempts") or [] if a.get("qat"))}.values())
+            qat_runs = _fine_tunings(record.get("attempts"))
             rows.append({"case": case, "model": model, "target": manifest["target"], "metric": record.get("metric"),
                          "budget": record.get("max_drop"), "drop_before": record["before"]["drop"], "drop_after": record["after"]["drop"],
                          "drop_ptq_only": _best(record.get("attempts"), qat=False), "drop_after_qat": _best(record.get("attempts"), qat=True),
@@ -95,7 +99,7 @@ def main(argv=None) -> None:
     if args.render:
         saved = json.loads(args.render.read_text())
         for row in saved["rows"]:  # figures derived from the attempts, as run_case derives them now
-            runs = list({(q["seconds"], tuple(q["loss_per_epoch"])): q for q in (a["qat"] for a in row.get("attempts") or [] if a.get("qat"))}.values())
+            runs = _fine_tunings(row.get("attempts"))
             row["qat_minutes"] = round(sum(q["seconds"] for q in runs) / 60, 1) if runs else None
         print(f"Machine: {saved['machine']}; {saved['threads']} threads; QAT loss: {saved.get('qat_loss', 'task')}")
         print(table(saved["rows"]))

@@ -165,6 +165,7 @@ def capture(path, manifest: dict | None, images: np.ndarray, rebuild=None, load=
         raise UserError("ExecuTorch's per-layer outputs need the artifact rebuilt from its checkpoint and calibration images")
     if (manifest or {}).get("precision") != "int8":
         raise UserError(f"{path.name} is not int8: debug compares int8 artifacts with their fp32 model")
+    torch.set_num_threads(threads)  # the rebuilt program runs here, with the thread count asked for, as the artifact does in its runner
     program, outputs, layers, taps = _tapped_program(manifest, rebuild)
     method = Runtime.get().load_program(program).load_method("forward")
     with closing(load(path, manifest, threads=threads)) as artifact:  # the artifact itself runs only in a runner process

@@ -68,7 +68,8 @@ def fine_tune_checkpoint(checkpoint: Path, target: str, data: Path, out: Path, r
     folded, _ = prepare_model(model, meta, check)
     started = time.perf_counter()
     # a scheme that sets its ranges before training (TorchScript's FX) sets them on training images: this command has no calibration set
-    ranges_from = meta.preprocessing.normalize(np.stack([train.read(i)[0] for i in range(min(recipe.calibration_size, len(train)))]))
+    ranges_from = meta.preprocessing.normalize(np.stack([train.read(i)[0] for i in range(min(recipe.calibration_size, len(train)))])) \
+        if scheme.calibrate_ranges is not None else None
     result = fine_tuned(folded, torch.from_numpy(check[:1]), recipe, values, scheme,
                         lambda module, settings, after_epoch: task.fine_tune(module, train, meta, settings, after_epoch, teacher=folded), ranges_from)
     tuned = unfold_into(model, folded, result.model)

@@ -94,11 +94,14 @@ class AccuracyBudget:
             self.points, self.gates = float(self.points), None  # given points are the budget; a gates file beside them is not read
         elif isinstance(self.gates, (str, Path)):
             self.gates = load_gates(self.gates, target_names())
-        self.steps = tuple(self.steps)
+        self.steps = (self.steps,) if isinstance(self.steps, str) else tuple(self.steps)  # one name alone is one name, not its letters
+        if self.steps != STEPS:  # steps named through the API are asked for, as --recourse's are: a missing training split is then an error
+            self.steps_asked = True
         for step in self.steps:
             if step not in STEPS:
                 raise did_you_mean(step, STEPS, "recourse step")
-        self.allowed_precisions = tuple(get_precision(name).name for name in self.allowed_precisions)  # a typo: one line, with the names
+        allowed = (self.allowed_precisions,) if isinstance(self.allowed_precisions, str) else self.allowed_precisions
+        self.allowed_precisions = tuple(get_precision(name).name for name in allowed)  # a typo: one line, with the names
         for name in self.allowed_precisions:
             if get_precision(name).full_int8:
                 raise UserError(f"--allow-precision {name}: the search already is about {name}; name precisions it may fall back to "
@@ -113,7 +116,8 @@ class AccuracyBudget:
         record = {"points": self.points, "gates": getattr(self.gates, "source", None), "data": str(self.data), "split": self.split, "limit": self.limit,
                   "steps": list(self.steps)}
         if "qat" in self.steps:
-            settings = {k: v for k, v in dataclasses.asdict(self.qat).items() if not (k == "minutes" and v is None)}  # records made before it stay valid
+            # records made before the time budget and the loss existed stay valid: their defaults are not recorded
+            settings = {k: v for k, v in dataclasses.asdict(self.qat).items() if not (k == "minutes" and v is None) and not (k == "loss" and v == "task")}
             record.update(qat=settings, train_data=str(self.train_data))
         if self.allowed_precisions:  # absent otherwise: records made before the option stay valid
             record["allowed_precisions"] = list(self.allowed_precisions)

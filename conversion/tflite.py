@@ -67,8 +67,9 @@ def convert(job: ConversionJob, dest: Path) -> dict:
         if app:  # the same images, as the uint8 pixels the app graph takes
             calibration = pixels_from_normalized(calibration, preprocessing.mean, preprocessing.std)
         if app:
+            also = " and --set tflite.decode=host" if job.postprocessed else ""
             job.calibrating_instead("the app-ready input (uint8 pixels, the preprocessing in the graph) stands around the network QAT trained; "
-                                    "--set tflite.input=nchw takes the trained ranges")
+                                    f"--set tflite.input=nchw{also} takes the trained ranges")
         quantized = None if app else job.trained_int8(lambda graph: qat.pt2e_convert(graph, fold_quantize=False))  # QAT's graph, its ranges
         quantizer = LITERT.build(job.recipe, quantized is not None)
         if quantized is None:
@@ -123,13 +124,14 @@ def _check_loads(content: bytes) -> None:
 
 
 def _module_pattern(modules: tuple[str, ...]) -> re.Pattern | None:
-    """The converter names each tensor by the module path that computed it, one `<class>_<attribute>`
-    per level joined by "/" (`...DecodedDetector_model/...CenterNetDecode_decode;37`): a module's
-    qualified name `a.b` is the levels `*_a/*_b`."""
+    """The converter names each tensor by a module path, levels `<class>_<attribute>` joined by "/"
+    (`...DecodedDetector_model/...CenterNetDecode_decode;37`), though not every level of the module
+    tree appears (the network's convs are `...DecodedDetector_model/...Conv2d_0`): a module is
+    matched by its own, last level (`decode` for `decode`, `head` for `net.head`)."""
     if not modules:
         return None
-    paths = ["/[^/;]*".join(f"_{re.escape(level)}" for level in module.split(".")) for module in modules]
-    return re.compile("(" + "|".join(paths) + ")(?=[;/]|$)")
+    levels = sorted({module.rsplit(".", 1)[-1] for module in modules})
+    return re.compile("(" + "|".join(f"[^/;]_{re.escape(level)}" for level in levels) + ")(?=[;/]|$)")
 
 
 def operator_census(path: Path, postprocess_modules: tuple[str, ...] = ()) -> dict:

@@ -27,16 +27,16 @@ def older_spelling(keywords: dict, recipe: QuantRecipe | None, budget: AccuracyB
     if unknown:
         raise TypeError(f"convert() got an unexpected keyword argument {unknown[0]!r}")
     warnings.warn(f"convert({', '.join(f'{k}=' for k in keywords)}) is the older spelling: pass recipe=QuantRecipe(...), "
-                  "budget=AccuracyBudget(...) and target_options={...} instead (docs/api.md)", DeprecationWarning, stacklevel=3)
+                  "budget=AccuracyBudget(...) and target_options={...} instead (docs/extending.md)", DeprecationWarning, stacklevel=3)
     recipe_settings = {RECIPE_KEYWORDS[k]: v for k, v in keywords.items() if k in RECIPE_KEYWORDS}
     if recipe_settings:
         if recipe is not None:
             raise UserError(f"convert(): give recipe= or {', '.join(k for k in keywords if k in RECIPE_KEYWORDS)}=, not both")
         recipe = QuantRecipe(**recipe_settings)
-    budget_settings = {k: v for k, v in keywords.items() if k in BUDGET_KEYWORDS and v is not None}
+    budget_settings = {k: v for k, v in keywords.items() if k in BUDGET_KEYWORDS and (v is not None or k == "accuracy_limit")}  # limit None: every image
+    if budget is not None and budget_settings.keys() - {"threads"}:  # threads alone once also set the old API's other runtimes
+        raise UserError(f"convert(): give budget= or {', '.join(budget_settings)}=, not both")
     if budget_settings.keys() & {"max_drop", "gates"}:
-        if budget is not None:
-            raise UserError(f"convert(): give budget= or {', '.join(budget_settings)}=, not both")
         budget = _budget(budget_settings)
     elif budget_settings.get("allowed_precisions"):
         raise UserError("--allow-precision applies only to the --max-drop search (give --max-drop or --gates)")

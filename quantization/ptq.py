@@ -101,6 +101,13 @@ def remove_dropout(graph_module: torch.fx.GraphModule) -> int:
     return removed
 
 
+def fx_observers() -> dict:
+    """The FX (torch.ao) observer class of each recipe observer name."""
+    from torch.ao.quantization import observer
+
+    return {"histogram": observer.HistogramObserver, "minmax": observer.MinMaxObserver, "moving_average": observer.MovingAverageMinMaxObserver}
+
+
 def fx_quantize(model: nn.Module, example: torch.Tensor, calibration_images: np.ndarray, recipe: QuantRecipe, engine: str) -> torch.fx.GraphModule:
     """FX graph-mode static quantization for TorchScript (fuses conv+BN+ReLU itself), for one of
     torch's quantized engines: x86 (any x86 server), onednn (x86 with VNNI) or qnnpack (ARM)."""
@@ -116,7 +123,7 @@ def fx_quantize(model: nn.Module, example: torch.Tensor, calibration_images: np.
     # agreement against 97.8% at 8 bits on the same model). onednn on a VNNI CPU and qnnpack compute
     # in full 8 bits.
     reduce_range = engine == "x86"
-    activation = {"histogram": observer.HistogramObserver, "minmax": observer.MinMaxObserver, "moving_average": observer.MovingAverageMinMaxObserver}[recipe.observer]
+    activation = fx_observers()[recipe.observer]
     weight = (
         observer.PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
         if recipe.per_channel

@@ -69,6 +69,8 @@ class QuantRecipe:
     qat: QatRecipe | None = None  # fine-tune under the target's fake quantization first (quantization/qat.py)
 
     def __post_init__(self):
+        if not isinstance(self.float_modules, tuple):  # a list from a caller: hashable (recipes key caches) and joinable with tuples
+            object.__setattr__(self, "float_modules", (self.float_modules,) if isinstance(self.float_modules, str) else tuple(self.float_modules))
         if self.observer not in OBSERVER_NAMES:
             raise did_you_mean(self.observer, OBSERVER_NAMES, "observer")
         if self.equalization not in EQUALIZATIONS:

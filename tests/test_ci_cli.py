@@ -122,6 +122,11 @@ def test_the_older_flat_keywords_of_convert_still_mean_what_they_meant(tmp_path)
         older_spelling({"observer": "minmax"}, QuantRecipe(), None, None)
     with pytest.warns(DeprecationWarning), pytest.raises(UserError, match="not both"):
         older_spelling({"max_drop": 1.0}, None, AccuracyBudget(points=0.5), None)
+    with pytest.warns(DeprecationWarning), pytest.raises(UserError, match="not both"):  # an older budget keyword beside budget= is not dropped
+        older_spelling({"accuracy_data": str(tmp_path)}, None, AccuracyBudget(points=0.5), None)
+    with pytest.warns(DeprecationWarning):  # accuracy_limit=None meant every held-out image, and still does
+        _, budget, _ = older_spelling({"max_drop": 1.0, "accuracy_limit": None}, None, None, None)
+    assert budget.limit is None
     with pytest.raises(TypeError, match="calib_sise"):  # a typo is Python's own error, as for any keyword
         edgemnv2.convert("missing.pt", tmp_path, calib_sise=16)
 

@@ -129,13 +129,14 @@ def test_tflite_int8_is_int8_inside(classifier_artifacts, detector_artifacts):
     takes that, not a CAST) and QUANTIZEd once on the way in, one DEQUANTIZE per output on the way out;
     no layout TRANSPOSE anywhere."""
     from conversion.tflite import operator_census
+    from edgemnv2.tasks.detection.decode import DecodedDetector
 
     for out in (classifier_artifacts[1], detector_artifacts[1]):
         for artifact, manifest in find_artifacts(out):
             if manifest["target"] == "tflite":
                 # the network's outputs: the raw maps, also when the decode follows them in the graph
                 decoded = manifest["target_options"].get("decode") == "graph" and manifest["task"] == "detection"
-                census = operator_census(artifact, ("decode",) if decoded else ())  # the detector's DecodedDetector.FLOAT_MODULES
+                census = operator_census(artifact, DecodedDetector.FLOAT_MODULES if decoded else ())
                 assert manifest["operators"] == census
                 outputs = 3 if decoded else len(manifest["outputs"])
                 # NHWC pixels in: no layout transpose, except (detector) one per NCHW output map

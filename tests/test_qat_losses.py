@@ -68,3 +68,19 @@ def test_the_report_says_which_ranges_a_qat_artifact_carries_and_why_not_the_tra
                                                        "(ONNX Runtime's quantizer calibrates the ONNX graph itself)")
     assert _recourse_summary({**record, "qat": {"ranges": "trained in QAT"}})["qat_ranges"] == "trained in QAT"
     assert "qat_ranges" not in _recourse_summary({**record, "qat": None})  # no QAT: nothing to say
+
+
+def test_the_public_objects_take_one_name_as_a_name_and_a_list_as_a_tuple():
+    """What edgemnv2.convert's callers build by hand: a string is one step or precision, not its
+    letters; a list of layers kept in float is hashable like the tuple it stands for; naming the
+    steps asks for them (a missing training split is then an error, as for --recourse); the default
+    QAT loss is not recorded, so budgets made before it keep their artifacts up to date."""
+    from conversion.recourse import STEPS, AccuracyBudget
+
+    budget = AccuracyBudget(points=0.5, steps="qat", allowed_precisions="fp16")
+    assert budget.steps == ("qat",) and budget.allowed_precisions == ("fp16",) and budget.steps_asked
+    assert not AccuracyBudget(points=0.5).steps_asked and AccuracyBudget(points=0.5).steps == STEPS
+    assert "loss" not in AccuracyBudget(points=0.5).provenance()["qat"]
+    assert AccuracyBudget(points=0.5, qat=QatRecipe(loss="distill")).provenance()["qat"]["loss"] == "distill"
+    recipe = QuantRecipe(float_modules=["features.1", "features.2"])
+    assert recipe.float_modules == ("features.1", "features.2") and hash(recipe) == hash(QuantRecipe(float_modules=("features.1", "features.2")))
