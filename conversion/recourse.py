@@ -128,6 +128,21 @@ class AccuracyBudget:
             self.log(line)
 
 
+def budget_from_flags(max_drop: float | None = None, gates=None, accuracy_data=None, accuracy_limit: int | None = 1000, recourse_steps=(),
+                      train_data=None, allowed_precisions=(), threads: int = 2, on_search=None, qat_epochs: int = QatRecipe.epochs,
+                      qat_minutes: float | None = None, qat_loss: str = "task") -> AccuracyBudget | None:
+    """`convert`'s budget flags (and the Python API's older keywords, which have the same names) as an
+    AccuracyBudget; None when neither --max-drop nor --gates asks for one."""
+    if max_drop is None and gates is None:
+        if allowed_precisions:
+            raise UserError("--allow-precision applies only to the --max-drop search (give --max-drop or --gates)")
+        return None
+    steps = tuple(recourse_steps or ())
+    return AccuracyBudget(max_drop, Path(accuracy_data) if accuracy_data else None, limit=accuracy_limit, threads=threads, steps=steps or STEPS,
+                          steps_asked=bool(steps), log=on_search, gates=gates, qat=QatRecipe(epochs=qat_epochs, minutes=qat_minutes, loss=qat_loss),
+                          train_data=Path(train_data) if train_data else None, allowed_precisions=tuple(allowed_precisions or ()))
+
+
 TRAIN_SPLIT = "train"
 
 

@@ -6,9 +6,8 @@ from rich.table import Table
 from rich.text import Text
 
 from conversion import TARGETS, option_aliases, options_from_aliases
-from conversion.recourse import STEPS as RECOURSE_STEPS
-from conversion.recourse import AccuracyBudget
-from quantization.recipe import QatRecipe, QuantRecipe
+from conversion.recourse import budget_from_flags
+from quantization.recipe import QuantRecipe
 
 from .. import api
 from ..errors import CheckFailed, InternalError, UserError
@@ -101,14 +100,8 @@ def convert(
         console.print(f"[{index}/{total}] converting {target_name} {precision_name} ...", style="dim")
 
     recipe = QuantRecipe(observer=observer, per_channel=not per_tensor, calibration_size=calib_size, equalization=equalization)
-    steps = _split(recourse)
-    budget = None
-    if max_drop is not None or gates is not None:
-        budget = AccuracyBudget(max_drop, accuracy_data, limit=accuracy_limit, threads=threads, steps=steps or RECOURSE_STEPS, steps_asked=bool(steps),
-                                log=lambda line: console.print(f"    {line}", style="dim"), gates=gates, qat=QatRecipe(epochs=qat_epochs, minutes=qat_minutes, loss=qat_loss),
-                                train_data=train_data, allowed_precisions=_split(allow_precision))
-    elif allow_precision:
-        raise UserError("--allow-precision applies only to the --max-drop search (give --max-drop or --gates)")
+    budget = budget_from_flags(max_drop, gates, accuracy_data, accuracy_limit, _split(recourse), train_data, _split(allow_precision), threads,
+                               lambda line: console.print(f"    {line}", style="dim"), qat_epochs, qat_minutes, qat_loss)
     with third_party_noise(verbose, log, "convert") as log_path:
         result = api.convert(checkpoint, out_dir, targets=_split(target), precisions=_split(precision), calib_data=calib_data, recipe=recipe, budget=budget,
                              target_options=_target_options(set_option, {"server_engine": server_engine}), input_size=_input_size(input_size),
