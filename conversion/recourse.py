@@ -8,10 +8,11 @@ at the first candidate that meets it:
   1. calibration: the other activation observers, then the best one on 4x the calibration images;
   2. cross-layer equalization, with and without bias correction (quantization/equalize.py), which
      matters most for per-tensor weights;
-  3. mixed precision: the layers the per-layer sensitivity ranks worst kept in float (at most 10% of
-     them; `QuantRecipe.float_modules`, which every target honours in its own way: unannotated for
-     XNNPACK and LiteRT, qconfig None for TorchScript FX, excluded nodes for ONNX Runtime), the
-     smallest such set found by doubling, then bisecting;
+  3. mixed precision: layers kept in float (at most 10% of them; `QuantRecipe.float_modules`, which
+     every target honours in its own way: unannotated for XNNPACK and LiteRT, qconfig None for
+     TorchScript FX, excluded nodes for ONNX Runtime), the smallest such set found by doubling, then
+     bisecting, in this order: the network's output layers (the task decides on their values: argmax,
+     heatmap peaks, score ranking), then the layers the per-layer sensitivity ranks worst;
   4. quantization-aware training (quantization/qat.py): the best recipe so far, its weights
      fine-tuned for a few epochs on the training split (`--train-data`, default the `train` split
      beside the calibration images; never the held-out ones) under the target's own fake
@@ -44,7 +45,7 @@ from edgemnv2.timing import time_interleaved, time_runner
 from edgemnv2.validation.gates import load_gates
 from quantization.ptq import OBSERVER_NAMES, QuantRecipe, pt2e_quantize
 from quantization.qat import QatRecipe
-from quantization.sensitivity import layer_sensitivity
+from quantization.sensitivity import layer_sensitivity, output_layers
 
 from . import pt2e_quantizers, target_names
 from .job import TRAINED_RANGES, ConversionJob
@@ -60,6 +61,7 @@ STEPS = ("calibration", "equalization", "mixed-precision", "qat")  # in the orde
 MAX_FLOAT_FRACTION = 0.10  # at most this share of the layers kept in float
 LARGER_CALIBRATION = 4  # the calibration step also tries this many times the images
 TIMED_RUNS = 10
+WARMUP_RUNS = 10
 
 
 @dataclass
@@ -323,8 +325,9 @@ def _larger_calibration(search: Search, recipe: QuantRecipe) -> Candidate | None
 
 
 def _ranked_layers(search: Search, recipe: QuantRecipe, images: np.ndarray | None) -> list[str]:
-    """Conv/linear module paths, most sensitive first (isolated SQNR, quantization/sensitivity.py).
-    Target-independent (the XNNPACK PT2E graph), so measured once per recipe and shared by the targets."""
+    """Conv/linear module paths in the order the search keeps them in float: the output layers, then the
+    worst isolated SQNR first (quantization/sensitivity.py). Target-independent (the XNNPACK PT2E graph), so
+    measured once per recipe and shared by the targets."""
     recipe = dataclasses.replace(recipe, float_modules=())  # measured on the all-int8 graph of the bare network
     key = ("ranking", recipe, id(images))
     if key not in search.budget._state:
@@ -344,7 +347,9 @@ def _measure_ranking(search: Search, recipe: QuantRecipe, images: np.ndarray | N
     check = search.heldout
     probe = np.concatenate([check.preprocessing.normalize(check.read(i)[0][None]) for i in range(min(16, len(check)))])
     layers = layer_sensitivity(float_graph, quantized, probe)
-    return list(dict.fromkeys(layer.module for layer in layers))
+    # the output layers first, in the network's output order: the task decides on their values directly, and
+    # their int8 rounding costs more than any SQNR shows (quantization/sensitivity.py); then the worst SQNR first
+    return list(dict.fromkeys(output_layers(float_graph) + [layer.module for layer in layers]))
 
 
 def _mixed_precision(search: Search, recipe: QuantRecipe, images: np.ndarray | None) -> Attempt | None:
@@ -552,7 +557,10 @@ def _latency_ratio(search: Search, base_files: tuple, final_files: tuple) -> flo
                        for name, (path, manifest) in (("base", base_files), ("final", final_files))}
         except RuntimeUnavailable:
             return None
-        timed = time_interleaved(runners, search.timing_sample(), warmup=3, runs=2 * TIMED_RUNS)
+        # 3 warm-ups once gave a TorchScript x86 ratio of 2.14 that the same two files, timed again, put at
+        # 1.09; more warm-up costs milliseconds and keeps first-run effects (TorchScript's profiling
+        # executor specialises its graph over the first calls) out of the ratio
+        timed = time_interleaved(runners, search.timing_sample(), warmup=WARMUP_RUNS, runs=2 * TIMED_RUNS)
     return timed["final"]["median_ms"] / timed["base"]["median_ms"]
 
 

@@ -16,6 +16,7 @@ from edgemnv2.tasks.classification.metrics import top1_agreement
 from edgemnv2.validation.drift import sqnr_db
 from edgemnv2.validation.gates import load_gates
 from quantization.ptq import QuantRecipe
+from quantization.sensitivity import output_layers
 
 
 pytestmark = pytest.mark.slow
@@ -240,6 +241,22 @@ def test_per_layer_sensitivity_names_the_worst_layer(classifier_artifacts, shape
     assert [r.isolated_sqnr_db for r in good] == sorted(r.isolated_sqnr_db for r in good)  # worst first
     assert bad[0].isolated_sqnr_db < good[0].isolated_sqnr_db
     assert all(r.module.startswith(("features", "classifier")) for r in good)
+    # the output layer (the logits) is marked, and is what convert --max-drop keeps in float first
+    assert [r.module for r in good if r.feeds_output] == output_layers(float_graph) == ["classifier.1"]
+
+
+def test_a_detectors_output_layers_are_its_heads_last_convs_in_output_order(trained_detector):
+    """The heatmap's last conv alone was the demo detector's whole int8 mAP@.5 drop (quantization/sensitivity.py):
+    the search tries the output layers first, hm first, as the network returns its maps."""
+    import torch
+
+    from edgemnv2.checkpoint import load_checkpoint
+    from quantization.fuse import fold_batchnorm
+
+    model, meta = load_checkpoint(trained_detector[0])
+    example = torch.zeros(1, 3, *meta.preprocessing.input_size)
+    graph = torch.export.export(fold_batchnorm(model).eval(), (example,)).module()
+    assert output_layers(graph) == ["heads.hm.3", "heads.wh.3", "heads.reg.3"]
 
 
 def test_an_artifact_exported_at_another_input_size_is_checked_at_that_size(trained_classifier, shapes_root, tmp_path, capsys):

@@ -21,13 +21,15 @@ def print_sensitivity(checkpoint: Path, data: Path, quantizer: str = "xnnpack", 
     if top < 1:
         raise UserError("--top must be at least 1")
     layers = layer_sensitivity(checkpoint, data, quantizer=quantizer, observer=observer, per_tensor=per_tensor, calib_size=calib_size, images=images, arch=arch)
-    table = Table("layer (module)", "op", "isolated SQNR dB", "cumulative SQNR dB",
+    table = Table("layer (module)", "op", "isolated SQNR dB", "cumulative SQNR dB", "output",
                   title=f"per-layer int8 sensitivity, {quantizer} quantizer, {observer} observer, {'per-tensor' if per_tensor else 'per-channel'} weights; worst first")
     for layer in layers[:top]:
-        table.add_row(layer.module, layer.kind, f"{layer.isolated_sqnr_db:.1f}", f"{layer.cumulative_sqnr_db:.1f}")
+        table.add_row(layer.module, layer.kind, f"{layer.isolated_sqnr_db:.1f}", f"{layer.cumulative_sqnr_db:.1f}", "yes" if layer.feeds_output else "")
     out.print(table)
     out.print(f"{len(layers)} layers; isolated = the layer's own error (fp32 inputs); cumulative = error reaching it through the int8 network. "
-              "A layer far below the others in the isolated column is the one to keep in higher precision or recalibrate.")
+              "A layer far below the others in the isolated column is the one to keep in higher precision or recalibrate. "
+              "Output layers (their isolated figure includes their output's rounding) cost more than their SQNR shows: the task "
+              "decides on their values, and rounding makes ties; convert --max-drop keeps them in float first.")
 
 
 def sensitivity(
