@@ -11,8 +11,8 @@ at the first candidate that meets it:
   3. mixed precision: layers kept in float (at most 10% of them; `QuantRecipe.float_modules`, which
      every target honours in its own way: unannotated for XNNPACK and LiteRT, qconfig None for
      TorchScript FX, excluded nodes for ONNX Runtime), the smallest such set found by doubling, then
-     bisecting, in this order: the network's output layers (the task decides on their values: argmax,
-     heatmap peaks, score ranking), then the layers the per-layer sensitivity ranks worst;
+     bisecting, in this order: the layers producing the class-score outputs (the logits, a heatmap: the
+     task decides on their values), then the layers the per-layer sensitivity ranks worst;
   4. quantization-aware training (quantization/qat.py): the best recipe so far, its weights
      fine-tuned for a few epochs on the training split (`--train-data`, default the `train` split
      beside the calibration images; never the held-out ones) under the target's own fake
@@ -45,7 +45,7 @@ from edgemnv2.timing import time_interleaved, time_runner
 from edgemnv2.validation.gates import load_gates
 from quantization.ptq import OBSERVER_NAMES, QuantRecipe, pt2e_quantize
 from quantization.qat import QatRecipe
-from quantization.sensitivity import layer_sensitivity, output_layers
+from quantization.sensitivity import layer_sensitivity
 
 from . import pt2e_quantizers, target_names
 from .job import TRAINED_RANGES, ConversionJob
@@ -255,7 +255,7 @@ class Search:
         latency = None  # not measured where the runtime cannot run (CoreML on Linux: simulated)
         try:  # the candidate runs in a runner process (edgemnv2.confine), as every artifact does
             runner = self.target.load(path, manifest, self.budget.threads)
-            latency = time_runner(runner, self.timing_sample(), 2, TIMED_RUNS)["median_ms"]
+            latency = time_runner(runner, self.timing_sample(), WARMUP_RUNS, TIMED_RUNS)["median_ms"]
         except RuntimeUnavailable:
             if self.target.simulate is None:
                 raise
@@ -325,8 +325,8 @@ def _larger_calibration(search: Search, recipe: QuantRecipe) -> Candidate | None
 
 
 def _ranked_layers(search: Search, recipe: QuantRecipe, images: np.ndarray | None) -> list[str]:
-    """Conv/linear module paths in the order the search keeps them in float: the output layers, then the
-    worst isolated SQNR first (quantization/sensitivity.py). Target-independent (the XNNPACK PT2E graph), so
+    """Conv/linear module paths in the order the search keeps them in float: the class-score outputs' layers,
+    then the worst isolated SQNR first (quantization/sensitivity.py). Target-independent (the XNNPACK PT2E graph), so
     measured once per recipe and shared by the targets."""
     recipe = dataclasses.replace(recipe, float_modules=())  # measured on the all-int8 graph of the bare network
     key = ("ranking", recipe, id(images))
@@ -347,9 +347,13 @@ def _measure_ranking(search: Search, recipe: QuantRecipe, images: np.ndarray | N
     check = search.heldout
     probe = np.concatenate([check.preprocessing.normalize(check.read(i)[0][None]) for i in range(min(16, len(check)))])
     layers = layer_sensitivity(float_graph, quantized, probe)
-    # the output layers first, in the network's output order: the task decides on their values directly, and
-    # their int8 rounding costs more than any SQNR shows (quantization/sensitivity.py); then the worst SQNR first
-    return list(dict.fromkeys(output_layers(float_graph) + [layer.module for layer in layers]))
+    # the layers of the class-score outputs first (the task's labelled outputs: logits, a heatmap): the task decides on
+    # their values directly, and their int8 rounding costs more than any SQNR shows (quantization/sensitivity.py); then
+    # the worst SQNR first (other output layers' rounding counted in it)
+    task = get_task(search.base_job.meta.task)
+    scores = {task.output_names.index(name) for name in task.labelled_outputs if name in task.output_names}
+    first = sorted((layer for layer in layers if layer.output_index in scores), key=lambda layer: layer.output_index)
+    return list(dict.fromkeys(layer.module for layer in first + layers))
 
 
 def _mixed_precision(search: Search, recipe: QuantRecipe, images: np.ndarray | None) -> Attempt | None:

@@ -10,12 +10,12 @@ its name in the PT2E-quantized graph (which only adds quantize/dequantize nodes)
     column that names the culprit.
 
 An output layer (one whose value reaches a graph output through no other conv/linear) has its
-output rounded once more with no later layer to see it: its isolated figure includes that rounding,
-measured at the graph output. SQNR still understates such layers: the task decides on them directly
-(argmax, heatmap peaks, the score ranking of AP), and int8 rounding makes ties the float model never
-has. On the demo detector, the heatmap head's last conv alone was the whole int8 mAP@.5 drop on every
-quantizer (XNNPACK 0.83 -> 0.01, LiteRT 0.83 -> 0.01, FX x86 1.11 -> -0.14 points, kept in float),
-while its SQNR stayed high. So `output_layers` names them, and convert --max-drop tries them first.
+output rounded once more (its quantize/dequantize pair), and no later layer sees that rounding: its
+figures include it, measured at that dequantize. SQNR still understates the layers whose outputs
+hold class scores: the task decides on them directly (argmax, heatmap peaks, the score ranking of
+AP), where int8 rounding makes ties the float model never has (docs/recourse.md has the demo
+detector's figures). `output_index` marks output layers; convert --max-drop keeps the score outputs'
+layers in float first.
 
 SQNR in dB, accumulated over all evaluation images (higher is better; worst first).
 """
@@ -28,6 +28,13 @@ import torch
 from edgemnv2.progress import progress
 
 LAYER_OPS = (torch.ops.aten.conv2d.default, torch.ops.aten.linear.default)
+# by name: the quantized_decomposed ops exist only once the quantizer's library has registered them
+QUANTIZE_OP = "quantized_decomposed::quantize_per_tensor"
+DEQUANTIZE_OP = "quantized_decomposed::dequantize_per_tensor"
+
+
+def _is_op(node: torch.fx.Node, name: str) -> bool:
+    return node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload) and node.target.name() == name
 
 
 @dataclass
@@ -37,7 +44,11 @@ class LayerSensitivity:
     kind: str
     isolated_sqnr_db: float
     cumulative_sqnr_db: float
-    feeds_output: bool = False  # its value reaches a graph output through no other layer (output_layers)
+    output_index: int | None = None  # the graph output its value reaches through no other layer (output_layers); None: not an output layer
+
+    @property
+    def feeds_output(self) -> bool:
+        return self.output_index is not None
 
 
 class _Recorder(torch.fx.Interpreter):
@@ -62,17 +73,21 @@ def _module_path(node) -> str:
     return list(stack.values())[-1][0] if stack else node.name
 
 
-def _graph_outputs(graph_module: torch.fx.GraphModule) -> list:
-    """The output node's values, flattened in order (a tuple of maps, or one tensor)."""
-    output = next(n for n in graph_module.graph.nodes if n.op == "output")
-    return list(torch.utils._pytree.tree_leaves(output.args[0]))
+def _leaves(value) -> list:
+    """The nodes of an output node's argument, in order (a tuple of maps, or one tensor)."""
+    if isinstance(value, (tuple, list)):
+        return [leaf for item in value for leaf in _leaves(item)]
+    return [value]
 
 
 def _output_layer_nodes(float_graph: torch.fx.GraphModule) -> dict[str, int]:
-    """{layer node name: index of the graph output it feeds} for each conv/linear whose value reaches
-    a graph output through no other layer (shape ops and activations may be between), first output first."""
+    """{layer node name: the first graph output it feeds} for each conv/linear whose value reaches a
+    graph output through no other layer (shape ops and activations may be between), ordered by that
+    output, then by graph position. Meant for the bare network: an in-graph decode would join the
+    heads into one output."""
+    output = next(n for n in float_graph.graph.nodes if n.op == "output")
     found: dict[str, int] = {}
-    for index, value in enumerate(_graph_outputs(float_graph)):
+    for index, value in enumerate(_leaves(output.args[0])):
         stack, seen = [value], set()
         while stack:
             node = stack.pop()
@@ -83,15 +98,30 @@ def _output_layer_nodes(float_graph: torch.fx.GraphModule) -> dict[str, int]:
                 found.setdefault(node.name, index)
                 continue
             stack.extend(node.all_input_nodes)
-    return found
+    position = {n.name: i for i, n in enumerate(float_graph.graph.nodes)}
+    return dict(sorted(found.items(), key=lambda item: (item[1], position[item[0]])))
 
 
 def output_layers(float_graph: torch.fx.GraphModule) -> list[str]:
     """The module paths of the output layers, in the order of the outputs they feed (a detector's
     heatmap head first, as the network returns it)."""
     nodes = {n.name: n for n in float_graph.graph.nodes}
-    ordered = sorted(_output_layer_nodes(float_graph).items(), key=lambda item: item[1])
-    return list(dict.fromkeys(_module_path(nodes[name]) for name, _ in ordered))
+    return list(dict.fromkeys(_module_path(nodes[name]) for name in _output_layer_nodes(float_graph)))
+
+
+def _output_rounding(quantized_graph: torch.fx.GraphModule, layers: set[str]) -> dict[str, str]:
+    """{layer: the dequantize after its own quantize} for those of `layers` whose output the int8 graph
+    rounds (layer -> quantize -> dequantize); a layer kept in float has none."""
+    found = {}
+    for node in quantized_graph.graph.nodes:
+        if node.name not in layers:
+            continue
+        for quantize in node.users:
+            if _is_op(quantize, QUANTIZE_OP):
+                dequantize = next((u for u in quantize.users if _is_op(u, DEQUANTIZE_OP)), None)
+                if dequantize is not None:
+                    found[node.name] = dequantize.name
+    return found
 
 
 def _sqnr(signal: float, noise: float) -> float:
@@ -108,33 +138,32 @@ def layer_sensitivity(float_graph: torch.fx.GraphModule, quantized_graph: torch.
         raise ValueError(f"quantized graph lost layer names {sorted(missing)[:3]}; both graphs must come from one export")
     shared = {n.name for n in float_graph.graph.nodes if n.op == "call_function" and n.name in quantized_names}
     feeding = _output_layer_nodes(float_graph)
+    rounded = _output_rounding(quantized_graph, set(feeding))  # output layer -> the dequantize of its rounded output
+    recorded = names | set(rounded.values())
     sums = {name: np.zeros(3) for name in names}  # signal, cumulative noise, isolated noise
-    rounding = {index: np.zeros(2) for index in set(feeding.values())}  # per output: signal, noise of its own rounding
     with torch.no_grad():
         for image in progress(images, "per-layer sensitivity"):
             x = torch.from_numpy(np.ascontiguousarray(image[None]))
             reference = _Recorder(float_graph, shared)
-            reference_outputs = torch.utils._pytree.tree_leaves(reference.run(x))
-            cumulative = _Recorder(quantized_graph, names)
+            reference.run(x)
+            cumulative = _Recorder(quantized_graph, recorded)
             cumulative.run(x)
-            isolated = _Recorder(quantized_graph, names, substitute=reference.values)
-            isolated_outputs = torch.utils._pytree.tree_leaves(isolated.run(x))
+            isolated = _Recorder(quantized_graph, recorded, substitute=reference.values)
+            isolated.run(x)
             for name in names:
                 ref = reference.values[name].double()
-                sums[name] += [float((ref**2).sum()), float(((ref - cumulative.values[name].double()) ** 2).sum()),
-                               float(((ref - isolated.values[name].double()) ** 2).sum())]
-            for index in rounding:  # fp32 values into the ops after the output layer: what is left is their own rounding
-                ref = reference_outputs[index].double()
-                rounding[index] += [float((ref**2).sum()), float(((ref - isolated_outputs[index].double()) ** 2).sum())]
+                # an output layer: cumulative is taken after its output's rounding; isolated adds that rounding of its
+                # fp32 value (the dequantize in the isolated pass) to its own error, as independent noise powers add
+                after = rounded.get(name, name)
+                own_rounding = float(((ref - isolated.values[after].double()) ** 2).sum()) if name in rounded else 0.0
+                sums[name] += [float((ref**2).sum()), float(((ref - cumulative.values[after].double()) ** 2).sum()),
+                               float(((ref - isolated.values[name].double()) ** 2).sum()) + own_rounding]
     results = []
     for node in layers:
         signal, cumulative_noise, isolated_noise = sums[node.name]
-        if node.name in feeding:  # relative noise powers add: the layer's own error, then its output's rounding
-            out_signal, out_noise = rounding[feeding[node.name]]
-            isolated_noise += signal * out_noise / max(out_signal, 1e-30)
         kind = "linear" if node.target is torch.ops.aten.linear.default else _conv_kind(node)
         results.append(LayerSensitivity(node.name, _module_path(node), kind, _sqnr(signal, isolated_noise), _sqnr(signal, cumulative_noise),
-                                        node.name in feeding))
+                                        feeding.get(node.name)))
     return sorted(results, key=lambda r: r.isolated_sqnr_db)
 
 
