@@ -245,20 +245,6 @@ def test_per_layer_sensitivity_names_the_worst_layer(classifier_artifacts, shape
     assert [r.module for r in good if r.feeds_output] == output_layers(float_graph) == ["classifier.1"]
 
 
-def test_a_detectors_output_layers_are_its_heads_last_convs_in_output_order(trained_detector):
-    """The heatmap's last conv alone was the demo detector's whole int8 mAP@.5 drop (quantization/sensitivity.py):
-    the search tries the output layers first, hm first, as the network returns its maps."""
-    import torch
-
-    from edgemnv2.checkpoint import load_checkpoint
-    from quantization.fuse import fold_batchnorm
-
-    model, meta = load_checkpoint(trained_detector[0])
-    example = torch.zeros(1, 3, *meta.preprocessing.input_size)
-    graph = torch.export.export(fold_batchnorm(model).eval(), (example,)).module()
-    assert output_layers(graph) == ["heads.hm.3", "heads.wh.3", "heads.reg.3"]
-
-
 def test_an_artifact_exported_at_another_input_size_is_checked_at_that_size(trained_classifier, shapes_root, tmp_path, capsys):
     """convert --input-size 64 (the test classifier was trained at 48): the manifests and the app file
     say 64; validate checks those rows at 64 against fp32 at 64, beside a 48 one; bundles carry 64-pixel
