@@ -28,8 +28,9 @@ def print_sensitivity(checkpoint: Path, data: Path, quantizer: str = "xnnpack", 
     out.print(table)
     out.print(f"{len(layers)} layers; isolated = the layer's own error (fp32 inputs); cumulative = error reaching it through the int8 network. "
               "A layer far below the others in the isolated column is the one to keep in higher precision or recalibrate. "
-              "Output layers (their isolated figure includes their output's rounding) cost more than their SQNR shows: the task "
-              "decides on their values, and rounding makes ties; convert --max-drop keeps them in float first.")
+              "An output layer's figures include its output's rounding. Layers whose outputs hold class scores (logits, a heatmap) "
+              "cost more than their SQNR shows: the task decides on their values, and rounding makes ties; convert --max-drop keeps "
+              "them in float first.")
 
 
 def sensitivity(
