@@ -78,11 +78,11 @@ def table(rows: list[dict]) -> str:
     def points(value):
         return "-" if value is None else f"{value:.2f}"
 
-    lines = ["| case | model | target | PTQ only (best) | after QAT | met | chosen | float layers | QAT epochs | QAT min | search min | evaluations | latency x |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| case | model | target | all-int8 (first try) | PTQ only (best) | after QAT | met | chosen | float layers | QAT epochs | QAT min | search min | evaluations | latency x |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         latency = f"{r['latency_ratio']:.2f}" if r["latency_ratio"] else "n/a (simulated)"
-        lines.append(f"| {r['case']} | {r['model']} | {r['target']}{' *' if r['measured_on'] != 'runtime' else ''} | {points(r['drop_ptq_only'])} | "
+        lines.append(f"| {r['case']} | {r['model']} | {r['target']}{' *' if r['measured_on'] != 'runtime' else ''} | {points(r['drop_before'])} | {points(r['drop_ptq_only'])} | "
                      f"{points(r['drop_after_qat'])} | {'yes' if r['met'] else 'no'} ({points(r['drop_after'])}) | {r['chosen']} | {r['float_layers']} | "
                      f"{r['qat_epochs'] or '-'} | {r['qat_minutes'] if r['qat_minutes'] is not None else '-'} | {r['minutes']} | {r['evaluations']} | {latency} |")
     return "\n".join(lines)

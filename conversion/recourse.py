@@ -346,11 +346,14 @@ def _measure_ranking(search: Search, recipe: QuantRecipe, images: np.ndarray | N
     quantized = pt2e_quantize(model, example, pt2e_quantizers()[RANKING_QUANTIZER].build(recipe, False), calibration)
     check = search.heldout
     probe = np.concatenate([check.preprocessing.normalize(check.read(i)[0][None]) for i in range(min(16, len(check)))])
-    layers = layer_sensitivity(float_graph, quantized, probe)
-    # the layers of the class-score outputs first (the task's labelled outputs: logits, a heatmap): the task decides on
-    # their values directly, and their int8 rounding costs more than any SQNR shows (quantization/sensitivity.py); then
-    # the worst SQNR first (other output layers' rounding counted in it)
-    task = get_task(search.base_job.meta.task)
+    return in_search_order(layer_sensitivity(float_graph, quantized, probe), get_task(search.base_job.meta.task))
+
+
+def in_search_order(layers: list, task) -> list[str]:
+    """Module paths in the order the mixed-precision step keeps them in float: the layers of the class-score
+    outputs first (the task's labelled outputs: logits, a heatmap), since the task decides on their values
+    directly and their int8 rounding costs more than any SQNR shows (quantization/sensitivity.py); then the
+    rest as `layers` has them (worst isolated SQNR first, other output layers' rounding counted in it)."""
     scores = {task.output_names.index(name) for name in task.labelled_outputs if name in task.output_names}
     first = sorted((layer for layer in layers if layer.output_index in scores), key=lambda layer: layer.output_index)
     return list(dict.fromkeys(layer.module for layer in first + layers))

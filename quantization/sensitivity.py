@@ -34,7 +34,8 @@ DEQUANTIZE_OP = "quantized_decomposed::dequantize_per_tensor"
 
 
 def _is_op(node: torch.fx.Node, name: str) -> bool:
-    return node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload) and node.target.name() == name
+    # the schema's name is the op's, whatever the overload (.default for static ranges, .tensor for dynamic)
+    return node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload) and node.target._schema.name == name
 
 
 @dataclass
@@ -121,6 +122,7 @@ def _output_rounding(quantized_graph: torch.fx.GraphModule, layers: set[str]) ->
                 dequantize = next((u for u in quantize.users if _is_op(u, DEQUANTIZE_OP)), None)
                 if dequantize is not None:
                     found[node.name] = dequantize.name
+                    break
     return found
 
 

@@ -10,8 +10,8 @@ from quantization.sensitivity import layer_sensitivity, output_layers
 
 
 class TwoOutputs(nn.Module):
-    """`c` feeds the first output through a reshape, `b` the second directly; `a` and `d` feed only
-    other layers or are joined by an add before their output."""
+    """`c` feeds the first output through a reshape, `b` the second directly (and runs before `c`);
+    `a` feeds only other layers; `e` and `d` are joined by an add before the third output."""
 
     def __init__(self):
         super().__init__()
@@ -20,7 +20,8 @@ class TwoOutputs(nn.Module):
 
     def forward(self, x):
         y = torch.relu(self.a(x))
-        return self.c(y).flatten(1), self.b(y), self.e(y) + self.d(y)
+        second = self.b(y)
+        return self.c(y).flatten(1), second, self.e(y) + self.d(y)
 
 
 def _export(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
@@ -29,8 +30,22 @@ def _export(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
 
 def test_output_layers_follow_the_outputs_order_then_the_graph_order():
     graph = _export(TwoOutputs(), torch.zeros(1, 3, 8, 8))
-    # the add joins e and d into the third output: both are output layers, in graph order (e runs first)
+    # outputs first (b runs before c), then graph order within one: the add joins e and d into the third
     assert output_layers(graph) == ["c", "b", "e", "d"]
+
+
+def test_the_search_keeps_the_class_score_layers_in_float_first():
+    """The detector's hm conv (its labelled output) goes first, however well it measures; wh and reg
+    keep their SQNR places; a classifier's logits layer goes first."""
+    from conversion.recourse import in_search_order
+    from edgemnv2.tasks import get_task
+    from quantization.sensitivity import LayerSensitivity
+
+    worst_first = [LayerSensitivity("n1", "backbone.2", "conv 1x1", 30.0, 28.0), LayerSensitivity("n2", "heads.reg.3", "conv 1x1", 47.0, 30.0, 2),
+                   LayerSensitivity("n3", "heads.hm.3", "conv 1x1", 48.0, 34.0, 0), LayerSensitivity("n4", "heads.wh.3", "conv 1x1", 51.0, 37.0, 1)]
+    assert in_search_order(worst_first, get_task("detection")) == ["heads.hm.3", "backbone.2", "heads.reg.3", "heads.wh.3"]
+    logits = [LayerSensitivity("n1", "features.3", "conv 1x1", 30.0, 28.0), LayerSensitivity("n2", "classifier.1", "linear", 45.0, 33.0, 0)]
+    assert in_search_order(logits, get_task("classification")) == ["classifier.1", "features.3"]
 
 
 def test_an_output_layers_figures_count_its_outputs_rounding():
