@@ -38,6 +38,10 @@ def _fine_tunings(attempts: list[dict] | None) -> list[dict]:
     return list({(q["seconds"], tuple(q["loss_per_epoch"])): q for q in (a["qat"] for a in attempts or [] if a.get("qat"))}.values())
 
 
+def _qat_minutes(runs: list[dict]) -> float | None:
+    return round(sum(q["seconds"] for q in runs) / 60, 1) if runs else None
+
+
 def _best(attempts: list[dict], qat: bool) -> float | None:
     drops = [a["drop"] for a in attempts or [] if (a["step"] == "qat") == qat and a.get("drop") is not None]
     return min(drops) if drops else None
@@ -66,7 +70,7 @@ def run_case(demo: Path, case: str, model: str, targets: list[str], extra: list[
                          "budget": record.get("max_drop"), "drop_before": record["before"]["drop"], "drop_after": record["after"]["drop"],
                          "drop_ptq_only": _best(record.get("attempts"), qat=False), "drop_after_qat": _best(record.get("attempts"), qat=True),
                          "qat_epochs": qat_runs[0]["epochs"] if qat_runs else None,
-                         "qat_minutes": round(sum(q["seconds"] for q in qat_runs) / 60, 1) if qat_runs else None,
+                         "qat_minutes": _qat_minutes(qat_runs),
                          "minutes": round(record.get("seconds", 0) / 60, 1),
                          "met": record.get("met"), "chosen": record["chosen"]["description"], "float_layers": len(record.get("float_layers", [])),
                          "evaluations": record.get("evaluations"), "latency_ratio": record.get("latency_ratio"),
@@ -100,8 +104,7 @@ def main(argv=None) -> None:
     if args.render:
         saved = json.loads(args.render.read_text())
         for row in saved["rows"]:  # figures derived from the attempts, as run_case derives them now
-            runs = _fine_tunings(row.get("attempts"))
-            row["qat_minutes"] = round(sum(q["seconds"] for q in runs) / 60, 1) if runs else None
+            row["qat_minutes"] = _qat_minutes(_fine_tunings(row.get("attempts")))
         print(f"Machine: {saved['machine']}; {saved['threads']} threads; QAT loss: {saved.get('qat_loss', 'task')}")
         print(table(saved["rows"]))
         return

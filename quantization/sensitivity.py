@@ -74,21 +74,16 @@ def _module_path(node) -> str:
     return list(stack.values())[-1][0] if stack else node.name
 
 
-def _leaves(value) -> list:
-    """The nodes of an output node's argument, in order (a tuple of maps, or one tensor)."""
-    if isinstance(value, (tuple, list)):
-        return [leaf for item in value for leaf in _leaves(item)]
-    return [value]
-
-
 def _output_layer_nodes(float_graph: torch.fx.GraphModule) -> dict[str, int]:
     """{layer node name: the first graph output it feeds} for each conv/linear whose value reaches a
     graph output through no other layer (shape ops and activations may be between), ordered by that
     output, then by graph position. Meant for the bare network: an in-graph decode would join the
     heads into one output."""
     output = next(n for n in float_graph.graph.nodes if n.op == "output")
+    values: list[torch.fx.Node] = []
+    torch.fx.node.map_arg(output.args[0], values.append)  # the output's nodes in order, however nested
     found: dict[str, int] = {}
-    for index, value in enumerate(_leaves(output.args[0])):
+    for index, value in enumerate(values):
         stack, seen = [value], set()
         while stack:
             node = stack.pop()
