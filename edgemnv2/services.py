@@ -25,11 +25,11 @@ from .distributed import world
 from .errors import CheckFailed, UserError, did_you_mean
 from .evaluate import torch_runner
 from .fileio import refuse_overwrite
-from .models import create_model, get_spec
+from .models import get_spec
 from .prediction.compare import worst_disagreements
 from .signing import tool as signing_tool
 from .tasks import evaluate_runner, get_task
-from .train import TrainConfig
+from .train import TrainConfig, seeded_model
 from .validation.gates import Gates, load_gates
 from .validation.report import write_reports
 from .validation.validate import ValidationSettings, validate
@@ -169,8 +169,8 @@ def run_demo(out: Path, *, scale: float = 1.0, epoch_scale: float = 1.0, threads
             val_data = task.load_split(root, "val", preprocessing, class_names=train_data.class_names)
             kwargs = {"width_mult": recipe["width_mult"]}
             meta = CheckpointMeta(recipe["arch"], task.name, train_data.class_names, preprocessing, kwargs)
-            model = create_model(recipe["arch"], num_classes=meta.num_classes, **kwargs)
             config = TrainConfig(epochs=max(1, round(recipe["epochs"] * epoch_scale)), batch_size=recipe["batch"], lr=recipe["lr"])
+            model = seeded_model(recipe["arch"], config.seed, num_classes=meta.num_classes, **kwargs)
             result = task.train(model, train_data, val_data, meta, config, checkpoint)
             log.line(f"trained in {result.seconds:.0f} s")
         log.stage(f"3. evaluate {name}")

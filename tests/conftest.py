@@ -106,15 +106,14 @@ def freshly_trained_classifier(shapes_root, tmp_path_factory):
     from edgemnv2.checkpoint import CheckpointMeta
     from edgemnv2.data.datasets import load_image_folder
     from edgemnv2.data.preprocess import Preprocessing
-    from edgemnv2.models import create_model
     from edgemnv2.tasks import CLASSIFICATION
-    from edgemnv2.train import TrainConfig
+    from edgemnv2.train import TrainConfig, seeded_model
 
     preprocessing = Preprocessing((TEST_CLASSIFIER_INPUT, TEST_CLASSIFIER_INPUT))
     train = load_image_folder(shapes_root / "classification" / "train", preprocessing)
     val = load_image_folder(shapes_root / "classification" / "val", preprocessing)
     meta = CheckpointMeta("mobilenet_v2", "classification", train.class_names, preprocessing, {"width_mult": TEST_CLASSIFIER_WIDTH})
-    model = create_model("mobilenet_v2", num_classes=10, width_mult=TEST_CLASSIFIER_WIDTH)
+    model = seeded_model("mobilenet_v2", TrainConfig.seed, num_classes=10, width_mult=TEST_CLASSIFIER_WIDTH)
     out = tmp_path_factory.mktemp("ckpt") / "fresh_classifier.pt"
     result = CLASSIFICATION.train(model, train, val, meta, TrainConfig(**TEST_CLASSIFIER_TRAINING), out)
     return out, result
@@ -134,15 +133,14 @@ def freshly_trained_detector(shapes_root, tmp_path_factory):
     from edgemnv2.checkpoint import CheckpointMeta
     from edgemnv2.data.datasets import load_coco, resolve_detection_split
     from edgemnv2.data.preprocess import Preprocessing
-    from edgemnv2.models import create_model
     from edgemnv2.tasks import DETECTION
-    from edgemnv2.train import TrainConfig
+    from edgemnv2.train import TrainConfig, seeded_model
 
     preprocessing = Preprocessing((64, 64))
     train = load_coco(*resolve_detection_split(shapes_root / "detection", "train"), preprocessing)
     val = load_coco(*resolve_detection_split(shapes_root / "detection", "val"), preprocessing)
     meta = CheckpointMeta("centernet", "detection", train.class_names, preprocessing, dict(TEST_DETECTOR_ARCH))
-    model = create_model("centernet", num_classes=len(train.class_names), **TEST_DETECTOR_ARCH)
+    model = seeded_model("centernet", TrainConfig.seed, num_classes=len(train.class_names), **TEST_DETECTOR_ARCH)
     out = tmp_path_factory.mktemp("ckpt") / "fresh_detector.pt"
     result = DETECTION.train(model, train, val, meta, TrainConfig(**TEST_DETECTOR_TRAINING), out)
     return out, result

@@ -12,9 +12,9 @@ from ..checkpoint import CheckpointMeta
 from ..data.preprocess import Preprocessing
 from ..errors import UserError
 from ..fileio import refuse_overwrite
-from ..models import backbone_names, create_model, get_spec
+from ..models import backbone_names, get_spec
 from ..tasks import get_task
-from ..train import TrainConfig, check_trainable
+from ..train import TrainConfig, check_trainable, seeded_model
 from .common import console, set_threads, third_party_noise
 from .convert_cmd import _target_options
 
@@ -29,7 +29,7 @@ def train(
     epochs: Annotated[Optional[int], typer.Option(help="Training epochs (default 10; with --qat, 2).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Batch size (default 64; with --qat, 16).")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (default 3e-3, one-cycle schedule; with --qat, 2e-4, cosine decay).")] = None,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed of the initial weights, the shuffles and the flips: the same seed, data and --threads give the same checkpoint on one machine (float sums split by thread count differ in the last bits).")] = 0,
     threads: Annotated[int, typer.Option(help="CPU threads.")] = 2,
     force: Annotated[bool, typer.Option(help="Overwrite an existing checkpoint.")] = False,
     qat: Annotated[Optional[str], typer.Option(help="Quantization-aware fine-tuning of --checkpoint for this target (its own fake quantization): a checkpoint that convert quantizes with the recipe it was trained for.")] = None,
@@ -71,8 +71,8 @@ def train(
     if backbone:
         kwargs["backbone"] = backbone
     meta = CheckpointMeta(arch, task.name, train_data.class_names, preprocessing, kwargs)
-    model = create_model(arch, num_classes=meta.num_classes, **kwargs)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    model = seeded_model(arch, config.seed, num_classes=meta.num_classes, **kwargs)
     console.print(f"training {arch} (width {width}) on {len(train_data)} images, {meta.num_classes} classes, input {size}x{size}")
     result = task.train(model, train_data, val_data, meta, config, out)
     console.print(f"best checkpoint {result.checkpoint} ({result.seconds:.0f} s): " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.best_metrics.items()))
