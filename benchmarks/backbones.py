@@ -90,11 +90,10 @@ def train_row(name, arch, kwargs, data, work: Path, epochs: int, train_size: int
     from edgemnv2.tasks import DETECTION
     from edgemnv2.data.preprocess import Preprocessing
     from edgemnv2.data.shapes import DETECTION_CLASSES
-    from edgemnv2.models import create_model
-    from edgemnv2.train import TrainConfig
+    from edgemnv2.train import TrainConfig, seeded_model
 
     # the data is always the built-in shapes (ensure_data): its classes are known without loading it
-    model = create_model(arch, num_classes=len(DETECTION_CLASSES), **kwargs)
+    model = seeded_model(arch, TrainConfig.seed, num_classes=len(DETECTION_CLASSES), **kwargs)
     key = f"{name}-e{epochs}-n{train_images}-s{train_size}-{_architecture_key(model)}"
     cache = work / f"{key}.train.json"
     if cache.exists():

@@ -262,7 +262,7 @@ def signed_artifacts(trained_classifier, shapes_root, keys, tmp_path_factory):
 # worker waits long on the other's fixture and the last files to finish are short ones.
 FILES_LONGEST_FIRST = ("test_app_ready", "test_recourse", "test_validation", "test_reproducibility", "test_article_checkpoints",
                        "test_conversion", "test_faults", "test_layerwise", "test_bundles", "test_confinement", "test_gate_integrity",
-                       "test_trust", "test_streaming", "test_train", "test_gate_integrity_bundles", "test_hostile_input")
+                       "test_trust", "test_streaming", "test_train", "test_train_reproducible", "test_gate_integrity_bundles", "test_hostile_input")
 
 
 def pytest_collection_modifyitems(config, items):

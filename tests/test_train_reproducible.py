@@ -12,6 +12,8 @@ from edgemnv2.cli.main import run
 
 from .conftest import TEST_CLASSIFIER_INPUT, TEST_CLASSIFIER_WIDTH
 
+pytestmark = pytest.mark.slow  # six short trainings: 25 s
+
 TASKS = {
     "classification": ["--arch", "mobilenet_v2", "--width", TEST_CLASSIFIER_WIDTH, "--input-size", TEST_CLASSIFIER_INPUT, "--batch-size", 64],
     "detection": ["--arch", "centernet", "--width", 0.35, "--input-size", 64, "--batch-size", 16],

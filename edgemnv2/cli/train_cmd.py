@@ -29,7 +29,7 @@ def train(
     epochs: Annotated[Optional[int], typer.Option(help="Training epochs (default 10; with --qat, 2).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Batch size (default 64; with --qat, 16).")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (default 3e-3, one-cycle schedule; with --qat, 2e-4, cosine decay).")] = None,
-    seed: Annotated[int, typer.Option(help="Random seed of the initial weights, the shuffles and the flips: the same seed, data and --threads give the same checkpoint on one machine (float sums split by thread count differ in the last bits).")] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed of the initial weights, the shuffles and the flips: the same seed, data, --threads and number of processes give the same weights on one machine (float sums split another way differ in the last bits); --qat --minutes does not (its schedule follows the clock).")] = 0,
     threads: Annotated[int, typer.Option(help="CPU threads.")] = 2,
     force: Annotated[bool, typer.Option(help="Overwrite an existing checkpoint.")] = False,
     qat: Annotated[Optional[str], typer.Option(help="Quantization-aware fine-tuning of --checkpoint for this target (its own fake quantization): a checkpoint that convert quantizes with the recipe it was trained for.")] = None,
