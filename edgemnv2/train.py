@@ -21,6 +21,7 @@ from .distributed import World
 from .distributed import world as join_world
 from .errors import UserError
 from .evaluate import torch_runner
+from .models import create_model
 from .quiet import TERMINAL
 
 
@@ -105,8 +106,6 @@ def seeded_model(arch: str, seed: int, **kwargs) -> nn.Module:
     model built before the training loop seeds its shuffles started from different weights each
     run, and the same --seed gave a different checkpoint (measured: train_loss 2.3623 against
     2.3645 after one epoch of the same command)."""
-    from .models import create_model
-
     seed_everything(seed)
     return create_model(arch, **kwargs)
 
